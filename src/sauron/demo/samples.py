@@ -1,0 +1,84 @@
+"""Sample face photos fetched from the package registry into a local cache.
+
+No third-party photo ships with the project: the face_recognition 1.3.0 source
+distribution on PyPI carries a few test photos (public figures), and scikit-image's wheel
+carries the public-domain ``astronaut.png``. Both are downloaded once with pip and read
+straight out of the archives.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+from sauron import SauronError
+
+log = logging.getLogger(__name__)
+
+FACE_RECOGNITION_SDIST = "face_recognition==1.3.0"
+SKIMAGE_WHEEL = "scikit-image==0.24.0"
+PHOTOS = ("obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg", "obama_partial_face.jpg")
+
+
+def cache_dir() -> Path:
+    """Where downloads are kept: $SAURON_CACHE, else ~/.cache/sauron."""
+    root = os.environ.get("SAURON_CACHE") or Path.home() / ".cache" / "sauron"
+    path = Path(root)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _pip_download(requirement: str, dest: Path, *, binary: bool) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    existing = sorted(p for p in dest.iterdir() if p.suffix in {".gz", ".whl", ".zip"})
+    if existing:
+        return existing[0]
+    fmt = ["--only-binary", ":all:"] if binary else ["--no-binary", ":all:"]
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", *fmt, "-d", str(dest)]
+    if binary:
+        cmd += ["--python-version", "3.11", "--platform", "manylinux2014_x86_64"]
+    log.info("fetching %s from the package registry into %s", requirement, dest)
+    proc = subprocess.run([*cmd, requirement], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise SauronError(f"could not download {requirement}: {proc.stderr.strip()[-500:]}")
+    found = sorted(p for p in dest.iterdir() if p.suffix in {".gz", ".whl", ".zip"})
+    if not found:
+        raise SauronError(f"pip download of {requirement} left no archive in {dest}")
+    return found[0]
+
+
+def sample_photos() -> dict[str, Path]:
+    """Return {file name: path} of the face_recognition test photos, fetching them once."""
+    out = cache_dir() / "photos"
+    if all((out / name).exists() for name in PHOTOS):
+        return {name: out / name for name in PHOTOS}
+    archive = _pip_download(FACE_RECOGNITION_SDIST, cache_dir() / "sdist", binary=False)
+    out.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(archive) as tar:
+        for member in tar.getmembers():
+            name = Path(member.name).name
+            if "/tests/test_images/" in member.name and name in PHOTOS and member.isfile():
+                src = tar.extractfile(member)
+                if src is not None:
+                    (out / name).write_bytes(src.read())
+    missing = [n for n in PHOTOS if not (out / n).exists()]
+    if missing:
+        raise SauronError(f"{archive.name} did not contain the photos {missing}")
+    return {name: out / name for name in PHOTOS}
+
+
+def astronaut_photo() -> Path:
+    """Return the path of scikit-image's public-domain astronaut.png, fetching it once."""
+    out = cache_dir() / "photos" / "astronaut.png"
+    if out.exists():
+        return out
+    wheel = _pip_download(SKIMAGE_WHEEL, cache_dir() / "skimage", binary=True)
+    with zipfile.ZipFile(wheel) as zf:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(zf.read("skimage/data/astronaut.png"))
+    return out
