@@ -1,0 +1,298 @@
+"""The ``sauron`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from sauron import SauronError, __version__
+from sauron.config import Settings, load_settings
+
+log = logging.getLogger("sauron")
+
+
+def setup_logging(level: str | None = None) -> None:
+    logging.basicConfig(
+        level=(level or os.environ.get("SAURON_LOG_LEVEL", "INFO")).upper(),
+        format="%(asctime)s %(levelname)-7s %(processName)s %(name)s: %(message)s",
+        stream=sys.stderr, force=True)
+
+
+def _camera(spec: str) -> dict[str, Any]:
+    name, sep, source = spec.partition("=")
+    if not sep or not name or not source:
+        raise argparse.ArgumentTypeError(f"expected NAME=SOURCE, got {spec!r}")
+    return {"name": name, "source": source}
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", "-c", type=Path, help="YAML configuration file")
+    p.add_argument("--bus", choices=["embedded", "kafka"], help="override bus.type")
+    p.add_argument("--bootstrap", help="Kafka bootstrap servers (implies --bus kafka)")
+    p.add_argument("--topic-prefix", help="override topics.prefix")
+    p.add_argument("--partitions", type=int, help="override topics.partitions")
+    p.add_argument("--partitioning", choices=["camera", "frame"], help="camera or frame")
+
+
+def _cameras(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--camera", action="append", type=_camera, default=[], metavar="NAME=SRC",
+                   help="a camera (repeatable): video file, image folder, webcam index, URL")
+    p.add_argument("--fast", action="store_true",
+                   help="read files as fast as possible instead of at their own frame rate")
+    p.add_argument("--max-width", type=int, help="shrink frames to this width")
+    p.add_argument("--max-fps", type=float, help="cap each camera's frame rate")
+    p.add_argument("--loop", action="store_true", help="loop files and folders")
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    o: dict[str, Any] = {}
+
+    def put(section: str, key: str, value: Any) -> None:
+        if value is not None:
+            o.setdefault(section, {})[key] = value
+
+    if getattr(args, "bootstrap", None):
+        put("bus", "type", "kafka")
+        put("bus", "bootstrap_servers", args.bootstrap)
+    put("bus", "type", getattr(args, "bus", None))
+    put("topics", "prefix", getattr(args, "topic_prefix", None))
+    put("topics", "partitions", getattr(args, "partitions", None))
+    put("topics", "partitioning", getattr(args, "partitioning", None))
+    put("match", "watchlist", getattr(args, "watchlist", None))
+    put("match", "tolerance", getattr(args, "tolerance", None))
+    if getattr(args, "largest", False):
+        put("match", "largest_face", True)
+    put("detect", "model", getattr(args, "model", None))
+    put("detect", "embedder", getattr(args, "embedder", None))
+    put("detect", "upsample", getattr(args, "upsample", None))
+    if getattr(args, "no_tracking", False):
+        put("detect", "tracking", False)
+    cams = getattr(args, "camera", None)
+    if cams:
+        extra: dict[str, Any] = {}
+        if args.fast:
+            extra["realtime"] = False
+        if args.max_width is not None:
+            extra["max_width"] = args.max_width
+        if args.max_fps is not None:
+            extra["max_fps"] = args.max_fps
+        if args.loop:
+            extra["loop"] = True
+        o["cameras"] = [{**c, **extra} for c in cams]
+    return o
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    return load_settings(getattr(args, "config", None), _overrides(args))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from sauron.pipeline import RunOptions, run
+
+    if args.demo:
+        from sauron.demo.run import run_demo
+
+        return run_demo(processes=args.processes, bus=args.bus or "embedded",
+                        bootstrap=args.bootstrap, results=args.results)
+    settings = settings_from(args)
+    summary = run(settings, RunOptions(processes=args.processes, until_done=args.until_done,
+                                       results=args.results))
+    print(json.dumps({"frames_in": summary.frames_in, "frames_out": summary.frames_out,
+                      "named_faces": summary.named, "duplicates": summary.duplicates,
+                      "dropped": summary.dropped, "failed": summary.dead_letters,
+                      "camera_errors": summary.camera_errors,
+                      "seconds": round(summary.seconds, 2)}, indent=2))
+    for cam, err in summary.camera_errors.items():
+        print(f"error: camera {cam}: {err}", file=sys.stderr)
+    return 0 if summary.ok else 1
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from sauron.pipeline import RunOptions, run_ingest_only
+
+    settings = settings_from(args)
+    return run_ingest_only(settings, RunOptions(until_done=True))
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    if args.stage == "detect":
+        from sauron.detect.worker import run_detect_worker, spawn_detect_workers
+
+        if args.processes > 1:
+            procs = spawn_detect_workers(settings, args.processes)
+            for p in procs:
+                p.join()
+            return 0
+        run_detect_worker(settings)
+    else:
+        from sauron.match.worker import run_match_worker
+
+        run_match_worker(settings)
+    return 0
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    from sauron.bus.kafka import check_reachable, delete_topics, ensure_topics, topic_specs
+
+    settings = settings_from(args)
+    if args.action == "create":
+        for name, parts in ensure_topics(settings).items():
+            print(f"{name}\t{parts} partitions")
+    elif args.action == "delete":
+        for name in delete_topics(settings):
+            print(f"deleted {name}")
+    else:
+        existing = check_reachable(settings.bus)
+        for name, (parts, conf) in topic_specs(settings).items():
+            state = f"{existing[name]} partitions" if name in existing else "missing"
+            print(f"{name}\t{state}\t(configured: {parts} partitions, {conf})")
+    return 0
+
+
+def cmd_enroll(args: argparse.Namespace) -> int:
+    from sauron.detect.models import FaceModel
+    from sauron.match.enroll import enroll_into_dir, load_watchlist_dir, person_from_photos
+
+    settings = settings_from(args)
+    model = FaceModel(embedder=settings.detect.embedder)
+    kafka = settings.bus.type == "kafka"
+    if args.from_dir:
+        people = load_watchlist_dir(model, args.from_dir, largest=args.largest)
+    elif kafka:
+        people = [person_from_photos(model, args.name, args.photos, largest=args.largest)]
+    else:
+        root = settings.match.watchlist or Path("watchlist")
+        people = [enroll_into_dir(model, root, args.name, args.photos, largest=args.largest)]
+    if kafka:
+        from sauron.bus.kafka import ensure_topics
+        from sauron.match.worker import publish_person
+
+        ensure_topics(settings)
+        for person in people:
+            publish_person(settings, person, person.name)
+    for person in people:
+        print(f"enrolled {person.name} ({len(person.embeddings)} photo(s))")
+    return 0
+
+
+def cmd_unenroll(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    if settings.bus.type == "kafka":
+        from sauron.match.worker import publish_person
+
+        publish_person(settings, None, args.name)
+        print(f"removed {args.name}")
+        return 0
+    from sauron.match.enroll import remove_from_dir
+
+    if not remove_from_dir(settings.match.watchlist or Path("watchlist"), args.name):
+        print(f"error: {args.name} is not enrolled", file=sys.stderr)
+        return 1
+    print(f"removed {args.name}")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    settings = load_settings(args.file)
+    print(f"{args.file}: OK ({len(settings.cameras)} camera(s), bus {settings.bus.type})")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    if args.what == "embedder":
+        from sauron.bench.embedder import main as bench_embedder
+
+        return bench_embedder(args.rest)
+    from sauron.bench.pipeline import main as bench_pipeline
+
+    return bench_pipeline(args.rest)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sauron", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"sauron {__version__}")
+    parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING, ERROR")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run every stage on this machine")
+    _common(p)
+    _cameras(p)
+    p.add_argument("--demo", action="store_true", help="fetch samples, make clips, run")
+    p.add_argument("--watchlist", type=Path, help="folder with one sub-folder per person")
+    p.add_argument("--results", type=Path, help="write one JSON line per processed frame")
+    p.add_argument("--until-done", action="store_true", help="exit when sources end")
+    p.add_argument("--processes", type=int, default=0, help="detect processes (0 = cores)")
+    p.add_argument("--tolerance", type=float, help="match tolerance (default 0.6)")
+    p.add_argument("--model", help="detector plugin (dlib-hog, dlib-cnn, opencv-people)")
+    p.add_argument("--embedder", help="face embedder (auto, onnx, dlib)")
+    p.add_argument("--upsample", type=int, help="HOG upsampling (0-3)")
+    p.add_argument("--no-tracking", action="store_true", help="embed every face every frame")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("ingest", help="publish camera frames to Kafka")
+    _common(p)
+    _cameras(p)
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("worker", help="run a stage as a Kafka consumer-group member")
+    p.add_argument("stage", choices=["detect", "match"])
+    _common(p)
+    p.add_argument("--processes", type=int, default=1, help="worker processes to start")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("topics", help="create, describe or delete the Kafka topics")
+    p.add_argument("action", choices=["create", "describe", "delete"])
+    _common(p)
+    p.set_defaults(func=cmd_topics)
+
+    p = sub.add_parser("enroll", help="add a person to the watchlist")
+    p.add_argument("name", nargs="?", help="person name")
+    p.add_argument("photos", nargs="*", type=Path, help="photos of the person")
+    p.add_argument("--from-dir", type=Path, help="enroll every sub-folder of this folder")
+    p.add_argument("--watchlist", type=Path, help="watchlist folder (embedded mode)")
+    p.add_argument("--largest", action="store_true", help="take the largest face of a photo")
+    _common(p)
+    p.set_defaults(func=cmd_enroll)
+
+    p = sub.add_parser("unenroll", help="remove a person from the watchlist")
+    p.add_argument("name")
+    p.add_argument("--watchlist", type=Path, help="watchlist folder (embedded mode)")
+    _common(p)
+    p.set_defaults(func=cmd_unenroll)
+
+    p = sub.add_parser("config", help="configuration tools")
+    csub = p.add_subparsers(dest="action", required=True)
+    c = csub.add_parser("check", help="validate a configuration file")
+    c.add_argument("file", type=Path)
+    c.set_defaults(func=cmd_config)
+
+    p = sub.add_parser("bench", help="benchmarks (see docs/benchmarks.md)")
+    p.add_argument("what", choices=["embedder", "pipeline"])
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="options of that benchmark")
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level)
+    if args.command == "enroll" and not args.from_dir and (not args.name or not args.photos):
+        print("error: give NAME and at least one PHOTO, or --from-dir DIR", file=sys.stderr)
+        return 2
+    try:
+        return int(args.func(args))
+    except SauronError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,229 @@
+"""The wire format: one compact, versioned envelope for every message Sauron sends.
+
+Layout of an envelope (all integers big-endian)::
+
+    b"SAU" | version: u8 | kind: u8 | meta_len: u32 | meta (UTF-8 JSON) | blob 0 | blob 1 ...
+
+``meta`` holds the small fields (camera, frame number, capture time, names) and a list of
+blob descriptors ``[name, dtype, shape, nbytes]``. Blobs are raw bytes: the JPEG as it came
+from the camera and numpy arrays in their native little-endian layout (boxes as int32,
+embeddings as float32). No pixels ever travel as JSON or base64.
+
+A decoder refuses anything that does not start with the magic, names an unknown version or
+an unknown kind, or whose blobs do not add up, with a :class:`CodecError` saying what was
+expected and what arrived.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from sauron import SauronError
+from sauron.types import Detections, Frame, Result
+
+MAGIC = b"SAU"
+VERSION = 1
+_HEADER = struct.Struct(">3sBBI")
+MAX_META_BYTES = 1 << 20
+
+
+class CodecError(SauronError):
+    """A message could not be decoded; the text says why (used as the dead-letter reason)."""
+
+
+class Kind(enum.IntEnum):
+    FRAME = 1
+    DETECTIONS = 2
+    RESULT = 3
+    SIGHTING = 4
+    PERSON = 5
+
+
+@dataclass(frozen=True)
+class Person:
+    """A watchlist entry as broadcast to matchers: a name and its reference embeddings."""
+
+    name: str
+    embeddings: np.ndarray
+
+    def __post_init__(self) -> None:
+        if self.embeddings.ndim != 2 or len(self.embeddings) == 0:
+            raise ValueError(
+                f"embeddings must be a non-empty 2D array, but got shape {self.embeddings.shape}"
+            )
+
+
+_ARRAY_FIELDS = ("xyxy", "confidence", "landmarks", "embeddings", "distances", "track_ids")
+_DTYPES = {"xyxy": "<i4", "confidence": "<f4", "landmarks": "<f4", "embeddings": "<f4",
+           "distances": "<f4", "track_ids": "<i8"}
+
+
+def _pack(kind: Kind, meta: dict[str, Any], blobs: list[tuple[str, bytes, str, tuple[int, ...]]]
+          ) -> bytes:
+    meta = dict(meta)
+    meta["blobs"] = [[name, dtype, list(shape), len(data)] for name, data, dtype, shape in blobs]
+    meta_bytes = json.dumps(meta, separators=(",", ":")).encode()
+    parts = [_HEADER.pack(MAGIC, VERSION, int(kind), len(meta_bytes)), meta_bytes]
+    parts.extend(data for _, data, _, _ in blobs)
+    return b"".join(parts)
+
+
+def _array_blob(name: str, arr: np.ndarray) -> tuple[str, bytes, str, tuple[int, ...]]:
+    dtype = _DTYPES[name]
+    a = np.ascontiguousarray(arr, dtype=dtype)
+    return name, a.tobytes(), dtype, a.shape
+
+
+def peek_kind(data: bytes) -> Kind:
+    """Read and check the header; return the message kind."""
+    if len(data) < _HEADER.size:
+        raise CodecError(f"message too short: {len(data)} bytes, a header needs {_HEADER.size}")
+    magic, version, kind, _ = _HEADER.unpack_from(data)
+    if magic != MAGIC:
+        raise CodecError(f"not a Sauron message: expected magic {MAGIC!r}, got {magic!r}")
+    if version != VERSION:
+        raise CodecError(
+            f"unsupported message version {version}: this build reads version {VERSION} only"
+        )
+    try:
+        return Kind(kind)
+    except ValueError:
+        raise CodecError(f"unknown message kind {kind}") from None
+
+
+def _unpack(data: bytes, expected: Kind) -> tuple[dict[str, Any], dict[str, np.ndarray | bytes]]:
+    kind = peek_kind(data)
+    if kind != expected:
+        raise CodecError(f"expected a {expected.name} message, but got {kind.name}")
+    meta_len = _HEADER.unpack_from(data)[3]
+    if meta_len > MAX_META_BYTES or _HEADER.size + meta_len > len(data):
+        raise CodecError(f"metadata length {meta_len} does not fit a {len(data)}-byte message")
+    start = _HEADER.size
+    try:
+        meta = json.loads(data[start:start + meta_len])
+        descriptors = meta.pop("blobs")
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise CodecError(f"corrupt metadata: {exc}") from None
+    offset = start + meta_len
+    blobs: dict[str, np.ndarray | bytes] = {}
+    try:
+        for name, dtype, shape, nbytes in descriptors:
+            chunk = data[offset:offset + nbytes]
+            if len(chunk) != nbytes:
+                raise CodecError(f"blob {name!r} truncated: {len(chunk)} of {nbytes} bytes")
+            offset += nbytes
+            if dtype == "bytes":
+                blobs[name] = bytes(chunk)
+            else:
+                blobs[name] = np.frombuffer(chunk, dtype=np.dtype(dtype)).reshape(shape)
+    except (ValueError, TypeError) as exc:
+        raise CodecError(f"corrupt blob table: {exc}") from None
+    if offset != len(data):
+        raise CodecError(f"{len(data) - offset} unexpected trailing bytes")
+    return meta, blobs
+
+
+def _frame_meta(frame: Frame) -> dict[str, Any]:
+    return {"camera": frame.camera, "frame": frame.number, "ts": frame.captured_at}
+
+
+def _frame_from(meta: dict[str, Any], blobs: dict[str, Any]) -> Frame:
+    try:
+        return Frame(camera=str(meta["camera"]), number=int(meta["frame"]),
+                     captured_at=float(meta["ts"]), jpeg=blobs["jpeg"])
+    except (KeyError, ValueError, TypeError) as exc:
+        raise CodecError(f"bad frame fields: {exc!r}") from None
+
+
+def encode_frame(frame: Frame) -> bytes:
+    return _pack(Kind.FRAME, _frame_meta(frame),
+                 [("jpeg", frame.jpeg, "bytes", (len(frame.jpeg),))])
+
+
+def decode_frame(data: bytes) -> Frame:
+    meta, blobs = _unpack(data, Kind.FRAME)
+    return _frame_from(meta, blobs)
+
+
+def _detections_blobs(det: Detections) -> list[tuple[str, bytes, str, tuple[int, ...]]]:
+    return [_array_blob(name, getattr(det, name)) for name in _ARRAY_FIELDS]
+
+
+def _detections_from(meta: dict[str, Any], blobs: dict[str, Any]) -> Detections:
+    try:
+        return Detections(
+            **{name: blobs[name] for name in _ARRAY_FIELDS},
+            names=tuple(meta["names"]),
+            label=str(meta["label"]),
+        )
+    except (KeyError, ValueError, TypeError) as exc:
+        raise CodecError(f"bad detections: {exc}") from None
+
+
+def encode_detections(frame: Frame, det: Detections, timings_ms: dict[str, float]) -> bytes:
+    """A frame with what the detect stage found in it (the faces topic)."""
+    meta = {**_frame_meta(frame), "names": list(det.names), "label": det.label,
+            "timings": timings_ms}
+    blobs = [("jpeg", frame.jpeg, "bytes", (len(frame.jpeg),)), *_detections_blobs(det)]
+    return _pack(Kind.DETECTIONS, meta, blobs)
+
+
+def decode_detections(data: bytes) -> tuple[Frame, Detections, dict[str, float]]:
+    meta, blobs = _unpack(data, Kind.DETECTIONS)
+    return _frame_from(meta, blobs), _detections_from(meta, blobs), dict(meta.get("timings", {}))
+
+
+def encode_result(result: Result) -> bytes:
+    """An annotated frame with its identities (the per-camera annotated topic)."""
+    frame, det = result.frame, result.detections
+    meta = {**_frame_meta(frame), "names": list(det.names), "label": det.label,
+            "processed_at": result.processed_at, "timings": result.timings_ms}
+    blobs = [("jpeg", frame.jpeg, "bytes", (len(frame.jpeg),)),
+             ("annotated", result.annotated_jpeg, "bytes", (len(result.annotated_jpeg),)),
+             *_detections_blobs(det)]
+    return _pack(Kind.RESULT, meta, blobs)
+
+
+def decode_result(data: bytes) -> Result:
+    meta, blobs = _unpack(data, Kind.RESULT)
+    try:
+        processed_at = float(meta["processed_at"])
+        annotated = blobs["annotated"]
+    except (KeyError, ValueError, TypeError) as exc:
+        raise CodecError(f"bad result fields: {exc!r}") from None
+    return Result(frame=_frame_from(meta, blobs), detections=_detections_from(meta, blobs),
+                  processed_at=processed_at, annotated_jpeg=bytes(annotated),
+                  timings_ms=dict(meta.get("timings", {})))
+
+
+def encode_sighting(event: dict[str, Any]) -> bytes:
+    """A sighting event (plain JSON-safe fields, no pixels)."""
+    return _pack(Kind.SIGHTING, {"event": event}, [])
+
+
+def decode_sighting(data: bytes) -> dict[str, Any]:
+    meta, _ = _unpack(data, Kind.SIGHTING)
+    event = meta.get("event")
+    if not isinstance(event, dict):
+        raise CodecError("sighting message has no event object")
+    return event
+
+
+def encode_person(person: Person) -> bytes:
+    """A watchlist entry for the compacted watchlist topic (key = the person's name)."""
+    return _pack(Kind.PERSON, {"name": person.name},
+                 [_array_blob("embeddings", person.embeddings)])
+
+
+def decode_person(data: bytes) -> Person:
+    meta, blobs = _unpack(data, Kind.PERSON)
+    try:
+        return Person(name=str(meta["name"]), embeddings=np.asarray(blobs["embeddings"]))
+    except (KeyError, ValueError) as exc:
+        raise CodecError(f"bad person record: {exc}") from None

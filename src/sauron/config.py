@@ -1,0 +1,171 @@
+"""Settings: one YAML file, overridden by SAURON_* environment variables, then CLI flags.
+
+Every section forbids unknown keys, so a typo is an error that names the key path.
+Environment variables use ``__`` between levels, e.g. ``SAURON_BUS__BOOTSTRAP_SERVERS``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from sauron import SauronError
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class ConfigError(SauronError):
+    """The configuration is invalid; the message lists every bad key path."""
+
+
+def check_name(value: str, what: str) -> str:
+    if not _NAME.match(value):
+        raise ValueError(
+            f"{what} {value!r} must be 1-64 characters of letters, digits, '_', '.', '-'"
+        )
+    return value
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CameraConfig(Section):
+    name: str = Field(description="Camera id: names its frames, results and topic keys")
+    source: str = Field(description="Video file, image folder, webcam index, or RTSP/HTTP URL")
+    max_width: int | None = Field(640, ge=32, le=7680, description="Shrink frames to this width")
+    max_fps: float | None = Field(None, gt=0, le=240, description="Drop frames above this rate")
+    realtime: bool = Field(True, description="Play files at their own rate, like a live camera")
+    loop: bool = Field(False, description="Start files and folders again at their end")
+    jpeg_quality: int = Field(85, ge=10, le=100, description="JPEG quality of published frames")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return check_name(v, "camera name")
+
+
+class BusConfig(Section):
+    type: Literal["embedded", "kafka"] = Field(
+        "embedded", description="embedded: one machine, no broker; kafka: a Kafka cluster")
+    bootstrap_servers: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers")
+    client: dict[str, str | int | float | bool] = Field(
+        default_factory=dict,
+        description="Extra librdkafka settings for every client (security.protocol, sasl.*)")
+    connect_timeout_s: float = Field(15.0, gt=0, le=600,
+                                     description="Give up on an unreachable broker after this")
+
+
+class TopicsConfig(Section):
+    prefix: str = Field("sauron", description="Prefix of every topic name")
+    partitions: int = Field(6, ge=1, le=10000, description="Partitions of frames/detections")
+    replication: int = Field(1, ge=1, le=10, description="Replication factor of every topic")
+    min_insync_replicas: int = Field(1, ge=1, le=10, description="min.insync.replicas")
+    partitioning: Literal["camera", "frame"] = Field(
+        "camera", description="camera: key by camera (ordered, one worker per camera); "
+        "frame: spread frames over partitions (many workers per camera, viewer reorders)")
+    retention_ms: int = Field(3_600_000, ge=60_000, description="Retention of frame topics")
+
+    def name(self, stage: str) -> str:
+        return f"{self.prefix}.{stage}"
+
+
+class DetectConfig(Section):
+    model: Literal["dlib-hog", "dlib-cnn", "opencv-people"] = Field(
+        "dlib-hog", description="Detector plugin")
+    upsample: int = Field(0, ge=0, le=3, description="Times to upsample before HOG detection")
+    embedder: Literal["auto", "onnx", "dlib"] = Field(
+        "auto", description="Face embedder: onnx (fast, dlib-identical) or dlib (reference)")
+    min_face: int = Field(20, ge=0, description="Ignore faces narrower than this many pixels")
+    processes: int = Field(0, ge=0, le=256, description="Detect processes; 0 = one per core")
+    batch_size: int = Field(8, ge=1, le=1024, description="Frames polled per batch")
+    tracking: bool = Field(True, description="Track faces and embed each track a few times "
+                           "(needs camera partitioning; off for frame partitioning)")
+    track_refresh: int = Field(15, ge=1, le=10000,
+                               description="Re-embed a tracked face every this many frames")
+
+
+class MatchConfig(Section):
+    tolerance: float = Field(0.6, gt=0, le=2, description="Largest distance that names a face")
+    watchlist: Path | None = Field(None, description="Folder with one sub-folder per person")
+    largest_face: bool = Field(False, description="Enroll the largest face of multi-face photos")
+    draw: bool = Field(True, description="Draw boxes and names on annotated frames")
+    annotated_quality: int = Field(80, ge=10, le=100, description="JPEG quality of annotated")
+
+
+class Settings(BaseSettings):
+    """The whole configuration of a Sauron deployment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SAURON_", env_nested_delimiter="__", extra="forbid", frozen=True)
+
+    cameras: list[CameraConfig] = Field(default_factory=list, description="Cameras to ingest")
+    bus: BusConfig = Field(default_factory=BusConfig)  # type: ignore[arg-type]
+    topics: TopicsConfig = Field(default_factory=TopicsConfig)  # type: ignore[arg-type]
+    detect: DetectConfig = Field(default_factory=DetectConfig)  # type: ignore[arg-type]
+    match: MatchConfig = Field(default_factory=MatchConfig)  # type: ignore[arg-type]
+
+    @field_validator("cameras")
+    @classmethod
+    def _unique_cameras(cls, v: list[CameraConfig]) -> list[CameraConfig]:
+        names = [c.name for c in v]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"camera names must be unique, repeated: {dupes}")
+        return v
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Precedence: CLI flags (passed as init values) > environment > the YAML file.
+        return (init_settings, env_settings)
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def format_errors(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        path = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        lines.append(f"  {path}: {err['msg']}")
+    return "invalid configuration:\n" + "\n".join(lines)
+
+
+def load_settings(path: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Read the YAML file (if any), apply environment variables and ``overrides``."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text()) or {}
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping at the top level")
+        data = loaded
+    try:
+        # Values read from SAURON_* variables (and only those) beat the file; flags beat both.
+        env_data = Settings().model_dump(exclude_unset=True)
+        return Settings(**_deep_merge(_deep_merge(data, env_data), overrides or {}))
+    except ValidationError as exc:
+        raise ConfigError(format_errors(exc)) from None

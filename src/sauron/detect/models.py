@@ -1,0 +1,184 @@
+"""Detector plugins: a small interface and a registry keyed by the config's ``detect.model``.
+
+A plugin turns an RGB image into a :class:`~sauron.types.Detections`. Face plugins split
+the work in two steps so a tracker can skip the expensive one: :meth:`FaceModel.locate`
+(boxes and 5-point landmarks, a few milliseconds) and :meth:`FaceModel.embed` (128-d
+embeddings of selected faces, the bulk of the cost).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+import cv2
+import dlib
+import face_recognition_models
+import numpy as np
+
+from sauron import SauronError
+from sauron.config import DetectConfig
+from sauron.detect.embedders import create_embedder, default_embedder_name, extract_chips
+from sauron.types import NUM_LANDMARKS, Detections
+
+log = logging.getLogger(__name__)
+
+Shape = Any  # dlib.full_object_detection (dlib ships no type stubs)
+
+
+class ModelError(SauronError):
+    """A model plugin could not be created or used."""
+
+
+class Detector(ABC):
+    """What every detector plugin offers."""
+
+    type: ClassVar[str]
+    label: ClassVar[str]
+
+    @abstractmethod
+    def detect(self, rgb: np.ndarray) -> Detections:
+        """Everything this model finds in one C-contiguous RGB uint8 image."""
+
+
+_REGISTRY: dict[str, Callable[[DetectConfig], Detector]] = {}
+
+
+def register(name: str) -> Callable[[type[Detector]], type[Detector]]:
+    def deco(cls: type[Detector]) -> type[Detector]:
+        cls.type = name
+        _REGISTRY[name] = cls.from_config  # type: ignore[attr-defined]
+        return cls
+
+    return deco
+
+
+def create_detector(cfg: DetectConfig) -> Detector:
+    try:
+        factory = _REGISTRY[cfg.model]
+    except KeyError:
+        raise ModelError(f"unknown detector {cfg.model!r}; known: {sorted(_REGISTRY)}") from None
+    return factory(cfg)
+
+
+def available_detectors() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+_lock = threading.Lock()
+_shared: dict[str, Any] = {}
+
+
+def _shared_model(key: str, factory: Callable[[], Any]) -> Any:
+    """Load each model file once per process."""
+    with _lock:
+        if key not in _shared:
+            _shared[key] = factory()
+        return _shared[key]
+
+
+class FaceModel(Detector):
+    """dlib face detection + 5-point landmarks + a pluggable 128-d embedder."""
+
+    label = "face"
+
+    def __init__(self, *, cnn: bool = False, upsample: int = 0, embedder: str = "auto",
+                 min_face: int = 0) -> None:
+        self.upsample = upsample
+        self.min_face = min_face
+        self.cnn = cnn
+        if cnn:
+            self._cnn = _shared_model("cnn", lambda: dlib.cnn_face_detection_model_v1(
+                face_recognition_models.cnn_face_detector_model_location()))
+        else:
+            self._hog = _shared_model("hog", dlib.get_frontal_face_detector)
+        self._pose = _shared_model("pose5", lambda: dlib.shape_predictor(
+            face_recognition_models.pose_predictor_five_point_model_location()))
+        name = default_embedder_name() if embedder == "auto" else embedder
+        self.embedder = _shared_model(f"embedder:{name}", lambda: create_embedder(name))
+        log.debug("face model ready: %s detector, %s embedder",
+                  "cnn" if cnn else "hog", self.embedder.name)
+
+    @classmethod
+    def from_config(cls, cfg: DetectConfig) -> FaceModel:
+        return cls(cnn=cfg.model == "dlib-cnn", upsample=cfg.upsample, embedder=cfg.embedder,
+                   min_face=cfg.min_face)
+
+    def _rects(self, rgb: np.ndarray) -> tuple[list[Any], list[float]]:
+        if self.cnn:
+            found = self._cnn(rgb, self.upsample)
+            return [d.rect for d in found], [float(d.confidence) for d in found]
+        rects, scores, _ = self._hog.run(rgb, self.upsample, 0.0)
+        return list(rects), [float(s) for s in scores]
+
+    def locate(self, rgb: np.ndarray) -> tuple[Detections, list[Shape]]:
+        """Face boxes (clipped to the image) and landmarks, without embeddings."""
+        h, w = rgb.shape[:2]
+        rects, scores = self._rects(rgb)
+        keep = [i for i, r in enumerate(rects) if r.width() >= self.min_face]
+        if not keep:
+            return Detections.empty(self.embedder.dim), []
+        shapes = [self._pose(rgb, rects[i]) for i in keep]
+        xyxy = np.array([[max(r.left(), 0), max(r.top(), 0), min(r.right(), w - 1),
+                          min(r.bottom(), h - 1)] for r in (rects[i] for i in keep)], np.int32)
+        landmarks = np.array([[(p.x, p.y) for p in s.parts()] for s in shapes], np.float32)
+        det = Detections(
+            xyxy=xyxy,
+            confidence=np.array([scores[i] for i in keep], np.float32),
+            landmarks=landmarks.reshape(len(keep), NUM_LANDMARKS, 2),
+            embeddings=np.full((len(keep), self.embedder.dim), np.nan, np.float32),
+        )
+        return det, shapes
+
+    def embed(self, rgb: np.ndarray, shapes: Sequence[Shape]) -> np.ndarray:
+        """(len(shapes), 128) float32 embeddings of the given faces."""
+        if not shapes:
+            return np.zeros((0, self.embedder.dim), np.float32)
+        chips = extract_chips(rgb, list(shapes))
+        return np.asarray(self.embedder.embed_chips(chips), np.float32)
+
+    def detect(self, rgb: np.ndarray) -> Detections:
+        det, shapes = self.locate(rgb)
+        if not shapes:
+            return det
+        return Detections(xyxy=det.xyxy, confidence=det.confidence, landmarks=det.landmarks,
+                          embeddings=self.embed(rgb, shapes))
+
+
+register("dlib-hog")(FaceModel)
+register("dlib-cnn")(FaceModel)
+
+
+@register("opencv-people")
+class PeopleModel(Detector):
+    """OpenCV's built-in HOG pedestrian detector: person boxes, no identities."""
+
+    label = "person"
+
+    def __init__(self, *, min_confidence: float = 0.3) -> None:
+        self.min_confidence = min_confidence
+        self._hog = cv2.HOGDescriptor()
+        self._hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
+
+    @classmethod
+    def from_config(cls, cfg: DetectConfig) -> PeopleModel:
+        return cls()
+
+    def detect(self, rgb: np.ndarray) -> Detections:
+        rects, weights = self._hog.detectMultiScale(rgb, winStride=(8, 8), padding=(8, 8),
+                                                    scale=1.05)
+        if len(rects) == 0:
+            return Detections.empty(0, label=self.label)
+        weights = np.asarray(weights, np.float32).reshape(-1)
+        rects = np.asarray(rects, np.int32).reshape(-1, 4)
+        keep = weights >= self.min_confidence
+        rects, weights = rects[keep], weights[keep]
+        xyxy = np.column_stack([rects[:, 0], rects[:, 1], rects[:, 0] + rects[:, 2],
+                                rects[:, 1] + rects[:, 3]]).astype(np.int32)
+        n = len(xyxy)
+        return Detections(xyxy=xyxy.reshape(n, 4), confidence=weights,
+                          landmarks=np.zeros((n, NUM_LANDMARKS, 2), np.float32),
+                          embeddings=np.zeros((n, 0), np.float32), label=self.label)

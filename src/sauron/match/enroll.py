@@ -1,0 +1,165 @@
+"""Enrollment: checking watchlist photos and turning them into reference embeddings.
+
+A watchlist folder holds one sub-folder per person with one or more photos of them::
+
+    watchlist/
+        alice/ 1.jpg 2.png
+        bob/   passport.jpg
+
+Every photo is checked before use: it must be an image of sane size (no decompression
+bomb), and hold exactly one face (or, when told, the largest face is taken).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from sauron import SauronError
+from sauron.codec import Person
+from sauron.config import check_name
+from sauron.demo.samples import cache_dir
+from sauron.detect.models import FaceModel
+
+log = logging.getLogger(__name__)
+
+MAX_PHOTO_BYTES = 20 * 1024 * 1024
+MAX_PHOTO_PIXELS = 50_000_000
+MIN_FACE_PIXELS = 40
+PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
+
+
+class EnrollError(SauronError):
+    """A photo or person could not be enrolled; the message says why."""
+
+
+def load_photo(data: bytes, source: str = "photo") -> np.ndarray:
+    """Decode untrusted image bytes into a C-contiguous RGB uint8 array, upright.
+
+    Handles EXIF rotation, CMYK, grayscale, palette, alpha, 16-bit and animated images
+    (first frame); refuses non-images, oversized files and decompression bombs.
+    """
+    if len(data) > MAX_PHOTO_BYTES:
+        raise EnrollError(f"{source}: file is {len(data)} bytes, the limit is {MAX_PHOTO_BYTES}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            w, h = img.size
+            if w * h > MAX_PHOTO_PIXELS:
+                raise EnrollError(f"{source}: {w}x{h} pixels is over the limit of "
+                                  f"{MAX_PHOTO_PIXELS} (decompression bomb?)")
+            img.seek(0)
+            img.load()
+    except EnrollError:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError,
+            Image.DecompressionBombWarning) as exc:
+        raise EnrollError(f"{source}: not a usable image ({exc})") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise EnrollError(f"{source}: corrupt or truncated image ({exc})") from None
+    img = ImageOps.exif_transpose(img) or img
+    if img.mode in {"I;16", "I;16B", "I;16L", "I", "F"}:
+        arr = np.asarray(img, np.float64)
+        hi = float(arr.max()) or 1.0
+        img = Image.fromarray((arr * (255.0 / hi)).astype(np.uint8), "L")
+    return np.ascontiguousarray(np.asarray(img.convert("RGB"), np.uint8))
+
+
+def photo_embedding(model: FaceModel, rgb: np.ndarray, *, largest: bool = False,
+                    source: str = "photo") -> np.ndarray:
+    """The (128,) embedding of the one face in a photo, or an EnrollError saying why not."""
+    det, shapes = model.locate(rgb)
+    if not shapes:
+        raise EnrollError(f"{source}: no face found in the photo")
+    pick = int(np.argmax(det.areas))
+    if len(shapes) > 1 and not largest:
+        raise EnrollError(f"{source}: {len(shapes)} faces found; use a photo of one person "
+                          "or ask for the largest face")
+    width = int(det.xyxy[pick, 2] - det.xyxy[pick, 0])
+    if width < MIN_FACE_PIXELS:
+        raise EnrollError(f"{source}: the face is {width} px wide, too small to be useful "
+                          f"(at least {MIN_FACE_PIXELS} px)")
+    return model.embed(rgb, [shapes[pick]])[0]
+
+
+def _cached_embedding(model: FaceModel, data: bytes, *, largest: bool, source: str
+                      ) -> np.ndarray:
+    key = hashlib.sha256(data + f"|{model.embedder.name}|{largest}".encode()).hexdigest()
+    path = cache_dir() / "embeddings" / f"{key}.npy"
+    if path.exists():
+        return np.load(path)
+    emb = photo_embedding(model, load_photo(data, source), largest=largest, source=source)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, emb)
+    return emb
+
+
+def person_from_photos(model: FaceModel, name: str, photos: list[Path], *,
+                       largest: bool = False) -> Person:
+    """Check every photo and build the person's reference embeddings."""
+    check_name(name, "person name")
+    if not photos:
+        raise EnrollError(f"{name}: no photos given")
+    embeddings = []
+    for photo in photos:
+        try:
+            data = photo.read_bytes()
+        except OSError as exc:
+            raise EnrollError(f"{photo}: cannot read ({exc.strerror})") from None
+        embeddings.append(_cached_embedding(model, data, largest=largest, source=str(photo)))
+    return Person(name=name, embeddings=np.stack(embeddings).astype(np.float32))
+
+
+def person_photos(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and p.suffix.lower() in PHOTO_SUFFIXES)
+
+
+def load_watchlist_dir(model: FaceModel, root: Path, *, largest: bool = False) -> list[Person]:
+    """Every person of a watchlist folder. A bad photo is skipped with a warning."""
+    if not root.is_dir():
+        raise EnrollError(f"watchlist folder {root} does not exist")
+    people = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        good = []
+        for photo in person_photos(folder):
+            try:
+                good.append(_cached_embedding(model, photo.read_bytes(), largest=largest,
+                                              source=str(photo)))
+            except EnrollError as exc:
+                log.warning("watchlist: skipping %s", exc)
+        if good:
+            people.append(Person(name=folder.name, embeddings=np.stack(good)))
+        else:
+            log.warning("watchlist: %s has no usable photo, not enrolled", folder.name)
+    log.info("watchlist: %d people loaded from %s", len(people), root)
+    return people
+
+
+def enroll_into_dir(model: FaceModel, root: Path, name: str, photos: list[Path], *,
+                    largest: bool = False) -> Person:
+    """Check the photos, then copy them into ``root/name/`` (the embedded watchlist)."""
+    person = person_from_photos(model, name, photos, largest=largest)
+    dest = root / name
+    dest.mkdir(parents=True, exist_ok=True)
+    for photo in photos:
+        digest = hashlib.sha256(photo.read_bytes()).hexdigest()[:12]
+        shutil.copyfile(photo, dest / f"{digest}{photo.suffix.lower() or '.jpg'}")
+    return person
+
+
+def remove_from_dir(root: Path, name: str) -> bool:
+    check_name(name, "person name")
+    target = root / name
+    if not target.is_dir():
+        return False
+    shutil.rmtree(target)
+    return True

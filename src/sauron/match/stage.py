@@ -1,0 +1,76 @@
+"""The match stage: names each face from the watchlist, draws the frame, emits sightings."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import cv2
+import numpy as np
+
+from sauron.config import MatchConfig
+from sauron.imaging import decode_jpeg, encode_jpeg
+from sauron.match.watchlist import Watchlist
+from sauron.types import Detections, Frame, Result
+
+_KNOWN = (40, 200, 40)
+_UNKNOWN = (40, 40, 220)
+_OTHER = (220, 160, 40)
+
+
+def draw(bgr: np.ndarray, det: Detections) -> np.ndarray:
+    """Boxes and labels drawn on a copy of the image (green: watched, red: unknown)."""
+    out = bgr.copy()
+    for (x0, y0, x1, y1), name, dist in zip(det.xyxy.tolist(), det.names,
+                                             det.distances.tolist(), strict=True):
+        if det.label != "face":
+            color, text = _OTHER, det.label
+        elif name:
+            color, text = _KNOWN, f"{name} {dist:.2f}"
+        else:
+            color, text = _UNKNOWN, "unknown"
+        cv2.rectangle(out, (x0, y0), (x1, y1), color, 2)
+        (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
+        ty = max(y0, th + 6)
+        cv2.rectangle(out, (x0, ty - th - 6), (x0 + tw + 6, ty), color, cv2.FILLED)
+        cv2.putText(out, text, (x0 + 3, ty - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
+                    (255, 255, 255), 1, cv2.LINE_AA)
+    return out
+
+
+def sighting_events(frame: Frame, det: Detections) -> list[dict[str, Any]]:
+    """One sighting per face: camera, time, box, person (or None) and distance."""
+    if det.label != "face":
+        return []
+    return [
+        {"camera": frame.camera, "frame": frame.number, "ts": frame.captured_at,
+         "box": box, "person": name, "track": int(track),
+         "distance": None if not np.isfinite(dist) else round(float(dist), 6)}
+        for box, name, dist, track in zip(det.to_trbl(), det.names, det.distances.tolist(),
+                                          det.track_ids.tolist(), strict=True)
+    ]
+
+
+class MatchStage:
+    """Turns a frame and its detections into a Result and sighting events."""
+
+    def __init__(self, cfg: MatchConfig, watchlist: Watchlist) -> None:
+        self.cfg = cfg
+        self.watchlist = watchlist
+
+    def process(self, frame: Frame, det: Detections, timings: dict[str, float]
+                ) -> tuple[Result, list[dict[str, Any]]]:
+        t0 = time.perf_counter()
+        if det.label == "face" and len(det):
+            names, dists = self.watchlist.match(det.embeddings, self.cfg.tolerance)
+            det = det.with_identities(names, dists)
+        t1 = time.perf_counter()
+        annotated = b""
+        if self.cfg.draw:
+            annotated = encode_jpeg(draw(decode_jpeg(frame.jpeg), det),
+                                    self.cfg.annotated_quality)
+        t2 = time.perf_counter()
+        timings = {**timings, "match": (t1 - t0) * 1e3, "draw": (t2 - t1) * 1e3}
+        result = Result(frame=frame, detections=det, processed_at=time.time(),
+                        annotated_jpeg=annotated, timings_ms=timings)
+        return result, sighting_events(frame, det)

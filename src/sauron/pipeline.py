@@ -1,0 +1,252 @@
+"""``sauron run``: every stage on this machine, over the embedded bus or a Kafka cluster."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sauron import SauronError, codec
+from sauron.config import Settings
+from sauron.ingest.producer import IngestGroup
+from sauron.match.watchlist import Watchlist
+from sauron.serve.results import ResultsWriter
+from sauron.types import Frame, Result
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunOptions:
+    processes: int = 0
+    until_done: bool = False
+    results: Path | None = None
+    timeout_s: float | None = None
+    on_result: list[Callable[[Result], None]] = field(default_factory=list)
+
+
+@dataclass
+class RunSummary:
+    frames_in: dict[str, int]
+    frames_out: dict[str, int]
+    named: dict[str, int]
+    duplicates: int
+    dropped: int
+    dead_letters: int
+    camera_errors: dict[str, str]
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return not self.camera_errors
+
+
+def worker_count(requested: int) -> int:
+    return requested if requested > 0 else max(1, os.cpu_count() or 1)
+
+
+def load_watchlist(settings: Settings) -> Watchlist:
+    if settings.match.watchlist is None:
+        return Watchlist()
+    from sauron.detect.models import FaceModel
+    from sauron.match.enroll import load_watchlist_dir
+
+    model = FaceModel(embedder=settings.detect.embedder)
+    return Watchlist(load_watchlist_dir(model, settings.match.watchlist,
+                                        largest=settings.match.largest_face))
+
+
+class _Stopper:
+    """Ends a run on SIGINT/SIGTERM (in the main thread) or when told to."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, lambda *_: self.event.set())
+
+
+def _wait(done: Callable[[], bool], stopper: _Stopper, timeout: float | None) -> None:
+    deadline = None if timeout is None else time.monotonic() + timeout
+    last_log = time.monotonic()
+    while not stopper.event.is_set() and not done():
+        if deadline is not None and time.monotonic() > deadline:
+            raise SauronError(f"run did not finish within {timeout:.0f} s")
+        time.sleep(0.05)
+        if time.monotonic() - last_log > 10:
+            last_log = time.monotonic()
+            log.info("running ...")
+
+
+def _summary(ingest: IngestGroup, writer: ResultsWriter, started: float, dropped: int,
+             dead: int) -> RunSummary:
+    return RunSummary(
+        frames_in={k: s.frames for k, s in ingest.status.items()},
+        frames_out=dict(writer.written), named=dict(writer.named),
+        duplicates=writer.duplicates, dropped=dropped, dead_letters=dead,
+        camera_errors={k: s.error for k, s in ingest.status.items() if s.error},
+        seconds=time.monotonic() - started)
+
+
+def run_embedded(settings: Settings, opts: RunOptions) -> RunSummary:
+    from sauron.bus.embedded import DetectOutput, EmbeddedBus
+    from sauron.detect.worker import tracking_enabled
+    from sauron.match.stage import MatchStage
+
+    started = time.monotonic()
+    stage = MatchStage(settings.match, load_watchlist(settings))
+    writer = ResultsWriter(opts.results)
+
+    def on_output(item: DetectOutput) -> None:
+        frame, det, timings, _error = item
+        if det is None:
+            return
+        result, _ = stage.process(frame, det, timings)
+        writer.add(result)
+        for cb in opts.on_result:
+            cb(result)
+
+    n = worker_count(opts.processes)
+    bus = EmbeddedBus(settings, processes=n, tracking=tracking_enabled(settings),
+                      block=opts.until_done, on_output=on_output).start()
+    ingest = IngestGroup(settings.cameras, sink=bus.submit).start()
+    stopper = _Stopper()
+    try:
+        _wait(lambda: opts.until_done and ingest.done() and bus.outstanding == 0,
+              stopper, opts.timeout_s)
+    finally:
+        ingest.stop.set()
+        ingest.join(5)
+        bus.close()
+        writer.close()
+    return _summary(ingest, writer, started, bus.stats.dropped, bus.stats.failed)
+
+
+def run_kafka(settings: Settings, opts: RunOptions) -> RunSummary:
+    from sauron.bus.kafka import TopicTail, end_offsets, ensure_topics
+    from sauron.bus.topics import Topics
+    from sauron.detect.worker import spawn_detect_workers
+    from sauron.match.worker import build_match_worker, publish_person
+
+    started = time.monotonic()
+    counts = ensure_topics(settings)
+    topics = Topics.from_config(settings.topics)
+    if settings.match.watchlist is not None:
+        for person in _watchlist_people(settings):
+            publish_person(settings, person, person.name)
+    writer = ResultsWriter(opts.results)
+
+    def on_result(msg: Any) -> None:
+        try:
+            result = codec.decode_result(msg.value())
+        except codec.CodecError as exc:
+            log.warning("annotated frame ignored: %s", exc)
+            return
+        writer.add(result)
+        for cb in opts.on_result:
+            cb(result)
+
+    collector = TopicTail(settings.bus, topics.annotated, on_result,
+                          start=end_offsets(settings.bus, topics.annotated))
+    collector.start()
+    procs = spawn_detect_workers(settings, worker_count(opts.processes))
+    matcher, watch_tail = build_match_worker(settings)
+    match_thread = threading.Thread(target=matcher.run, name="match", daemon=True)
+    match_thread.start()
+    producer, sink = kafka_frame_sink(settings, counts[topics.frames])
+    ingest = IngestGroup(settings.cameras, sink=sink).start()
+    stopper = _Stopper()
+
+    def done() -> bool:
+        return (opts.until_done and ingest.done()
+                and all(writer.count(c) >= s.frames for c, s in ingest.status.items()))
+
+    try:
+        _wait(done, stopper, opts.timeout_s)
+    finally:
+        ingest.stop.set()
+        ingest.join(5)
+        producer.flush(10)
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.join(15)
+        matcher.stop_event.set()
+        match_thread.join(15)
+        watch_tail.stop()
+        collector.stop()
+        writer.close()
+    return _summary(ingest, writer, started, 0, matcher.stats.dead_letters)
+
+
+def kafka_frame_sink(settings: Settings, partitions: int
+                     ) -> tuple[Any, Callable[[Frame], None]]:
+    """A Kafka producer and a function that publishes one frame to the frames topic."""
+    from sauron.bus.kafka import make_producer
+    from sauron.bus.topics import Topics, frame_partition
+
+    producer = make_producer(settings.bus)
+    topic = Topics.from_config(settings.topics).frames
+    mode = settings.topics.partitioning
+
+    def sink(frame: Frame) -> None:
+        value = codec.encode_frame(frame)
+        part = frame_partition(frame.camera, frame.number, partitions, mode)
+        while True:
+            try:
+                producer.produce(topic, value=value, key=frame.camera, partition=part)
+                break
+            except BufferError:  # librdkafka's bounded local queue is full: wait for room
+                producer.poll(0.05)
+        producer.poll(0)
+
+    return producer, sink
+
+
+def run_ingest_only(settings: Settings, opts: RunOptions) -> int:
+    """``sauron ingest``: publish every camera's frames until the sources end or a signal."""
+    from sauron.bus.kafka import ensure_topics
+    from sauron.bus.topics import Topics
+
+    if not settings.cameras:
+        raise SauronError("no cameras configured: give --camera NAME=SOURCE or a config file")
+    counts = ensure_topics(settings)
+    producer, sink = kafka_frame_sink(settings, counts[Topics.from_config(settings.topics).frames])
+    ingest = IngestGroup(settings.cameras, sink=sink).start()
+    stopper = _Stopper()
+    try:
+        _wait(ingest.done, stopper, opts.timeout_s)
+    finally:
+        ingest.stop.set()
+        ingest.join(5)
+        left = producer.flush(30)
+    for cam, st in ingest.status.items():
+        log.info("camera %s: %d frames published%s", cam, st.frames,
+                 f" (error: {st.error})" if st.error else "")
+    if left:
+        log.error("%d frames were not acknowledged by Kafka", left)
+    return 1 if left or any(s.error for s in ingest.status.values()) else 0
+
+
+def _watchlist_people(settings: Settings) -> list[codec.Person]:
+    from sauron.detect.models import FaceModel
+    from sauron.match.enroll import load_watchlist_dir
+
+    assert settings.match.watchlist is not None
+    model = FaceModel(embedder=settings.detect.embedder)
+    return load_watchlist_dir(model, settings.match.watchlist,
+                              largest=settings.match.largest_face)
+
+
+def run(settings: Settings, opts: RunOptions) -> RunSummary:
+    if not settings.cameras:
+        raise SauronError("no cameras configured: give --camera NAME=SOURCE or a config file")
+    if settings.bus.type == "kafka":
+        return run_kafka(settings, opts)
+    return run_embedded(settings, opts)

@@ -1,0 +1,228 @@
+"""Camera sources read real files, folders and a local HTTP stream; no mocks."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+
+from sauron.ingest.sources import (
+    FolderSource,
+    SourceError,
+    SourceOptions,
+    StreamSource,
+    VideoFileSource,
+    open_source,
+)
+
+FPS = 25
+N_FRAMES = 30
+W, H = 320, 240
+
+
+def _level(i: int) -> int:
+    return 20 + 7 * i  # frame i is a flat grey of this level: order survives compression
+
+
+def _write_clip(path: Path, *, fps: int = FPS, frames: int = N_FRAMES) -> Path:
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=Fraction(fps), options={"crf": "10"})
+        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
+        for i in range(frames):
+            image = np.full((H, W, 3), _level(i), np.uint8)
+            cv2.rectangle(image, (10 + 5 * i, 50), (60 + 5 * i, 100), (0, 0, 255), -1)
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="bgr24")))
+        out.mux(stream.encode())
+    return path
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _write_clip(tmp_path_factory.mktemp("clip") / "clip.mp4")
+
+
+def _read(spec: str | Path, **kw: object) -> list[np.ndarray]:
+    src = open_source(str(spec), SourceOptions(**kw))  # type: ignore[arg-type]
+    try:
+        return list(src.frames())
+    finally:
+        src.close()
+
+
+def test_video_file_round_trip(clip: Path) -> None:
+    src = open_source(str(clip), SourceOptions(realtime=False))
+    assert isinstance(src, VideoFileSource) and not src.is_live
+    frames = list(src.frames())
+    assert len(frames) == N_FRAMES
+    for f in frames:
+        assert f.shape == (H, W, 3) and f.dtype == np.uint8 and f.flags["C_CONTIGUOUS"]
+    levels = [float(np.median(f[150:, :, 1])) for f in frames]
+    assert levels == pytest.approx([_level(i) for i in range(N_FRAMES)], abs=3)
+    assert frames[0][75, 35, 2] > 200 and frames[0][75, 35, 0] < 60  # red square, BGR order
+    src.close()
+
+
+def test_max_width_shrinks_but_never_enlarges(clip: Path) -> None:
+    small = _read(clip, realtime=False, max_width=160)
+    assert len(small) == N_FRAMES and small[0].shape == (120, 160, 3)
+    same = _read(clip, realtime=False, max_width=1000)
+    assert same[0].shape == (H, W, 3)
+
+
+def test_max_fps_drops_on_source_timestamps(clip: Path) -> None:
+    # 30 frames at 25 fps span 1.2 s; a 10 fps cap keeps one frame per 0.1 s slot.
+    assert len(_read(clip, realtime=False, max_fps=10)) == 12
+    assert len(_read(clip, realtime=False, max_fps=12.5)) == 15
+    assert len(_read(clip, realtime=False, max_fps=100)) == N_FRAMES
+
+
+def test_realtime_pacing(clip: Path) -> None:
+    t0 = time.monotonic()
+    frames = _read(clip, realtime=True)
+    elapsed = time.monotonic() - t0
+    assert len(frames) == N_FRAMES
+    assert 0.95 * (N_FRAMES - 1) / FPS <= elapsed < 2.5  # 1.16 s of media
+
+
+def test_loop_starts_again(clip: Path) -> None:
+    src = open_source(str(clip), SourceOptions(realtime=False, loop=True, max_width=160))
+    frames = list(itertools.islice(src.frames(), 2 * N_FRAMES + 10))
+    src.close()
+    assert len(frames) == 2 * N_FRAMES + 10
+    med = [float(np.median(f[80:, :, 1])) for f in frames]
+    assert med[N_FRAMES] == pytest.approx(med[0], abs=3)
+    assert med[2 * N_FRAMES + 5] == pytest.approx(med[5], abs=3)
+
+
+def test_loop_keeps_the_rate_cap_across_passes(clip: Path) -> None:
+    src = open_source(str(clip), SourceOptions(realtime=False, loop=True, max_fps=12.5))
+    frames = list(itertools.islice(src.frames(), 45))  # 15 per 1.2 s pass
+    src.close()
+    med = [float(np.median(f[150:, :, 1])) for f in frames]
+    assert med[15] == pytest.approx(med[0], abs=3) and med[30] == pytest.approx(med[0], abs=3)
+
+
+def test_image_folder_skips_unreadable_files(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    for i, ext in enumerate(["jpg", "png", "bmp", "jpeg"]):
+        cv2.imwrite(str(tmp_path / f"img{i}.{ext}"), np.full((60, 80, 3), 50 * (i + 1), np.uint8))
+    (tmp_path / "img1b.jpg").write_bytes(b"\xff\xd8 this is not a jpeg")
+    (tmp_path / "notes.txt").write_text("not an image")
+    with caplog.at_level(logging.WARNING, logger="sauron.ingest.sources"):
+        src = open_source(str(tmp_path), SourceOptions(realtime=False))
+        assert isinstance(src, FolderSource)
+        frames = list(src.frames())
+    assert [int(f[0, 0, 0]) for f in frames] == [50, 100, 150, 200]
+    assert all(f.shape == (60, 80, 3) and f.flags["C_CONTIGUOUS"] for f in frames)
+    assert any("img1b.jpg" in r.getMessage() for r in caplog.records)
+
+
+def test_image_folder_pacing_and_loop(tmp_path: Path) -> None:
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / f"{i}.png"), np.full((20, 20, 3), 10 * i, np.uint8))
+    t0 = time.monotonic()
+    frames = _read(tmp_path, folder_fps=20)
+    assert len(frames) == 3 and time.monotonic() - t0 >= 0.09
+    src = open_source(str(tmp_path), SourceOptions(realtime=False, loop=True))
+    looped = [int(f[0, 0, 0]) for f in itertools.islice(src.frames(), 7)]
+    src.close()
+    assert looped == [0, 10, 20, 0, 10, 20, 0]
+
+
+def test_missing_and_unreadable_sources_name_themselves(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.mp4"
+    with pytest.raises(SourceError, match="nope.mp4"):
+        open_source(str(missing))
+    bogus = tmp_path / "bogus.mp4"
+    bogus.write_bytes(b"definitely not a video")
+    with pytest.raises(SourceError, match="cannot open camera source .*bogus.mp4"):
+        _read(bogus, realtime=False)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SourceError, match="empty"):
+        _read(tmp_path / "empty")
+    with pytest.raises(SourceError, match="ftp://x"):
+        open_source("ftp://x/cam")
+
+
+def test_unreachable_stream_fails_fast() -> None:
+    url = "rtsp://127.0.0.1:1/x"
+    src = open_source(url, SourceOptions(timeout_s=2, max_reconnects=0))
+    assert isinstance(src, StreamSource) and src.is_live
+    t0 = time.monotonic()
+    with pytest.raises(SourceError, match=r"cannot open camera source 'rtsp://127\.0\.0\.1:1/x'"):
+        next(src.frames())
+    assert time.monotonic() - t0 < 3
+    src.close()
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def handle(self) -> None:  # the client hanging up mid-file is expected here
+        try:
+            super().handle()
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+
+@pytest.fixture
+def http_ts(tmp_path: Path) -> Iterator[tuple[str, http.server.ThreadingHTTPServer]]:
+    """An MPEG-TS clip served over HTTP on localhost: a live source that ends."""
+    _write_clip(tmp_path / "cam.ts")
+    handler = functools.partial(_Quiet, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/cam.ts", server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_http_stream_without_reconnect_ends(
+    http_ts: tuple[str, http.server.ThreadingHTTPServer],
+) -> None:
+    url, _ = http_ts
+    frames = _read(url, reconnect=False, max_width=160)
+    assert 1 <= len(frames) <= N_FRAMES  # a slow consumer gets the newest frames only
+    assert frames[0].shape == (120, 160, 3) and frames[0].flags["C_CONTIGUOUS"]
+
+
+def test_http_stream_reconnects_then_gives_up(
+    http_ts: tuple[str, http.server.ThreadingHTTPServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    url, server = http_ts
+    opts = SourceOptions(max_reconnects=2, backoff_initial_s=0.05, timeout_s=2)
+    src = open_source(url, opts)
+    seen, after_reconnect = 0, 0
+    t0 = time.monotonic()
+    with (
+        caplog.at_level(logging.INFO, logger="sauron.ingest.sources"),
+        pytest.raises(SourceError, match=r"127\.0\.0\.1.*after 2 reconnect attempts") as err,
+    ):
+        for _ in src.frames():
+            seen += 1
+            if any("reconnected" in r.getMessage() for r in caplog.records):
+                after_reconnect += 1
+                if after_reconnect == 1:  # the stream came back; now take the server away
+                    server.shutdown()
+                    server.server_close()
+            assert time.monotonic() - t0 < 20
+    src.close()
+    assert seen >= 2 and after_reconnect >= 1, str(err.value)
+    assert time.monotonic() - t0 < 20
