@@ -50,7 +50,11 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> ClipTruth:
 
 def test_render_and_read_back(clip: ClipTruth) -> None:
     assert (clip.camera, clip.frames, clip.fps, clip.width, clip.height) == (
-        "cam", FRAMES, 10.0, 640, 360
+        "cam",
+        FRAMES,
+        10.0,
+        640,
+        360,
     )
     assert clip.path.suffix == ".mp4" and clip.path.stat().st_size > 0
     assert len(clip.people) == FRAMES

@@ -92,12 +92,27 @@ def _ms_per_face(
 
 
 def run(faces: int, batches: list[int], repeat: int) -> dict[str, Any]:
-    """Run the benchmark and return its results (see the module doc)."""
-    for var in _THREAD_VARS:
-        os.environ[var] = "1"
-    cores = _allowed_cores()
-    _pin(cores[:1])
+    """Run the benchmark and return its results (see the module doc).
 
+    The process's CPU affinity and thread variables are restored afterwards.
+    """
+    saved_env = {var: os.environ.get(var) for var in _THREAD_VARS}
+    cores = _allowed_cores()
+    try:
+        for var in _THREAD_VARS:
+            os.environ[var] = "1"
+        _pin(cores[:1])
+        return _run_pinned(faces, batches, repeat, cores)
+    finally:
+        _pin(cores)
+        for var, value in saved_env.items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value
+
+
+def _run_pinned(faces: int, batches: list[int], repeat: int, cores: list[int]) -> dict[str, Any]:
     import onnxruntime
 
     from sauron.detect import resnet

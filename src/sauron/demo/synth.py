@@ -109,7 +109,9 @@ def _card(photo: Path) -> tuple[np.ndarray, np.ndarray, tuple[float, float, floa
 def _background(width: int, height: int, rng: np.random.Generator) -> np.ndarray:
     """A deterministic textured scene: soft colour blobs, grain, a floor and some doors."""
     low = rng.uniform(60, 190, (5, 9, 1)) + rng.uniform(-25, 25, (1, 1, 3))  # tinted greys
-    bg = cv2.resize(low.astype(np.float32), (width, height), interpolation=cv2.INTER_CUBIC)
+    bg: np.ndarray = cv2.resize(
+        low.astype(np.float32), (width, height), interpolation=cv2.INTER_CUBIC
+    )
     grain = rng.normal(0, 10, (height // 4, width // 4)).astype(np.float32)
     bg += cv2.resize(grain, (width, height), interpolation=cv2.INTER_LINEAR)[..., None]
     horizon = int(height * rng.uniform(0.6, 0.75))

@@ -5,9 +5,11 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
+import cv2
+
 from sauron.config import DetectConfig
 from sauron.detect.models import Detector, FaceModel, create_detector
-from sauron.detect.tracking import FaceTracker
+from sauron.detect.tracking import FaceTracker, thumbnails
 from sauron.imaging import bgr_to_rgb, decode_jpeg
 from sauron.types import Detections, Frame
 
@@ -45,7 +47,8 @@ class DetectStage:
         elif len(det):
             tracker = self._trackers.setdefault(frame.camera, FaceTracker(
                 refresh_every=self.cfg.track_refresh))
-            ids, need = tracker.assign(frame.number, det.xyxy)
+            gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+            ids, need = tracker.assign(frame.number, det.xyxy, thumbnails(gray, det.landmarks))
             idx = need.nonzero()[0]
             if len(idx):
                 fresh = model.embed(rgb, [shapes[i] for i in idx])

@@ -3,13 +3,17 @@
 Faces are linked frame to frame by box overlap (greedy IoU). A track is embedded when it
 is first seen, when its face has grown markedly since the last embedding (closer to the
 camera, so a better view), and every ``refresh_every`` frames; in between it carries the
-last embedding. Needs each camera's frames in order on one worker (camera partitioning).
+last embedding. A cheap appearance check guards against one person stepping into another's
+place: a small grey thumbnail of each face is compared with the track's thumbnail of the
+previous frame, and a sudden change (normalised correlation below ``min_similarity``)
+re-embeds at once. Needs each camera's frames in order on one worker (camera partitioning).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 
@@ -21,6 +25,31 @@ class Track:
     embedded_area: float
     embedded_at: int
     seen_at: int
+    thumb: np.ndarray | None = None
+
+
+THUMB = 24
+# Where the eye centres and the nose tip land in a thumbnail (fractions of its side).
+_TEMPLATE = np.array([[0.32, 0.40], [0.68, 0.40], [0.50, 0.66]], np.float32) * THUMB
+
+
+def thumbnails(gray: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """(N, THUMB*THUMB) zero-mean, unit-norm grey face thumbnails aligned on the landmarks.
+
+    Aligning on dlib's 5 points (two corners per eye, then the nose) rather than cropping
+    the box makes the signature steady while the detector's box jitters.
+    """
+    out = np.zeros((len(landmarks), THUMB * THUMB), np.float32)
+    for i, pts in enumerate(landmarks):
+        src = np.array([(pts[2] + pts[3]) / 2, (pts[0] + pts[1]) / 2, pts[4]], np.float32)
+        matrix, _ = cv2.estimateAffinePartial2D(src, _TEMPLATE)
+        if matrix is None:
+            continue
+        v = cv2.warpAffine(gray, matrix, (THUMB, THUMB), flags=cv2.INTER_AREA)
+        v = v.astype(np.float32).reshape(-1)
+        v -= v.mean()
+        out[i] = v / max(float(np.linalg.norm(v)), 1e-6)
+    return out
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -39,15 +68,18 @@ class FaceTracker:
     """Tracks of one camera."""
 
     def __init__(self, *, iou_threshold: float = 0.3, max_gap: int = 5,
-                 refresh_every: int = 15, grow_ratio: float = 1.4) -> None:
+                 refresh_every: int = 15, grow_ratio: float = 1.4,
+                 min_similarity: float = 0.8) -> None:
         self.iou_threshold = iou_threshold
         self.max_gap = max_gap
         self.refresh_every = refresh_every
         self.grow_ratio = grow_ratio
+        self.min_similarity = min_similarity
         self.tracks: dict[int, Track] = {}
         self._next_id = 1
 
-    def assign(self, frame_no: int, xyxy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def assign(self, frame_no: int, xyxy: np.ndarray, thumbs: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
         """Track id of each box, and a mask of the boxes whose face must be embedded now."""
         self.tracks = {k: t for k, t in self.tracks.items()
                        if 0 <= frame_no - t.seen_at <= self.max_gap}
@@ -71,7 +103,12 @@ class FaceTracker:
                 self._next_id += 1
             t = self.tracks[int(ids[i])]
             t.xyxy, t.seen_at = xyxy[i], frame_no
-            need[i] = (t.embedding is None
+            changed = False
+            if thumbs is not None:
+                changed = (t.thumb is not None
+                           and float(t.thumb @ thumbs[i]) < self.min_similarity)
+                t.thumb = thumbs[i]
+            need[i] = (t.embedding is None or changed
                        or frame_no - t.embedded_at >= self.refresh_every
                        or areas[i] >= self.grow_ratio * t.embedded_area)
         return ids, need

@@ -62,6 +62,18 @@ class SourceOptions:
     folder_fps: float = 5.0
     timeout_s: float = 10.0  # network streams: open and read timeout
 
+    def __post_init__(self) -> None:
+        checks = {
+            "max_width": self.max_width is None or self.max_width > 0,
+            "max_fps": self.max_fps is None or self.max_fps > 0,
+            "folder_fps": self.folder_fps > 0,
+            "timeout_s": self.timeout_s > 0,
+            "backoff": 0 <= self.backoff_initial_s <= self.backoff_max_s,
+            "max_reconnects": self.max_reconnects is None or self.max_reconnects >= 0,
+        }
+        if bad := [k for k, ok in checks.items() if not ok]:
+            raise ValueError(f"invalid source options {bad}: {self}")
+
 
 def open_source(spec: str, options: SourceOptions | None = None) -> Source:
     """Make the source a spec names; raises SourceError for a path that does not exist."""
@@ -93,23 +105,25 @@ class Source(ABC):
         self.options = options
         self._stop = threading.Event()
         self._gen: Generator[np.ndarray, None, None] | None = None
+        self._owner = 0  # the thread that called frames()
 
     def frames(self) -> Iterator[np.ndarray]:
         """Frames, already resized, rate-capped and paced. Raises SourceError if the source
         cannot be opened at first; each call starts a new pass (files from the start)."""
         self._stop.clear()
-        self._gen = self._frames()
+        self._gen, self._owner = self._frames(), threading.get_ident()
         return self._gen
 
     @abstractmethod
     def _frames(self) -> Generator[np.ndarray, None, None]: ...
 
     def close(self) -> None:
-        """Stop reading; safe from another thread (the reader stops at its next frame)."""
+        """Stop reading and release the device. Safe from any thread: from another one than
+        the caller of frames() it sets a flag that ends frames() at its next step."""
         self._stop.set()
         gen, self._gen = self._gen, None
-        if gen is not None:
-            with suppress(ValueError):  # running in another thread: it sees _stop and ends
+        if gen is not None and threading.get_ident() == self._owner:
+            with suppress(ValueError):  # "generator already executing"
                 gen.close()
 
     def _error(self, reason: object) -> SourceError:
@@ -242,10 +256,10 @@ class FolderSource(_ReplaySource):
     def __init__(self, path: Path, options: SourceOptions) -> None:
         super().__init__(str(path), options)
         self.path = path
+        self._skipped: set[Path] = set()  # warn once per unreadable file, not once per loop
 
     def _frame_period(self) -> float:
-        fps = self.options.folder_fps
-        return 1.0 / fps if fps > 0 else 0.0
+        return 1.0 / self.options.folder_fps
 
     def _pass(self) -> Generator[tuple[float, np.ndarray], None, None]:
         if not self.path.is_dir():
@@ -261,7 +275,9 @@ class FolderSource(_ReplaySource):
             try:
                 frame = decode_jpeg(file.read_bytes())
             except (OSError, ImageDecodeError) as exc:
-                log.warning("skipping unreadable image %s: %s", file, exc)
+                if file not in self._skipped:
+                    log.warning("skipping unreadable image %s: %s", file, exc)
+                    self._skipped.add(file)
                 continue
             yield index * self._frame_period(), frame
             index += 1
