@@ -84,7 +84,7 @@ class OnnxEmbedder(Embedder):
         return f"OnnxEmbedder(threads={self.threads})"
 
 
-def extract_chips(rgb: np.ndarray, shapes: Sequence[Any]) -> np.ndarray:
+def extract_chips(rgb: np.ndarray, shapes: Sequence[dlib.full_object_detection]) -> np.ndarray:
     """Aligned 150x150 chips of the faces whose landmarks are ``shapes``, stacked (N,150,150,3).
 
     ``shapes`` are ``dlib.full_object_detection`` s on ``rgb`` (an HxWx3 uint8 RGB image);

@@ -15,7 +15,6 @@ from sauron.detect.stage import DetectStage
 
 log = logging.getLogger(__name__)
 
-DETECT_GROUP = "sauron-detect"
 
 
 def detect_handler(settings: Settings, stage: DetectStage, partitions: int) -> Any:
@@ -36,14 +35,15 @@ def tracking_enabled(settings: Settings) -> bool:
     return settings.detect.tracking and settings.topics.partitioning == "camera"
 
 
-def run_detect_worker(settings: Settings, *, group: str = DETECT_GROUP) -> None:
+def run_detect_worker(settings: Settings, *, group: str | None = None) -> None:
     """One detect worker in this process until SIGTERM/SIGINT."""
     from sauron.bus.kafka import ensure_topics
 
     counts = ensure_topics(settings)
     topics = Topics.from_config(settings.topics)
     stage = DetectStage(settings.detect, tracking=tracking_enabled(settings))
-    worker = StageWorker(settings, topic=topics.frames, group=group, name="detect",
+    worker = StageWorker(settings, topic=topics.frames, name="detect",
+                         group=group or settings.topics.name("detect"),
                          handler=detect_handler(settings, stage, counts[topics.detections]),
                          batch_size=settings.detect.batch_size)
     _stop_on_signals(worker.stop_event)
@@ -59,14 +59,14 @@ def _stop_on_signals(event: Any) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
-def _process_main(settings_json: str, group: str) -> None:
+def _process_main(settings_json: str, group: str | None) -> None:
     from sauron.cli import setup_logging
 
     setup_logging()
     run_detect_worker(Settings.model_validate_json(settings_json), group=group)
 
 
-def spawn_detect_workers(settings: Settings, n: int, *, group: str = DETECT_GROUP
+def spawn_detect_workers(settings: Settings, n: int, *, group: str | None = None
                          ) -> list[Any]:
     """Start ``n`` detect worker processes (one core each); returns the processes."""
     ctx = mp.get_context("spawn")

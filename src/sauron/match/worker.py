@@ -21,7 +21,6 @@ from sauron.match.watchlist import Watchlist
 
 log = logging.getLogger(__name__)
 
-MATCH_GROUP = "sauron-match"
 
 
 def follow_watchlist(settings: Settings, watchlist: Watchlist) -> TopicTail:
@@ -71,7 +70,7 @@ def match_handler(settings: Settings, stage: MatchStage, partitions: int) -> Any
     return handle
 
 
-def build_match_worker(settings: Settings, *, group: str = MATCH_GROUP
+def build_match_worker(settings: Settings, *, group: str | None = None
                        ) -> tuple[StageWorker, TopicTail]:
     counts = ensure_topics(settings)
     topics = Topics.from_config(settings.topics)
@@ -80,13 +79,14 @@ def build_match_worker(settings: Settings, *, group: str = MATCH_GROUP
     if not tail.caught_up.wait(settings.bus.connect_timeout_s * 2):
         log.warning("watchlist topic not read to its end yet; matching starts anyway")
     stage = MatchStage(settings.match, watchlist)
-    worker = StageWorker(settings, topic=topics.detections, group=group, name="match",
+    worker = StageWorker(settings, topic=topics.detections, name="match",
+                         group=group or settings.topics.name("match"),
                          handler=match_handler(settings, stage, counts[topics.annotated]),
                          batch_size=settings.detect.batch_size)
     return worker, tail
 
 
-def run_match_worker(settings: Settings, *, group: str = MATCH_GROUP) -> None:
+def run_match_worker(settings: Settings, *, group: str | None = None) -> None:
     from sauron.detect.worker import _stop_on_signals
 
     worker, tail = build_match_worker(settings, group=group)
