@@ -20,7 +20,9 @@ def setup_logging(level: str | None = None) -> None:
     logging.basicConfig(
         level=(level or os.environ.get("SAURON_LOG_LEVEL", "INFO")).upper(),
         format="%(asctime)s %(levelname)-7s %(processName)s %(name)s: %(message)s",
-        stream=sys.stderr, force=True)
+        stream=sys.stderr,
+        force=True,
+    )
 
 
 def _camera(spec: str) -> dict[str, Any]:
@@ -40,10 +42,19 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _cameras(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--camera", action="append", type=_camera, default=[], metavar="NAME=SRC",
-                   help="a camera (repeatable): video file, image folder, webcam index, URL")
-    p.add_argument("--fast", action="store_true",
-                   help="read files as fast as possible instead of at their own frame rate")
+    p.add_argument(
+        "--camera",
+        action="append",
+        type=_camera,
+        default=[],
+        metavar="NAME=SRC",
+        help="a camera (repeatable): video file, image folder, webcam index, URL",
+    )
+    p.add_argument(
+        "--fast",
+        action="store_true",
+        help="read files as fast as possible instead of at their own frame rate",
+    )
     p.add_argument("--max-width", type=int, help="shrink frames to this width")
     p.add_argument("--max-fps", type=float, help="cap each camera's frame rate")
     p.add_argument("--loop", action="store_true", help="loop files and folders")
@@ -97,16 +108,32 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.demo:
         from sauron.demo.run import run_demo
 
-        return run_demo(processes=args.processes, bus=args.bus or "embedded",
-                        bootstrap=args.bootstrap, results=args.results)
+        return run_demo(
+            processes=args.processes,
+            bus=args.bus or "embedded",
+            bootstrap=args.bootstrap,
+            results=args.results,
+        )
     settings = settings_from(args)
-    summary = run(settings, RunOptions(processes=args.processes, until_done=args.until_done,
-                                       results=args.results))
-    print(json.dumps({"frames_in": summary.frames_in, "frames_out": summary.frames_out,
-                      "named_faces": summary.named, "duplicates": summary.duplicates,
-                      "dropped": summary.dropped, "failed": summary.dead_letters,
-                      "camera_errors": summary.camera_errors,
-                      "seconds": round(summary.seconds, 2)}, indent=2))
+    summary = run(
+        settings,
+        RunOptions(processes=args.processes, until_done=args.until_done, results=args.results),
+    )
+    print(
+        json.dumps(
+            {
+                "frames_in": summary.frames_in,
+                "frames_out": summary.frames_out,
+                "named_faces": summary.named,
+                "duplicates": summary.duplicates,
+                "dropped": summary.dropped,
+                "failed": summary.dead_letters,
+                "camera_errors": summary.camera_errors,
+                "seconds": round(summary.seconds, 2),
+            },
+            indent=2,
+        )
+    )
     for cam, err in summary.camera_errors.items():
         print(f"error: camera {cam}: {err}", file=sys.stderr)
     return 0 if summary.ok else 1
@@ -125,7 +152,17 @@ def cmd_worker(args: argparse.Namespace) -> int:
         from sauron.detect.worker import run_detect_worker, spawn_detect_workers
 
         if args.processes > 1:
+            import signal
+
             procs = spawn_detect_workers(settings, args.processes)
+
+            def forward(signum: int, _frame: object) -> None:
+                for p in procs:  # each worker finishes its batch, commits, leaves the group
+                    if p.pid is not None and p.is_alive():
+                        os.kill(p.pid, signum)
+
+            signal.signal(signal.SIGTERM, forward)
+            signal.signal(signal.SIGINT, forward)
             for p in procs:
                 p.join()
             return 0

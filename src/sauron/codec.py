@@ -60,12 +60,19 @@ class Person:
 
 
 _ARRAY_FIELDS = ("xyxy", "confidence", "landmarks", "embeddings", "distances", "track_ids")
-_DTYPES = {"xyxy": "<i4", "confidence": "<f4", "landmarks": "<f4", "embeddings": "<f4",
-           "distances": "<f4", "track_ids": "<i8"}
+_DTYPES = {
+    "xyxy": "<i4",
+    "confidence": "<f4",
+    "landmarks": "<f4",
+    "embeddings": "<f4",
+    "distances": "<f4",
+    "track_ids": "<i8",
+}
 
 
-def _pack(kind: Kind, meta: dict[str, Any], blobs: list[tuple[str, bytes, str, tuple[int, ...]]]
-          ) -> bytes:
+def _pack(
+    kind: Kind, meta: dict[str, Any], blobs: list[tuple[str, bytes, str, tuple[int, ...]]]
+) -> bytes:
     meta = dict(meta)
     meta["blobs"] = [[name, dtype, list(shape), len(data)] for name, data, dtype, shape in blobs]
     meta_bytes = json.dumps(meta, separators=(",", ":")).encode()
@@ -106,7 +113,7 @@ def _unpack(data: bytes, expected: Kind) -> tuple[dict[str, Any], dict[str, np.n
         raise CodecError(f"metadata length {meta_len} does not fit a {len(data)}-byte message")
     start = _HEADER.size
     try:
-        meta = json.loads(data[start:start + meta_len])
+        meta = json.loads(data[start : start + meta_len])
         descriptors = meta.pop("blobs")
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise CodecError(f"corrupt metadata: {exc}") from None
@@ -114,7 +121,7 @@ def _unpack(data: bytes, expected: Kind) -> tuple[dict[str, Any], dict[str, np.n
     blobs: dict[str, np.ndarray | bytes] = {}
     try:
         for name, dtype, shape, nbytes in descriptors:
-            chunk = data[offset:offset + nbytes]
+            chunk = data[offset : offset + nbytes]
             if len(chunk) != nbytes:
                 raise CodecError(f"blob {name!r} truncated: {len(chunk)} of {nbytes} bytes")
             offset += nbytes
@@ -135,15 +142,20 @@ def _frame_meta(frame: Frame) -> dict[str, Any]:
 
 def _frame_from(meta: dict[str, Any], blobs: dict[str, Any]) -> Frame:
     try:
-        return Frame(camera=str(meta["camera"]), number=int(meta["frame"]),
-                     captured_at=float(meta["ts"]), jpeg=blobs["jpeg"])
+        return Frame(
+            camera=str(meta["camera"]),
+            number=int(meta["frame"]),
+            captured_at=float(meta["ts"]),
+            jpeg=blobs["jpeg"],
+        )
     except (KeyError, ValueError, TypeError) as exc:
         raise CodecError(f"bad frame fields: {exc!r}") from None
 
 
 def encode_frame(frame: Frame) -> bytes:
-    return _pack(Kind.FRAME, _frame_meta(frame),
-                 [("jpeg", frame.jpeg, "bytes", (len(frame.jpeg),))])
+    return _pack(
+        Kind.FRAME, _frame_meta(frame), [("jpeg", frame.jpeg, "bytes", (len(frame.jpeg),))]
+    )
 
 
 def decode_frame(data: bytes) -> Frame:
@@ -168,8 +180,12 @@ def _detections_from(meta: dict[str, Any], blobs: dict[str, Any]) -> Detections:
 
 def encode_detections(frame: Frame, det: Detections, timings_ms: dict[str, float]) -> bytes:
     """A frame with what the detect stage found in it (the faces topic)."""
-    meta = {**_frame_meta(frame), "names": list(det.names), "label": det.label,
-            "timings": timings_ms}
+    meta = {
+        **_frame_meta(frame),
+        "names": list(det.names),
+        "label": det.label,
+        "timings": timings_ms,
+    }
     blobs = [("jpeg", frame.jpeg, "bytes", (len(frame.jpeg),)), *_detections_blobs(det)]
     return _pack(Kind.DETECTIONS, meta, blobs)
 
@@ -182,11 +198,18 @@ def decode_detections(data: bytes) -> tuple[Frame, Detections, dict[str, float]]
 def encode_result(result: Result) -> bytes:
     """An annotated frame with its identities (the per-camera annotated topic)."""
     frame, det = result.frame, result.detections
-    meta = {**_frame_meta(frame), "names": list(det.names), "label": det.label,
-            "processed_at": result.processed_at, "timings": result.timings_ms}
-    blobs = [("jpeg", frame.jpeg, "bytes", (len(frame.jpeg),)),
-             ("annotated", result.annotated_jpeg, "bytes", (len(result.annotated_jpeg),)),
-             *_detections_blobs(det)]
+    meta = {
+        **_frame_meta(frame),
+        "names": list(det.names),
+        "label": det.label,
+        "processed_at": result.processed_at,
+        "timings": result.timings_ms,
+    }
+    blobs = [
+        ("jpeg", frame.jpeg, "bytes", (len(frame.jpeg),)),
+        ("annotated", result.annotated_jpeg, "bytes", (len(result.annotated_jpeg),)),
+        *_detections_blobs(det),
+    ]
     return _pack(Kind.RESULT, meta, blobs)
 
 
@@ -197,9 +220,13 @@ def decode_result(data: bytes) -> Result:
         annotated = blobs["annotated"]
     except (KeyError, ValueError, TypeError) as exc:
         raise CodecError(f"bad result fields: {exc!r}") from None
-    return Result(frame=_frame_from(meta, blobs), detections=_detections_from(meta, blobs),
-                  processed_at=processed_at, annotated_jpeg=bytes(annotated),
-                  timings_ms=dict(meta.get("timings", {})))
+    return Result(
+        frame=_frame_from(meta, blobs),
+        detections=_detections_from(meta, blobs),
+        processed_at=processed_at,
+        annotated_jpeg=bytes(annotated),
+        timings_ms=dict(meta.get("timings", {})),
+    )
 
 
 def encode_sighting(event: dict[str, Any]) -> bytes:
@@ -217,8 +244,7 @@ def decode_sighting(data: bytes) -> dict[str, Any]:
 
 def encode_person(person: Person) -> bytes:
     """A watchlist entry for the compacted watchlist topic (key = the person's name)."""
-    return _pack(Kind.PERSON, {"name": person.name},
-                 [_array_blob("embeddings", person.embeddings)])
+    return _pack(Kind.PERSON, {"name": person.name}, [_array_blob("embeddings", person.embeddings)])
 
 
 def decode_person(data: bytes) -> Person:

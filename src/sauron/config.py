@@ -52,13 +52,16 @@ class CameraConfig(Section):
 
 class BusConfig(Section):
     type: Literal["embedded", "kafka"] = Field(
-        "embedded", description="embedded: one machine, no broker; kafka: a Kafka cluster")
+        "embedded", description="embedded: one machine, no broker; kafka: a Kafka cluster"
+    )
     bootstrap_servers: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers")
     client: dict[str, str | int | float | bool] = Field(
         default_factory=dict,
-        description="Extra librdkafka settings for every client (security.protocol, sasl.*)")
-    connect_timeout_s: float = Field(15.0, gt=0, le=600,
-                                     description="Give up on an unreachable broker after this")
+        description="Extra librdkafka settings for every client (security.protocol, sasl.*)",
+    )
+    connect_timeout_s: float = Field(
+        15.0, gt=0, le=600, description="Give up on an unreachable broker after this"
+    )
 
 
 class TopicsConfig(Section):
@@ -67,8 +70,10 @@ class TopicsConfig(Section):
     replication: int = Field(1, ge=1, le=10, description="Replication factor of every topic")
     min_insync_replicas: int = Field(1, ge=1, le=10, description="min.insync.replicas")
     partitioning: Literal["camera", "frame"] = Field(
-        "camera", description="camera: key by camera (ordered, one worker per camera); "
-        "frame: spread frames over partitions (many workers per camera, viewer reorders)")
+        "camera",
+        description="camera: key by camera (ordered, one worker per camera); "
+        "frame: spread frames over partitions (many workers per camera, viewer reorders)",
+    )
     retention_ms: int = Field(3_600_000, ge=60_000, description="Retention of frame topics")
 
     def name(self, stage: str) -> str:
@@ -77,17 +82,23 @@ class TopicsConfig(Section):
 
 class DetectConfig(Section):
     model: Literal["dlib-hog", "dlib-cnn", "opencv-people"] = Field(
-        "dlib-hog", description="Detector plugin")
+        "dlib-hog", description="Detector plugin"
+    )
     upsample: int = Field(0, ge=0, le=3, description="Times to upsample before HOG detection")
     embedder: Literal["auto", "onnx", "dlib"] = Field(
-        "auto", description="Face embedder: onnx (fast, dlib-identical) or dlib (reference)")
+        "auto", description="Face embedder: onnx (fast, dlib-identical) or dlib (reference)"
+    )
     min_face: int = Field(20, ge=0, description="Ignore faces narrower than this many pixels")
     processes: int = Field(0, ge=0, le=256, description="Detect processes; 0 = one per core")
     batch_size: int = Field(8, ge=1, le=1024, description="Frames polled per batch")
-    tracking: bool = Field(True, description="Track faces and embed each track a few times "
-                           "(needs camera partitioning; off for frame partitioning)")
-    track_refresh: int = Field(15, ge=1, le=10000,
-                               description="Re-embed a tracked face every this many frames")
+    tracking: bool = Field(
+        True,
+        description="Track faces and embed each track a few times "
+        "(needs camera partitioning; off for frame partitioning)",
+    )
+    track_refresh: int = Field(
+        15, ge=1, le=10000, description="Re-embed a tracked face every this many frames"
+    )
 
 
 class MatchConfig(Section):
@@ -102,7 +113,8 @@ class Settings(BaseSettings):
     """The whole configuration of a Sauron deployment."""
 
     model_config = SettingsConfigDict(
-        env_prefix="SAURON_", env_nested_delimiter="__", extra="forbid", frozen=True)
+        env_prefix="SAURON_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
 
     cameras: list[CameraConfig] = Field(default_factory=list, description="Cameras to ingest")
     bus: BusConfig = Field(default_factory=BusConfig)  # type: ignore[arg-type]

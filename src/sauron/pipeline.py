@@ -58,8 +58,9 @@ def load_watchlist(settings: Settings) -> Watchlist:
     from sauron.match.enroll import load_watchlist_dir
 
     model = FaceModel(embedder=settings.detect.embedder)
-    return Watchlist(load_watchlist_dir(model, settings.match.watchlist,
-                                        largest=settings.match.largest_face))
+    return Watchlist(
+        load_watchlist_dir(model, settings.match.watchlist, largest=settings.match.largest_face)
+    )
 
 
 class _Stopper:
@@ -84,14 +85,19 @@ def _wait(done: Callable[[], bool], stopper: _Stopper, timeout: float | None) ->
             log.info("running ...")
 
 
-def _summary(ingest: IngestGroup, writer: ResultsWriter, started: float, dropped: int,
-             dead: int) -> RunSummary:
+def _summary(
+    ingest: IngestGroup, writer: ResultsWriter, started: float, dropped: int, dead: int
+) -> RunSummary:
     return RunSummary(
         frames_in={k: s.frames for k, s in ingest.status.items()},
-        frames_out=dict(writer.written), named=dict(writer.named),
-        duplicates=writer.duplicates, dropped=dropped, dead_letters=dead,
+        frames_out=dict(writer.written),
+        named=dict(writer.named),
+        duplicates=writer.duplicates,
+        dropped=dropped,
+        dead_letters=dead,
         camera_errors={k: s.error for k, s in ingest.status.items() if s.error},
-        seconds=time.monotonic() - started)
+        seconds=time.monotonic() - started,
+    )
 
 
 def run_embedded(settings: Settings, opts: RunOptions) -> RunSummary:
@@ -113,13 +119,21 @@ def run_embedded(settings: Settings, opts: RunOptions) -> RunSummary:
             cb(result)
 
     n = worker_count(opts.processes)
-    bus = EmbeddedBus(settings, processes=n, tracking=tracking_enabled(settings),
-                      block=opts.until_done, on_output=on_output).start()
+    bus = EmbeddedBus(
+        settings,
+        processes=n,
+        tracking=tracking_enabled(settings),
+        block=opts.until_done,
+        on_output=on_output,
+    ).start()
     ingest = IngestGroup(settings.cameras, sink=bus.submit).start()
     stopper = _Stopper()
     try:
-        _wait(lambda: opts.until_done and ingest.done() and bus.outstanding == 0,
-              stopper, opts.timeout_s)
+        _wait(
+            lambda: opts.until_done and ingest.done() and bus.outstanding == 0,
+            stopper,
+            opts.timeout_s,
+        )
     finally:
         ingest.stop.set()
         ingest.join(5)
@@ -152,8 +166,9 @@ def run_kafka(settings: Settings, opts: RunOptions) -> RunSummary:
         for cb in opts.on_result:
             cb(result)
 
-    collector = TopicTail(settings.bus, topics.annotated, on_result,
-                          start=end_offsets(settings.bus, topics.annotated))
+    collector = TopicTail(
+        settings.bus, topics.annotated, on_result, start=end_offsets(settings.bus, topics.annotated)
+    )
     collector.start()
     procs = spawn_detect_workers(settings, worker_count(opts.processes))
     matcher, watch_tail = build_match_worker(settings)
@@ -164,8 +179,11 @@ def run_kafka(settings: Settings, opts: RunOptions) -> RunSummary:
     stopper = _Stopper()
 
     def done() -> bool:
-        return (opts.until_done and ingest.done()
-                and all(writer.count(c) >= s.frames for c, s in ingest.status.items()))
+        return (
+            opts.until_done
+            and ingest.done()
+            and all(writer.count(c) >= s.frames for c, s in ingest.status.items())
+        )
 
     try:
         _wait(done, stopper, opts.timeout_s)
@@ -185,8 +203,7 @@ def run_kafka(settings: Settings, opts: RunOptions) -> RunSummary:
     return _summary(ingest, writer, started, 0, matcher.stats.dead_letters)
 
 
-def kafka_frame_sink(settings: Settings, partitions: int
-                     ) -> tuple[Any, Callable[[Frame], None]]:
+def kafka_frame_sink(settings: Settings, partitions: int) -> tuple[Any, Callable[[Frame], None]]:
     """A Kafka producer and a function that publishes one frame to the frames topic."""
     from sauron.bus.kafka import make_producer
     from sauron.bus.topics import Topics, frame_partition
@@ -227,8 +244,12 @@ def run_ingest_only(settings: Settings, opts: RunOptions) -> int:
         ingest.join(5)
         left = producer.flush(30)
     for cam, st in ingest.status.items():
-        log.info("camera %s: %d frames published%s", cam, st.frames,
-                 f" (error: {st.error})" if st.error else "")
+        log.info(
+            "camera %s: %d frames published%s",
+            cam,
+            st.frames,
+            f" (error: {st.error})" if st.error else "",
+        )
     if left:
         log.error("%d frames were not acknowledged by Kafka", left)
     return 1 if left or any(s.error for s in ingest.status.values()) else 0
@@ -240,8 +261,7 @@ def _watchlist_people(settings: Settings) -> list[codec.Person]:
 
     assert settings.match.watchlist is not None
     model = FaceModel(embedder=settings.detect.embedder)
-    return load_watchlist_dir(model, settings.match.watchlist,
-                              largest=settings.match.largest_face)
+    return load_watchlist_dir(model, settings.match.watchlist, largest=settings.match.largest_face)
 
 
 def run(settings: Settings, opts: RunOptions) -> RunSummary:

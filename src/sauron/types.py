@@ -105,9 +105,7 @@ class Detections:
             label=self.label,
         )
 
-    def with_identities(
-        self, names: Sequence[str | None], distances: np.ndarray
-    ) -> Detections:
+    def with_identities(self, names: Sequence[str | None], distances: np.ndarray) -> Detections:
         return replace(self, names=tuple(names), distances=np.asarray(distances, np.float32))
 
     @property

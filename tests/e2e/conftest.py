@@ -30,18 +30,23 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if given:
         yield given
         return
-    env = {**os.environ, "SAURON_KAFKA_DIR": str(tmp_path_factory.mktemp("kafka")),
-           "SAURON_KAFKA_PORT": os.environ.get("SAURON_TEST_KAFKA_PORT", "19092")}
-    proc = subprocess.run([str(BROKER), "start"], env=env, capture_output=True, text=True,
-                          timeout=600, check=False)
+    env = {
+        **os.environ,
+        "SAURON_KAFKA_DIR": str(tmp_path_factory.mktemp("kafka")),
+        "SAURON_KAFKA_PORT": os.environ.get("SAURON_TEST_KAFKA_PORT", "19092"),
+    }
+    proc = subprocess.run(
+        [str(BROKER), "start"], env=env, capture_output=True, text=True, timeout=600, check=False
+    )
     if proc.returncode != 0:
         pytest.fail(f"could not start the Kafka broker:\n{proc.stderr[-3000:]}")
     bootstrap = proc.stdout.strip().splitlines()[-1]
     try:
         yield bootstrap
     finally:
-        subprocess.run([str(BROKER), "stop"], env=env, capture_output=True, timeout=120,
-                       check=False)
+        subprocess.run(
+            [str(BROKER), "stop"], env=env, capture_output=True, timeout=120, check=False
+        )
 
 
 @pytest.fixture
@@ -65,8 +70,7 @@ def watchlist_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def clip_settings(clips: list[ClipTruth], watchlist: Path, **sections: Any) -> Settings:
     overrides: dict[str, Any] = {
-        "cameras": [{"name": c.camera, "source": str(c.path), "realtime": False}
-                    for c in clips],
+        "cameras": [{"name": c.camera, "source": str(c.path), "realtime": False} for c in clips],
         "match": {"watchlist": str(watchlist)},
     }
     for key, value in sections.items():

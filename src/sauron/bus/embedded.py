@@ -60,8 +60,16 @@ class EmbeddedStats:
 class EmbeddedBus:
     """Detect processes fed by partition queues; results handed to ``on_output``."""
 
-    def __init__(self, settings: Settings, *, processes: int, tracking: bool, block: bool,
-                 on_output: Callable[[DetectOutput], None], queue_size: int = 16) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        processes: int,
+        tracking: bool,
+        block: bool,
+        on_output: Callable[[DetectOutput], None],
+        queue_size: int = 16,
+    ) -> None:
         self.settings = settings
         self.processes = processes
         self.block = block
@@ -72,12 +80,17 @@ class EmbeddedBus:
         self._outq = ctx.Queue()
         self._lock = threading.Lock()
         self._procs = [
-            ctx.Process(target=_detect_worker, name=f"sauron-detect-{i}", daemon=True,
-                        args=(settings.model_dump_json(), tracking, q, self._outq))
+            ctx.Process(
+                target=_detect_worker,
+                name=f"sauron-detect-{i}",
+                daemon=True,
+                args=(settings.model_dump_json(), tracking, q, self._outq),
+            )
             for i, q in enumerate(self._inqs)
         ]
-        self._collector = threading.Thread(target=self._collect, name="embedded-collect",
-                                           daemon=True)
+        self._collector = threading.Thread(
+            target=self._collect, name="embedded-collect", daemon=True
+        )
 
     def start(self, timeout: float = 120.0) -> EmbeddedBus:
         for p in self._procs:
@@ -90,8 +103,9 @@ class EmbeddedBus:
         return self
 
     def submit(self, frame: Frame) -> None:
-        part = frame_partition(frame.camera, frame.number, self.processes,
-                               self.settings.topics.partitioning)
+        part = frame_partition(
+            frame.camera, frame.number, self.processes, self.settings.topics.partitioning
+        )
         q = self._inqs[part]
         with self._lock:
             self.stats.submitted += 1
@@ -125,12 +139,14 @@ class EmbeddedBus:
             try:
                 if error is not None:
                     self.stats.failed += 1
-                    log.warning("camera %s frame %d failed in detect: %s", frame.camera,
-                                frame.number, error)
+                    log.warning(
+                        "camera %s frame %d failed in detect: %s", frame.camera, frame.number, error
+                    )
                 self.on_output(item)
             except Exception:
-                log.exception("match stage failed on camera %s frame %d", frame.camera,
-                              frame.number)
+                log.exception(
+                    "match stage failed on camera %s frame %d", frame.camera, frame.number
+                )
             finally:
                 with self._lock:
                     self.stats.completed += 1

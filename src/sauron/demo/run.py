@@ -47,24 +47,37 @@ def score(clips: list[ClipTruth], results: Path) -> dict[str, Any]:
     report: dict[str, Any] = {"cameras": {}}
     for clip in clips:
         got = by_cam.get(clip.camera, {})
-        present = [i for i, people in enumerate(clip.people)
-                   if any(p == WATCHED for p, _ in people)]
+        present = [
+            i for i, people in enumerate(clip.people) if any(p == WATCHED for p, _ in people)
+        ]
         named = [i for i in present if any(f["person"] == WATCHED for f in got.get(i, []))]
-        false = [i for i, faces in got.items()
-                 if any(f["person"] == WATCHED for f in faces)
-                 and not any(p == WATCHED for p, _ in clip.people[i])]
+        false = [
+            i
+            for i, faces in got.items()
+            if any(f["person"] == WATCHED for f in faces)
+            and not any(p == WATCHED for p, _ in clip.people[i])
+        ]
         report["cameras"][clip.camera] = {
-            "frames": clip.frames, "processed": len(got),
-            "frames_with_watched": len(present), "watched_named": len(named),
-            "false_alarms": len(false)}
+            "frames": clip.frames,
+            "processed": len(got),
+            "frames_with_watched": len(present),
+            "watched_named": len(named),
+            "false_alarms": len(false),
+        }
     if latencies:
         report["latency_ms_p50"] = round(float(np.percentile(latencies, 50)), 1)
         report["latency_ms_p95"] = round(float(np.percentile(latencies, 95)), 1)
     return report
 
 
-def run_demo(*, processes: int = 0, bus: str = "embedded", bootstrap: str | None = None,
-             results: Path | None = None, frames: int = 60) -> int:
+def run_demo(
+    *,
+    processes: int = 0,
+    bus: str = "embedded",
+    bootstrap: str | None = None,
+    results: Path | None = None,
+    frames: int = 60,
+) -> int:
     root = cache_dir() / "demo"
     log.info("demo: preparing sample clips and the watchlist in %s", root)
     clips, watchlist = prepare(root, frames)
@@ -81,11 +94,15 @@ def run_demo(*, processes: int = 0, bus: str = "embedded", bootstrap: str | None
     report = score(clips, results)
     print(f"Sauron demo: {len(clips)} cameras, watching for '{WATCHED}'")
     for cam, r in report["cameras"].items():
-        print(f"  {cam}: {r['processed']}/{r['frames']} frames processed; '{WATCHED}' "
-              f"named in {r['watched_named']} of the {r['frames_with_watched']} frames they "
-              f"are in; {r['false_alarms']} false alarms")
+        print(
+            f"  {cam}: {r['processed']}/{r['frames']} frames processed; '{WATCHED}' "
+            f"named in {r['watched_named']} of the {r['frames_with_watched']} frames they "
+            f"are in; {r['false_alarms']} false alarms"
+        )
     if "latency_ms_p50" in report:
-        print(f"  latency capture->result: p50 {report['latency_ms_p50']} ms, "
-              f"p95 {report['latency_ms_p95']} ms")
+        print(
+            f"  latency capture->result: p50 {report['latency_ms_p50']} ms, "
+            f"p95 {report['latency_ms_p95']} ms"
+        )
     print(f"  results: {results}  ({summary.seconds:.1f} s)")
     return 0 if summary.ok else 1

@@ -85,27 +85,43 @@ class FaceModel(Detector):
 
     label = "face"
 
-    def __init__(self, *, cnn: bool = False, upsample: int = 0, embedder: str = "auto",
-                 min_face: int = 0) -> None:
+    def __init__(
+        self, *, cnn: bool = False, upsample: int = 0, embedder: str = "auto", min_face: int = 0
+    ) -> None:
         self.upsample = upsample
         self.min_face = min_face
         self.cnn = cnn
         if cnn:
-            self._cnn = _shared_model("cnn", lambda: dlib.cnn_face_detection_model_v1(
-                face_recognition_models.cnn_face_detector_model_location()))
+            self._cnn = _shared_model(
+                "cnn",
+                lambda: dlib.cnn_face_detection_model_v1(
+                    face_recognition_models.cnn_face_detector_model_location()
+                ),
+            )
         else:
             self._hog = _shared_model("hog", dlib.get_frontal_face_detector)
-        self._pose = _shared_model("pose5", lambda: dlib.shape_predictor(
-            face_recognition_models.pose_predictor_five_point_model_location()))
+        self._pose = _shared_model(
+            "pose5",
+            lambda: dlib.shape_predictor(
+                face_recognition_models.pose_predictor_five_point_model_location()
+            ),
+        )
         name = default_embedder_name() if embedder == "auto" else embedder
         self.embedder = _shared_model(f"embedder:{name}", lambda: create_embedder(name))
-        log.debug("face model ready: %s detector, %s embedder",
-                  "cnn" if cnn else "hog", self.embedder.name)
+        log.debug(
+            "face model ready: %s detector, %s embedder",
+            "cnn" if cnn else "hog",
+            self.embedder.name,
+        )
 
     @classmethod
     def from_config(cls, cfg: DetectConfig) -> FaceModel:
-        return cls(cnn=cfg.model == "dlib-cnn", upsample=cfg.upsample, embedder=cfg.embedder,
-                   min_face=cfg.min_face)
+        return cls(
+            cnn=cfg.model == "dlib-cnn",
+            upsample=cfg.upsample,
+            embedder=cfg.embedder,
+            min_face=cfg.min_face,
+        )
 
     def _rects(self, rgb: np.ndarray) -> tuple[list[Any], list[float]]:
         if self.cnn:
@@ -122,8 +138,13 @@ class FaceModel(Detector):
         if not keep:
             return Detections.empty(self.embedder.dim), []
         shapes = [self._pose(rgb, rects[i]) for i in keep]
-        xyxy = np.array([[max(r.left(), 0), max(r.top(), 0), min(r.right(), w - 1),
-                          min(r.bottom(), h - 1)] for r in (rects[i] for i in keep)], np.int32)
+        xyxy = np.array(
+            [
+                [max(r.left(), 0), max(r.top(), 0), min(r.right(), w - 1), min(r.bottom(), h - 1)]
+                for r in (rects[i] for i in keep)
+            ],
+            np.int32,
+        )
         landmarks = np.array([[(p.x, p.y) for p in s.parts()] for s in shapes], np.float32)
         det = Detections(
             xyxy=xyxy,
@@ -144,8 +165,12 @@ class FaceModel(Detector):
         det, shapes = self.locate(rgb)
         if not shapes:
             return det
-        return Detections(xyxy=det.xyxy, confidence=det.confidence, landmarks=det.landmarks,
-                          embeddings=self.embed(rgb, shapes))
+        return Detections(
+            xyxy=det.xyxy,
+            confidence=det.confidence,
+            landmarks=det.landmarks,
+            embeddings=self.embed(rgb, shapes),
+        )
 
 
 register("dlib-hog")(FaceModel)
@@ -160,25 +185,33 @@ class PeopleModel(Detector):
 
     def __init__(self, *, min_confidence: float = 0.3) -> None:
         self.min_confidence = min_confidence
-        self._hog = cv2.HOGDescriptor()
-        self._hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
+        self._hog = cv2.HOGDescriptor()  # type: ignore[attr-defined]
+        self._hog.setSVMDetector(
+            cv2.HOGDescriptor_getDefaultPeopleDetector()  # type: ignore[attr-defined]
+        )
 
     @classmethod
     def from_config(cls, cfg: DetectConfig) -> PeopleModel:
         return cls()
 
     def detect(self, rgb: np.ndarray) -> Detections:
-        rects, weights = self._hog.detectMultiScale(rgb, winStride=(8, 8), padding=(8, 8),
-                                                    scale=1.05)
+        rects, weights = self._hog.detectMultiScale(
+            rgb, winStride=(8, 8), padding=(8, 8), scale=1.05
+        )
         if len(rects) == 0:
             return Detections.empty(0, label=self.label)
         weights = np.asarray(weights, np.float32).reshape(-1)
         rects = np.asarray(rects, np.int32).reshape(-1, 4)
         keep = weights >= self.min_confidence
         rects, weights = rects[keep], weights[keep]
-        xyxy = np.column_stack([rects[:, 0], rects[:, 1], rects[:, 0] + rects[:, 2],
-                                rects[:, 1] + rects[:, 3]]).astype(np.int32)
+        xyxy = np.column_stack(
+            [rects[:, 0], rects[:, 1], rects[:, 0] + rects[:, 2], rects[:, 1] + rects[:, 3]]
+        ).astype(np.int32)
         n = len(xyxy)
-        return Detections(xyxy=xyxy.reshape(n, 4), confidence=weights,
-                          landmarks=np.zeros((n, NUM_LANDMARKS, 2), np.float32),
-                          embeddings=np.zeros((n, 0), np.float32), label=self.label)
+        return Detections(
+            xyxy=xyxy.reshape(n, 4),
+            confidence=weights,
+            landmarks=np.zeros((n, NUM_LANDMARKS, 2), np.float32),
+            embeddings=np.zeros((n, 0), np.float32),
+            label=self.label,
+        )

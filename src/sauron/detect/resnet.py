@@ -669,6 +669,7 @@ def cached_onnx_path(dat_path: str | os.PathLike[str] | None = None) -> Path:
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(model.SerializeToString())
+            os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache is shared
             os.replace(tmp, out)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

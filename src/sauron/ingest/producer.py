@@ -22,8 +22,9 @@ log = logging.getLogger(__name__)
 
 
 def source_options(cam: CameraConfig) -> SourceOptions:
-    return SourceOptions(max_width=cam.max_width, max_fps=cam.max_fps, realtime=cam.realtime,
-                         loop=cam.loop)
+    return SourceOptions(
+        max_width=cam.max_width, max_fps=cam.max_fps, realtime=cam.realtime, loop=cam.loop
+    )
 
 
 def camera_frames(cam: CameraConfig, stop: threading.Event | None = None) -> Iterator[Frame]:
@@ -72,8 +73,9 @@ class IngestGroup:
     def start(self) -> IngestGroup:
         for cam in self.cameras:
             self.status[cam.name] = CameraStatus()
-            t = threading.Thread(target=self._run, args=(cam,), name=f"ingest-{cam.name}",
-                                 daemon=True)
+            t = threading.Thread(
+                target=self._run, args=(cam,), name=f"ingest-{cam.name}", daemon=True
+            )
             t.start()
             self.threads.append(t)
         return self

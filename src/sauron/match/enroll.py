@@ -54,44 +54,53 @@ def load_photo(data: bytes, source: str = "photo") -> np.ndarray:
             img = Image.open(io.BytesIO(data))
             w, h = img.size
             if w * h > MAX_PHOTO_PIXELS:
-                raise EnrollError(f"{source}: {w}x{h} pixels is over the limit of "
-                                  f"{MAX_PHOTO_PIXELS} (decompression bomb?)")
+                raise EnrollError(
+                    f"{source}: {w}x{h} pixels is over the limit of "
+                    f"{MAX_PHOTO_PIXELS} (decompression bomb?)"
+                )
             img.seek(0)
             img.load()
     except EnrollError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError,
-            Image.DecompressionBombWarning) as exc:
+    except (
+        UnidentifiedImageError,
+        Image.DecompressionBombError,
+        Image.DecompressionBombWarning,
+    ) as exc:
         raise EnrollError(f"{source}: not a usable image ({exc})") from None
     except (OSError, ValueError, SyntaxError) as exc:
         raise EnrollError(f"{source}: corrupt or truncated image ({exc})") from None
-    img = ImageOps.exif_transpose(img) or img
-    if img.mode in {"I;16", "I;16B", "I;16L", "I", "F"}:
-        arr = np.asarray(img, np.float64)
+    upright: Image.Image = ImageOps.exif_transpose(img) or img
+    if upright.mode in {"I;16", "I;16B", "I;16L", "I", "F"}:
+        arr = np.asarray(upright, np.float64)
         hi = float(arr.max()) or 1.0
-        img = Image.fromarray((arr * (255.0 / hi)).astype(np.uint8), "L")
-    return np.ascontiguousarray(np.asarray(img.convert("RGB"), np.uint8))
+        upright = Image.fromarray((arr * (255.0 / hi)).astype(np.uint8), "L")
+    return np.ascontiguousarray(np.asarray(upright.convert("RGB"), np.uint8))
 
 
-def photo_embedding(model: FaceModel, rgb: np.ndarray, *, largest: bool = False,
-                    source: str = "photo") -> np.ndarray:
+def photo_embedding(
+    model: FaceModel, rgb: np.ndarray, *, largest: bool = False, source: str = "photo"
+) -> np.ndarray:
     """The (128,) embedding of the one face in a photo, or an EnrollError saying why not."""
     det, shapes = model.locate(rgb)
     if not shapes:
         raise EnrollError(f"{source}: no face found in the photo")
     pick = int(np.argmax(det.areas))
     if len(shapes) > 1 and not largest:
-        raise EnrollError(f"{source}: {len(shapes)} faces found; use a photo of one person "
-                          "or ask for the largest face")
+        raise EnrollError(
+            f"{source}: {len(shapes)} faces found; use a photo of one person "
+            "or ask for the largest face"
+        )
     width = int(det.xyxy[pick, 2] - det.xyxy[pick, 0])
     if width < MIN_FACE_PIXELS:
-        raise EnrollError(f"{source}: the face is {width} px wide, too small to be useful "
-                          f"(at least {MIN_FACE_PIXELS} px)")
+        raise EnrollError(
+            f"{source}: the face is {width} px wide, too small to be useful "
+            f"(at least {MIN_FACE_PIXELS} px)"
+        )
     return model.embed(rgb, [shapes[pick]])[0]
 
 
-def _cached_embedding(model: FaceModel, data: bytes, *, largest: bool, source: str
-                      ) -> np.ndarray:
+def _cached_embedding(model: FaceModel, data: bytes, *, largest: bool, source: str) -> np.ndarray:
     key = hashlib.sha256(data + f"|{model.embedder.name}|{largest}".encode()).hexdigest()
     path = cache_dir() / "embeddings" / f"{key}.npy"
     if path.exists():
@@ -102,8 +111,9 @@ def _cached_embedding(model: FaceModel, data: bytes, *, largest: bool, source: s
     return emb
 
 
-def person_from_photos(model: FaceModel, name: str, photos: list[Path], *,
-                       largest: bool = False) -> Person:
+def person_from_photos(
+    model: FaceModel, name: str, photos: list[Path], *, largest: bool = False
+) -> Person:
     """Check every photo and build the person's reference embeddings."""
     check_name(name, "person name")
     if not photos:
@@ -119,8 +129,7 @@ def person_from_photos(model: FaceModel, name: str, photos: list[Path], *,
 
 
 def person_photos(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and p.suffix.lower() in PHOTO_SUFFIXES)
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in PHOTO_SUFFIXES)
 
 
 def load_watchlist_dir(model: FaceModel, root: Path, *, largest: bool = False) -> list[Person]:
@@ -132,8 +141,9 @@ def load_watchlist_dir(model: FaceModel, root: Path, *, largest: bool = False) -
         good = []
         for photo in person_photos(folder):
             try:
-                good.append(_cached_embedding(model, photo.read_bytes(), largest=largest,
-                                              source=str(photo)))
+                good.append(
+                    _cached_embedding(model, photo.read_bytes(), largest=largest, source=str(photo))
+                )
             except EnrollError as exc:
                 log.warning("watchlist: skipping %s", exc)
         if good:
@@ -144,8 +154,9 @@ def load_watchlist_dir(model: FaceModel, root: Path, *, largest: bool = False) -
     return people
 
 
-def enroll_into_dir(model: FaceModel, root: Path, name: str, photos: list[Path], *,
-                    largest: bool = False) -> Person:
+def enroll_into_dir(
+    model: FaceModel, root: Path, name: str, photos: list[Path], *, largest: bool = False
+) -> Person:
     """Check the photos, then copy them into ``root/name/`` (the embedded watchlist)."""
     person = person_from_photos(model, name, photos, largest=largest)
     dest = root / name

@@ -37,7 +37,8 @@ class Watchlist:
         names = sorted(self._people)
         mats = [self._people[n] for n in names]
         self._matrix = np.ascontiguousarray(
-            np.concatenate(mats) if mats else np.zeros((0, 128), np.float32))
+            np.concatenate(mats) if mats else np.zeros((0, 128), np.float32)
+        )
         self._sq_norms = np.einsum("ij,ij->i", self._matrix, self._matrix)
         self._owner = [n for n, m in zip(names, mats, strict=True) for _ in range(len(m))]
         self._owner_arr = np.array(self._owner, dtype=object)
@@ -47,8 +48,7 @@ class Watchlist:
         with self._lock:
             self._people[person.name] = np.asarray(person.embeddings, np.float32)
             self._rebuild()
-        log.info("watchlist: %s enrolled with %d embedding(s)", person.name,
-                 len(person.embeddings))
+        log.info("watchlist: %s enrolled with %d embedding(s)", person.name, len(person.embeddings))
 
     def remove(self, name: str) -> bool:
         with self._lock:
@@ -85,12 +85,14 @@ class Watchlist:
         dist = np.sqrt(np.clip(d2[np.arange(n), best], 0.0, None)).astype(np.float32)
         # Rows with NaN embeddings (faces not embedded this frame) stay unmatched.
         valid = np.isfinite(dist)
-        names: list[str | None] = [owner[b] if ok else None
-                                   for b, ok in zip(best.tolist(), valid.tolist(), strict=True)]
+        names: list[str | None] = [
+            owner[b] if ok else None for b, ok in zip(best.tolist(), valid.tolist(), strict=True)
+        ]
         return names, dist
 
-    def match(self, embeddings: np.ndarray, tolerance: float
-              ) -> tuple[list[str | None], np.ndarray]:
+    def match(
+        self, embeddings: np.ndarray, tolerance: float
+    ) -> tuple[list[str | None], np.ndarray]:
         """Names within ``tolerance`` (else None), plus the nearest distance of every row."""
         names, dist = self.nearest(embeddings)
         return [n if (d <= tolerance) else None for n, d in zip(names, dist, strict=True)], dist

@@ -56,8 +56,12 @@ class ResultsWriter:
                 if len(held) <= limit:
                     break
                 skipped = min(held)
-                log.warning("results: camera %s frames %d..%d never arrived, skipping",
-                            cam, nxt, skipped - 1)
+                log.warning(
+                    "results: camera %s frames %d..%d never arrived, skipping",
+                    cam,
+                    nxt,
+                    skipped - 1,
+                )
                 nxt = skipped
             self._emit(held.pop(nxt))
             self._seen[cam].discard(nxt)
