@@ -62,6 +62,36 @@ class BusConfig(Section):
     connect_timeout_s: float = Field(
         15.0, gt=0, le=600, description="Give up on an unreachable broker after this"
     )
+    exactly_once: bool = Field(
+        False,
+        description="Kafka transactions: each input's outputs (annotated frames, sightings, "
+        "dead letters) and its consumed offset are committed together, read_committed",
+    )
+    producer_buffer_mb: int = Field(
+        64,
+        ge=1,
+        le=2048,
+        description="Frames a camera producer holds while the broker is unreachable, in MiB; "
+        "beyond it new frames of live cameras are dropped and counted",
+    )
+    delivery_timeout_s: float = Field(
+        120.0,
+        gt=0,
+        le=3600,
+        description="A produced frame not acknowledged within this is dropped and counted",
+    )
+    transaction_timeout_s: float = Field(
+        10.0,
+        ge=1,
+        le=900,
+        description="Exactly-once: the open transaction of a dead worker is aborted after this",
+    )
+    session_timeout_s: float = Field(
+        10.0,
+        ge=3,
+        le=300,
+        description="A worker that stops heartbeating loses its partitions after this",
+    )
 
 
 class TopicsConfig(Section):
@@ -99,6 +129,17 @@ class DetectConfig(Section):
     track_refresh: int = Field(
         15, ge=1, le=10000, description="Re-embed a tracked face every this many frames"
     )
+    max_frame_age_s: float | None = Field(
+        None,
+        gt=0,
+        description="Stay live: frames older than this (capture time) are dropped and counted "
+        "instead of detected; None = never drop, fall behind (lag bounded by retention)",
+    )
+    max_frame_pixels: int = Field(
+        40_000_000,
+        ge=1,
+        description="Frames with more pixels than this go to the dead-letter topic undecoded",
+    )
 
 
 class MatchConfig(Section):
@@ -107,6 +148,17 @@ class MatchConfig(Section):
     largest_face: bool = Field(False, description="Enroll the largest face of multi-face photos")
     draw: bool = Field(True, description="Draw boxes and names on annotated frames")
     annotated_quality: int = Field(80, ge=10, le=100, description="JPEG quality of annotated")
+
+
+class MetricsConfig(Section):
+    port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="Serve Prometheus /metrics and /healthz on this port; 0 = off. "
+        "A command with several worker processes gives process i port + i",
+    )
+    host: str = Field("127.0.0.1", description="Address the metrics server binds")
 
 
 class Settings(BaseSettings):
@@ -121,6 +173,7 @@ class Settings(BaseSettings):
     topics: TopicsConfig = Field(default_factory=TopicsConfig)  # type: ignore[arg-type]
     detect: DetectConfig = Field(default_factory=DetectConfig)  # type: ignore[arg-type]
     match: MatchConfig = Field(default_factory=MatchConfig)  # type: ignore[arg-type]
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)  # type: ignore[arg-type]
 
     @field_validator("cameras")
     @classmethod
