@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sauron import SauronError, codec
 from sauron.config import Settings
@@ -19,7 +19,12 @@ from sauron.match.watchlist import Watchlist
 from sauron.serve.results import ResultsWriter
 from sauron.types import Frame, Result
 
+if TYPE_CHECKING:
+    from sauron.match.enroll import WatchlistDirWatcher
+
 log = logging.getLogger(__name__)
+
+IDLE_FINISH_S = 30.0
 
 
 @dataclass
@@ -51,16 +56,20 @@ def worker_count(requested: int) -> int:
     return requested if requested > 0 else max(1, os.cpu_count() or 1)
 
 
-def load_watchlist(settings: Settings) -> Watchlist:
+def load_watchlist(settings: Settings) -> tuple[Watchlist, WatchlistDirWatcher | None]:
+    """The embedded watchlist, and a started thread that reloads it when the folder changes."""
     if settings.match.watchlist is None:
-        return Watchlist()
+        return Watchlist(), None
     from sauron.detect.models import FaceModel
-    from sauron.match.enroll import load_watchlist_dir
+    from sauron.match.enroll import WatchlistDirWatcher, load_watchlist_dir
 
+    root = settings.match.watchlist
     model = FaceModel(embedder=settings.detect.embedder)
-    return Watchlist(
-        load_watchlist_dir(model, settings.match.watchlist, largest=settings.match.largest_face)
-    )
+    largest = settings.match.largest_face
+    watchlist = Watchlist(load_watchlist_dir(model, root, largest=largest))
+    watcher = WatchlistDirWatcher(model, root, watchlist, largest=largest)
+    watcher.start()
+    return watchlist, watcher
 
 
 class _Stopper:
@@ -106,7 +115,8 @@ def run_embedded(settings: Settings, opts: RunOptions) -> RunSummary:
     from sauron.match.stage import MatchStage
 
     started = time.monotonic()
-    stage = MatchStage(settings.match, load_watchlist(settings))
+    watchlist, watcher = load_watchlist(settings)
+    stage = MatchStage(settings.match, watchlist)
     writer = ResultsWriter(opts.results)
 
     def on_output(item: DetectOutput) -> None:
@@ -139,6 +149,8 @@ def run_embedded(settings: Settings, opts: RunOptions) -> RunSummary:
         ingest.join(5)
         bus.close()
         writer.close()
+        if watcher is not None:
+            watcher.stop_event.set()
     return _summary(ingest, writer, started, bus.stats.dropped, bus.stats.failed)
 
 
@@ -156,6 +168,8 @@ def run_kafka(settings: Settings, opts: RunOptions) -> RunSummary:
             publish_person(settings, person, person.name)
     writer = ResultsWriter(opts.results)
 
+    last_result = [time.monotonic()]
+
     def on_result(msg: Any) -> None:
         try:
             result = codec.decode_result(msg.value())
@@ -163,6 +177,7 @@ def run_kafka(settings: Settings, opts: RunOptions) -> RunSummary:
             log.warning("annotated frame ignored: %s", exc)
             return
         writer.add(result)
+        last_result[0] = time.monotonic()
         for cb in opts.on_result:
             cb(result)
 
@@ -179,11 +194,20 @@ def run_kafka(settings: Settings, opts: RunOptions) -> RunSummary:
     stopper = _Stopper()
 
     def done() -> bool:
-        return (
-            opts.until_done
-            and ingest.done()
-            and all(writer.count(c) >= s.frames for c, s in ingest.status.items())
-        )
+        if not (opts.until_done and ingest.done()):
+            return False
+        if all(writer.count(c) >= s.frames for c, s in ingest.status.items()):
+            return True
+        # A frame that went to the dead-letter topic never comes out: give up waiting for
+        # the rest once nothing has arrived for a while.
+        if time.monotonic() - last_result[0] > IDLE_FINISH_S:
+            log.warning(
+                "no result for %.0f s after the sources ended; some frames are "
+                "missing (see the dead-letter topic)",
+                IDLE_FINISH_S,
+            )
+            return True
+        return False
 
     try:
         _wait(done, stopper, opts.timeout_s)

@@ -16,6 +16,7 @@ import hashlib
 import io
 import logging
 import shutil
+import threading
 import warnings
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from sauron.codec import Person
 from sauron.config import check_name
 from sauron.demo.samples import cache_dir
 from sauron.detect.models import FaceModel
+from sauron.match.watchlist import Watchlist
 
 log = logging.getLogger(__name__)
 
@@ -174,3 +176,57 @@ def remove_from_dir(root: Path, name: str) -> bool:
         return False
     shutil.rmtree(target)
     return True
+
+
+def _dir_signature(root: Path) -> tuple[tuple[str, int, float], ...]:
+    if not root.is_dir():
+        return ()
+    return tuple(
+        sorted(
+            (str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime)
+            for p in root.glob("*/*")
+            if p.is_file() and p.suffix.lower() in PHOTO_SUFFIXES
+        )
+    )
+
+
+class WatchlistDirWatcher(threading.Thread):
+    """Reloads a watchlist folder into a running Watchlist when its photos change.
+
+    This is how ``sauron enroll``/``unenroll`` (and hand edits of the folder) reach a
+    running embedded ``sauron run`` without a restart. Polls every ``interval`` seconds.
+    """
+
+    def __init__(
+        self,
+        model: FaceModel,
+        root: Path,
+        watchlist: Watchlist,
+        *,
+        largest: bool = False,
+        interval: float = 2.0,
+    ) -> None:
+        super().__init__(daemon=True, name="watchlist-watch")
+        self.model, self.root, self.watchlist = model, root, watchlist
+        self.largest, self.interval = largest, interval
+        self.stop_event = threading.Event()
+        self._signature = _dir_signature(root)
+
+    def check(self) -> bool:
+        """Reload if the folder changed; True if it did."""
+        sig = _dir_signature(self.root)
+        if sig == self._signature:
+            return False
+        self._signature = sig
+        try:
+            people = load_watchlist_dir(self.model, self.root, largest=self.largest)
+        except EnrollError as exc:
+            log.warning("watchlist: reload failed: %s", exc)
+            return False
+        self.watchlist.replace_all(people)
+        log.info("watchlist: reloaded, now %s", ", ".join(self.watchlist.names) or "empty")
+        return True
+
+    def run(self) -> None:
+        while not self.stop_event.wait(self.interval):
+            self.check()

@@ -1,0 +1,114 @@
+"""The command line as scripts use it: the results-file contract in both bus modes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sauron.demo.synth import ClipTruth
+
+pytestmark = pytest.mark.slow
+
+
+def sauron(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sauron.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def _check_contract(path: Path, clips: list[ClipTruth]) -> None:
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(records) == sum(c.frames for c in clips)
+    for rec in records:
+        assert set(rec) == {"camera", "frame", "ts", "latency_ms", "faces"}
+        assert isinstance(rec["frame"], int) and rec["frame"] >= 0
+        assert isinstance(rec["ts"], float) and rec["ts"] > 1.6e9
+        assert rec["latency_ms"] >= 0
+        for face in rec["faces"]:
+            assert set(face) == {"box", "person", "distance"}
+            top, right, bottom, left = face["box"]
+            assert 0 <= left < right and 0 <= top < bottom
+            assert face["person"] in (None, "obama")
+            assert isinstance(face["distance"], float)
+    for clip in clips:
+        frames = [r["frame"] for r in records if r["camera"] == clip.camera]
+        assert frames == list(range(clip.frames)), "one line per frame, in frame order"
+    assert any(f["person"] == "obama" for r in records for f in r["faces"])
+
+
+def _camera_args(clips: list[ClipTruth]) -> list[str]:
+    return [a for c in clips for a in ("--camera", f"{c.camera}={c.path}")]
+
+
+def test_run_results_file_embedded(
+    clips: list[ClipTruth], watchlist_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "results.jsonl"
+    proc = sauron(
+        "run",
+        *_camera_args(clips),
+        "--watchlist",
+        str(watchlist_dir),
+        "--results",
+        str(out),
+        "--until-done",
+        "--fast",
+        "--processes",
+        "2",
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    _check_contract(out, clips)
+    summary = json.loads(proc.stdout)
+    assert summary["frames_out"] == {c.camera: c.frames for c in clips}
+
+
+@pytest.mark.kafka
+def test_run_results_file_kafka(
+    clips: list[ClipTruth],
+    watchlist_dir: Path,
+    tmp_path: Path,
+    kafka_bootstrap: str,
+    topic_prefix: str,
+) -> None:
+    out = tmp_path / "results.jsonl"
+    proc = sauron(
+        "run",
+        *_camera_args(clips),
+        "--watchlist",
+        str(watchlist_dir),
+        "--results",
+        str(out),
+        "--until-done",
+        "--fast",
+        "--processes",
+        "2",
+        "--bus",
+        "kafka",
+        "--bootstrap",
+        kafka_bootstrap,
+        "--topic-prefix",
+        topic_prefix,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    _check_contract(out, clips)
+
+
+def test_config_check_names_the_bad_key(tmp_path: Path) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text("cameras:\n  - {name: door, source: '0'}\nmatch: {tolerance: 0.5}\n")
+    proc = sauron("config", "check", str(good))
+    assert proc.returncode == 0 and "OK" in proc.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("cameras:\n  - {name: door, source: '0', max_fps: -1}\nmatch: {tolerence: 1}\n")
+    proc = sauron("config", "check", str(bad))
+    assert proc.returncode == 1
+    assert "cameras.0.max_fps" in proc.stderr
+    assert "match.tolerence" in proc.stderr

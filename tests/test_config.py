@@ -1,0 +1,259 @@
+"""Settings: defaults, validation with key paths, YAML < environment < CLI overrides."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from sauron import SauronError
+from sauron.config import (
+    CameraConfig,
+    ConfigError,
+    DetectConfig,
+    MatchConfig,
+    Settings,
+    TopicsConfig,
+    check_name,
+    load_settings,
+)
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No SAURON_* variable from the caller's shell leaks into these tests."""
+    for key in list(os.environ):
+        if key.upper().startswith("SAURON_"):
+            monkeypatch.delenv(key)
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "sauron.yaml"
+    path.write_text(text)
+    return path
+
+
+# ----------------------------------------------------------------------------- defaults
+
+
+def test_defaults() -> None:
+    s = load_settings()
+    assert s.cameras == []
+    assert s.bus.type == "embedded"
+    assert s.bus.bootstrap_servers == "127.0.0.1:9092"
+    assert s.bus.client == {}
+    assert s.topics.prefix == "sauron"
+    assert s.topics.partitions == 6
+    assert s.topics.partitioning == "camera"
+    assert s.detect.model == "dlib-hog"
+    assert s.detect.embedder == "auto"
+    assert s.detect.tracking is True
+    assert s.detect.track_refresh == 15
+    assert s.match.tolerance == 0.6
+    assert s.match.watchlist is None
+    assert s.match.largest_face is False
+    assert s.match.annotated_quality == 80
+
+
+def test_camera_defaults() -> None:
+    cam = CameraConfig(name="door", source="0")
+    assert (cam.max_width, cam.max_fps, cam.realtime, cam.loop, cam.jpeg_quality) == (
+        640, None, True, False, 85)
+
+
+def test_topic_names() -> None:
+    assert TopicsConfig(prefix="site1").name("frames") == "site1.frames"
+
+
+def test_settings_are_frozen() -> None:
+    s = load_settings()
+    with pytest.raises(ValueError, match="frozen"):
+        s.match.tolerance = 0.1  # type: ignore[misc]
+
+
+def test_config_error_is_a_sauron_error() -> None:
+    assert issubclass(ConfigError, SauronError)
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+@pytest.mark.parametrize(
+    ("overrides", "path"),
+    [
+        ({"match": {"tolerence": 0.5}}, "match.tolerence"),
+        ({"detect": {"modle": "dlib-hog"}}, "detect.modle"),
+        ({"cameras": [{"name": "a", "source": "x", "fps": 3}]}, "cameras.0.fps"),
+        ({"nonsense": 1}, "nonsense"),
+    ],
+)
+def test_unknown_key_is_rejected_with_its_path(overrides: dict, path: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(overrides=overrides)
+    assert f"  {path}: Extra inputs are not permitted" in str(info.value)
+
+
+@pytest.mark.parametrize("tolerance", [0, -0.1, 2.5])
+def test_tolerance_out_of_range(tolerance: float) -> None:
+    with pytest.raises(ConfigError, match=r"match\.tolerance: Input should be"):
+        load_settings(overrides={"match": {"tolerance": tolerance}})
+
+
+def test_duplicate_camera_names() -> None:
+    cams = [{"name": "a", "source": "1"}, {"name": "b", "source": "2"},
+            {"name": "a", "source": "3"}]
+    with pytest.raises(ConfigError, match=r"cameras: .*camera names must be unique, "
+                                          r"repeated: \['a'\]"):
+        load_settings(overrides={"cameras": cams})
+
+
+@pytest.mark.parametrize("name", ["", "bad name", "../etc", ".hidden", "x" * 65, "caf\u00e9"])
+def test_bad_camera_name(name: str) -> None:
+    with pytest.raises(ConfigError, match=r"cameras\.0\.name: .*camera name"):
+        load_settings(overrides={"cameras": [{"name": name, "source": "x"}]})
+
+
+@pytest.mark.parametrize("name", ["a", "Cam-1", "lobby_2.north", "0", "x" * 64])
+def test_good_names(name: str) -> None:
+    assert check_name(name, "camera name") == name
+
+
+def test_bad_detector_name_is_impossible() -> None:
+    with pytest.raises(ConfigError, match=r"detect\.model: Input should be"):
+        load_settings(overrides={"detect": {"model": "yolo"}})
+
+
+def test_every_bad_key_is_listed() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(overrides={"match": {"tolerance": 0}, "topics": {"partitions": 0},
+                                 "bus": {"type": "rabbit"}})
+    text = str(info.value)
+    assert text.startswith("invalid configuration:\n")
+    for path in ("match.tolerance", "topics.partitions", "bus.type"):
+        assert f"  {path}: " in text
+
+
+# ----------------------------------------------------------------------------- YAML file
+
+
+def test_yaml_file(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+cameras:
+  - name: door
+    source: rtsp://cam/door
+    max_fps: 5
+bus:
+  type: kafka
+  bootstrap_servers: broker:9092
+  client: {security.protocol: SSL, retries: 3}
+match:
+  tolerance: 0.45
+  watchlist: /srv/watchlist
+""")
+    s = load_settings(path)
+    assert [(c.name, c.source, c.max_fps) for c in s.cameras] == [("door", "rtsp://cam/door", 5)]
+    assert s.bus.type == "kafka"
+    assert s.bus.bootstrap_servers == "broker:9092"
+    assert s.bus.client == {"security.protocol": "SSL", "retries": 3}
+    assert s.match.tolerance == 0.45
+    assert s.match.watchlist == Path("/srv/watchlist")
+    assert s.match.draw is True  # untouched keys keep their defaults
+
+
+def test_empty_yaml_file_gives_defaults(tmp_path: Path) -> None:
+    assert load_settings(write(tmp_path, "")) == load_settings()
+
+
+def test_yaml_unknown_key_names_its_path(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"topics\.partitons: Extra inputs"):
+        load_settings(write(tmp_path, "topics:\n  partitons: 3\n"))
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"cannot read config file .*nope\.yaml"):
+        load_settings(tmp_path / "nope.yaml")
+
+
+def test_directory_instead_of_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_settings(tmp_path)
+
+
+@pytest.mark.parametrize("text", ["match: [unclosed", "a: b: c", "key: 'open quote\n",
+                                  "\t- tab indented"])
+def test_invalid_yaml(tmp_path: Path, text: str) -> None:
+    with pytest.raises(ConfigError, match="is not valid YAML"):
+        load_settings(write(tmp_path, text))
+
+
+@pytest.mark.parametrize("text", ["- a\n- b\n", "just a string", "42"])
+def test_yaml_top_level_must_be_a_mapping(tmp_path: Path, text: str) -> None:
+    with pytest.raises(ConfigError, match="must hold a mapping at the top level"):
+        load_settings(write(tmp_path, text))
+
+
+@pytest.mark.xfail(strict=True, raises=UnicodeDecodeError,
+                   reason="config bug: read_text() raises UnicodeDecodeError (a ValueError) on a "
+                          "non-UTF-8 file; load_settings catches only OSError and YAMLError")
+def test_binary_file_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "sauron.yaml"
+    path.write_bytes(b"\xff\xfe\x00\x81 not text")
+    with pytest.raises(ConfigError):
+        load_settings(path)
+
+
+# ----------------------------------------------------------------------------- precedence
+
+
+def test_environment_overrides_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SAURON_MATCH__TOLERANCE", "0.35")
+    monkeypatch.setenv("SAURON_BUS__TYPE", "kafka")
+    s = load_settings()
+    assert s.match.tolerance == 0.35
+    assert s.bus.type == "kafka"
+
+
+def test_environment_beats_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, "match:\n  tolerance: 0.5\n  draw: false\n")
+    monkeypatch.setenv("SAURON_MATCH__TOLERANCE", "0.4")
+    s = load_settings(path)
+    assert s.match.tolerance == 0.4
+    assert s.match.draw is False  # the file's sibling key survives the merge
+
+
+def test_environment_equal_to_the_default_still_beats_the_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, "match:\n  tolerance: 0.5\n")
+    monkeypatch.setenv("SAURON_MATCH__TOLERANCE", "0.6")
+    assert load_settings(path).match.tolerance == 0.6
+
+
+def test_overrides_beat_environment_and_file(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, "match:\n  tolerance: 0.5\n  draw: false\n"
+                           "topics:\n  partitions: 3\n")
+    monkeypatch.setenv("SAURON_MATCH__TOLERANCE", "0.4")
+    monkeypatch.setenv("SAURON_TOPICS__PARTITIONS", "12")
+    s = load_settings(path, overrides={"match": {"tolerance": 0.3}})
+    assert s.match.tolerance == 0.3
+    assert s.match.draw is False
+    assert s.topics.partitions == 12
+
+
+def test_invalid_environment_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SAURON_MATCH__TOLERANCE", "-1")
+    with pytest.raises(ConfigError, match=r"match\.tolerance: Input should be greater than 0"):
+        load_settings()
+
+
+def test_unknown_nested_environment_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SAURON_MATCH__TOLERENCE", "0.4")
+    with pytest.raises(ConfigError, match=r"match\.tolerence: Extra inputs are not permitted"):
+        load_settings()
+
+
+def test_sections_validate_on_their_own() -> None:
+    assert MatchConfig(tolerance=0.2).tolerance == 0.2
+    assert DetectConfig(model="opencv-people").model == "opencv-people"
+    assert Settings().match == MatchConfig()
