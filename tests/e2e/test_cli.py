@@ -48,13 +48,24 @@ def _camera_args(clips: list[ClipTruth]) -> list[str]:
     return [a for c in clips for a in ("--camera", f"{c.camera}={c.path}")]
 
 
-def test_run_results_file_embedded(
-    clips: list[ClipTruth], watchlist_dir: Path, tmp_path: Path
+@pytest.mark.parametrize("bus", ["embedded", pytest.param("kafka", marks=pytest.mark.kafka)])
+def test_run_results_file(
+    bus: str,
+    clips: list[ClipTruth],
+    watchlist_dir: Path,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
 ) -> None:
     out = tmp_path / "results.jsonl"
+    bus_args = []
+    if bus == "kafka":
+        bootstrap = request.getfixturevalue("kafka_bootstrap")
+        prefix = request.getfixturevalue("topic_prefix")
+        bus_args = ["--bus", "kafka", "--bootstrap", bootstrap, "--topic-prefix", prefix]
     proc = sauron(
         "run",
         *_camera_args(clips),
+        *bus_args,
         "--watchlist",
         str(watchlist_dir),
         "--results",
@@ -68,37 +79,6 @@ def test_run_results_file_embedded(
     _check_contract(out, clips)
     summary = json.loads(proc.stdout)
     assert summary["frames_out"] == {c.camera: c.frames for c in clips}
-
-
-@pytest.mark.kafka
-def test_run_results_file_kafka(
-    clips: list[ClipTruth],
-    watchlist_dir: Path,
-    tmp_path: Path,
-    kafka_bootstrap: str,
-    topic_prefix: str,
-) -> None:
-    out = tmp_path / "results.jsonl"
-    proc = sauron(
-        "run",
-        *_camera_args(clips),
-        "--watchlist",
-        str(watchlist_dir),
-        "--results",
-        str(out),
-        "--until-done",
-        "--fast",
-        "--processes",
-        "2",
-        "--bus",
-        "kafka",
-        "--bootstrap",
-        kafka_bootstrap,
-        "--topic-prefix",
-        topic_prefix,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    _check_contract(out, clips)
 
 
 def test_config_check_names_the_bad_key(tmp_path: Path) -> None:
