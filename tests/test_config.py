@@ -59,7 +59,12 @@ def test_defaults() -> None:
 def test_camera_defaults() -> None:
     cam = CameraConfig(name="door", source="0")
     assert (cam.max_width, cam.max_fps, cam.realtime, cam.loop, cam.jpeg_quality) == (
-        640, None, True, False, 85)
+        640,
+        None,
+        True,
+        False,
+        85,
+    )
 
 
 def test_topic_names() -> None:
@@ -101,10 +106,16 @@ def test_tolerance_out_of_range(tolerance: float) -> None:
 
 
 def test_duplicate_camera_names() -> None:
-    cams = [{"name": "a", "source": "1"}, {"name": "b", "source": "2"},
-            {"name": "a", "source": "3"}]
-    with pytest.raises(ConfigError, match=r"cameras: .*camera names must be unique, "
-                                          r"repeated: \['a'\]"):
+    cams = [
+        {"name": "a", "source": "1"},
+        {"name": "b", "source": "2"},
+        {"name": "a", "source": "3"},
+    ]
+    with pytest.raises(
+        ConfigError,
+        match=r"cameras: .*camera names must be unique, "
+        r"repeated: \['a'\]",
+    ):
         load_settings(overrides={"cameras": cams})
 
 
@@ -126,8 +137,13 @@ def test_bad_detector_name_is_impossible() -> None:
 
 def test_every_bad_key_is_listed() -> None:
     with pytest.raises(ConfigError) as info:
-        load_settings(overrides={"match": {"tolerance": 0}, "topics": {"partitions": 0},
-                                 "bus": {"type": "rabbit"}})
+        load_settings(
+            overrides={
+                "match": {"tolerance": 0},
+                "topics": {"partitions": 0},
+                "bus": {"type": "rabbit"},
+            }
+        )
     text = str(info.value)
     assert text.startswith("invalid configuration:\n")
     for path in ("match.tolerance", "topics.partitions", "bus.type"):
@@ -138,7 +154,9 @@ def test_every_bad_key_is_listed() -> None:
 
 
 def test_yaml_file(tmp_path: Path) -> None:
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
 cameras:
   - name: door
     source: rtsp://cam/door
@@ -150,7 +168,8 @@ bus:
 match:
   tolerance: 0.45
   watchlist: /srv/watchlist
-""")
+""",
+    )
     s = load_settings(path)
     assert [(c.name, c.source, c.max_fps) for c in s.cameras] == [("door", "rtsp://cam/door", 5)]
     assert s.bus.type == "kafka"
@@ -180,8 +199,9 @@ def test_directory_instead_of_file(tmp_path: Path) -> None:
         load_settings(tmp_path)
 
 
-@pytest.mark.parametrize("text", ["match: [unclosed", "a: b: c", "key: 'open quote\n",
-                                  "\t- tab indented"])
+@pytest.mark.parametrize(
+    "text", ["match: [unclosed", "a: b: c", "key: 'open quote\n", "\t- tab indented"]
+)
 def test_invalid_yaml(tmp_path: Path, text: str) -> None:
     with pytest.raises(ConfigError, match="is not valid YAML"):
         load_settings(write(tmp_path, text))
@@ -193,9 +213,6 @@ def test_yaml_top_level_must_be_a_mapping(tmp_path: Path, text: str) -> None:
         load_settings(write(tmp_path, text))
 
 
-@pytest.mark.xfail(strict=True, raises=UnicodeDecodeError,
-                   reason="config bug: read_text() raises UnicodeDecodeError (a ValueError) on a "
-                          "non-UTF-8 file; load_settings catches only OSError and YAMLError")
 def test_binary_file_is_a_config_error(tmp_path: Path) -> None:
     path = tmp_path / "sauron.yaml"
     path.write_bytes(b"\xff\xfe\x00\x81 not text")
@@ -223,16 +240,17 @@ def test_environment_beats_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 
 def test_environment_equal_to_the_default_still_beats_the_file(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = write(tmp_path, "match:\n  tolerance: 0.5\n")
     monkeypatch.setenv("SAURON_MATCH__TOLERANCE", "0.6")
     assert load_settings(path).match.tolerance == 0.6
 
 
-def test_overrides_beat_environment_and_file(tmp_path: Path,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    path = write(tmp_path, "match:\n  tolerance: 0.5\n  draw: false\n"
-                           "topics:\n  partitions: 3\n")
+def test_overrides_beat_environment_and_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(tmp_path, "match:\n  tolerance: 0.5\n  draw: false\ntopics:\n  partitions: 3\n")
     monkeypatch.setenv("SAURON_MATCH__TOLERANCE", "0.4")
     monkeypatch.setenv("SAURON_TOPICS__PARTITIONS", "12")
     s = load_settings(path, overrides={"match": {"tolerance": 0.3}})

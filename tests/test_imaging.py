@@ -24,8 +24,9 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 def smooth_image(h: int = 120, w: int = 160) -> np.ndarray:
     """A smooth BGR test card: gradients plus a few solid shapes (JPEG-friendly)."""
     y, x = np.mgrid[0:h, 0:w]
-    img = np.stack([x * 255 // (w - 1), y * 255 // (h - 1), (x + y) * 255 // (w + h - 2)],
-                   axis=2).astype(np.uint8)
+    img = np.stack(
+        [x * 255 // (w - 1), y * 255 // (h - 1), (x + y) * 255 // (w + h - 2)], axis=2
+    ).astype(np.uint8)
     cv2.rectangle(img, (20, 20), (60, 70), (0, 0, 255), -1)
     cv2.circle(img, (110, 60), 25, (255, 255, 255), -1)
     return img
@@ -44,8 +45,7 @@ def test_jpeg_round_trip_keeps_size_and_looks_the_same() -> None:
 def test_quality_trades_size_for_fidelity() -> None:
     img = smooth_image()
     rng = np.random.default_rng(0)
-    img = np.clip(img.astype(np.int16) + rng.integers(-20, 20, img.shape), 0, 255).astype(
-        np.uint8)
+    img = np.clip(img.astype(np.int16) + rng.integers(-20, 20, img.shape), 0, 255).astype(np.uint8)
     low, high = encode_jpeg(img, quality=20), encode_jpeg(img, quality=95)
     assert len(low) < len(high)
     assert psnr(img, decode_jpeg(low)) < psnr(img, decode_jpeg(high))
@@ -63,8 +63,11 @@ def test_colour_channels_stay_in_place() -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    [np.zeros((10, 10), np.uint8), np.zeros((10, 10, 4), np.uint8),
-     np.zeros((10, 10, 3), np.float32)],
+    [
+        np.zeros((10, 10), np.uint8),
+        np.zeros((10, 10, 4), np.uint8),
+        np.zeros((10, 10, 3), np.float32),
+    ],
 )
 def test_encode_refuses_non_bgr_uint8(bad: np.ndarray) -> None:
     with pytest.raises(ValueError, match=r"expected an HxWx3 uint8 image, but got"):
@@ -76,8 +79,9 @@ def test_decode_empty_payload() -> None:
         decode_jpeg(b"")
 
 
-@pytest.mark.parametrize("garbage", [b"not an image at all", b"\xff\xd8\xff" + b"\x00" * 50,
-                                     bytes(range(256)) * 4])
+@pytest.mark.parametrize(
+    "garbage", [b"not an image at all", b"\xff\xd8\xff" + b"\x00" * 50, bytes(range(256)) * 4]
+)
 def test_decode_garbage(garbage: bytes) -> None:
     with pytest.raises(ImageDecodeError, match=f"could not decode {len(garbage)} bytes"):
         decode_jpeg(garbage)
@@ -108,15 +112,18 @@ def test_bgr_to_rgb_swaps_channels_into_a_contiguous_copy() -> None:
     np.testing.assert_array_equal(rgb, bgr[..., ::-1])
 
 
-@pytest.mark.parametrize(("shape", "max_width", "expected"), [
-    ((480, 1280, 3), 640, (240, 640, 3)),
-    ((100, 301, 3), 100, (33, 100, 3)),
-    ((1000, 10, 3), 5, (500, 5, 3)),
-    ((3, 1000, 3), 10, (1, 10, 3)),  # never rounds a dimension down to zero
-])
-def test_resize_shrinks_to_max_width_keeping_aspect(shape: tuple[int, int, int],
-                                                    max_width: int,
-                                                    expected: tuple[int, int, int]) -> None:
+@pytest.mark.parametrize(
+    ("shape", "max_width", "expected"),
+    [
+        ((480, 1280, 3), 640, (240, 640, 3)),
+        ((100, 301, 3), 100, (33, 100, 3)),
+        ((1000, 10, 3), 5, (500, 5, 3)),
+        ((3, 1000, 3), 10, (1, 10, 3)),  # never rounds a dimension down to zero
+    ],
+)
+def test_resize_shrinks_to_max_width_keeping_aspect(
+    shape: tuple[int, int, int], max_width: int, expected: tuple[int, int, int]
+) -> None:
     img = np.full(shape, 77, np.uint8)
     out = resize_max_width(img, max_width)
     assert out.shape == expected

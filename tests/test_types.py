@@ -14,11 +14,15 @@ def make_detections(n: int, dim: int = EMBEDDING_DIM, label: str = "face") -> De
     """n distinguishable rows: row i has box (10i, 20i, 10i+5, 20i+7), confidence i/10, ..."""
     i = np.arange(n)
     xyxy = np.stack([10 * i, 20 * i, 10 * i + 5, 20 * i + 7], axis=1).astype(np.int32)
-    landmarks = (np.arange(n * NUM_LANDMARKS * 2, dtype=np.float32)
-                 .reshape(n, NUM_LANDMARKS, 2))
+    landmarks = np.arange(n * NUM_LANDMARKS * 2, dtype=np.float32).reshape(n, NUM_LANDMARKS, 2)
     embeddings = np.arange(n * dim, dtype=np.float32).reshape(n, dim)
-    return Detections(xyxy=xyxy.reshape(n, 4), confidence=(i / 10).astype(np.float32),
-                      landmarks=landmarks, embeddings=embeddings, label=label)
+    return Detections(
+        xyxy=xyxy.reshape(n, 4),
+        confidence=(i / 10).astype(np.float32),
+        landmarks=landmarks,
+        embeddings=embeddings,
+        label=label,
+    )
 
 
 # ----------------------------------------------------------------------------- Frame
@@ -27,7 +31,11 @@ def make_detections(n: int, dim: int = EMBEDDING_DIM, label: str = "face") -> De
 def test_frame_keeps_its_fields() -> None:
     frame = Frame(camera="door", number=7, captured_at=12.5, jpeg=b"\xff\xd8")
     assert (frame.camera, frame.number, frame.captured_at, frame.jpeg) == (
-        "door", 7, 12.5, b"\xff\xd8")
+        "door",
+        7,
+        12.5,
+        b"\xff\xd8",
+    )
 
 
 def test_frame_refuses_empty_camera() -> None:
@@ -56,10 +64,15 @@ def test_detections_fill_optional_columns() -> None:
 
 def test_detections_keep_given_optional_columns() -> None:
     base = make_detections(2)
-    det = Detections(xyxy=base.xyxy, confidence=base.confidence, landmarks=base.landmarks,
-                     embeddings=base.embeddings, names=("ann", None),
-                     distances=np.array([0.25, 0.75], np.float32),
-                     track_ids=np.array([4, 9], np.int64))
+    det = Detections(
+        xyxy=base.xyxy,
+        confidence=base.confidence,
+        landmarks=base.landmarks,
+        embeddings=base.embeddings,
+        names=("ann", None),
+        distances=np.array([0.25, 0.75], np.float32),
+        track_ids=np.array([4, 9], np.int64),
+    )
     assert det.names == ("ann", None)
     np.testing.assert_array_equal(det.distances, [0.25, 0.75])
     np.testing.assert_array_equal(det.track_ids, [4, 9])
@@ -78,10 +91,16 @@ def test_detections_keep_given_optional_columns() -> None:
     ],
 )
 def test_detections_shape_errors_name_expected_and_actual(
-        field: str, value: np.ndarray, expected: str, actual: str) -> None:
+    field: str, value: np.ndarray, expected: str, actual: str
+) -> None:
     base = make_detections(2)
-    kwargs = {"xyxy": base.xyxy, "confidence": base.confidence, "landmarks": base.landmarks,
-              "embeddings": base.embeddings, field: value}
+    kwargs = {
+        "xyxy": base.xyxy,
+        "confidence": base.confidence,
+        "landmarks": base.landmarks,
+        "embeddings": base.embeddings,
+        field: value,
+    }
     with pytest.raises(ValueError) as info:
         Detections(**kwargs)
     text = str(info.value)
@@ -92,24 +111,40 @@ def test_detections_shape_errors_name_expected_and_actual(
 
 def test_detections_embedding_rows_must_match() -> None:
     base = make_detections(2)
-    with pytest.raises(ValueError, match=r"embeddings must be a 2D np.ndarray with 2 rows, "
-                                         r"but got shape \(3, 128\)"):
-        Detections(xyxy=base.xyxy, confidence=base.confidence, landmarks=base.landmarks,
-                   embeddings=np.zeros((3, 128), np.float32))
+    with pytest.raises(
+        ValueError,
+        match=r"embeddings must be a 2D np.ndarray with 2 rows, "
+        r"but got shape \(3, 128\)",
+    ):
+        Detections(
+            xyxy=base.xyxy,
+            confidence=base.confidence,
+            landmarks=base.landmarks,
+            embeddings=np.zeros((3, 128), np.float32),
+        )
 
 
 def test_detections_embeddings_must_be_2d() -> None:
     base = make_detections(2)
     with pytest.raises(ValueError, match=r"but got shape \(2,\)"):
-        Detections(xyxy=base.xyxy, confidence=base.confidence, landmarks=base.landmarks,
-                   embeddings=np.zeros(2, np.float32))
+        Detections(
+            xyxy=base.xyxy,
+            confidence=base.confidence,
+            landmarks=base.landmarks,
+            embeddings=np.zeros(2, np.float32),
+        )
 
 
 def test_detections_names_length_must_match() -> None:
     base = make_detections(2)
     with pytest.raises(ValueError, match="names must have 2 entries, but got 3"):
-        Detections(xyxy=base.xyxy, confidence=base.confidence, landmarks=base.landmarks,
-                   embeddings=base.embeddings, names=("a", "b", "c"))
+        Detections(
+            xyxy=base.xyxy,
+            confidence=base.confidence,
+            landmarks=base.landmarks,
+            embeddings=base.embeddings,
+            names=("a", "b", "c"),
+        )
 
 
 @pytest.mark.parametrize(("dim", "label"), [(0, "face"), (128, "face"), (0, "person")])
@@ -144,9 +179,14 @@ def test_boolean_mask_selects_rows() -> None:
 
 def test_index_list_selects_and_reorders_rows() -> None:
     det = make_detections(4)
-    det = Detections(xyxy=det.xyxy, confidence=det.confidence, landmarks=det.landmarks,
-                     embeddings=det.embeddings, names=("a", "b", "c", "d"),
-                     track_ids=np.array([10, 11, 12, 13], np.int64))
+    det = Detections(
+        xyxy=det.xyxy,
+        confidence=det.confidence,
+        landmarks=det.landmarks,
+        embeddings=det.embeddings,
+        names=("a", "b", "c", "d"),
+        track_ids=np.array([10, 11, 12, 13], np.int64),
+    )
     sub = det[[3, 1]]
     assert sub.names == ("d", "b")
     np.testing.assert_array_equal(sub.track_ids, [13, 11])
@@ -171,10 +211,12 @@ def test_with_identities_sets_names_and_float32_distances() -> None:
 
 
 def test_areas_clip_inverted_boxes_to_zero() -> None:
-    det = Detections(xyxy=np.array([[0, 0, 10, 20], [5, 5, 2, 9]], np.int32),
-                     confidence=np.ones(2, np.float32),
-                     landmarks=np.zeros((2, NUM_LANDMARKS, 2), np.float32),
-                     embeddings=np.zeros((2, 0), np.float32))
+    det = Detections(
+        xyxy=np.array([[0, 0, 10, 20], [5, 5, 2, 9]], np.int32),
+        confidence=np.ones(2, np.float32),
+        landmarks=np.zeros((2, NUM_LANDMARKS, 2), np.float32),
+        embeddings=np.zeros((2, 0), np.float32),
+    )
     np.testing.assert_array_equal(det.areas, [200, 0])
 
 
@@ -190,12 +232,14 @@ def test_to_trbl_reorders_xyxy() -> None:
 
 def test_result_to_json_fields() -> None:
     frame = Frame(camera="lobby", number=42, captured_at=1000.0, jpeg=b"x")
-    det = Detections(xyxy=np.array([[1, 2, 3, 4], [10, 20, 30, 40]], np.int32),
-                     confidence=np.ones(2, np.float32),
-                     landmarks=np.zeros((2, NUM_LANDMARKS, 2), np.float32),
-                     embeddings=np.zeros((2, 128), np.float32),
-                     names=("alice", None),
-                     distances=np.array([0.3125, np.nan], np.float32))
+    det = Detections(
+        xyxy=np.array([[1, 2, 3, 4], [10, 20, 30, 40]], np.int32),
+        confidence=np.ones(2, np.float32),
+        landmarks=np.zeros((2, NUM_LANDMARKS, 2), np.float32),
+        embeddings=np.zeros((2, 128), np.float32),
+        names=("alice", None),
+        distances=np.array([0.3125, np.nan], np.float32),
+    )
     result = Result(frame=frame, detections=det, processed_at=1000.0123456)
     record = result.to_json()
     assert set(record) == {"camera", "frame", "ts", "latency_ms", "faces"}
@@ -222,8 +266,12 @@ def test_result_latency_and_distance_rounding() -> None:
 
 def test_result_to_json_with_no_faces_and_infinite_distance() -> None:
     frame = Frame(camera="c", number=1, captured_at=0.0, jpeg=b"")
-    assert Result(frame=frame, detections=Detections.empty(),
-                  processed_at=0.0).to_json()["faces"] == []
+    assert (
+        Result(frame=frame, detections=Detections.empty(), processed_at=0.0).to_json()["faces"]
+        == []
+    )
     det = make_detections(1).with_identities([None], [math.inf])
-    assert Result(frame=frame, detections=det,
-                  processed_at=0.0).to_json()["faces"][0]["distance"] is None
+    assert (
+        Result(frame=frame, detections=det, processed_at=0.0).to_json()["faces"][0]["distance"]
+        is None
+    )

@@ -60,6 +60,7 @@ class Person:
 
 
 _ARRAY_FIELDS = ("xyxy", "confidence", "landmarks", "embeddings", "distances", "track_ids")
+_FIELD_ERRORS = (KeyError, ValueError, TypeError, OverflowError, AttributeError)
 _DTYPES = {
     "xyxy": "<i4",
     "confidence": "<f4",
@@ -68,6 +69,7 @@ _DTYPES = {
     "distances": "<f4",
     "track_ids": "<i8",
 }
+_BLOB_DTYPES = {**_DTYPES, "jpeg": "bytes", "annotated": "bytes"}
 
 
 def _pack(
@@ -115,7 +117,7 @@ def _unpack(data: bytes, expected: Kind) -> tuple[dict[str, Any], dict[str, np.n
     try:
         meta = json.loads(data[start : start + meta_len])
         descriptors = meta.pop("blobs")
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         raise CodecError(f"corrupt metadata: {exc}") from None
     offset = start + meta_len
     blobs: dict[str, np.ndarray | bytes] = {}
@@ -125,11 +127,14 @@ def _unpack(data: bytes, expected: Kind) -> tuple[dict[str, Any], dict[str, np.n
             if len(chunk) != nbytes:
                 raise CodecError(f"blob {name!r} truncated: {len(chunk)} of {nbytes} bytes")
             offset += nbytes
+            want = _BLOB_DTYPES.get(name)
+            if want is not None and dtype != want:
+                raise CodecError(f"blob {name!r} must have dtype {want!r}, got {dtype!r}")
             if dtype == "bytes":
                 blobs[name] = bytes(chunk)
             else:
                 blobs[name] = np.frombuffer(chunk, dtype=np.dtype(dtype)).reshape(shape)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, OverflowError) as exc:
         raise CodecError(f"corrupt blob table: {exc}") from None
     if offset != len(data):
         raise CodecError(f"{len(data) - offset} unexpected trailing bytes")
@@ -148,7 +153,7 @@ def _frame_from(meta: dict[str, Any], blobs: dict[str, Any]) -> Frame:
             captured_at=float(meta["ts"]),
             jpeg=blobs["jpeg"],
         )
-    except (KeyError, ValueError, TypeError) as exc:
+    except _FIELD_ERRORS as exc:
         raise CodecError(f"bad frame fields: {exc!r}") from None
 
 
@@ -174,8 +179,16 @@ def _detections_from(meta: dict[str, Any], blobs: dict[str, Any]) -> Detections:
             names=tuple(meta["names"]),
             label=str(meta["label"]),
         )
-    except (KeyError, ValueError, TypeError) as exc:
+    except _FIELD_ERRORS as exc:
         raise CodecError(f"bad detections: {exc}") from None
+
+
+def _timings(meta: dict[str, Any]) -> dict[str, float]:
+    raw = meta.get("timings", {})
+    try:
+        return {str(k): float(v) for k, v in raw.items()}
+    except _FIELD_ERRORS as exc:
+        raise CodecError(f"bad timings: {exc!r}") from None
 
 
 def encode_detections(frame: Frame, det: Detections, timings_ms: dict[str, float]) -> bytes:
@@ -192,7 +205,7 @@ def encode_detections(frame: Frame, det: Detections, timings_ms: dict[str, float
 
 def decode_detections(data: bytes) -> tuple[Frame, Detections, dict[str, float]]:
     meta, blobs = _unpack(data, Kind.DETECTIONS)
-    return _frame_from(meta, blobs), _detections_from(meta, blobs), dict(meta.get("timings", {}))
+    return _frame_from(meta, blobs), _detections_from(meta, blobs), _timings(meta)
 
 
 def encode_result(result: Result) -> bytes:
@@ -218,14 +231,14 @@ def decode_result(data: bytes) -> Result:
     try:
         processed_at = float(meta["processed_at"])
         annotated = blobs["annotated"]
-    except (KeyError, ValueError, TypeError) as exc:
+    except _FIELD_ERRORS as exc:
         raise CodecError(f"bad result fields: {exc!r}") from None
     return Result(
         frame=_frame_from(meta, blobs),
         detections=_detections_from(meta, blobs),
         processed_at=processed_at,
         annotated_jpeg=bytes(annotated),
-        timings_ms=dict(meta.get("timings", {})),
+        timings_ms=_timings(meta),
     )
 
 
@@ -251,5 +264,5 @@ def decode_person(data: bytes) -> Person:
     meta, blobs = _unpack(data, Kind.PERSON)
     try:
         return Person(name=str(meta["name"]), embeddings=np.asarray(blobs["embeddings"]))
-    except (KeyError, ValueError) as exc:
+    except _FIELD_ERRORS as exc:
         raise CodecError(f"bad person record: {exc}") from None

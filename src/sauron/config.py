@@ -180,19 +180,30 @@ class StoreConfig(Section):
     url: str | None = Field(
         None,
         description="SQLAlchemy database URL, e.g. postgresql+psycopg://user:pw@host/sauron; "
-        "default: SQLite file sauron.db in data_dir (nothing to set up)")
-    data_dir: Path = Field(default_factory=default_data_dir,
-                           description="Folder of the SQLite file and the search index")
-    retention_days: float = Field(30.0, gt=0, le=36500,
-                                  description="Delete sightings, snapshots and alerts older "
-                                  "than this many days")
-    retention_check_s: float = Field(600.0, ge=1, description="Run the retention purge this "
-                                     "often (seconds)")
-    sighting_interval_s: float = Field(1.0, ge=0, le=3600,
-                                       description="Store a tracked face as a sighting at most "
-                                       "this often (0 = every frame)")
-    snapshot_size: int = Field(160, ge=32, le=1024,
-                               description="Longest side of stored face snapshots (pixels)")
+        "default: SQLite file sauron.db in data_dir (nothing to set up)",
+    )
+    data_dir: Path = Field(
+        default_factory=default_data_dir,
+        description="Folder of the SQLite file and the search index",
+    )
+    retention_days: float = Field(
+        30.0,
+        gt=0,
+        le=36500,
+        description="Delete sightings, snapshots and alerts older than this many days",
+    )
+    retention_check_s: float = Field(
+        600.0, ge=1, description="Run the retention purge this often (seconds)"
+    )
+    sighting_interval_s: float = Field(
+        1.0,
+        ge=0,
+        le=3600,
+        description="Store a tracked face as a sighting at most this often (0 = every frame)",
+    )
+    snapshot_size: int = Field(
+        160, ge=32, le=1024, description="Longest side of stored face snapshots (pixels)"
+    )
 
 
 class WebConfig(Section):
@@ -200,24 +211,36 @@ class WebConfig(Section):
     port: int = Field(8080, ge=0, le=65535, description="Port of the web server; 0 = any free")
     admin_user: str = Field("admin", description="Name of the first admin account")
     admin_password: SecretStr | None = Field(
-        None, description="Password of the first admin account, used only when no account "
-        "exists; unset: one is generated on first start and printed once")
-    session_hours: float = Field(12.0, gt=0, le=24 * 365,
-                                 description="Log-in sessions expire after this many hours")
-    max_upload_mb: float = Field(25.0, gt=0, le=1024,
-                                 description="Largest request body accepted (megabytes)")
-    max_photo_mb: float = Field(10.0, gt=0, le=1024,
-                                description="Largest single photo accepted (megabytes)")
-    privacy_blur: bool = Field(False, description="Blur faces not on the watchlist in live "
-                               "streams and stored snapshots")
-    alert_gap_s: float = Field(3.0, gt=0, le=3600,
-                               description="A watched person unseen on a camera this long "
-                               "(capture time) ends the appearance; the next sighting alerts")
+        None,
+        description="Password of the first admin account, used only when no account "
+        "exists; unset: one is generated on first start and printed once",
+    )
+    session_hours: float = Field(
+        12.0, gt=0, le=24 * 365, description="Log-in sessions expire after this many hours"
+    )
+    max_upload_mb: float = Field(
+        25.0, gt=0, le=1024, description="Largest request body accepted (megabytes)"
+    )
+    max_photo_mb: float = Field(
+        10.0, gt=0, le=1024, description="Largest single photo accepted (megabytes)"
+    )
+    privacy_blur: bool = Field(
+        False, description="Blur faces not on the watchlist in live streams and stored snapshots"
+    )
+    alert_gap_s: float = Field(
+        3.0,
+        gt=0,
+        le=3600,
+        description="A watched person unseen on a camera this long "
+        "(capture time) ends the appearance; the next sighting alerts",
+    )
     webhook_url: str | None = Field(None, description="POST every new alert here as JSON")
-    stale_after_s: float = Field(5.0, gt=0, description="A camera silent this long is shown "
-                                 "as stopped")
-    live_fps: float = Field(15.0, gt=0, le=60, description="Most frames per second sent to one "
-                            "live viewer")
+    stale_after_s: float = Field(
+        5.0, gt=0, description="A camera silent this long is shown as stopped"
+    )
+    live_fps: float = Field(
+        15.0, gt=0, le=60, description="Most frames per second sent to one live viewer"
+    )
 
     @field_validator("admin_user")
     @classmethod
@@ -289,6 +312,8 @@ def load_settings(path: Path | None = None, overrides: dict[str, Any] | None = N
             loaded = yaml.safe_load(Path(path).read_text()) or {}
         except OSError as exc:
             raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"config file {path} is not UTF-8 text") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
         if not isinstance(loaded, dict):

@@ -21,8 +21,10 @@ def test_topic_names_from_config() -> None:
     assert topics.sightings == "site7.sightings"
     assert topics.watchlist == "site7.watchlist"
     assert topics.deadletter == "site7.deadletter"
-    assert topics.all() == [f"site7.{s}" for s in ("frames", "detections", "annotated",
-                                                   "sightings", "watchlist", "deadletter")]
+    assert topics.all() == [
+        f"site7.{s}"
+        for s in ("frames", "detections", "annotated", "sightings", "watchlist", "deadletter")
+    ]
 
 
 @pytest.mark.parametrize("partitions", [1, 2, 6, 7, 64])
@@ -37,7 +39,8 @@ def test_camera_partition_is_crc32_so_other_processes_agree() -> None:
     # Pinned values: any process (or language) computing CRC-32 finds the same partition.
     assert camera_partition("lobby", 6) == zlib.crc32(b"lobby") % 6
     assert [camera_partition(c, 6) for c in ("cam-0", "cam-1", "lobby")] == [
-        zlib.crc32(c.encode()) % 6 for c in ("cam-0", "cam-1", "lobby")]
+        zlib.crc32(c.encode()) % 6 for c in ("cam-0", "cam-1", "lobby")
+    ]
 
 
 def test_cameras_spread_over_partitions() -> None:
@@ -56,8 +59,9 @@ def test_camera_mode_keeps_a_camera_on_one_partition(partitions: int) -> None:
 def test_frame_mode_spreads_consecutive_frames_over_all_partitions(partitions: int) -> None:
     for cam in CAMERAS[:10]:
         start = 1000
-        window = [frame_partition(cam, n, partitions, "frame")
-                  for n in range(start, start + partitions)]
+        window = [
+            frame_partition(cam, n, partitions, "frame") for n in range(start, start + partitions)
+        ]
         assert sorted(window) == list(range(partitions))
         # round robin: each next frame goes to the next partition
         for a, b in itertools.pairwise(window):

@@ -24,8 +24,9 @@ def unit(*values: float) -> np.ndarray:
     return v / np.linalg.norm(v)
 
 
-def embed_needed(tracker: FaceTracker, frame_no: int, xyxy: np.ndarray, ids: np.ndarray,
-                 need: np.ndarray) -> None:
+def embed_needed(
+    tracker: FaceTracker, frame_no: int, xyxy: np.ndarray, ids: np.ndarray, need: np.ndarray
+) -> None:
     """What the detect stage does: embed the faces that need it, with a fake embedding."""
     emb = np.tile(np.arange(DIM, dtype=np.float32), (int(need.sum()), 1)) + frame_no
     tracker.store(frame_no, ids[need], xyxy[need], emb)
@@ -134,8 +135,20 @@ def test_refresh_every_n_frames() -> None:
         ids, need = tracker.assign(frame_no, box)
         needs.append(bool(need[0]))
         embed_needed(tracker, frame_no, box, ids, need)
-    assert needs == [True, False, False, False, False, True,
-                     False, False, False, False, True, False]
+    assert needs == [
+        True,
+        False,
+        False,
+        False,
+        False,
+        True,
+        False,
+        False,
+        False,
+        False,
+        True,
+        False,
+    ]
 
 
 def test_needs_embedding_until_one_is_stored() -> None:
@@ -267,8 +280,9 @@ def test_store_records_area_and_time() -> None:
 
 
 @pytest.fixture(scope="module")
-def faces(photos: dict[str, Path], face_model: FaceModel
-          ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def faces(
+    photos: dict[str, Path], face_model: FaceModel
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{photo: (grey image, landmarks of its one face)}"""
     out = {}
     for name in ("obama.jpg", "obama2.jpg", "biden.jpg"):
@@ -279,8 +293,9 @@ def faces(photos: dict[str, Path], face_model: FaceModel
     return out
 
 
-def test_thumbnails_are_zero_mean_unit_norm(faces: dict[str, tuple[np.ndarray, np.ndarray]]
-                                            ) -> None:
+def test_thumbnails_are_zero_mean_unit_norm(
+    faces: dict[str, tuple[np.ndarray, np.ndarray]],
+) -> None:
     gray, lm = faces["obama.jpg"]
     th = thumbnails(gray, lm)
     assert th.shape == (1, THUMB * THUMB)
@@ -290,7 +305,8 @@ def test_thumbnails_are_zero_mean_unit_norm(faces: dict[str, tuple[np.ndarray, n
 
 
 def test_thumbnails_follow_the_landmarks_not_the_frame(
-        faces: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+    faces: dict[str, tuple[np.ndarray, np.ndarray]],
+) -> None:
     gray, lm = faces["obama.jpg"]
     ref = thumbnails(gray, lm)[0]
     moved = np.roll(gray, (7, -5), axis=(0, 1))
@@ -307,4 +323,6 @@ def test_thumbnails_tell_people_apart(faces: dict[str, tuple[np.ndarray, np.ndar
 
 def test_thumbnails_of_no_faces() -> None:
     assert thumbnails(np.zeros((10, 10), np.uint8), np.zeros((0, 5, 2), np.float32)).shape == (
-        0, THUMB * THUMB)
+        0,
+        THUMB * THUMB,
+    )

@@ -36,7 +36,7 @@ class ModelError(SauronError):
 class Detector(ABC):
     """What every detector plugin offers."""
 
-    type: ClassVar[str]
+    type: str
     label: ClassVar[str]
 
     @abstractmethod
@@ -49,7 +49,6 @@ _REGISTRY: dict[str, Callable[[DetectConfig], Detector]] = {}
 
 def register(name: str) -> Callable[[type[Detector]], type[Detector]]:
     def deco(cls: type[Detector]) -> type[Detector]:
-        cls.type = name
         _REGISTRY[name] = cls.from_config  # type: ignore[attr-defined]
         return cls
 
@@ -91,6 +90,7 @@ class FaceModel(Detector):
         self.upsample = upsample
         self.min_face = min_face
         self.cnn = cnn
+        self.type = "dlib-cnn" if cnn else "dlib-hog"
         if cnn:
             self._cnn = _shared_model(
                 "cnn",
@@ -182,6 +182,7 @@ class PeopleModel(Detector):
     """OpenCV's built-in HOG pedestrian detector: person boxes, no identities."""
 
     label = "person"
+    type = "opencv-people"
 
     def __init__(self, *, min_confidence: float = 0.3) -> None:
         self.min_confidence = min_confidence

@@ -1,0 +1,192 @@
+"""The match stage on real photos: names, the annotated frame and the sighting events."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from sauron.codec import Person
+from sauron.config import MatchConfig
+from sauron.detect.models import FaceModel
+from sauron.imaging import bgr_to_rgb, decode_jpeg, encode_jpeg, resize_max_width
+from sauron.match.stage import MatchStage, draw, sighting_events
+from sauron.match.watchlist import Watchlist
+from sauron.types import NUM_LANDMARKS, Detections, Frame
+
+KNOWN_BGR = (40, 200, 40)
+UNKNOWN_BGR = (40, 40, 220)
+
+
+def load_bgr(path: Path, width: int = 480) -> np.ndarray:
+    return resize_max_width(cv2.imread(str(path)), width)
+
+
+@pytest.fixture(scope="module")
+def watchlist(face_model: FaceModel, photos: dict[str, Path]) -> Watchlist:
+    det = face_model.detect(bgr_to_rgb(load_bgr(photos["obama.jpg"])))
+    assert len(det) == 1
+    return Watchlist([Person(name="obama", embeddings=det.embeddings)])
+
+
+@pytest.fixture(scope="module")
+def scene(face_model: FaceModel, photos: dict[str, Path]) -> tuple[Frame, Detections]:
+    """One frame with Obama (another photo of him) on the left and Biden on the right."""
+    a, b = load_bgr(photos["obama2.jpg"], 400), load_bgr(photos["biden.jpg"], 400)
+    h = min(len(a), len(b))
+    bgr = np.ascontiguousarray(np.concatenate([a[:h], b[:h]], axis=1))
+    frame = Frame(camera="hall", number=9, captured_at=time.time(), jpeg=encode_jpeg(bgr, 90))
+    det = face_model.detect(bgr_to_rgb(decode_jpeg(frame.jpeg)))
+    assert len(det) == 2
+    det = det[np.argsort(det.xyxy[:, 0])]  # left to right
+    det = Detections(
+        xyxy=det.xyxy,
+        confidence=det.confidence,
+        landmarks=det.landmarks,
+        embeddings=det.embeddings,
+        track_ids=np.array([3, 4], np.int64),
+    )
+    return frame, det
+
+
+def edge_colour(bgr: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """Mean colour of the left edge of a drawn 2-px rectangle (below its label)."""
+    x0, y0, _, y1 = box.tolist()
+    return bgr[y0 + 25 : y1 - 5, x0 : x0 + 1].reshape(-1, 3).mean(axis=0)
+
+
+def test_names_the_enrolled_person_and_not_a_stranger(
+    watchlist: Watchlist, scene: tuple[Frame, Detections]
+) -> None:
+    frame, det = scene
+    stage = MatchStage(MatchConfig(tolerance=0.6), watchlist)
+    result, _ = stage.process(frame, det, {"detect": 12.5})
+    assert result.frame is frame
+    assert result.detections.names == ("obama", None)
+    d = result.detections.distances
+    assert d.dtype == np.float32
+    assert d[0] < 0.6 < d[1]
+    np.testing.assert_array_equal(result.detections.xyxy, det.xyxy)
+    np.testing.assert_array_equal(result.detections.track_ids, [3, 4])
+
+
+def test_a_tighter_tolerance_names_nobody(
+    watchlist: Watchlist, scene: tuple[Frame, Detections]
+) -> None:
+    frame, det = scene
+    result, events = MatchStage(MatchConfig(tolerance=0.05), watchlist).process(frame, det, {})
+    assert result.detections.names == (None, None)
+    assert [e["person"] for e in events] == [None, None]
+    assert all(e["distance"] is not None for e in events)
+
+
+def test_annotated_frame_has_the_same_size_and_coloured_boxes(
+    watchlist: Watchlist, scene: tuple[Frame, Detections]
+) -> None:
+    frame, det = scene
+    result, _ = MatchStage(MatchConfig(annotated_quality=95), watchlist).process(frame, det, {})
+    assert result.annotated_jpeg[:2] == b"\xff\xd8"
+    original = decode_jpeg(frame.jpeg)
+    annotated = decode_jpeg(result.annotated_jpeg)
+    assert annotated.shape == original.shape
+    known = edge_colour(annotated, det.xyxy[0])
+    unknown = edge_colour(annotated, det.xyxy[1])
+    np.testing.assert_allclose(known, KNOWN_BGR, atol=40)
+    np.testing.assert_allclose(unknown, UNKNOWN_BGR, atol=40)
+    # away from the boxes the picture is the camera's
+    assert float(np.abs(annotated[-20:, :20].astype(int) - original[-20:, :20]).mean()) < 6
+
+
+def test_one_sighting_per_face_with_the_documented_fields(
+    watchlist: Watchlist, scene: tuple[Frame, Detections]
+) -> None:
+    frame, det = scene
+    result, events = MatchStage(MatchConfig(), watchlist).process(frame, det, {})
+    assert len(events) == 2
+    for event, box, name, dist, track in zip(
+        events,
+        det.to_trbl(),
+        result.detections.names,
+        result.detections.distances.tolist(),
+        (3, 4),
+        strict=True,
+    ):
+        assert set(event) == {"camera", "frame", "ts", "box", "person", "track", "distance"}
+        assert event["camera"] == "hall"
+        assert event["frame"] == 9
+        assert event["ts"] == frame.captured_at
+        assert event["box"] == box
+        assert event["person"] == name
+        assert event["track"] == track
+        assert event["distance"] == round(dist, 6)
+    assert events[0]["person"] == "obama"
+    assert events[1]["person"] is None
+
+
+def test_timings_and_processing_time(watchlist: Watchlist, scene: tuple[Frame, Detections]) -> None:
+    frame, det = scene
+    before = time.time()
+    result, _ = MatchStage(MatchConfig(), watchlist).process(frame, det, {"detect": 12.5})
+    assert before <= result.processed_at <= time.time()
+    assert set(result.timings_ms) == {"detect", "match", "draw"}
+    assert result.timings_ms["detect"] == 12.5
+    assert result.timings_ms["match"] >= 0
+    assert result.timings_ms["draw"] > 0
+
+
+def test_drawing_can_be_turned_off(watchlist: Watchlist, scene: tuple[Frame, Detections]) -> None:
+    frame, det = scene
+    result, events = MatchStage(MatchConfig(draw=False), watchlist).process(frame, det, {})
+    assert result.annotated_jpeg == b""
+    assert result.detections.names == ("obama", None)
+    assert len(events) == 2
+
+
+def test_a_frame_without_faces(watchlist: Watchlist) -> None:
+    bgr = np.full((90, 160, 3), 100, np.uint8)
+    frame = Frame(camera="hall", number=1, captured_at=0.0, jpeg=encode_jpeg(bgr))
+    result, events = MatchStage(MatchConfig(), watchlist).process(frame, Detections.empty(128), {})
+    assert events == []
+    assert len(result.detections) == 0
+    assert decode_jpeg(result.annotated_jpeg).shape == (90, 160, 3)
+
+
+def test_person_boxes_are_drawn_but_not_matched_nor_sighted(watchlist: Watchlist) -> None:
+    bgr = np.full((120, 160, 3), 100, np.uint8)
+    frame = Frame(camera="yard", number=2, captured_at=0.0, jpeg=encode_jpeg(bgr, 95))
+    people = Detections(
+        xyxy=np.array([[20, 10, 80, 110]], np.int32),
+        confidence=np.ones(1, np.float32),
+        landmarks=np.zeros((1, NUM_LANDMARKS, 2), np.float32),
+        embeddings=np.zeros((1, 0), np.float32),
+        label="person",
+    )
+    result, events = MatchStage(MatchConfig(), watchlist).process(frame, people, {})
+    assert events == []
+    assert result.detections.names == (None,)
+    annotated = decode_jpeg(result.annotated_jpeg)
+    assert float(np.abs(annotated.astype(int) - decode_jpeg(frame.jpeg)).max()) > 50
+
+
+def test_draw_works_on_a_copy() -> None:
+    bgr = np.zeros((50, 50, 3), np.uint8)
+    det = Detections(
+        xyxy=np.array([[5, 5, 40, 40]], np.int32),
+        confidence=np.ones(1, np.float32),
+        landmarks=np.zeros((1, NUM_LANDMARKS, 2), np.float32),
+        embeddings=np.zeros((1, 128), np.float32),
+        names=("ann",),
+        distances=np.array([0.25], np.float32),
+    )
+    out = draw(bgr, det)
+    assert (bgr == 0).all()
+    assert out.shape == bgr.shape
+    assert tuple(out[30, 5]) == KNOWN_BGR  # on the box's left edge, below the label
+
+
+def test_sighting_events_of_non_faces_are_empty() -> None:
+    frame = Frame(camera="c", number=0, captured_at=0.0, jpeg=b"")
+    assert sighting_events(frame, Detections.empty(0, label="person")) == []
