@@ -60,6 +60,30 @@ def _cameras(p: argparse.ArgumentParser) -> None:
     p.add_argument("--loop", action="store_true", help="loop files and folders")
 
 
+def _reliability(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve Prometheus /metrics and /healthz here (0 = off; process i: port + i)",
+    )
+    p.add_argument(
+        "--exactly-once",
+        action="store_true",
+        help="Kafka transactions: annotated frames, sightings and dead letters exactly once",
+    )
+    p.add_argument(
+        "--max-frame-age",
+        type=float,
+        help="stay live: drop (and count) frames older than this many seconds",
+    )
+
+
+def _web(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--web-host", help="address of the web app (default 127.0.0.1)")
+    p.add_argument("--web-port", type=int, help="port of the web app (0 = any free port)")
+    p.add_argument("--db", help="store database URL (default: SQLite in store.data_dir)")
+
+
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     o: dict[str, Any] = {}
 
@@ -74,6 +98,13 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     put("topics", "prefix", getattr(args, "topic_prefix", None))
     put("topics", "partitions", getattr(args, "partitions", None))
     put("topics", "partitioning", getattr(args, "partitioning", None))
+    if getattr(args, "exactly_once", False):
+        put("bus", "exactly_once", True)
+    put("metrics", "port", getattr(args, "metrics_port", None))
+    put("detect", "max_frame_age_s", getattr(args, "max_frame_age", None))
+    put("web", "host", getattr(args, "web_host", None))
+    put("web", "port", getattr(args, "web_port", None))
+    put("store", "url", getattr(args, "db", None))
     put("match", "watchlist", getattr(args, "watchlist", None))
     put("match", "tolerance", getattr(args, "tolerance", None))
     if getattr(args, "largest", False):
@@ -102,40 +133,73 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return load_settings(getattr(args, "config", None), _overrides(args))
 
 
+def _print_summary(summary: Any) -> None:
+    fields = {
+        "frames_in": summary.frames_in,
+        "frames_out": summary.frames_out,
+        "named_faces": summary.named,
+        "duplicates": summary.duplicates,
+        "dropped": summary.dropped,
+        "failed": summary.dead_letters,
+        "camera_errors": summary.camera_errors,
+        "seconds": round(summary.seconds, 2),
+    }
+    print(json.dumps(fields, indent=2), flush=True)
+    for cam, err in summary.camera_errors.items():
+        print(f"error: camera {cam}: {err}", file=sys.stderr)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from sauron.pipeline import RunOptions, run
 
+    clips: list[Any] = []
+    results = args.results
     if args.demo:
-        from sauron.demo.run import run_demo
+        from sauron.demo.run import demo_settings
 
-        return run_demo(
-            processes=args.processes,
-            bus=args.bus or "embedded",
-            bootstrap=args.bootstrap,
-            results=args.results,
+        settings, clips, default_results = demo_settings(
+            bus=args.bus or "embedded", bootstrap=args.bootstrap
         )
-    settings = settings_from(args)
-    summary = run(
-        settings,
-        RunOptions(processes=args.processes, until_done=args.until_done, results=args.results),
-    )
-    print(
-        json.dumps(
-            {
-                "frames_in": summary.frames_in,
-                "frames_out": summary.frames_out,
-                "named_faces": summary.named,
-                "duplicates": summary.duplicates,
-                "dropped": summary.dropped,
-                "failed": summary.dead_letters,
-                "camera_errors": summary.camera_errors,
-                "seconds": round(summary.seconds, 2),
-            },
-            indent=2,
-        )
-    )
-    for cam, err in summary.camera_errors.items():
-        print(f"error: camera {cam}: {err}", file=sys.stderr)
+        results = results or default_results
+        if args.web_port is not None:
+            settings = settings.model_copy(
+                update={"web": settings.web.model_copy(update={"port": args.web_port})}
+            )
+    else:
+        settings = settings_from(args)
+    until_done = args.until_done or args.demo
+    # Scripts that process files to their end get no web app unless they ask for one.
+    want_web = not args.no_web and (args.demo or not args.until_done or args.web_port is not None)
+    opts = RunOptions(processes=args.processes, until_done=until_done, results=results)
+    web = _start_web(settings, pipeline=True) if want_web else None
+    if web is not None:
+        opts.on_result.append(web[0].on_result)
+        opts.on_watchlist.append(web[0].attach_watchlist)
+    try:
+        summary = run(settings, opts)
+        if args.demo:
+            from sauron.demo.run import print_report
+
+            print_report(clips, results, summary.seconds)
+            if web is not None and not args.until_done:
+                # Keep the cameras going (looped) so the web app shows them live.
+                print(f"web: serving the demo at {web[1].url}; Ctrl-C to stop", flush=True)
+                looped = [c.model_copy(update={"loop": True}) for c in settings.cameras]
+                live = settings.model_copy(update={"cameras": looped})
+                run(
+                    live,
+                    RunOptions(
+                        processes=args.processes,
+                        on_result=opts.on_result,
+                        on_watchlist=opts.on_watchlist,
+                    ),
+                )
+        else:
+            _print_summary(summary)
+    finally:
+        if web is not None:
+            web[1].stop()
+            web[0].stop()
     return 0 if summary.ok else 1
 
 
@@ -154,7 +218,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
         if args.processes > 1:
             import signal
 
-            procs = spawn_detect_workers(settings, args.processes)
+            procs = spawn_detect_workers(
+                settings, args.processes, metrics_base=settings.metrics.port
+            )
 
             def forward(signum: int, _frame: object) -> None:
                 for p in procs:  # each worker finishes its batch, commits, leaves the group
@@ -171,6 +237,17 @@ def cmd_worker(args: argparse.Namespace) -> int:
         from sauron.match.worker import run_match_worker
 
         run_match_worker(settings)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from sauron.status import collect, render
+
+    status = collect(settings_from(args), interval=args.interval)
+    if args.json:
+        print(json.dumps(status.to_json(), indent=2))
+    else:
+        print(render(status, partitions=args.per_partition))
     return 0
 
 
@@ -241,7 +318,50 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _start_web(settings: Settings, *, pipeline: bool) -> tuple[Any, Any]:
+    """Start the web app (store, recorder, server); print its address and, on first start,
+    the generated admin password."""
+    from sauron.serve.web.server import WebServer, WebServices
+
+    services = WebServices(settings, pipeline=pipeline)
+    password = services.bootstrap_admin()
+    services.start()
+    server = WebServer(services.app, settings.web.host, settings.web.port).start()
+    print(f"web: {server.url}  (store: {services.store.safe_url})", file=sys.stderr)
+    if password is not None:
+        print(
+            f"web: created the admin account {settings.web.admin_user!r} with password "
+            f"{password}  (shown once: keep it, or set SAURON_WEB__ADMIN_PASSWORD before "
+            "the first start)",
+            file=sys.stderr,
+        )
+    return services, server
+
+
+def cmd_web(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    settings = settings_from(args)
+    services, server = _start_web(settings, pipeline=False)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        while not stop.wait(0.5):
+            if not server.thread.is_alive():
+                return 1
+    finally:
+        server.stop()
+        services.stop()
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.what == "search":
+        from sauron.store.bench import main as bench_search
+
+        return bench_search(args.rest)
     if args.what == "embedder":
         from sauron.bench.embedder import main as bench_embedder
 
@@ -260,6 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run every stage on this machine")
     _common(p)
     _cameras(p)
+    _web(p)
+    p.add_argument("--no-web", action="store_true", help="do not start the web app")
     p.add_argument("--demo", action="store_true", help="fetch samples, make clips, run")
     p.add_argument("--watchlist", type=Path, help="folder with one sub-folder per person")
     p.add_argument("--results", type=Path, help="write one JSON line per processed frame")
@@ -270,6 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embedder", help="face embedder (auto, onnx, dlib)")
     p.add_argument("--upsample", type=int, help="HOG upsampling (0-3)")
     p.add_argument("--no-tracking", action="store_true", help="embed every face every frame")
+    _reliability(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("ingest", help="publish camera frames to Kafka")
@@ -281,7 +404,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("stage", choices=["detect", "match"])
     _common(p)
     p.add_argument("--processes", type=int, default=1, help="worker processes to start")
+    _reliability(p)
     p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("status", help="each Kafka stage's workers, lag and throughput")
+    _common(p)
+    p.add_argument(
+        "--interval", type=float, default=2.0, help="seconds between the samples (throughput)"
+    )
+    p.add_argument("--per-partition", action="store_true", help="lag and owner of each partition")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("topics", help="create, describe or delete the Kafka topics")
     p.add_argument("action", choices=["create", "describe", "delete"])
@@ -309,8 +442,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("file", type=Path)
     c.set_defaults(func=cmd_config)
 
+    p = sub.add_parser("web", help="the operator's web app and API (docs/web.md)")
+    _common(p)
+    _web(p)
+    _cameras(p)  # listed in the live views (the cameras themselves run elsewhere)
+    p.set_defaults(func=cmd_web)
+
     p = sub.add_parser("bench", help="benchmarks (see docs/benchmarks.md)")
-    p.add_argument("what", choices=["embedder", "pipeline"])
+    p.add_argument("what", choices=["embedder", "pipeline", "search"])
     p.add_argument("rest", nargs=argparse.REMAINDER, help="options of that benchmark")
     p.set_defaults(func=cmd_bench)
     return parser

@@ -143,9 +143,10 @@ class DetectConfig(Section):
         "instead of detected; None = never drop, fall behind (lag bounded by retention)",
     )
     max_frame_pixels: int = Field(
-        40_000_000,
+        9_000_000,
         ge=1,
-        description="Frames with more pixels than this go to the dead-letter topic undecoded",
+        description="Frames with more pixels than this (default: about a 4K frame) go to the "
+        "dead-letter topic undecoded: a small JPEG may claim a huge size",
     )
 
 

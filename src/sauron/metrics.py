@@ -30,6 +30,8 @@ from prometheus_client import (
     generate_latest,
 )
 
+from sauron import SauronError
+
 log = logging.getLogger(__name__)
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
@@ -55,36 +57,55 @@ class Metrics:
             "sauron_messages_out", "Messages produced, by topic", ["stage", "topic"], registry=r
         )
         self.errors = Counter(
-            "sauron_errors", "Errors, by kind (delivery, transaction, consumer, ...)",
-            ["stage", "kind"], registry=r,
+            "sauron_errors",
+            "Errors, by kind (delivery, transaction, consumer, ...)",
+            ["stage", "kind"],
+            registry=r,
         )
         self.dead_letters = Counter(
-            "sauron_dead_letters", "Inputs sent to the dead-letter topic, by reason",
-            ["stage", "reason"], registry=r,
+            "sauron_dead_letters",
+            "Inputs sent to the dead-letter topic, by reason",
+            ["stage", "reason"],
+            registry=r,
         )
         self.dropped = Counter(
-            "sauron_frames_dropped", "Frames dropped on purpose, by reason (stale, buffer_full, "
-            "delivery_timeout, too_large)", ["stage", "reason"], registry=r,
+            "sauron_frames_dropped",
+            "Frames dropped on purpose, by reason (stale, buffer_full, "
+            "delivery_timeout, too_large)",
+            ["stage", "reason"],
+            registry=r,
         )
         self.latency = Histogram(
-            "sauron_frame_latency_seconds", "Capture time to output of the stage",
-            ["stage"], buckets=LATENCY_BUCKETS, registry=r,
+            "sauron_frame_latency_seconds",
+            "Capture time to output of the stage",
+            ["stage"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.process_time = Histogram(
-            "sauron_process_seconds", "Time to handle one input", ["stage"],
-            buckets=PROCESS_BUCKETS, registry=r,
+            "sauron_process_seconds",
+            "Time to handle one input",
+            ["stage"],
+            buckets=PROCESS_BUCKETS,
+            registry=r,
         )
         self.lag = Gauge(
-            "sauron_consumer_lag", "Messages behind the end of each assigned input partition",
-            ["stage", "topic", "partition"], registry=r,
+            "sauron_consumer_lag",
+            "Messages behind the end of each assigned input partition",
+            ["stage", "topic", "partition"],
+            registry=r,
         )
         self.assigned = Gauge(
-            "sauron_assigned_partitions", "Input partitions assigned to this worker",
-            ["stage"], registry=r,
+            "sauron_assigned_partitions",
+            "Input partitions assigned to this worker",
+            ["stage"],
+            registry=r,
         )
         self.buffered = Gauge(
-            "sauron_producer_buffered", "Messages waiting in the producer for the brokers",
-            ["stage"], registry=r,
+            "sauron_producer_buffered",
+            "Messages waiting in the producer for the brokers",
+            ["stage"],
+            registry=r,
         )
         self.health = Health()
 
@@ -134,8 +155,12 @@ class Health:
             age = now - c.last_beat
             live = c.state == "running" and age <= self.stall_s
             ok = ok and live
-            body[c.name] = {"state": c.state, "live": live, "since_beat_s": round(age, 3),
-                            **c.detail}
+            body[c.name] = {
+                "state": c.state,
+                "live": live,
+                "since_beat_s": round(age, 3),
+                **c.detail,
+            }
         return ok, {"status": "ok" if ok else "unhealthy", "components": body}
 
 
@@ -147,7 +172,8 @@ class MetricsServer:
         handler = _handler_for(metrics)
         self._httpd = ThreadingHTTPServer((host, port), handler)
         self._httpd.daemon_threads = True
-        self.host, self.port = self._httpd.server_address[:2]
+        self.host = str(self._httpd.server_address[0])
+        self.port = int(self._httpd.server_address[1])
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, name=f"metrics-{self.port}", daemon=True
         )
@@ -169,14 +195,13 @@ class MetricsServer:
 
 def _handler_for(metrics: Metrics) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (the http.server API)
+        def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
                 self._send(200, CONTENT_TYPE_LATEST, metrics.render())
             elif path in ("/healthz", "/health"):
                 ok, body = metrics.health.report()
-                self._send(200 if ok else 503, "application/json",
-                           json.dumps(body).encode())
+                self._send(200 if ok else 503, "application/json", json.dumps(body).encode())
             else:
                 self._send(404, "text/plain", b"not found: try /metrics or /healthz\n")
 
@@ -187,7 +212,7 @@ def _handler_for(metrics: Metrics) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(data)
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:
             log.debug("metrics http: " + format, *args)
 
     return Handler
@@ -197,4 +222,7 @@ def serve(metrics: Metrics, port: int, host: str = "127.0.0.1") -> MetricsServer
     """Start the server on ``port`` (0 = off, returns None)."""
     if port <= 0:
         return None
-    return MetricsServer(metrics, host, port).start()
+    try:
+        return MetricsServer(metrics, host, port).start()
+    except OSError as exc:
+        raise SauronError(f"cannot serve metrics on {host}:{port}: {exc.strerror}") from None

@@ -34,6 +34,9 @@ class RunOptions:
     results: Path | None = None
     timeout_s: float | None = None
     on_result: list[Callable[[Result], None]] = field(default_factory=list)
+    # Called with the embedded matcher's live Watchlist before matching starts (the web
+    # app fills it from the store and sends enrollments and deletions to it).
+    on_watchlist: list[Callable[[Watchlist], None]] = field(default_factory=list)
 
 
 @dataclass
@@ -116,6 +119,8 @@ def run_embedded(settings: Settings, opts: RunOptions) -> RunSummary:
 
     started = time.monotonic()
     watchlist, watcher = load_watchlist(settings)
+    for attach in opts.on_watchlist:
+        attach(watchlist)
     stage = MatchStage(settings.match, watchlist)
     writer = ResultsWriter(opts.results)
 
@@ -159,6 +164,7 @@ def run_kafka(settings: Settings, opts: RunOptions) -> RunSummary:
     from sauron.bus.topics import Topics
     from sauron.detect.worker import spawn_detect_workers
     from sauron.match.worker import build_match_worker, publish_person
+    from sauron.metrics import Metrics, serve
 
     started = time.monotonic()
     counts = ensure_topics(settings)
@@ -185,12 +191,20 @@ def run_kafka(settings: Settings, opts: RunOptions) -> RunSummary:
         settings.bus, topics.annotated, on_result, start=end_offsets(settings.bus, topics.annotated)
     )
     collector.start()
-    procs = spawn_detect_workers(settings, worker_count(opts.processes))
-    matcher, watch_tail = build_match_worker(settings)
+    metrics = Metrics()
+    port = settings.metrics.port
+    server = serve(metrics, port, settings.metrics.host)
+    procs = spawn_detect_workers(
+        settings, worker_count(opts.processes), metrics_base=port + 1 if port else 0
+    )
+    matcher, watch_tail = build_match_worker(settings, metrics=metrics)
     match_thread = threading.Thread(target=matcher.run, name="match", daemon=True)
     match_thread.start()
-    producer, sink = kafka_frame_sink(settings, counts[topics.frames])
-    ingest = IngestGroup(settings.cameras, sink=sink).start()
+    ingest_stop = threading.Event()
+    producer, sink = kafka_frame_sink(
+        settings, counts[topics.frames], metrics=metrics, stop=ingest_stop
+    )
+    ingest = IngestGroup(settings.cameras, sink=sink, stop=ingest_stop).start()
     stopper = _Stopper()
 
     def done() -> bool:
@@ -224,30 +238,33 @@ def run_kafka(settings: Settings, opts: RunOptions) -> RunSummary:
         watch_tail.stop()
         collector.stop()
         writer.close()
-    return _summary(ingest, writer, started, 0, matcher.stats.dead_letters)
+        if server is not None:
+            server.stop()
+    return _summary(
+        ingest, writer, started, producer.stats.dropped_total, matcher.stats.dead_letters
+    )
 
 
-def kafka_frame_sink(settings: Settings, partitions: int) -> tuple[Any, Callable[[Frame], None]]:
-    """A Kafka producer and a function that publishes one frame to the frames topic."""
-    from sauron.bus.kafka import make_producer
-    from sauron.bus.topics import Topics, frame_partition
+def kafka_frame_sink(
+    settings: Settings,
+    partitions: int,
+    *,
+    metrics: Any = None,
+    stop: threading.Event | None = None,
+) -> tuple[Any, Callable[[Frame], None]]:
+    """A frame producer and the function that publishes one frame to the frames topic.
 
-    producer = make_producer(settings.bus)
-    topic = Topics.from_config(settings.topics).frames
-    mode = settings.topics.partitioning
+    Frames wait in the producer while the brokers are unreachable, at most
+    ``bus.producer_buffer_mb`` MiB and ``bus.delivery_timeout_s`` s; then frames of live
+    (``realtime``) cameras are dropped and counted, files read as fast as possible wait.
+    Both returned values are the same :class:`sauron.bus.kafka.FrameProducer` (its
+    ``stats`` count what was acknowledged and dropped).
+    """
+    from sauron.bus.kafka import FrameProducer
 
-    def sink(frame: Frame) -> None:
-        value = codec.encode_frame(frame)
-        part = frame_partition(frame.camera, frame.number, partitions, mode)
-        while True:
-            try:
-                producer.produce(topic, value=value, key=frame.camera, partition=part)
-                break
-            except BufferError:  # librdkafka's bounded local queue is full: wait for room
-                producer.poll(0.05)
-        producer.poll(0)
-
-    return producer, sink
+    blocking = {c.name for c in settings.cameras if not c.realtime}
+    producer = FrameProducer(settings, partitions, metrics=metrics, blocking=blocking, stop=stop)
+    return producer, producer
 
 
 def run_ingest_only(settings: Settings, opts: RunOptions) -> int:

@@ -127,14 +127,19 @@ def _walkers(clip: int, frames: int) -> list[Walker]:
         x = _LANES[int(lane)]
         dx, y = rng.uniform(-0.05, 0.05), rng.uniform(0.38, 0.46)
         s0, s1 = rng.uniform(0.14, 0.17), rng.uniform(0.17, 0.2)
-        walkers.append(Walker(person, photo, enter, exit_, (x - dx, y), (x + dx, y + 0.03),
-                              s0, s1))
+        walkers.append(Walker(person, photo, enter, exit_, (x - dx, y), (x + dx, y + 0.03), s0, s1))
     return walkers
 
 
 def _render(clip: int, frames: int, size: tuple[int, int], fps: float, folder: Path) -> Clip:
-    truth = render_clip(folder / f"clip{clip}.mp4", _walkers(clip, frames), frames=frames,
-                        fps=fps, size=size, seed=100 + clip)
+    truth = render_clip(
+        folder / f"clip{clip}.mp4",
+        _walkers(clip, frames),
+        frames=frames,
+        fps=fps,
+        size=size,
+        seed=100 + clip,
+    )
     source = open_source(str(truth.path), SourceOptions(max_width=size[0], realtime=False))
     try:
         jpegs = tuple(encode_jpeg(bgr, JPEG_QUALITY) for bgr in source.frames())
@@ -145,14 +150,21 @@ def _render(clip: int, frames: int, size: tuple[int, int], fps: float, folder: P
     return Clip(jpegs, tuple(tuple(row) for row in truth.people))
 
 
-def make_workload(*, clips: int = 4, frames: int = 60, size: tuple[int, int] = (640, 360),
-                  fps: float = 10.0) -> Workload:
+def make_workload(
+    *, clips: int = 4, frames: int = 60, size: tuple[int, int] = (640, 360), fps: float = 10.0
+) -> Workload:
     """Render ``clips`` distinct clips of ``frames`` frames each (a few seconds)."""
     with tempfile.TemporaryDirectory(prefix="sauron-bench-") as tmp:
         rendered = tuple(_render(c, frames, size, fps, Path(tmp)) for c in range(clips))
     work = Workload(rendered, size[0], size[1])
-    log.info("workload: %d clips of %d frames, %dx%d, %.2f faces per frame", clips, frames,
-             size[0], size[1], work.faces_per_frame)
+    log.info(
+        "workload: %d clips of %d frames, %dx%d, %.2f faces per frame",
+        clips,
+        frames,
+        size[0],
+        size[1],
+        work.faces_per_frame,
+    )
     return work
 
 

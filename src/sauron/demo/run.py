@@ -16,10 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from sauron.config import load_settings
+from sauron.config import Settings, load_settings
 from sauron.demo.samples import cache_dir, sample_photos
 from sauron.demo.synth import ClipTruth, demo_clips
-from sauron.pipeline import RunOptions, run
 
 log = logging.getLogger(__name__)
 
@@ -70,18 +69,14 @@ def score(clips: list[ClipTruth], results: Path) -> dict[str, Any]:
     return report
 
 
-def run_demo(
-    *,
-    processes: int = 0,
-    bus: str = "embedded",
-    bootstrap: str | None = None,
-    results: Path | None = None,
-    frames: int = 60,
-) -> int:
+def demo_settings(
+    *, bus: str = "embedded", bootstrap: str | None = None, frames: int = 60
+) -> tuple[Settings, list[ClipTruth], Path]:
+    """Prepare the demo clips and watchlist; the settings to run them, the clips' truth and
+    the default results path."""
     root = cache_dir() / "demo"
     log.info("demo: preparing sample clips and the watchlist in %s", root)
     clips, watchlist = prepare(root, frames)
-    results = results or root / "results.jsonl"
     overrides: dict[str, Any] = {
         "cameras": [{"name": c.camera, "source": str(c.path), "realtime": True} for c in clips],
         "match": {"watchlist": str(watchlist)},
@@ -89,8 +84,10 @@ def run_demo(
     }
     if bus == "kafka":
         overrides["topics"] = {"prefix": "sauron-demo"}
-    settings = load_settings(None, overrides)
-    summary = run(settings, RunOptions(processes=processes, until_done=True, results=results))
+    return load_settings(None, overrides), clips, root / "results.jsonl"
+
+
+def print_report(clips: list[ClipTruth], results: Path, seconds: float) -> None:
     report = score(clips, results)
     print(f"Sauron demo: {len(clips)} cameras, watching for '{WATCHED}'")
     for cam, r in report["cameras"].items():
@@ -104,5 +101,4 @@ def run_demo(
             f"  latency capture->result: p50 {report['latency_ms_p50']} ms, "
             f"p95 {report['latency_ms_p95']} ms"
         )
-    print(f"  results: {results}  ({summary.seconds:.1f} s)")
-    return 0 if summary.ok else 1
+    print(f"  results: {results}  ({seconds:.1f} s)", flush=True)

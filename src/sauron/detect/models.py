@@ -186,7 +186,7 @@ class PeopleModel(Detector):
 
     def __init__(self, *, min_confidence: float = 0.3) -> None:
         self.min_confidence = min_confidence
-        self._hog = cv2.HOGDescriptor()  # type: ignore[attr-defined]
+        self._hog = cv2.HOGDescriptor()
         self._hog.setSVMDetector(
             cv2.HOGDescriptor_getDefaultPeopleDetector()  # type: ignore[attr-defined]
         )
@@ -196,13 +196,13 @@ class PeopleModel(Detector):
         return cls()
 
     def detect(self, rgb: np.ndarray) -> Detections:
-        rects, weights = self._hog.detectMultiScale(
+        found, scores = self._hog.detectMultiScale(
             rgb, winStride=(8, 8), padding=(8, 8), scale=1.05
         )
-        if len(rects) == 0:
+        if len(found) == 0:
             return Detections.empty(0, label=self.label)
-        weights = np.asarray(weights, np.float32).reshape(-1)
-        rects = np.asarray(rects, np.int32).reshape(-1, 4)
+        weights = np.asarray(scores, np.float32).reshape(-1)
+        rects = np.asarray(found, np.int32).reshape(-1, 4)
         keep = weights >= self.min_confidence
         rects, weights = rects[keep], weights[keep]
         xyxy = np.column_stack(

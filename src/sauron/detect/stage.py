@@ -2,33 +2,127 @@
 
 from __future__ import annotations
 
+import secrets
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import cv2
+import dlib
+import face_recognition_models
+import numpy as np
 
 from sauron.config import DetectConfig
-from sauron.detect.models import Detector, FaceModel, create_detector
+from sauron.detect.models import Detector, FaceModel, Shape, create_detector
 from sauron.detect.tracking import FaceTracker, thumbnails
 from sauron.imaging import bgr_to_rgb, decode_jpeg
-from sauron.types import Detections, Frame
+from sauron.types import NUM_LANDMARKS, Detections, Frame
+
+#: With tracking, the full-frame face detector runs on at least every this many frames of
+#: a camera; in between, tracked faces are followed by their landmarks alone.
+DETECT_EVERY = 5
+#: Change detection between frames on a grid of CELL x CELL pixel means: a cell changed
+#: when its mean moved by more than CHANGE_LEVEL grey levels; a new face changes far more
+#: than CHANGED_CELLS cells (HOG finds faces of 80 px and up: 100 cells), a timestamp
+#: overlay or sensor noise far fewer.
+CELL = 8
+CHANGE_LEVEL = 15.0
+CHANGED_CELLS = 24
+
+
+def _eyes(pts: np.ndarray) -> tuple[np.ndarray, float]:
+    """Centre between the eyes and the distance between them (dlib's 5 points)."""
+    a, b = (pts[0] + pts[1]) / 2, (pts[2] + pts[3]) / 2
+    return (a + b) / 2, max(float(np.linalg.norm(a - b)), 1.0)
+
+
+@dataclass
+class _Camera:
+    """Tracking state of one camera."""
+
+    tracker: FaceTracker
+    since_scan: int = 0
+    # per track: its box relative to the eyes (in eye distances) at the last detection,
+    # its previous box (for a constant-velocity guess) and its last detector score
+    shape: dict[int, np.ndarray] = field(default_factory=dict)
+    prev: dict[int, np.ndarray] = field(default_factory=dict)
+    score: dict[int, float] = field(default_factory=dict)
+    small: np.ndarray | None = None  # the previous frame's grid of cell means
+
+    def remember(self, ids: np.ndarray, det: Detections, detected: bool) -> None:
+        live = set(self.tracker.tracks)
+        for key in [k for k in self.shape if k not in live]:
+            self.shape.pop(key, None)
+            self.prev.pop(key, None)
+            self.score.pop(key, None)
+        for i, tid in enumerate(ids.tolist()):
+            box = det.xyxy[i].astype(np.float64)
+            if detected:
+                centre, dist = _eyes(det.landmarks[i].astype(np.float64))
+                self.shape[tid] = (box - np.tile(centre, 2)) / dist
+                self.score[tid] = float(det.confidence[i])
+            self.prev[tid] = box
+
+
+def _changed_elsewhere(cam: _Camera, gray: np.ndarray) -> bool:
+    """Whether the frame changed, since the previous one, away from the tracked people.
+
+    Each tracked face's column (the face widened by 60 % on each side, from a little above
+    it down to the bottom of the frame, where its body is) is left out: someone walking
+    changes pixels there. Elsewhere, on a static camera, a change means something new
+    came into view, so the detector should scan this frame rather than wait.
+    """
+    h, w = gray.shape
+    small = cv2.resize(
+        gray, (max(1, w // CELL), max(1, h // CELL)), interpolation=cv2.INTER_AREA
+    ).astype(np.float32)
+    prev, cam.small = cam.small, small
+    if prev is None or prev.shape != small.shape:
+        return True
+    moved = np.abs(small - prev) > CHANGE_LEVEL
+    sy, sx = small.shape[0] / h, small.shape[1] / w
+    for t in cam.tracker.tracks.values():
+        x0, y0, x1, y1 = t.xyxy.astype(np.float64)
+        fw, fh = x1 - x0, y1 - y0
+        c0, c1 = int((x0 - 0.6 * fw) * sx), int(np.ceil((x1 + 0.6 * fw) * sx))
+        moved[max(0, int((y0 - 0.8 * fh) * sy)) :, max(0, c0) : max(0, c1)] = False
+    return int(moved.sum()) > CHANGED_CELLS
 
 
 class DetectStage:
     """Frame in, Detections out, with the milliseconds each step took.
 
     With ``tracking`` on (it needs each camera's frames in order, i.e. camera
-    partitioning) faces are embedded only when their track needs it.
+    partitioning) faces are embedded only when their track needs it, and the face detector
+    scans the whole frame on every ``detect_every``-th frame of a camera (and whenever a
+    followed face is lost); on the frames in between, each tracked face is followed by
+    fitting its landmarks where it is expected (its last box moved by its last motion),
+    accepted only if its aligned thumbnail still looks like the track's. A new face is so
+    found at most ``detect_every - 1`` frames late. ``detect_every=1`` scans every frame.
     """
 
-    def __init__(self, cfg: DetectConfig, detector: Detector | None = None, *,
-                 tracking: bool | None = None) -> None:
+    def __init__(
+        self,
+        cfg: DetectConfig,
+        detector: Detector | None = None,
+        *,
+        tracking: bool | None = None,
+        detect_every: int | None = None,
+    ) -> None:
         self.cfg = cfg
         self.detector = detector or create_detector(cfg)
         self.tracking = cfg.tracking if tracking is None else tracking
-        self._trackers: dict[str, FaceTracker] = {}
+        every = detect_every or getattr(cfg, "detect_every", None) or DETECT_EVERY
+        self.detect_every = max(1, int(every))
+        self._cameras: dict[str, _Camera] = {}
+        # Track ids unique across stages, so a camera moved to another worker (rebalance)
+        # never reuses the ids of its old tracks. Kept below 2**53 (exact in JSON/JS).
+        self._id_base = secrets.randbits(20) << 32
+        self._pose: Any = None
         self.faces_embedded = 0
         self.faces_seen = 0
+        self.frames_scanned = 0
+        self.frames_followed = 0
 
     def process(self, frame: Frame) -> tuple[Detections, dict[str, float]]:
         t0 = time.perf_counter()
@@ -38,24 +132,97 @@ class DetectStage:
             det = self.detector.detect(rgb)
             return det, {"decode": (t1 - t0) * 1e3, "detect": (time.perf_counter() - t1) * 1e3}
         model = self.detector
-        det, shapes = model.locate(rgb)
-        t2 = time.perf_counter()
-        self.faces_seen += len(det)
         if not self.tracking:
+            det, shapes = model.locate(rgb)
+            self.frames_scanned += 1
+            t2 = time.perf_counter()
             det = replace(det, embeddings=model.embed(rgb, shapes))
             self.faces_embedded += len(det)
-        elif len(det):
-            tracker = self._trackers.setdefault(frame.camera, FaceTracker(
-                refresh_every=self.cfg.track_refresh))
-            gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-            ids, need = tracker.assign(frame.number, det.xyxy, thumbnails(gray, det.landmarks))
-            idx = need.nonzero()[0]
-            if len(idx):
-                fresh = model.embed(rgb, [shapes[i] for i in idx])
-                tracker.store(frame.number, ids[idx], det.xyxy[idx], fresh)
-                self.faces_embedded += len(idx)
-            det = replace(det, embeddings=tracker.embeddings(ids, model.embedder.dim),
-                          track_ids=ids)
+        else:
+            det, t2 = self._tracked(frame, rgb, model)
+        self.faces_seen += len(det)
         t3 = time.perf_counter()
-        return det, {"decode": (t1 - t0) * 1e3, "detect": (t2 - t1) * 1e3,
-                     "embed": (t3 - t2) * 1e3}
+        return det, {"decode": (t1 - t0) * 1e3, "detect": (t2 - t1) * 1e3, "embed": (t3 - t2) * 1e3}
+
+    def _camera(self, name: str) -> _Camera:
+        cam = self._cameras.get(name)
+        if cam is None:
+            cam = self._cameras[name] = _Camera(
+                FaceTracker(refresh_every=self.cfg.track_refresh, first_id=self._id_base + 1)
+            )
+        return cam
+
+    def _tracked(self, frame: Frame, rgb: np.ndarray, model: FaceModel) -> tuple[Detections, float]:
+        """Locate (scan or follow), assign tracks, embed what needs it; (det, t_located)."""
+        cam = self._camera(frame.camera)
+        gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+        changed = _changed_elsewhere(cam, gray)
+        followed = None
+        if cam.since_scan + 1 < self.detect_every and not changed:
+            followed = self._follow(cam, frame.number, rgb, gray, model)
+        if followed is None:
+            det, shapes = model.locate(rgb)
+            thumbs = thumbnails(gray, det.landmarks)
+            cam.since_scan = 0
+            self.frames_scanned += 1
+        else:
+            det, shapes, thumbs = followed
+            cam.since_scan += 1
+            self.frames_followed += 1
+        t2 = time.perf_counter()
+        if not len(det):
+            cam.tracker.assign(frame.number, det.xyxy, thumbs)
+            return det, t2
+        tracker = cam.tracker
+        ids, need = tracker.assign(frame.number, det.xyxy, thumbs)
+        cam.remember(ids, det, detected=followed is None)
+        idx = need.nonzero()[0]
+        if len(idx):
+            fresh = model.embed(rgb, [shapes[i] for i in idx])
+            tracker.store(frame.number, ids[idx], det.xyxy[idx], fresh)
+            self.faces_embedded += len(idx)
+        det = replace(det, embeddings=tracker.embeddings(ids, model.embedder.dim), track_ids=ids)
+        return det, t2
+
+    def _follow(
+        self, cam: _Camera, number: int, rgb: np.ndarray, gray: np.ndarray, model: FaceModel
+    ) -> tuple[Detections, list[Shape], np.ndarray] | None:
+        """Every track of the previous frame found again by its landmarks, or None."""
+        tracks = list(cam.tracker.tracks.values())
+        if not tracks or any(
+            t.seen_at != number - 1 or t.thumb is None or t.id not in cam.shape for t in tracks
+        ):
+            return None
+        if self._pose is None:
+            self._pose = dlib.shape_predictor(
+                face_recognition_models.pose_predictor_five_point_model_location()
+            )
+        h, w = rgb.shape[:2]
+        boxes, shapes, marks = [], [], []
+        for t in tracks:
+            last = t.xyxy.astype(np.float64)
+            guess = last + (last - cam.prev.get(t.id, last))
+            x0, y0, x1, y1 = (round(v) for v in guess)
+            shape = self._pose(rgb, dlib.rectangle(x0, y0, x1, y1))
+            pts = np.array([(p.x, p.y) for p in shape.parts()], np.float64)
+            centre, dist = _eyes(pts)
+            box = np.tile(centre, 2) + cam.shape[t.id] * dist
+            box = np.clip(np.round(box), 0, [w - 1, h - 1, w - 1, h - 1])
+            if box[2] - box[0] < max(self.cfg.min_face, 8) or box[3] - box[1] < 8:
+                return None  # the face is leaving the frame: look properly
+            boxes.append(box)
+            shapes.append(shape)
+            marks.append(pts)
+        landmarks = np.array(marks, np.float32).reshape(len(tracks), NUM_LANDMARKS, 2)
+        thumbs = thumbnails(gray, landmarks)
+        previous = np.stack([t.thumb for t in tracks if t.thumb is not None])
+        similar = np.einsum("ij,ij->i", previous, thumbs)
+        if (similar < cam.tracker.min_similarity).any():
+            return None  # someone left or changed: scan the frame
+        det = Detections(
+            xyxy=np.array(boxes, np.int32).reshape(len(tracks), 4),
+            confidence=np.array([cam.score.get(t.id, 0.0) for t in tracks], np.float32),
+            landmarks=landmarks,
+            embeddings=np.full((len(tracks), model.embedder.dim), np.nan, np.float32),
+        )
+        return det, shapes, thumbs

@@ -67,22 +67,31 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 class FaceTracker:
     """Tracks of one camera."""
 
-    def __init__(self, *, iou_threshold: float = 0.3, max_gap: int = 5,
-                 refresh_every: int = 15, grow_ratio: float = 1.4,
-                 min_similarity: float = 0.8) -> None:
+    def __init__(
+        self,
+        *,
+        iou_threshold: float = 0.3,
+        max_gap: int = 5,
+        refresh_every: int = 15,
+        grow_ratio: float = 1.4,
+        min_similarity: float = 0.8,
+        first_id: int = 1,
+    ) -> None:
         self.iou_threshold = iou_threshold
         self.max_gap = max_gap
         self.refresh_every = refresh_every
         self.grow_ratio = grow_ratio
         self.min_similarity = min_similarity
         self.tracks: dict[int, Track] = {}
-        self._next_id = 1
+        self._next_id = first_id
 
-    def assign(self, frame_no: int, xyxy: np.ndarray, thumbs: np.ndarray | None = None
-               ) -> tuple[np.ndarray, np.ndarray]:
+    def assign(
+        self, frame_no: int, xyxy: np.ndarray, thumbs: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Track id of each box, and a mask of the boxes whose face must be embedded now."""
-        self.tracks = {k: t for k, t in self.tracks.items()
-                       if 0 <= frame_no - t.seen_at <= self.max_gap}
+        self.tracks = {
+            k: t for k, t in self.tracks.items() if 0 <= frame_no - t.seen_at <= self.max_gap
+        }
         n = len(xyxy)
         ids = np.full(n, -1, np.int64)
         live = list(self.tracks.values())
@@ -105,16 +114,19 @@ class FaceTracker:
             t.xyxy, t.seen_at = xyxy[i], frame_no
             changed = False
             if thumbs is not None:
-                changed = (t.thumb is not None
-                           and float(t.thumb @ thumbs[i]) < self.min_similarity)
+                changed = t.thumb is not None and float(t.thumb @ thumbs[i]) < self.min_similarity
                 t.thumb = thumbs[i]
-            need[i] = (t.embedding is None or changed
-                       or frame_no - t.embedded_at >= self.refresh_every
-                       or areas[i] >= self.grow_ratio * t.embedded_area)
+            need[i] = (
+                t.embedding is None
+                or changed
+                or frame_no - t.embedded_at >= self.refresh_every
+                or areas[i] >= self.grow_ratio * t.embedded_area
+            )
         return ids, need
 
-    def store(self, frame_no: int, ids: np.ndarray, xyxy: np.ndarray,
-              embeddings: np.ndarray) -> None:
+    def store(
+        self, frame_no: int, ids: np.ndarray, xyxy: np.ndarray, embeddings: np.ndarray
+    ) -> None:
         """Remember fresh embeddings of the given tracks."""
         for tid, box, emb in zip(ids.tolist(), xyxy, embeddings, strict=True):
             t = self.tracks[tid]

@@ -211,6 +211,7 @@ class WatchlistDirWatcher(threading.Thread):
         self.largest, self.interval = largest, interval
         self.stop_event = threading.Event()
         self._signature = _dir_signature(root)
+        self._from_folder = set(watchlist.names)
 
     def check(self) -> bool:
         """Reload if the folder changed; True if it did."""
@@ -223,7 +224,11 @@ class WatchlistDirWatcher(threading.Thread):
         except EnrollError as exc:
             log.warning("watchlist: reload failed: %s", exc)
             return False
-        self.watchlist.replace_all(people)
+        # Apply only the folder's own changes: people enrolled by other means (the web app)
+        # stay in the running watchlist.
+        names = {p.name for p in people}
+        self.watchlist.apply(people, removals=self._from_folder - names)
+        self._from_folder = names
         log.info("watchlist: reloaded, now %s", ", ".join(self.watchlist.names) or "empty")
         return True
 

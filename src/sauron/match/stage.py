@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from typing import Any
 
 import cv2
@@ -21,8 +22,9 @@ _OTHER = (220, 160, 40)
 def draw(bgr: np.ndarray, det: Detections) -> np.ndarray:
     """Boxes and labels drawn on a copy of the image (green: watched, red: unknown)."""
     out = bgr.copy()
-    for (x0, y0, x1, y1), name, dist in zip(det.xyxy.tolist(), det.names,
-                                             det.distances.tolist(), strict=True):
+    for (x0, y0, x1, y1), name, dist in zip(
+        det.xyxy.tolist(), det.names, det.distances.tolist(), strict=True
+    ):
         if det.label != "face":
             color, text = _OTHER, det.label
         elif name:
@@ -33,22 +35,75 @@ def draw(bgr: np.ndarray, det: Detections) -> np.ndarray:
         (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
         ty = max(y0, th + 6)
         cv2.rectangle(out, (x0, ty - th - 6), (x0 + tw + 6, ty), color, cv2.FILLED)
-        cv2.putText(out, text, (x0 + 3, ty - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
-                    (255, 255, 255), 1, cv2.LINE_AA)
+        cv2.putText(
+            out,
+            text,
+            (x0 + 3, ty - 4),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.5,
+            (255, 255, 255),
+            1,
+            cv2.LINE_AA,
+        )
     return out
 
 
 def sighting_events(frame: Frame, det: Detections) -> list[dict[str, Any]]:
-    """One sighting per face: camera, time, box, person (or None) and distance."""
+    """One sighting per face: camera, time, box, person (or None) and distance.
+
+    :class:`MatchStage` keeps of these one per track (see :class:`TrackSightings`)."""
     if det.label != "face":
         return []
     return [
-        {"camera": frame.camera, "frame": frame.number, "ts": frame.captured_at,
-         "box": box, "person": name, "track": int(track),
-         "distance": None if not np.isfinite(dist) else round(float(dist), 6)}
-        for box, name, dist, track in zip(det.to_trbl(), det.names, det.distances.tolist(),
-                                          det.track_ids.tolist(), strict=True)
+        {
+            "camera": frame.camera,
+            "frame": frame.number,
+            "ts": frame.captured_at,
+            "box": box,
+            "person": name,
+            "track": int(track),
+            "distance": None if not np.isfinite(dist) else round(float(dist), 6),
+        }
+        for box, name, dist, track in zip(
+            det.to_trbl(), det.names, det.distances.tolist(), det.track_ids.tolist(), strict=True
+        )
     ]
+
+
+class TrackSightings:
+    """Keeps one sighting per track: when a track is first seen, and when it is first named
+    (or named as someone else). Faces without a track (tracking off, e.g. frame
+    partitioning) are sighted on every frame. Remembers the ``capacity`` most recent tracks.
+
+    Each camera's detections reach one matcher in order (camera partitioning), so this
+    memory is per matcher; after a rebalance the new matcher reports the live tracks once
+    more (at least once, never lost).
+    """
+
+    def __init__(self, capacity: int = 10_000) -> None:
+        self.capacity = capacity
+        self._named: OrderedDict[tuple[str, int], str | None] = OrderedDict()
+
+    def __call__(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        out = []
+        for ev in events:
+            track = ev["track"]
+            if track < 0:
+                out.append(ev)
+                continue
+            key = (ev["camera"], track)
+            person = ev["person"]
+            if key not in self._named:
+                self._named[key] = person
+                out.append(ev)
+            else:
+                self._named.move_to_end(key)
+                if person is not None and person != self._named[key]:
+                    self._named[key] = person
+                    out.append(ev)
+        while len(self._named) > self.capacity:
+            self._named.popitem(last=False)
+        return out
 
 
 class MatchStage:
@@ -57,9 +112,11 @@ class MatchStage:
     def __init__(self, cfg: MatchConfig, watchlist: Watchlist) -> None:
         self.cfg = cfg
         self.watchlist = watchlist
+        self.sightings = TrackSightings()
 
-    def process(self, frame: Frame, det: Detections, timings: dict[str, float]
-                ) -> tuple[Result, list[dict[str, Any]]]:
+    def process(
+        self, frame: Frame, det: Detections, timings: dict[str, float]
+    ) -> tuple[Result, list[dict[str, Any]]]:
         t0 = time.perf_counter()
         if det.label == "face" and len(det):
             names, dists = self.watchlist.match(det.embeddings, self.cfg.tolerance)
@@ -67,10 +124,14 @@ class MatchStage:
         t1 = time.perf_counter()
         annotated = b""
         if self.cfg.draw:
-            annotated = encode_jpeg(draw(decode_jpeg(frame.jpeg), det),
-                                    self.cfg.annotated_quality)
+            annotated = encode_jpeg(draw(decode_jpeg(frame.jpeg), det), self.cfg.annotated_quality)
         t2 = time.perf_counter()
         timings = {**timings, "match": (t1 - t0) * 1e3, "draw": (t2 - t1) * 1e3}
-        result = Result(frame=frame, detections=det, processed_at=time.time(),
-                        annotated_jpeg=annotated, timings_ms=timings)
-        return result, sighting_events(frame, det)
+        result = Result(
+            frame=frame,
+            detections=det,
+            processed_at=time.time(),
+            annotated_jpeg=annotated,
+            timings_ms=timings,
+        )
+        return result, self.sightings(sighting_events(frame, det))

@@ -59,6 +59,15 @@ class Watchlist:
             log.info("watchlist: %s removed", name)
         return found
 
+    def apply(self, upserts: Iterable[Person], removals: Iterable[str] = ()) -> None:
+        """Several enrollments and removals with one rebuild."""
+        with self._lock:
+            for name in removals:
+                self._people.pop(name, None)
+            for p in upserts:
+                self._people[p.name] = np.asarray(p.embeddings, np.float32)
+            self._rebuild()
+
     def replace_all(self, people: Iterable[Person]) -> None:
         with self._lock:
             self._people = {p.name: np.asarray(p.embeddings, np.float32) for p in people}

@@ -3,6 +3,9 @@
 Every matcher reads the whole compacted watchlist topic (key = person name, value = the
 person's embeddings, an empty value = removed) and keeps following it, so enrollments and
 removals reach running matchers without a restart.
+
+The frame inside a detections message is checked like the detect stage checks frames
+before it is decoded for drawing; a message that fails goes to the dead-letter topic.
 """
 
 from __future__ import annotations
@@ -16,11 +19,12 @@ from sauron import codec
 from sauron.bus.kafka import Output, StageWorker, TopicTail, ensure_topics, make_producer
 from sauron.bus.topics import Topics, camera_partition
 from sauron.config import Settings
+from sauron.detect.worker import check_frame, stop_on_signals
 from sauron.match.stage import MatchStage
 from sauron.match.watchlist import Watchlist
+from sauron.metrics import Metrics, serve
 
 log = logging.getLogger(__name__)
-
 
 
 def follow_watchlist(settings: Settings, watchlist: Watchlist) -> TopicTail:
@@ -56,22 +60,34 @@ def publish_person(settings: Settings, person: codec.Person | None, name: str) -
 
 def match_handler(settings: Settings, stage: MatchStage, partitions: int) -> Any:
     topics = Topics.from_config(settings.topics)
+    max_pixels = settings.detect.max_frame_pixels
 
     def handle(value: bytes) -> list[Output]:
         frame, det, timings = codec.decode_detections(value)
+        check_frame(frame, max_pixels)
         result, sightings = stage.process(frame, det, timings)
         part = camera_partition(frame.camera, partitions)
-        outs = [Output(topics.annotated, codec.encode_result(result), key=frame.camera,
-                       partition=part)]
-        outs += [Output(topics.sightings, codec.encode_sighting(ev), key=frame.camera)
-                 for ev in sightings]
+        outs = [
+            Output(
+                topics.annotated,
+                codec.encode_result(result),
+                key=frame.camera,
+                partition=part,
+                captured_at=frame.captured_at,
+            )
+        ]
+        outs += [
+            Output(topics.sightings, codec.encode_sighting(ev), key=frame.camera)
+            for ev in sightings
+        ]
         return outs
 
     return handle
 
 
-def build_match_worker(settings: Settings, *, group: str | None = None
-                       ) -> tuple[StageWorker, TopicTail]:
+def build_match_worker(
+    settings: Settings, *, group: str | None = None, metrics: Metrics | None = None
+) -> tuple[StageWorker, TopicTail]:
     counts = ensure_topics(settings)
     topics = Topics.from_config(settings.topics)
     watchlist = Watchlist()
@@ -79,19 +95,30 @@ def build_match_worker(settings: Settings, *, group: str | None = None
     if not tail.caught_up.wait(settings.bus.connect_timeout_s * 2):
         log.warning("watchlist topic not read to its end yet; matching starts anyway")
     stage = MatchStage(settings.match, watchlist)
-    worker = StageWorker(settings, topic=topics.detections, name="match",
-                         group=group or settings.topics.name("match"),
-                         handler=match_handler(settings, stage, counts[topics.annotated]),
-                         batch_size=settings.detect.batch_size)
+    worker = StageWorker(
+        settings,
+        topic=topics.detections,
+        name="match",
+        group=group or settings.topics.name("match"),
+        handler=match_handler(settings, stage, counts[topics.annotated]),
+        batch_size=settings.detect.batch_size,
+        metrics=metrics,
+    )
     return worker, tail
 
 
-def run_match_worker(settings: Settings, *, group: str | None = None) -> None:
-    from sauron.detect.worker import _stop_on_signals
-
-    worker, tail = build_match_worker(settings, group=group)
-    _stop_on_signals(worker.stop_event)
+def run_match_worker(
+    settings: Settings, *, group: str | None = None, metrics_port: int | None = None
+) -> None:
+    """One match worker in this process until SIGTERM/SIGINT (then a clean leave)."""
+    metrics = Metrics()
+    port = settings.metrics.port if metrics_port is None else metrics_port
+    server = serve(metrics, port, settings.metrics.host)
+    worker, tail = build_match_worker(settings, group=group, metrics=metrics)
+    stop_on_signals(worker.stop_event)
     try:
         worker.run()
     finally:
         tail.stop()
+        if server is not None:
+            server.stop()

@@ -16,10 +16,10 @@ from typing import Literal
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 
 from sauron.store import Conflict, NotFound
-from sauron.store.db import Store
+from sauron.store.db import Store, rowcount
 from sauron.store.models import Token, User
 
 log = logging.getLogger(__name__)
@@ -91,11 +91,17 @@ class Accounts:
             raise ValueError(f"role must be one of {ROLES}, but got {role!r}")
         if len(password) < MIN_PASSWORD:
             raise ValueError(f"a password needs at least {MIN_PASSWORD} characters")
+        password_hash = _hasher.hash(password)  # slow on purpose: not inside a transaction
         with self.store.session() as s:
             if s.scalar(select(User.id).where(User.username == username)) is not None:
                 raise Conflict(f"user {username!r} already exists")
-            u = User(username=username, password_hash=_hasher.hash(password), role=role,
-                     disabled=False, created_at=time.time())
+            u = User(
+                username=username,
+                password_hash=password_hash,
+                role=role,
+                disabled=False,
+                created_at=time.time(),
+            )
             s.add(u)
             s.flush()
             return _user_info(u)
@@ -106,33 +112,41 @@ class Accounts:
 
     def delete_user(self, username: str) -> None:
         with self.store.session() as s:
-            if not s.execute(delete(User).where(User.username == username)).rowcount:
+            if not rowcount(s.execute(delete(User).where(User.username == username))):
                 raise NotFound(f"no user {username!r}")
 
     def check_password(self, username: str, password: str) -> UserInfo | None:
         with self.store.session() as s:
             u = s.scalar(select(User).where(User.username == username))
-            try:
-                if u is None:
-                    _hasher.verify(_DUMMY_HASH, password)
-                    return None
-                _hasher.verify(u.password_hash, password)
-            except (VerificationError, InvalidHashError):
-                return None
-            if u.disabled:
-                return None
-            if _hasher.check_needs_rehash(u.password_hash):
-                u.password_hash = _hasher.hash(password)
-            return _user_info(u)
+            info = None if u is None else _user_info(u)
+            stored = _DUMMY_HASH if u is None else u.password_hash
+        try:  # slow on purpose, and outside any transaction
+            _hasher.verify(stored, password)
+        except (VerificationError, InvalidHashError):
+            return None
+        if info is None or info.disabled:
+            return None
+        if _hasher.check_needs_rehash(stored):
+            new_hash = _hasher.hash(password)
+            with self.store.session() as s:
+                s.execute(update(User).where(User.id == info.id).values(password_hash=new_hash))
+        return info
 
-    def issue_token(self, user_id: int, *, kind: str, name: str,
-                    ttl_s: float | None) -> tuple[str, TokenInfo]:
+    def issue_token(
+        self, user_id: int, *, kind: str, name: str, ttl_s: float | None
+    ) -> tuple[str, TokenInfo]:
         """A new token (returned once, in clear) and its record."""
         secret = new_secret()
         now = time.time()
         with self.store.session() as s:
-            t = Token(user_id=user_id, kind=kind, name=name, token_hash=token_hash(secret),
-                      created_at=now, expires_at=None if ttl_s is None else now + ttl_s)
+            t = Token(
+                user_id=user_id,
+                kind=kind,
+                name=name,
+                token_hash=token_hash(secret),
+                created_at=now,
+                expires_at=None if ttl_s is None else now + ttl_s,
+            )
             s.add(t)
             s.flush()
             user = s.get(User, user_id)
@@ -145,8 +159,9 @@ class Accounts:
         if not secret or len(secret) > 200:
             return None
         with self.store.session() as s:
-            row = s.execute(select(Token, User).join(User)
-                            .where(Token.token_hash == token_hash(secret))).first()
+            row = s.execute(
+                select(Token, User).join(User).where(Token.token_hash == token_hash(secret))
+            ).first()
             if row is None:
                 return None
             tok, user = row
@@ -163,14 +178,17 @@ class Accounts:
 
     def list_tokens(self, kind: str = "api") -> list[TokenInfo]:
         with self.store.session() as s:
-            rows = s.execute(select(Token, User.username).join(User)
-                             .where(Token.kind == kind).order_by(Token.id)).all()
-            return [TokenInfo(t.id, name, t.kind, t.name, t.created_at, t.expires_at)
-                    for t, name in rows]
+            rows = s.execute(
+                select(Token, User.username).join(User).where(Token.kind == kind).order_by(Token.id)
+            ).all()
+            return [
+                TokenInfo(t.id, name, t.kind, t.name, t.created_at, t.expires_at)
+                for t, name in rows
+            ]
 
     def delete_token(self, token_id: int) -> None:
         with self.store.session() as s:
-            if not s.execute(delete(Token).where(Token.id == token_id)).rowcount:
+            if not rowcount(s.execute(delete(Token).where(Token.id == token_id))):
                 raise NotFound(f"no token {token_id}")
 
     def bootstrap_admin(self, username: str, password: str | None) -> str | None:

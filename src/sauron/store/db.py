@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Engine, create_engine, delete, event, func, select, update
+from sqlalchemy import CursorResult, Engine, create_engine, delete, event, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
@@ -26,10 +26,15 @@ from sauron.codec import Person as WirePerson
 from sauron.config import StoreConfig
 from sauron.store import Conflict, NotFound, StoreError
 from sauron.store.migrations import migrate
-from sauron.store.models import Alert, AuditEntry, Person, Photo, Sighting, StoreMeta
+from sauron.store.models import Alert, AuditEntry, Person, Photo, Sighting, StoreMeta, Token
 from sauron.types import EMBEDDING_DIM
 
 log = logging.getLogger(__name__)
+
+
+def rowcount(result: Any) -> int:
+    """Rows a DELETE/UPDATE touched (typed access to CursorResult.rowcount)."""
+    return int(result.rowcount) if isinstance(result, CursorResult) else 0
 
 
 def embedding_bytes(vec: np.ndarray) -> bytes:
@@ -140,19 +145,36 @@ class PurgeCounts:
 
 
 def _person_info(p: Person) -> PersonInfo:
-    return PersonInfo(p.id, p.name, p.created_at, p.updated_at, tuple(
-        PhotoInfo(ph.id, ph.filename, ph.content_type, ph.width, ph.height, ph.created_at)
-        for ph in p.photos))
+    return PersonInfo(
+        p.id,
+        p.name,
+        p.created_at,
+        p.updated_at,
+        tuple(
+            PhotoInfo(ph.id, ph.filename, ph.content_type, ph.width, ph.height, ph.created_at)
+            for ph in p.photos
+        ),
+    )
 
 
 def _sighting_info(s: Sighting, has_snapshot: bool) -> SightingInfo:
-    return SightingInfo(s.id, s.camera, s.frame, s.ts, s.track, s.person, s.distance,
-                        (s.x0, s.y0, s.x1, s.y1), has_snapshot)
+    return SightingInfo(
+        s.id,
+        s.camera,
+        s.frame,
+        s.ts,
+        s.track,
+        s.person,
+        s.distance,
+        (s.x0, s.y0, s.x1, s.y1),
+        has_snapshot,
+    )
 
 
 def _alert_info(a: Alert, has_snapshot: bool) -> AlertInfo:
-    return AlertInfo(a.id, a.person, a.camera, a.started_at, a.last_seen_at, a.frames,
-                     a.distance, has_snapshot)
+    return AlertInfo(
+        a.id, a.person, a.camera, a.started_at, a.last_seen_at, a.frames, a.distance, has_snapshot
+    )
 
 
 def database_url(cfg: StoreConfig) -> str:
@@ -165,7 +187,7 @@ def database_url(cfg: StoreConfig) -> str:
 def _sqlite_pragmas(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def on_connect(dbapi_conn: Any, _record: Any) -> None:
-        dbapi_conn.isolation_level = None  # SQLAlchemy emits BEGIN itself (below)
+        dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (below)
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA journal_mode=WAL")
@@ -175,7 +197,10 @@ def _sqlite_pragmas(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN")
+        # IMMEDIATE: take the write lock up front. A deferred transaction that reads and
+        # then writes fails at once (SQLITE_BUSY_SNAPSHOT, no busy wait) when another
+        # connection wrote in between, e.g. the recorder; transactions here are short.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 class Store:
@@ -184,8 +209,9 @@ class Store:
     def __init__(self, url: str) -> None:
         self.url = url
         if url.startswith("sqlite"):
-            self.engine = create_engine(url, connect_args={"check_same_thread": False,
-                                                           "timeout": 10})
+            self.engine = create_engine(
+                url, connect_args={"check_same_thread": False, "timeout": 10}
+            )
             _sqlite_pragmas(self.engine)
         else:
             self.engine = create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=8)
@@ -226,13 +252,13 @@ class Store:
 
     def list_people(self) -> list[PersonInfo]:
         with self.session() as s:
-            rows = s.scalars(select(Person).options(selectinload(Person.photos))
-                             .order_by(Person.name))
+            rows = s.scalars(
+                select(Person).options(selectinload(Person.photos)).order_by(Person.name)
+            )
             return [_person_info(p) for p in rows]
 
     def _person(self, s: Session, name: str) -> Person:
-        p = s.scalar(select(Person).where(Person.name == name)
-                     .options(selectinload(Person.photos)))
+        p = s.scalar(select(Person).where(Person.name == name).options(selectinload(Person.photos)))
         if p is None:
             raise NotFound(f"no person named {name!r}")
         return p
@@ -246,10 +272,19 @@ class Store:
 
     @staticmethod
     def _photo_rows(photos: Sequence[NewPhoto], now: float) -> list[Photo]:
-        return [Photo(filename=ph.filename, content_type=ph.content_type,
-                      sha256=hashlib.sha256(ph.data).hexdigest(), data=ph.data,
-                      embedding=embedding_bytes(ph.embedding), width=ph.width,
-                      height=ph.height, created_at=now) for ph in photos]
+        return [
+            Photo(
+                filename=ph.filename,
+                content_type=ph.content_type,
+                sha256=hashlib.sha256(ph.data).hexdigest(),
+                data=ph.data,
+                embedding=embedding_bytes(ph.embedding),
+                width=ph.width,
+                height=ph.height,
+                created_at=now,
+            )
+            for ph in photos
+        ]
 
     def add_person(self, name: str, photos: Sequence[NewPhoto]) -> PersonInfo:
         if not photos:
@@ -257,8 +292,9 @@ class Store:
         now = time.time()
         try:
             with self.session() as s:
-                p = Person(name=name, created_at=now, updated_at=now,
-                           photos=self._photo_rows(photos, now))
+                p = Person(
+                    name=name, created_at=now, updated_at=now, photos=self._photo_rows(photos, now)
+                )
                 s.add(p)
                 s.flush()
                 return _person_info(p)
@@ -289,7 +325,7 @@ class Store:
 
     def delete_person(self, name: str) -> bool:
         with self.session() as s:
-            return bool(s.execute(delete(Person).where(Person.name == name)).rowcount)
+            return bool(rowcount(s.execute(delete(Person).where(Person.name == name))))
 
     def delete_photo(self, name: str, photo_id: int) -> PersonInfo:
         """Remove one photo; a person's last photo cannot go (delete the person)."""
@@ -307,21 +343,22 @@ class Store:
 
     def photo(self, photo_id: int) -> tuple[bytes, str] | None:
         with self.session() as s:
-            row = s.execute(select(Photo.data, Photo.content_type)
-                            .where(Photo.id == photo_id)).first()
+            row = s.execute(
+                select(Photo.data, Photo.content_type).where(Photo.id == photo_id)
+            ).first()
             return None if row is None else (row[0], row[1])
 
     def wire_person(self, name: str) -> WirePerson:
         """The person as matchers want it: the name and one embedding per photo."""
         with self.session() as s:
             p = self._person(s, name)
-            return WirePerson(name, np.stack([embedding_array(ph.embedding)
-                                              for ph in p.photos]))
+            return WirePerson(name, np.stack([embedding_array(ph.embedding) for ph in p.photos]))
 
     def wire_people(self) -> list[WirePerson]:
         with self.session() as s:
-            rows = s.execute(select(Person.name, Photo.embedding).join(Photo)
-                             .order_by(Person.name, Photo.id)).all()
+            rows = s.execute(
+                select(Person.name, Photo.embedding).join(Photo).order_by(Person.name, Photo.id)
+            ).all()
         by_name: dict[str, list[np.ndarray]] = {}
         for name, emb in rows:
             by_name.setdefault(name, []).append(embedding_array(emb))
@@ -331,17 +368,32 @@ class Store:
 
     def add_sightings(self, rows: Iterable[NewSighting]) -> list[int]:
         """Insert sightings; one already stored (same camera, time, face) is skipped."""
-        values = [{
-            "camera": r.camera, "frame": r.frame, "ts": r.ts, "face": r.face,
-            "track": r.track, "person": r.person, "distance": r.distance,
-            "x0": r.box[0], "y0": r.box[1], "x1": r.box[2], "y1": r.box[3],
-            "embedding": None if r.embedding is None else embedding_bytes(r.embedding),
-            "snapshot": r.snapshot} for r in rows]
+        values = [
+            {
+                "camera": r.camera,
+                "frame": r.frame,
+                "ts": r.ts,
+                "face": r.face,
+                "track": r.track,
+                "person": r.person,
+                "distance": r.distance,
+                "x0": r.box[0],
+                "y0": r.box[1],
+                "x1": r.box[2],
+                "y1": r.box[3],
+                "embedding": None if r.embedding is None else embedding_bytes(r.embedding),
+                "snapshot": r.snapshot,
+            }
+            for r in rows
+        ]
         if not values:
             return []
         ins = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
-        stmt = (ins(Sighting).on_conflict_do_nothing(
-            index_elements=["camera", "ts", "face"]).returning(Sighting.id))
+        stmt = (
+            ins(Sighting)
+            .on_conflict_do_nothing(index_elements=["camera", "ts", "face"])
+            .returning(Sighting.id)
+        )
         with self.session() as s:
             return [int(i) for i in s.scalars(stmt, values)]
 
@@ -362,16 +414,16 @@ class Store:
             q = q.where(Sighting.id < flt.before_id)
         q = q.order_by(Sighting.id.desc()).limit(limit)
         with self.session() as s:
-            return [_sighting_info(row, bool(has)) for row, has in s.execute(
-                q.execution_options(populate_existing=True)).all()]
+            return [_sighting_info(row, bool(has)) for row, has in s.execute(q).all()]
 
     def sightings_by_ids(self, ids: Sequence[int]) -> dict[int, SightingInfo]:
         out: dict[int, SightingInfo] = {}
         with self.session() as s:
             for start in range(0, len(ids), 500):
-                chunk = list(ids[start:start + 500])
-                for row, has in s.execute(select(Sighting, Sighting.snapshot.is_not(None))
-                                          .where(Sighting.id.in_(chunk))).all():
+                chunk = list(ids[start : start + 500])
+                for row, has in s.execute(
+                    select(Sighting, Sighting.snapshot.is_not(None)).where(Sighting.id.in_(chunk))
+                ).all():
                     out[row.id] = _sighting_info(row, bool(has))
         return out
 
@@ -379,16 +431,21 @@ class Store:
         with self.session() as s:
             return s.scalar(select(Sighting.snapshot).where(Sighting.id == sighting_id))
 
-    def embeddings_after(self, last_id: int, limit: int = 20000
-                         ) -> tuple[np.ndarray, np.ndarray]:
+    def embeddings_after(self, last_id: int, limit: int = 20000) -> tuple[np.ndarray, np.ndarray]:
         """(ids, (n, 128) float32) of embedded sightings with id > last_id, by id."""
         with self.session() as s:
-            rows = s.execute(select(Sighting.id, Sighting.embedding)
-                             .where(Sighting.id > last_id, Sighting.embedding.is_not(None))
-                             .order_by(Sighting.id).limit(limit)).all()
+            rows = s.execute(
+                select(Sighting.id, Sighting.embedding)
+                .where(Sighting.id > last_id, Sighting.embedding.is_not(None))
+                .order_by(Sighting.id)
+                .limit(limit)
+            ).all()
         ids = np.array([r[0] for r in rows], np.int64)
-        mat = (np.frombuffer(b"".join(r[1] for r in rows), "<f4")
-               .reshape(len(rows), EMBEDDING_DIM).astype(np.float32))
+        mat = (
+            np.frombuffer(b"".join(r[1] or b"" for r in rows), "<f4")
+            .reshape(len(rows), EMBEDDING_DIM)
+            .astype(np.float32)
+        )
         return ids, mat
 
     def min_sighting_id(self) -> int | None:
@@ -397,23 +454,41 @@ class Store:
 
     # --- alerts -------------------------------------------------------------------------
 
-    def add_alert(self, person: str, camera: str, ts: float, distance: float,
-                  snapshot: bytes | None) -> AlertInfo:
+    def add_alert(
+        self, person: str, camera: str, ts: float, distance: float, snapshot: bytes | None
+    ) -> AlertInfo:
         with self.session() as s:
-            a = Alert(person=person, camera=camera, started_at=ts, last_seen_at=ts, frames=1,
-                      distance=distance, snapshot=snapshot)
+            a = Alert(
+                person=person,
+                camera=camera,
+                started_at=ts,
+                last_seen_at=ts,
+                frames=1,
+                distance=distance,
+                snapshot=snapshot,
+            )
             s.add(a)
             s.flush()
             return _alert_info(a, snapshot is not None)
 
-    def extend_alert(self, alert_id: int, last_seen_at: float, frames: int,
-                     distance: float) -> None:
+    def extend_alert(
+        self, alert_id: int, last_seen_at: float, frames: int, distance: float
+    ) -> None:
         with self.session() as s:
-            s.execute(update(Alert).where(Alert.id == alert_id).values(
-                last_seen_at=last_seen_at, frames=frames, distance=distance))
+            s.execute(
+                update(Alert)
+                .where(Alert.id == alert_id)
+                .values(last_seen_at=last_seen_at, frames=frames, distance=distance)
+            )
 
-    def alerts(self, *, limit: int = 50, before_id: int | None = None,
-               person: str | None = None, camera: str | None = None) -> list[AlertInfo]:
+    def alerts(
+        self,
+        *,
+        limit: int = 50,
+        before_id: int | None = None,
+        person: str | None = None,
+        camera: str | None = None,
+    ) -> list[AlertInfo]:
         q = select(Alert, Alert.snapshot.is_not(None))
         if before_id is not None:
             q = q.where(Alert.id < before_id)
@@ -422,8 +497,10 @@ class Store:
         if camera:
             q = q.where(Alert.camera == camera)
         with self.session() as s:
-            return [_alert_info(a, bool(has)) for a, has in
-                    s.execute(q.order_by(Alert.id.desc()).limit(limit)).all()]
+            return [
+                _alert_info(a, bool(has))
+                for a, has in s.execute(q.order_by(Alert.id.desc()).limit(limit)).all()
+            ]
 
     def alert_snapshot(self, alert_id: int) -> bytes | None:
         with self.session() as s:
@@ -433,28 +510,39 @@ class Store:
 
     def audit(self, username: str, action: str, target: str, detail: str = "") -> None:
         with self.session() as s:
-            s.add(AuditEntry(ts=time.time(), username=username, action=action,
-                             target=target[:255], detail=detail))
+            s.add(
+                AuditEntry(
+                    ts=time.time(),
+                    username=username,
+                    action=action,
+                    target=target[:255],
+                    detail=detail,
+                )
+            )
 
-    def audit_log(self, *, limit: int = 100, before_id: int | None = None
-                  ) -> list[AuditInfo]:
+    def audit_log(self, *, limit: int = 100, before_id: int | None = None) -> list[AuditInfo]:
         q = select(AuditEntry)
         if before_id is not None:
             q = q.where(AuditEntry.id < before_id)
         with self.session() as s:
-            return [AuditInfo(a.id, a.ts, a.username, a.action, a.target, a.detail)
-                    for a in s.scalars(q.order_by(AuditEntry.id.desc()).limit(limit))]
+            return [
+                AuditInfo(a.id, a.ts, a.username, a.action, a.target, a.detail)
+                for a in s.scalars(q.order_by(AuditEntry.id.desc()).limit(limit))
+            ]
 
     # --- retention ----------------------------------------------------------------------
 
     def purge_before(self, cutoff: float) -> PurgeCounts:
         """Delete sightings (with their snapshots) and alerts older than ``cutoff``."""
-        from sauron.store.models import Token
-
         counts = PurgeCounts()
         with self.session() as s:
-            counts.sightings = s.execute(delete(Sighting).where(Sighting.ts < cutoff)).rowcount
-            counts.alerts = s.execute(delete(Alert).where(Alert.last_seen_at < cutoff)).rowcount
-            counts.tokens = s.execute(delete(Token).where(
-                Token.expires_at.is_not(None), Token.expires_at < time.time())).rowcount
+            counts.sightings = rowcount(s.execute(delete(Sighting).where(Sighting.ts < cutoff)))
+            counts.alerts = rowcount(s.execute(delete(Alert).where(Alert.last_seen_at < cutoff)))
+            counts.tokens = rowcount(
+                s.execute(
+                    delete(Token).where(
+                        Token.expires_at.is_not(None), Token.expires_at < time.time()
+                    )
+                )
+            )
         return counts

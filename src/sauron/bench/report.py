@@ -1,0 +1,307 @@
+"""The benchmark's JSON document, its targets, a text table and the figure."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from sauron import codec
+from sauron.types import Frame
+
+if TYPE_CHECKING:
+    from sauron.bench.pipeline import Bench
+
+log = logging.getLogger(__name__)
+
+SEED_FPS_PER_PROCESS = 2.0  # the seed's figure: 8 consumer processes gave 16 FPS
+
+
+def _by_workers(runs: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    return {str(r["workers"]): r for r in runs if r["name"] == name}
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 2) if a and b else None
+
+
+def _wire(bench: Bench) -> dict[str, Any]:
+    """Message sizes of one frame: the envelope against the seed's base64 JSON."""
+    from sauron.bench.seed import _np_to_json
+    from sauron.imaging import decode_jpeg
+
+    assert bench.workload is not None
+    jpegs = [bench.workload.jpeg(0, n) for n in range(0, len(bench.workload.clips[0]), 5)]
+    ours = [len(codec.encode_frame(Frame("cam", 0, 0.0, j))) for j in jpegs]
+    seed = len(
+        json.dumps({"camera": "cam", "number": 0, "ts": 0.0, **_np_to_json(decode_jpeg(jpegs[0]))})
+    )
+    return {
+        "frame_message_bytes": int(np.mean(ours)),
+        "seed_frame_message_bytes": seed,
+        "embedding_bytes_per_face": 128 * 4,
+        "seed_embedding_bytes_per_face": len(json.dumps([0.123456789] * 128)),
+    }
+
+
+def _target(
+    name: str, goal: str, measured: Any, reached: bool | None, note: str = ""
+) -> dict[str, Any]:
+    return {"target": name, "goal": goal, "measured": measured, "reached": reached, "note": note}
+
+
+def _targets(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    fps, floor = doc["pipeline_fps"], doc["floor_fps"]
+    one = fps.get("1")
+    if one:
+        share = round(one / floor, 3)
+        out.append(
+            _target(
+                "pipeline, 1 worker, vs the floor", ">= 0.90 of floor frames/s", share, share >= 0.9
+            )
+        )
+        per_core = round(one / SEED_FPS_PER_PROCESS, 1)
+        out.append(
+            _target(
+                "per core vs the seed's 2 FPS per process",
+                ">= 10x (an order of magnitude)",
+                per_core,
+                per_core >= 10,
+                "640x360 frames here, 400-px frames in the seed",
+            )
+        )
+    if one and fps.get("2"):
+        scale = round(fps["2"] / one, 2)
+        out.append(_target("2 workers vs 1 worker", ">= 1.8x", scale, scale >= 1.8))
+    if doc.get("seed_ratio"):
+        out.append(
+            _target(
+                "pipeline vs the seed's way, 1 worker, same run",
+                "reported",
+                doc["seed_ratio"],
+                None,
+            )
+        )
+    speed = doc.get("tracking_speedup")
+    if speed:
+        out.append(_target("tracking vs per-frame embedding (floor)", ">= 3x", speed, speed >= 3))
+        agree = doc["tracking"][doc["embedder"]]["agreement"]["names"]
+        out.append(
+            _target("same names as per-frame embedding", ">= 98% of frames", agree, agree >= 0.98)
+        )
+    dlib = doc.get("tracking", {}).get("dlib")
+    if dlib:
+        out.append(
+            _target(
+                "tracking vs per-frame, dlib embedder",
+                ">= 3x",
+                dlib["speedup"],
+                dlib["speedup"] is not None and dlib["speedup"] >= 3,
+            )
+        )
+    lat = doc["latency_ms"].get(str(doc["workers_max"]))
+    if lat:
+        out.append(
+            _target(
+                f"latency p50 at {doc['paced']['load']:.0%} load, Kafka",
+                "<= 100 ms",
+                lat["p50"],
+                lat["p50"] <= 100,
+            )
+        )
+        out.append(
+            _target(
+                f"latency p99 at {doc['paced']['load']:.0%} load, Kafka",
+                "<= 300 ms",
+                lat["p99"],
+                lat["p99"] <= 300,
+            )
+        )
+    return out
+
+
+def assemble(bench: Bench) -> dict[str, Any]:
+    """The JSON document of a run (field names are the benchmark's contract)."""
+    runs = [r.to_json() for r in bench.runs]
+    kafka = _by_workers(runs, "kafka")
+    embedded = _by_workers(runs, "embedded")
+    seed = _by_workers(runs, "seed")
+    main = kafka or embedded
+    pipeline_fps = {w: r["fps"] for w, r in main.items()}
+    paced = _by_workers(runs, "kafka-paced") or _by_workers(runs, "embedded-paced")
+    track = bench.out["tracking"][bench.embedder]
+    assert bench.workload is not None
+    doc: dict[str, Any] = {
+        "version": 1,
+        "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(bench.args).items()},
+        "machine": bench.out["machine"],
+        "seconds": bench.out.get("seconds"),
+        "embedder": bench.embedder,
+        "workers_max": bench.wmax,
+        "workload": {
+            "cameras": len(bench.cameras),
+            "size": [bench.workload.width, bench.workload.height],
+            "clips": len(bench.workload.clips),
+            "clip_frames": len(bench.workload.clips[0]),
+            "faces_per_frame": round(bench.workload.faces_per_frame, 2),
+        },
+        "pipeline_bus": "kafka" if kafka else "embedded",
+        "floor_fps": bench.floor_track.result.fps,
+        "floor_per_frame_fps": bench.floor_per.result.fps,
+        "pipeline_fps": pipeline_fps,
+        "embedded_fps": {w: r["fps"] for w, r in embedded.items()},
+        "per_frame_pipeline_fps": {
+            w: r["fps"] for w, r in _by_workers(runs, "kafka-per-frame").items()
+        },
+        "seed_baseline_fps": seed["1"]["fps"] if "1" in seed else None,
+        "seed_fps": {w: r["fps"] for w, r in seed.items()},
+        "seed_ratio": _ratio(pipeline_fps.get("1"), seed["1"]["fps"] if "1" in seed else None),
+        "tracking_speedup": track["speedup"],
+        "tracking": bench.out["tracking"],
+        "latency_ms": {
+            w: {k: r["latency_ms"].get(k) for k in ("p50", "p95", "p99")} for w, r in paced.items()
+        },
+        "paced": bench.out.get("paced", {}),
+        "wire": _wire(bench),
+        "failed_runs": bench.out.get("failed_runs", []),
+        "runs": runs,
+    }
+    doc["targets"] = _targets(doc)
+    return doc
+
+
+# ---- text ------------------------------------------------------------------------------
+
+
+def _fmt(x: Any, digits: int = 1) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return f"{x:.{digits}f}"
+    return str(x)
+
+
+def table(doc: dict[str, Any]) -> str:
+    """Markdown tables: every run, then the targets."""
+    head = (
+        "| run | workers | mode | cameras | frames | frames/s | p50 ms | p95 ms | p99 ms "
+        "| decode | detect | embed | match | draw | transport | cores used "
+        "| CPU ms/frame | peak RSS MB (worker / bench / broker) | lag max | undelivered |"
+    )
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in doc["runs"]:
+        s, lat, rss = r["stages_ms"], r["latency_ms"], r["peak_rss_mb"]
+        lag = r["lag"].get("consumer_lag_max", r["extra"].get("dropped"))
+        lines.append(
+            f"| {r['name']} | {r['workers']} | {r['mode']}"
+            + (f" {r['offered_fps']:.0f} fps" if r["offered_fps"] else "")
+            + f" | {r['cameras']} | {r['frames']} | {r['fps']:.1f} | {_fmt(lat.get('p50'))}"
+            f" | {_fmt(lat.get('p95'))} | {_fmt(lat.get('p99'))}"
+            + "".join(
+                f" | {_fmt(s.get(k))}"
+                for k in ("decode", "detect", "embed", "match", "draw", "transport")
+            )
+            + f" | {_fmt(r['cpu'].get('cores_used'), 2)} | {_fmt(r['cpu'].get('ms_per_frame'))}"
+            f" | {_fmt(rss.get('workers'), 0)} / {_fmt(rss.get('bench'), 0)}"
+            f" / {_fmt(rss.get('broker'), 0)} | {_fmt(lag)}"
+            f" | {_fmt(r['extra'].get('undelivered'))} |"
+        )
+    lines += ["", "| target | goal | measured | reached |", "|---|---|---|---|"]
+    for t in doc["targets"]:
+        mark = {True: "yes", False: "**no**", None: "-"}[t["reached"]]
+        lines.append(f"| {t['target']} | {t['goal']} | {t['measured']} | {mark} |")
+    return "\n".join(lines)
+
+
+# ---- figure ----------------------------------------------------------------------------
+
+
+def figure(doc: dict[str, Any], path: Path) -> None:
+    """Latency box plot against workers (log10 ms, as the seed's figure) and throughput."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 5.2))
+    paced = [
+        r for r in doc["runs"] if r["name"] in ("kafka-paced", "embedded-paced") and r["latency_ms"]
+    ]
+    stats, labels = [], []
+    for r in paced:
+        lat = r["latency_ms"]
+        stats.append(
+            {
+                "med": math.log10(lat["p50"]),
+                "q1": math.log10(lat["p25"]),
+                "q3": math.log10(lat["p75"]),
+                "whislo": math.log10(max(lat["p1"], 1)),
+                "whishi": math.log10(lat["p99"]),
+                "fliers": [],
+            }
+        )
+        bus = "Kafka" if r["name"] == "kafka-paced" else "embedded"
+        labels.append(f"{r['workers']} ({bus})\n{r['fps']:.0f} FPS")
+    if stats:
+        ax1.bxp(stats, showfliers=False, patch_artist=True, boxprops={"facecolor": "#7fc7af"})
+        ax1.set_xticks(range(1, len(labels) + 1), labels)
+    offered = doc.get("paced", {}).get("offered_fps")
+    ax1.axhline(math.log10(100), color="tab:green", ls=":", lw=1, label="100 ms")
+    ax1.axhline(math.log10(300), color="tab:red", ls=":", lw=1, label="300 ms")
+    ax1.set_xlabel("Number of detect workers (bus)")
+    ax1.set_ylabel("Latency capture -> annotated, log10 (ms)")
+    ax1.set_title(
+        f"Latency at a fixed offered load of {offered} FPS\n(boxes p25-p75, whiskers p1-p99)",
+        fontsize=10,
+    )
+    ax1.legend(loc="upper right", fontsize=8)
+
+    def series(name: str) -> tuple[list[int], list[float]]:
+        rows = sorted((r["workers"], r["fps"]) for r in doc["runs"] if r["name"] == name)
+        return [w for w, _ in rows], [f for _, f in rows]
+
+    floor = doc["floor_fps"]
+    ws = sorted({r["workers"] for r in doc["runs"] if r["name"] in ("kafka", "embedded")})
+    if ws:
+        ax2.plot(ws, [floor * w for w in ws], "k--", lw=1, label="floor x workers")
+    for name, style in (
+        ("kafka", "o-"),
+        ("embedded", "s-"),
+        ("seed", "v-"),
+        ("kafka-per-frame", "D"),
+    ):
+        x, y = series(name)
+        if x:
+            ax2.plot(x, y, style, label=name)
+            for xi, yi in zip(x, y, strict=True):
+                ax2.annotate(
+                    f"{yi:.0f}", (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=8
+                )
+    ax2.set_xlabel("Number of detect workers")
+    ax2.set_ylabel("Frames per second (640x360)")
+    ax2.set_title(
+        f"Throughput, {doc['embedder']} embedder; "
+        f"the seed's figure: {SEED_FPS_PER_PROCESS:g} FPS per process",
+        fontsize=10,
+    )
+    ax2.set_xticks(ws or [1])
+    ax2.set_ylim(bottom=0)
+    ax2.legend(fontsize=8)
+    fig.suptitle(
+        f"sauron bench pipeline on {doc['machine']['cpu']} ({doc['machine']['cores']} cores)",
+        fontsize=11,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def render(doc: dict[str, Any], png: Path) -> str:
+    png.parent.mkdir(parents=True, exist_ok=True)
+    figure(doc, png)
+    return table(doc)

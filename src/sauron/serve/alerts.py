@@ -1,0 +1,247 @@
+"""Alerts: one per appearance of a watched person on a camera, fanned out to every sink.
+
+An appearance is a run of frames of one camera that show the person, where a gap longer
+than ``alert_gap_s`` of capture time (a few missed detections do not count as leaving)
+ends the run: the next sighting after it is a new appearance and a new alert.
+
+Sinks: the open web pages (server-sent events, through a :class:`Broadcaster`), the Kafka
+alerts topic ``<prefix>.alerts`` (JSON, ``{"v": 1, ...}``, key = camera) and, when
+configured, a webhook that receives the same JSON by POST.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import queue
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+ALERT_SCHEMA_VERSION = 1
+
+
+@dataclass
+class Appearance:
+    person: str
+    camera: str
+    started_at: float
+    last_seen_at: float
+    frames: int
+    distance: float
+    alert_id: int | None = None
+    dirty: bool = False
+
+
+class AppearanceTracker:
+    """Groups sightings of (camera, person) into appearances."""
+
+    def __init__(self, gap_s: float) -> None:
+        self.gap_s = gap_s
+        self._open: dict[tuple[str, str], Appearance] = {}
+
+    def observe(
+        self, camera: str, person: str, ts: float, distance: float
+    ) -> tuple[Appearance, bool]:
+        """The appearance this sighting belongs to, and whether it starts a new one."""
+        key = (camera, person)
+        app = self._open.get(key)
+        if app is None or ts - app.last_seen_at > self.gap_s:
+            app = Appearance(person, camera, ts, ts, 1, distance)
+            self._open[key] = app
+            return app, True
+        app.frames += 1
+        app.last_seen_at = max(app.last_seen_at, ts)
+        app.distance = min(app.distance, distance)
+        app.dirty = True
+        return app, False
+
+    def dirty(self) -> list[Appearance]:
+        out = [a for a in self._open.values() if a.dirty]
+        for a in out:
+            a.dirty = False
+        return out
+
+    def close_idle(self, newest_ts: float) -> None:
+        """Forget appearances that ended (keeps memory bounded on long runs)."""
+        for key in [
+            k
+            for k, a in self._open.items()
+            if newest_ts - a.last_seen_at > 10 * self.gap_s and not a.dirty
+        ]:
+            del self._open[key]
+
+
+class Broadcaster:
+    """Hands events from any thread to every subscribed asyncio queue (SSE clients)."""
+
+    def __init__(self, queue_size: int = 100) -> None:
+        self.queue_size = queue_size
+        self._lock = threading.Lock()
+        self._subs: dict[asyncio.Queue[dict[str, Any]], asyncio.AbstractEventLoop] = {}
+
+    def subscribe(self) -> asyncio.Queue[dict[str, Any]]:
+        """Call from the event loop that will read the queue."""
+        q: asyncio.Queue[dict[str, Any]] = asyncio.Queue(self.queue_size)
+        with self._lock:
+            self._subs[q] = asyncio.get_running_loop()
+        return q
+
+    def unsubscribe(self, q: asyncio.Queue[dict[str, Any]]) -> None:
+        with self._lock:
+            self._subs.pop(q, None)
+
+    @property
+    def subscribers(self) -> int:
+        with self._lock:
+            return len(self._subs)
+
+    def publish(self, event: dict[str, Any]) -> None:
+        with self._lock:
+            subs = list(self._subs.items())
+        for q, loop in subs:
+            try:
+                loop.call_soon_threadsafe(_offer, q, event)
+            except RuntimeError:  # that loop is closed: its client is gone
+                self.unsubscribe(q)
+
+
+def _offer(q: asyncio.Queue[dict[str, Any]], event: dict[str, Any]) -> None:
+    if q.full():  # a slow client loses its oldest event, never blocks the others
+        q.get_nowait()
+    q.put_nowait(event)
+
+
+class Webhook(threading.Thread):
+    """POSTs alert JSON to a URL from a background thread, with a bounded queue."""
+
+    def __init__(self, url: str, *, timeout_s: float = 5.0, retries: int = 2) -> None:
+        super().__init__(name="alert-webhook", daemon=True)
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"webhook URL must be http:// or https://, but got {url!r}")
+        self.url = url
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self.queue: queue.Queue[dict[str, Any] | None] = queue.Queue(1000)
+        self.sent = 0
+        self.failed = 0
+
+    def submit(self, event: dict[str, Any]) -> None:
+        try:
+            self.queue.put_nowait(event)
+        except queue.Full:
+            self.failed += 1
+            log.warning("webhook queue full, alert %s not sent", event.get("id"))
+
+    def _post(self, event: dict[str, Any]) -> bool:
+        body = json.dumps(event).encode()
+        req = urllib.request.Request(
+            self.url, data=body, method="POST", headers={"Content-Type": "application/json"}
+        )
+        for attempt in range(self.retries + 1):
+            try:
+                with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
+                    if 200 <= resp.status < 300:
+                        return True
+            except (urllib.error.URLError, OSError) as exc:
+                log.warning("webhook %s: attempt %d failed: %s", self.url, attempt + 1, exc)
+        return False
+
+    def run(self) -> None:
+        while True:
+            event = self.queue.get()
+            if event is None:
+                return
+            if self._post(event):
+                self.sent += 1
+            else:
+                self.failed += 1
+
+    def stop(self) -> None:
+        self.queue.put(None)
+
+
+class AlertDispatcher:
+    """Sends every new alert to the pages, Kafka and the webhook (those configured)."""
+
+    def __init__(
+        self,
+        broadcaster: Broadcaster,
+        *,
+        webhook: Webhook | None = None,
+        kafka: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.broadcaster = broadcaster
+        self.webhook = webhook
+        self.kafka = kafka
+        self.sent = 0
+
+    def publish(self, event: dict[str, Any]) -> None:
+        event = {"v": ALERT_SCHEMA_VERSION, "type": "alert", **event}
+        self.sent += 1
+        if self.kafka is not None:
+            try:
+                self.kafka(event)
+            except Exception:  # a broker hiccup must not stop pages and webhook
+                log.exception("alert %s not published to Kafka", event.get("id"))
+        else:
+            self.broadcaster.publish(event)
+        if self.webhook is not None:
+            self.webhook.submit(event)
+
+    def close(self) -> None:
+        if self.webhook is not None and self.webhook.is_alive():
+            self.webhook.stop()
+            self.webhook.join(10)
+
+
+def alert_event(
+    alert_id: int, person: str, camera: str, ts: float, distance: float, frames: int = 1
+) -> dict[str, Any]:
+    return {
+        "id": alert_id,
+        "person": person,
+        "camera": camera,
+        "ts": ts,
+        "distance": round(float(distance), 4),
+        "frames": frames,
+        "snapshot_url": f"/api/alerts/{alert_id}/snapshot.jpg",
+    }
+
+
+def kafka_alert_sink(settings: Any) -> Callable[[dict[str, Any]], None]:
+    """Publishes alert events to ``<prefix>.alerts`` (created if missing)."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from sauron.bus.kafka import client_config, make_producer
+
+    topic = settings.topics.name("alerts")
+    admin = AdminClient(client_config(settings.bus))
+    if topic not in admin.list_topics(timeout=settings.bus.connect_timeout_s).topics:
+        for fut in admin.create_topics(
+            [
+                NewTopic(
+                    topic,
+                    num_partitions=1,
+                    replication_factor=settings.topics.replication,
+                    config={"retention.ms": str(30 * 86_400_000)},
+                )
+            ]
+        ).values():
+            try:
+                fut.result()
+            except Exception as exc:  # created meanwhile by another server
+                log.debug("alerts topic: %s", exc)
+    producer = make_producer(settings.bus)
+
+    def send(event: dict[str, Any]) -> None:
+        producer.produce(topic, key=str(event["camera"]), value=json.dumps(event).encode())
+        producer.poll(0)
+
+    return send

@@ -1,0 +1,119 @@
+"""The FastAPI application factory: routes, limits, headers and the operator's pages.
+
+``create_app(ctx)`` takes everything the routes use in one :class:`WebContext`, so tests
+and ``sauron run``/``sauron web`` build the app the same way. The pages (``static/``)
+are plain HTML/JS/CSS served by the app itself and use the same JSON API
+(OpenAPI document at ``/api/openapi.json``, browsable at ``/api/docs``).
+"""
+
+from __future__ import annotations
+
+import logging
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from sauron import __version__
+from sauron.serve.web import auth, routes_history, routes_live, routes_watchlist
+from sauron.serve.web.context import WebContext
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(str(resources.files("sauron.serve.web") / "static"))
+
+_SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (
+        b"content-security-policy",
+        b"default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
+        b"connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+    ),
+]
+
+
+class BodyLimit:
+    """Refuses a request body over ``max_bytes`` with 413, before it is parsed: by its
+    Content-Length when given, else by counting the chunks as they arrive."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        too_big = JSONResponse(
+            {"detail": f"the request is too large: the limit is {self.max_bytes} bytes"},
+            status_code=413,
+        )
+        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+            await too_big(scope, receive, send)
+            return
+        seen = 0
+        started = False
+
+        async def limited() -> Message:
+            nonlocal seen
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _TooLarge
+            return msg
+
+        async def tracking_send(msg: Message) -> None:
+            nonlocal started
+            if msg["type"] == "http.response.start":
+                started = True
+                msg = {**msg, "headers": [*msg.get("headers", []), *_SECURITY_HEADERS]}
+            await send(msg)
+
+        try:
+            await self.app(scope, limited, tracking_send)
+        except _TooLarge:
+            if not started:
+                await too_big(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def create_app(ctx: WebContext) -> FastAPI:
+    app = FastAPI(
+        title="Sauron",
+        version=__version__,
+        description="Live camera views, watchlist, alerts, history and search by "
+        "photo. Authenticate with `Authorization: Bearer <token>` (POST "
+        "/api/login or an API token from POST /api/tokens).",
+        openapi_url="/api/openapi.json",
+        docs_url="/api/docs",
+        redoc_url=None,
+    )
+    app.state.ctx = ctx
+    for router in (auth.router, routes_watchlist.router, routes_live.router, routes_history.router):
+        app.include_router(router)
+
+    @app.get("/api/health", tags=["meta"])
+    def health() -> dict[str, Any]:
+        return {"ok": True, "version": __version__, "cameras": len(ctx.hub.cameras())}
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-store"})
+
+    max_bytes = int(ctx.settings.web.max_upload_mb * 1024 * 1024)
+    app.add_middleware(BodyLimit, max_bytes=max_bytes)
+    return app

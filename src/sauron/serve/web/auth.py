@@ -1,0 +1,269 @@
+"""Authentication and accounts: log-in sessions, API tokens, roles, the audit log.
+
+Every route but ``/api/login`` and ``/api/health`` needs a token: ``Authorization:
+Bearer <token>`` (API tokens, scripts) or the ``sauron_session`` cookie set by log-in
+(the pages; HttpOnly, SameSite=Strict). A request that writes with the cookie must also
+send ``X-Requested-With: sauron``, which a cross-site form cannot (CSRF). Viewers may
+watch, read history and search; admins also change the watchlist and accounts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
+from pydantic import BaseModel, Field
+
+from sauron.config import check_name
+from sauron.serve.web.context import WebContext, get_context
+from sauron.store import Conflict, NotFound
+from sauron.store.accounts import Principal, Role
+
+log = logging.getLogger(__name__)
+
+SESSION_COOKIE = "sauron_session"
+CSRF_HEADER = "x-requested-with"
+_SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+
+Ctx = Annotated[WebContext, Depends(get_context)]
+
+
+def _unauthorized(detail: str) -> HTTPException:
+    return HTTPException(
+        status.HTTP_401_UNAUTHORIZED, detail, headers={"WWW-Authenticate": "Bearer"}
+    )
+
+
+def current_principal(request: Request, ctx: Ctx) -> Principal:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    from_cookie = False
+    if scheme.lower() == "bearer" and token:
+        token = token.strip()
+    else:
+        token = request.cookies.get(SESSION_COOKIE, "")
+        from_cookie = True
+    if not token:
+        raise _unauthorized("not logged in: send a bearer token or log in")
+    principal = ctx.accounts.authenticate(token)
+    if principal is None:
+        raise _unauthorized("token unknown or expired: log in again")
+    if (
+        from_cookie
+        and request.method not in _SAFE_METHODS
+        and request.headers.get(CSRF_HEADER) != "sauron"
+    ):
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            f"cookie-authenticated writes need the header {CSRF_HEADER}: sauron",
+        )
+    return principal
+
+
+def require_admin(p: Annotated[Principal, Depends(current_principal)]) -> Principal:
+    if not p.is_admin:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "this needs the admin role")
+    return p
+
+
+Viewer = Annotated[Principal, Depends(current_principal)]
+Admin = Annotated[Principal, Depends(require_admin)]
+
+
+def audit(
+    ctx: WebContext, who: Principal | str, action: str, target: str, **detail: object
+) -> None:
+    name = who if isinstance(who, str) else who.username
+    ctx.store.audit(name, action, target, json.dumps(detail, default=str) if detail else "")
+
+
+class LoginRequest(BaseModel):
+    username: str = Field(max_length=64)
+    password: str = Field(max_length=1024)
+
+
+class SessionOut(BaseModel):
+    username: str
+    role: Role
+    token: str | None = Field(default=None, description="Also usable as a bearer token")
+    expires_at: float | None = None
+
+
+class UserIn(BaseModel):
+    username: str = Field(max_length=64)
+    password: str = Field(min_length=10, max_length=1024)
+    role: Role = "viewer"
+
+
+class UserOut(BaseModel):
+    username: str
+    role: Role
+    disabled: bool
+    created_at: float
+
+
+class TokenIn(BaseModel):
+    name: str = Field(max_length=64)
+    username: str | None = Field(default=None, description="Whose token; default: the caller")
+    days: float | None = Field(90.0, gt=0, le=3650, description="None = never expires")
+
+
+class TokenOut(BaseModel):
+    id: int
+    username: str
+    name: str
+    created_at: float
+    expires_at: float | None
+    token: str | None = Field(default=None, description="Shown once, when created")
+
+
+class AuditOut(BaseModel):
+    id: int
+    ts: float
+    username: str
+    action: str
+    target: str
+    detail: str
+
+
+router = APIRouter(prefix="/api", tags=["auth"])
+
+
+@router.post("/login", response_model=SessionOut)
+def login(body: LoginRequest, response: Response, request: Request, ctx: Ctx) -> SessionOut:
+    if ctx.login_guard.blocked(body.username):
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            "too many failed log-ins for this user; wait a few minutes",
+        )
+    user = ctx.accounts.check_password(body.username, body.password)
+    if user is None:
+        ctx.login_guard.failed(body.username)
+        audit(
+            ctx,
+            body.username[:64],
+            "login_failed",
+            body.username[:64],
+            client=request.client.host if request.client else None,
+        )
+        raise _unauthorized("wrong user name or password")
+    ctx.login_guard.succeeded(body.username)
+    ttl = ctx.settings.web.session_hours * 3600
+    token, info = ctx.accounts.issue_token(user.id, kind="session", name="web", ttl_s=ttl)
+    response.set_cookie(
+        SESSION_COOKIE,
+        token,
+        max_age=int(ttl),
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path="/",
+    )
+    audit(ctx, user.username, "login", user.username)
+    return SessionOut(
+        username=user.username, role=user.role, token=token, expires_at=info.expires_at
+    )
+
+
+@router.post("/logout", status_code=204)
+def logout(request: Request, response: Response, ctx: Ctx, _p: Viewer) -> None:
+    token = request.cookies.get(SESSION_COOKIE)
+    if token:
+        ctx.accounts.revoke(token)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+
+
+@router.get("/me", response_model=SessionOut)
+def me(p: Viewer) -> SessionOut:
+    return SessionOut(username=p.username, role=p.role)
+
+
+@router.get("/users", response_model=list[UserOut], tags=["admin"])
+def list_users(ctx: Ctx, _p: Admin) -> list[UserOut]:
+    return [
+        UserOut(username=u.username, role=u.role, disabled=u.disabled, created_at=u.created_at)
+        for u in ctx.accounts.list_users()
+    ]
+
+
+@router.post("/users", response_model=UserOut, status_code=201, tags=["admin"])
+def create_user(body: UserIn, ctx: Ctx, p: Admin) -> UserOut:
+    try:
+        check_name(body.username, "user name")
+        u = ctx.accounts.create_user(body.username, body.password, body.role)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
+    except Conflict as exc:
+        raise HTTPException(409, str(exc)) from None
+    audit(ctx, p, "create_user", u.username, role=u.role)
+    return UserOut(username=u.username, role=u.role, disabled=u.disabled, created_at=u.created_at)
+
+
+@router.delete("/users/{username}", status_code=204, tags=["admin"])
+def delete_user(username: str, ctx: Ctx, p: Admin) -> None:
+    if username == p.username:
+        raise HTTPException(409, "you cannot delete your own account")
+    try:
+        ctx.accounts.delete_user(username)
+    except NotFound as exc:
+        raise HTTPException(404, str(exc)) from None
+    audit(ctx, p, "delete_user", username)
+
+
+@router.get("/tokens", response_model=list[TokenOut], tags=["admin"])
+def list_tokens(ctx: Ctx, _p: Admin) -> list[TokenOut]:
+    return [
+        TokenOut(
+            id=t.id,
+            username=t.username,
+            name=t.name,
+            created_at=t.created_at,
+            expires_at=t.expires_at,
+        )
+        for t in ctx.accounts.list_tokens("api")
+    ]
+
+
+@router.post("/tokens", response_model=TokenOut, status_code=201, tags=["admin"])
+def create_token(body: TokenIn, ctx: Ctx, p: Admin) -> TokenOut:
+    """An API token (shown once) for ``username``, by default the calling admin."""
+    user_id = p.user_id
+    if body.username and body.username != p.username:
+        user = next((u for u in ctx.accounts.list_users() if u.username == body.username), None)
+        if user is None:
+            raise HTTPException(404, f"no user {body.username!r}")
+        user_id = user.id
+    token, t = ctx.accounts.issue_token(
+        user_id, kind="api", name=body.name, ttl_s=None if body.days is None else body.days * 86400
+    )
+    audit(ctx, p, "create_token", body.name, expires_at=t.expires_at)
+    return TokenOut(
+        id=t.id,
+        username=t.username,
+        name=t.name,
+        created_at=t.created_at,
+        expires_at=t.expires_at,
+        token=token,
+    )
+
+
+@router.delete("/tokens/{token_id}", status_code=204, tags=["admin"])
+def delete_token(token_id: int, ctx: Ctx, p: Admin) -> None:
+    try:
+        ctx.accounts.delete_token(token_id)
+    except NotFound as exc:
+        raise HTTPException(404, str(exc)) from None
+    audit(ctx, p, "delete_token", str(token_id))
+
+
+@router.get("/audit", response_model=list[AuditOut], tags=["admin"])
+def audit_log(ctx: Ctx, _p: Admin, limit: int = 100, before: int | None = None) -> list[AuditOut]:
+    limit = max(1, min(limit, 1000))
+    return [
+        AuditOut(
+            id=a.id, ts=a.ts, username=a.username, action=a.action, target=a.target, detail=a.detail
+        )
+        for a in ctx.store.audit_log(limit=limit, before_id=before)
+    ]

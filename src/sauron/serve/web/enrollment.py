@@ -1,0 +1,178 @@
+"""Checking uploaded photos and keeping running matchers in step with the store.
+
+A photo is refused, with the reason, when it is too large, not an image, a decompression
+bomb, corrupt, or holds no face, several faces, or a face too small to be useful (the
+checks of :mod:`sauron.match.enroll`). An accepted photo is stored re-encoded as JPEG
+(upright, at most 1024 px, no EXIF), never as the bytes that were sent.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import unicodedata
+from pathlib import Path
+
+import numpy as np
+
+from sauron.codec import Person as WirePerson
+from sauron.config import Settings
+from sauron.imaging import encode_jpeg, resize_max_width
+from sauron.match.enroll import EnrollError, load_photo, photo_embedding
+from sauron.match.watchlist import Watchlist
+from sauron.store.db import NewPhoto, Store
+
+log = logging.getLogger(__name__)
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._ -]+")
+# HOG finds faces down to ~80 px; upsampling halves that each time. Upsample a photo as
+# long as it stays under this many pixels, so faces of 20-40 px are found and refused as
+# too small rather than reported as missing.
+_UPSAMPLE_PIXELS = 8_000_000
+STORED_PHOTO_WIDTH = 1024
+
+
+def safe_filename(name: str | None) -> str:
+    """A display name for an uploaded file: no directories, no control characters."""
+    base = (name or "").replace("\\", "/").rsplit("/", 1)[-1]
+    base = unicodedata.normalize("NFKC", base)
+    base = _UNSAFE.sub("_", base).strip(" .")[:100]
+    return base or "photo"
+
+
+class Enroller:
+    """Turns uploaded bytes into a checked :class:`NewPhoto` (loads the models lazily)."""
+
+    def __init__(self, settings: Settings, max_photo_bytes: int) -> None:
+        self.embedder = settings.detect.embedder
+        self.max_photo_bytes = max_photo_bytes
+        self._lock = threading.Lock()
+        self._models: dict[int, object] = {}
+
+    def _model(self, upsample: int) -> object:
+        from sauron.detect.models import FaceModel
+
+        if upsample not in self._models:
+            self._models[upsample] = FaceModel(embedder=self.embedder, upsample=upsample)
+        return self._models[upsample]
+
+    def embedding(
+        self, data: bytes, source: str, *, largest: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(upright RGB image, 128-d embedding) of the one face in a photo."""
+        if len(data) > self.max_photo_bytes:
+            raise EnrollError(
+                f"{source}: the file is too large ({len(data)} bytes, the "
+                f"limit is {self.max_photo_bytes})"
+            )
+        rgb = load_photo(data, source)
+        pixels = rgb.shape[0] * rgb.shape[1]
+        upsample = 0
+        while upsample < 2 and pixels * 4 ** (upsample + 1) <= _UPSAMPLE_PIXELS:
+            upsample += 1
+        with self._lock:
+            model = self._model(upsample)
+            emb = photo_embedding(model, rgb, largest=largest, source=source)  # type: ignore[arg-type]
+        return rgb, np.asarray(emb, np.float32)
+
+    def check(self, data: bytes, filename: str | None) -> NewPhoto:
+        name = safe_filename(filename)
+        rgb, emb = self.embedding(data, name)
+        bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+        small = resize_max_width(bgr, STORED_PHOTO_WIDTH)
+        return NewPhoto(
+            filename=name,
+            content_type="image/jpeg",
+            data=encode_jpeg(np.ascontiguousarray(small), 90),
+            embedding=emb,
+            width=int(small.shape[1]),
+            height=int(small.shape[0]),
+        )
+
+
+class WatchlistSync:
+    """Pushes store changes to every running matcher.
+
+    Embedded: the pipeline's in-memory :class:`Watchlist` objects (attached by the
+    pipeline hook). Kafka: the compacted watchlist topic every matcher follows.
+    """
+
+    def __init__(self, settings: Settings, store: Store) -> None:
+        self.settings = settings
+        self.store = store
+        self.kafka = settings.bus.type == "kafka"
+        self._lock = threading.Lock()
+        self._local: list[Watchlist] = []
+
+    def attach(self, watchlist: Watchlist) -> None:
+        """A running embedded matcher's watchlist: fill it from the store, keep it in step."""
+        with self._lock:
+            self._local.append(watchlist)
+        self.reconcile()
+
+    def reconcile(self) -> None:
+        """Add store people missing from attached watchlists (e.g. after a folder reload)."""
+        with self._lock:
+            local = list(self._local)
+        if not local:
+            return
+        people = self.store.wire_people()
+        for wl in local:
+            have = set(wl.names)
+            for p in people:
+                if p.name not in have:
+                    wl.upsert(p)
+
+    def upsert(self, person: WirePerson) -> None:
+        if self.kafka:
+            from sauron.match.worker import publish_person
+
+            publish_person(self.settings, person, person.name)
+        with self._lock:
+            for wl in self._local:
+                wl.upsert(person)
+
+    def remove(self, name: str) -> None:
+        if self.kafka:
+            from sauron.match.worker import publish_person
+
+            publish_person(self.settings, None, name)
+        with self._lock:
+            for wl in self._local:
+                wl.remove(name)
+        folder = self.settings.match.watchlist
+        if folder is not None and (Path(folder) / name).is_dir():
+            from sauron.match.enroll import remove_from_dir
+
+            remove_from_dir(Path(folder), name)  # or the folder watcher would bring it back
+
+    def publish_all(self) -> None:
+        """Kafka: (re)announce every stored person, e.g. at start-up."""
+        if self.kafka:
+            for p in self.store.wire_people():
+                self.upsert(p)
+
+
+def import_watchlist_dir(store: Store, enroller: Enroller, root: Path) -> list[str]:
+    """Copy people of a watchlist folder that the store lacks into the store."""
+    from sauron.match.enroll import person_photos
+
+    added = []
+    have = {p.name for p in store.list_people()}
+    for folder in sorted(p for p in Path(root).iterdir() if p.is_dir()):
+        if folder.name in have:
+            continue
+        photos = []
+        for path in person_photos(folder):
+            try:
+                photos.append(enroller.check(path.read_bytes(), path.name))
+            except (EnrollError, OSError) as exc:
+                log.warning("watchlist import: skipping %s: %s", path, exc)
+        if photos:
+            try:
+                store.add_person(folder.name, photos)
+                added.append(folder.name)
+            except Exception as exc:  # a name the store refuses; keep importing the rest
+                log.warning("watchlist import: %s not imported: %s", folder.name, exc)
+    return added

@@ -1,0 +1,175 @@
+"""The live hub: the newest annotated frame of every camera, its rate, delay and state.
+
+Fed from any thread (the embedded pipeline's ``on_result`` callback, or a Kafka tail of
+the annotated topic); read by the MJPEG streams and the status events on the event
+loop. Frames are shown in frame order: a frame older than the one on screen (frame
+partitioning delivers out of order) is skipped rather than shown late, except with a
+later capture time, which is a camera restart numbering its frames from 0 again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import statistics
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from sauron.imaging import decode_jpeg, encode_jpeg
+from sauron.store.snapshots import blur_boxes
+from sauron.types import Result
+
+log = logging.getLogger(__name__)
+
+_WINDOW_S = 5.0
+
+
+@dataclass
+class _Feed:
+    name: str
+    result: Result | None = None
+    number: int = -1
+    version: int = 0
+    last_seen: float = 0.0  # time.monotonic() of the last frame
+    arrivals: deque[float] = field(default_factory=lambda: deque(maxlen=600))
+    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=50))
+    skipped: int = 0
+    jpeg: bytes = b""
+    jpeg_version: int = -1
+
+
+class LiveHub:
+    def __init__(
+        self, *, privacy_blur: bool = False, stale_after_s: float = 5.0, quality: int = 80
+    ) -> None:
+        self.privacy_blur = privacy_blur
+        self.stale_after_s = stale_after_s
+        self.quality = quality
+        self._lock = threading.Lock()
+        self._feeds: dict[str, _Feed] = {}
+        self._waiters: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
+
+    def register(self, camera: str) -> None:
+        """A camera that should be listed even before its first frame."""
+        with self._lock:
+            self._feeds.setdefault(camera, _Feed(camera))
+
+    def cameras(self) -> list[str]:
+        with self._lock:
+            return sorted(self._feeds)
+
+    def add(self, result: Result) -> None:
+        """A processed frame (the pipeline's ``on_result`` callback); any thread."""
+        cam, num = result.frame.camera, result.frame.number
+        now = time.monotonic()
+        with self._lock:
+            feed = self._feeds.setdefault(cam, _Feed(cam))
+            # An older number captured earlier is a late frame; captured later, a camera
+            # that restarted and numbers from 0 again.
+            shown_at = feed.result.frame.captured_at if feed.result is not None else 0.0
+            if num <= feed.number and result.frame.captured_at <= shown_at:
+                feed.skipped += 1
+                return
+            feed.result, feed.number, feed.last_seen = result, num, now
+            feed.version += 1
+            feed.arrivals.append(now)
+            feed.latencies.append(result.latency_ms)
+            waiters = list(self._waiters.get(cam, ()))
+        for loop, event in waiters:
+            with contextlib.suppress(RuntimeError):  # loop closed: that viewer is gone
+                loop.call_soon_threadsafe(event.set)
+
+    def status(self) -> list[dict[str, Any]]:
+        """Per camera: state (live/stopped/waiting), frames/s, latency, names in view."""
+        now = time.monotonic()
+        out = []
+        with self._lock:
+            feeds = list(self._feeds.values())
+            for f in feeds:
+                recent = [t for t in f.arrivals if now - t <= _WINDOW_S]
+                if f.result is None:
+                    state = "waiting"
+                elif now - f.last_seen > self.stale_after_s:
+                    state = "stopped"
+                else:
+                    state = "live"
+                span = min(_WINDOW_S, now - recent[0]) if len(recent) > 1 else 0.0
+                fps = (len(recent) - 1) / span if span > 0 else 0.0
+                names = sorted({n for n in f.result.detections.names if n}) if f.result else []
+                out.append(
+                    {
+                        "camera": f.name,
+                        "state": state,
+                        "fps": round(fps, 1),
+                        "latency_ms": round(statistics.median(f.latencies), 1)
+                        if f.latencies
+                        else None,
+                        "frame": f.number if f.result else None,
+                        "last_seen_s": round(now - f.last_seen, 1) if f.result else None,
+                        "faces": len(f.result.detections) if f.result else 0,
+                        "names": names if state == "live" else [],
+                        "skipped": f.skipped,
+                    }
+                )
+        return sorted(out, key=lambda d: d["camera"])
+
+    def _render(self, result: Result) -> bytes:
+        if not self.privacy_blur:
+            return result.annotated_jpeg or result.frame.jpeg
+        from sauron.match.stage import draw
+
+        det = result.detections
+        unknown = [
+            tuple(int(v) for v in box)
+            for box, name in zip(det.xyxy.tolist(), det.names, strict=True)
+            if name is None
+        ]
+        bgr = decode_jpeg(result.frame.jpeg)
+        bgr = blur_boxes(bgr, unknown)  # type: ignore[arg-type]
+        return encode_jpeg(draw(bgr, det), self.quality)
+
+    def latest(self, camera: str) -> tuple[int, bytes] | None:
+        """(version, JPEG) of the camera's newest frame, privacy-blurred if configured."""
+        with self._lock:
+            feed = self._feeds.get(camera)
+            if feed is None or feed.result is None:
+                return None
+            if feed.jpeg_version == feed.version:
+                return feed.version, feed.jpeg
+            version, result = feed.version, feed.result
+        jpeg = self._render(result)
+        with self._lock:
+            if feed.version == version:
+                feed.jpeg, feed.jpeg_version = jpeg, version
+        return version, jpeg
+
+    async def frames(self, camera: str, max_fps: float) -> AsyncIterator[bytes]:
+        """Each new frame of a camera as it arrives, at most ``max_fps`` a second."""
+        loop = asyncio.get_running_loop()
+        event = asyncio.Event()
+        key = (loop, event)
+        with self._lock:
+            self._waiters.setdefault(camera, set()).add(key)
+        try:
+            sent = -1
+            while True:
+                event.clear()  # before looking, so a frame added meanwhile wakes us
+                got = self.latest(camera)
+                if got is not None and got[0] != sent:
+                    sent = got[0]
+                    yield got[1]
+                    await asyncio.sleep(1.0 / max_fps)
+                    continue
+                try:
+                    await asyncio.wait_for(event.wait(), timeout=5.0)
+                except TimeoutError:
+                    if got is not None:  # keep the connection alive on a stopped camera
+                        yield got[1]
+        finally:
+            with self._lock:
+                self._waiters.get(camera, set()).discard(key)

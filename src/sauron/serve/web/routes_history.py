@@ -1,0 +1,200 @@
+"""History: sightings and alerts with snapshots, paginated; search by photo."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, HTTPException, Query, Response, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel
+
+from sauron.match.enroll import EnrollError
+from sauron.serve.web.auth import Ctx, Viewer, audit
+from sauron.serve.web.enrollment import safe_filename
+from sauron.store.db import AlertInfo, SightingFilter, SightingInfo
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/api", tags=["history"])
+MAX_PAGE = 500
+
+
+class SightingOut(BaseModel):
+    id: int
+    camera: str
+    frame: int
+    ts: float
+    track: int
+    person: str | None
+    distance: float | None
+    box: tuple[int, int, int, int]
+    snapshot_url: str | None
+
+
+class SightingPage(BaseModel):
+    items: list[SightingOut]
+    next_before: int | None
+
+
+class AlertOut(BaseModel):
+    id: int
+    person: str
+    camera: str
+    ts: float
+    last_seen_at: float
+    frames: int
+    distance: float
+    snapshot_url: str | None
+
+
+class SearchHit(SightingOut):
+    query_distance: float
+
+
+class SearchOut(BaseModel):
+    total: int
+    searched: int
+    took_ms: float
+    tolerance: float
+    items: list[SearchHit]
+
+
+def sighting_out(s: SightingInfo) -> SightingOut:
+    return SightingOut(
+        id=s.id,
+        camera=s.camera,
+        frame=s.frame,
+        ts=s.ts,
+        track=s.track,
+        person=s.person,
+        distance=s.distance,
+        box=s.box,
+        snapshot_url=f"/api/sightings/{s.id}/snapshot.jpg" if s.has_snapshot else None,
+    )
+
+
+def alert_out(a: AlertInfo) -> AlertOut:
+    return AlertOut(
+        id=a.id,
+        person=a.person,
+        camera=a.camera,
+        ts=a.started_at,
+        last_seen_at=a.last_seen_at,
+        frames=a.frames,
+        distance=a.distance,
+        snapshot_url=f"/api/alerts/{a.id}/snapshot.jpg" if a.has_snapshot else None,
+    )
+
+
+def _jpeg(data: bytes | None, what: str) -> Response:
+    if data is None:
+        raise HTTPException(404, f"no snapshot for {what}")
+    return Response(
+        data,
+        media_type="image/jpeg",
+        headers={"Cache-Control": "private, max-age=86400", "X-Content-Type-Options": "nosniff"},
+    )
+
+
+@router.get("/sightings", response_model=SightingPage)
+def sightings(
+    ctx: Ctx,
+    _p: Viewer,
+    person: str | None = None,
+    camera: str | None = None,
+    since: Annotated[float | None, Query(description="Unix time, inclusive")] = None,
+    until: Annotated[float | None, Query(description="Unix time, exclusive")] = None,
+    named: bool = False,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+    before: Annotated[int | None, Query(description="next_before of the previous page")] = None,
+) -> SightingPage:
+    """Face sightings, newest first, filtered by person, camera and capture time."""
+    rows = ctx.store.sightings(
+        SightingFilter(
+            person=person or None,
+            camera=camera or None,
+            since=since,
+            until=until,
+            named_only=named,
+            before_id=before,
+        ),
+        limit=limit,
+    )
+    return SightingPage(
+        items=[sighting_out(s) for s in rows],
+        next_before=rows[-1].id if len(rows) == limit else None,
+    )
+
+
+@router.get(
+    "/sightings/{sighting_id}/snapshot.jpg",
+    response_class=Response,
+    responses={200: {"content": {"image/jpeg": {}}}},
+)
+def sighting_snapshot(sighting_id: int, ctx: Ctx, _p: Viewer) -> Response:
+    return _jpeg(ctx.store.sighting_snapshot(sighting_id), f"sighting {sighting_id}")
+
+
+@router.get("/alerts", response_model=list[AlertOut])
+def alerts(
+    ctx: Ctx,
+    _p: Viewer,
+    person: str | None = None,
+    camera: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+    before: int | None = None,
+) -> list[AlertOut]:
+    return [
+        alert_out(a)
+        for a in ctx.store.alerts(
+            limit=limit, before_id=before, person=person or None, camera=camera or None
+        )
+    ]
+
+
+@router.get(
+    "/alerts/{alert_id}/snapshot.jpg",
+    response_class=Response,
+    responses={200: {"content": {"image/jpeg": {}}}},
+)
+def alert_snapshot(alert_id: int, ctx: Ctx, _p: Viewer) -> Response:
+    return _jpeg(ctx.store.alert_snapshot(alert_id), f"alert {alert_id}")
+
+
+@router.post("/search", response_model=SearchOut)
+async def search(
+    ctx: Ctx,
+    p: Viewer,
+    photo: Annotated[UploadFile, File()],
+    tolerance: Annotated[float | None, Form(gt=0, le=2)] = None,
+    limit: Annotated[int, Form(ge=1, le=1000)] = 100,
+    largest: Annotated[bool, Form()] = False,
+) -> SearchOut:
+    """Every stored sighting of the face in ``photo``, nearest first."""
+    tol = tolerance if tolerance is not None else ctx.settings.match.tolerance
+    data = await photo.read(ctx.enroller.max_photo_bytes + 1)
+    name = safe_filename(photo.filename)
+    try:
+        _, emb = await run_in_threadpool(ctx.enroller.embedding, data, name, largest=largest)
+    except EnrollError as exc:
+        raise HTTPException(
+            422, {"message": "photo refused", "refused": [{"file": name, "reason": str(exc)}]}
+        ) from None
+    await run_in_threadpool(ctx.sync_index)
+    t0 = time.perf_counter()
+    hits, total = await run_in_threadpool(ctx.index.search, emb, radius=tol, limit=limit)
+    took = (time.perf_counter() - t0) * 1000
+    rows = await run_in_threadpool(ctx.store.sightings_by_ids, [h.sighting_id for h in hits])
+    items = [
+        SearchHit(
+            **sighting_out(rows[h.sighting_id]).model_dump(), query_distance=round(h.distance, 4)
+        )
+        for h in hits
+        if h.sighting_id in rows
+    ]
+    audit(ctx, p, "search", name, tolerance=tol, results=total)
+    return SearchOut(
+        total=total, searched=len(ctx.index), took_ms=round(took, 2), tolerance=tol, items=items
+    )

@@ -1,0 +1,230 @@
+"""The recorder: turns processed frames into stored sightings and alerts.
+
+It is fed :class:`~sauron.types.Result` objects (the embedded pipeline's ``on_result``
+callback, or the annotated Kafka topic) and works on its own thread with a bounded
+queue, so a slow database never slows matching: when the queue is full the oldest frame
+is dropped and counted.
+
+Not every frame's face becomes a row: a tracked face is stored when it first appears,
+when its identity changes, and then at most every ``sighting_interval_s`` seconds (its
+embedding changes only when the tracker refreshes it anyway). Named faces also feed the
+:class:`~sauron.serve.alerts.AppearanceTracker`; a new appearance is stored as an alert
+and published at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from sauron.config import StoreConfig
+from sauron.imaging import ImageDecodeError, decode_jpeg
+from sauron.serve.alerts import AlertDispatcher, AppearanceTracker, alert_event
+from sauron.store.db import NewSighting, Store
+from sauron.store.snapshots import face_snapshot
+from sauron.types import Result
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RecorderStats:
+    frames: int = 0
+    dropped: int = 0
+    sightings: int = 0
+    alerts: int = 0
+    errors: int = 0
+
+
+class Recorder:
+    def __init__(
+        self,
+        store: Store,
+        cfg: StoreConfig,
+        *,
+        dispatcher: AlertDispatcher | None,
+        alert_gap_s: float = 3.0,
+        privacy_blur: bool = False,
+        queue_size: int = 512,
+    ) -> None:
+        self.store = store
+        self.cfg = cfg
+        self.dispatcher = dispatcher
+        self.privacy_blur = privacy_blur
+        self.tracker = AppearanceTracker(alert_gap_s)
+        self.stats = RecorderStats()
+        self._queue: queue.Queue[Result | None] = queue.Queue(queue_size)
+        self._last: dict[tuple[Any, ...], tuple[float, str | None]] = {}
+        self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
+        self._idle = threading.Event()
+        self._idle.set()
+
+    def start(self) -> Recorder:
+        self._thread.start()
+        return self
+
+    def add(self, result: Result) -> None:
+        """Queue a processed frame (the pipeline's ``on_result`` callback)."""
+        if result.detections.label != "face" or not len(result.detections):
+            return
+        self._idle.clear()
+        while True:
+            try:
+                self._queue.put_nowait(result)
+                return
+            except queue.Full:
+                try:
+                    self._queue.get_nowait()
+                    self.stats.dropped += 1
+                except queue.Empty:
+                    pass
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every queued frame is stored."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._queue.empty() and self._idle.is_set():
+                return True
+            time.sleep(0.02)
+        return False
+
+    def close(self, timeout: float = 10.0) -> None:
+        self.flush(timeout)
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        last_flush = time.monotonic()
+        stopping = False
+        while not stopping:
+            batch: list[Result] = []
+            try:
+                item = self._queue.get(timeout=0.5)
+                if item is None:
+                    stopping = True
+                else:
+                    batch.append(item)
+            except queue.Empty:
+                pass
+            while batch and len(batch) < 32 and not stopping:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stopping = True
+                else:
+                    batch.append(more)
+            if batch:
+                try:
+                    self._record(batch)
+                except Exception:  # the store was unreachable: count it and go on
+                    self.stats.errors += 1
+                    log.exception("recorder: %d frames not stored", len(batch))
+            idle = self._queue.empty()
+            if stopping or idle or time.monotonic() - last_flush > 1.0:
+                last_flush = time.monotonic()
+                self._flush_appearances()
+            if idle:
+                self._idle.set()
+
+    def _flush_appearances(self) -> None:
+        try:
+            for app in self.tracker.dirty():
+                if app.alert_id is not None:
+                    self.store.extend_alert(
+                        app.alert_id, app.last_seen_at, app.frames, app.distance
+                    )
+        except Exception:
+            self.stats.errors += 1
+            log.exception("recorder: alert updates not stored")
+
+    def _wanted(self, result: Result, i: int) -> bool:
+        det = result.detections
+        track = int(det.track_ids[i])
+        key: tuple[Any, ...] = (
+            (result.frame.camera, "t", track)
+            if track >= 0
+            else (result.frame.camera, "f", i, det.names[i])
+        )
+        ts, person = result.frame.captured_at, det.names[i]
+        last = self._last.get(key)
+        if (
+            last is not None
+            and last[1] == person
+            and 0 <= ts - last[0] < self.cfg.sighting_interval_s
+        ):
+            return False
+        self._last[key] = (ts, person)
+        return True
+
+    def _record(self, batch: list[Result]) -> None:
+        rows: list[NewSighting] = []
+        for result in batch:
+            self.stats.frames += 1
+            rows.extend(self._sightings(result))
+        if rows:
+            self.stats.sightings += len(self.store.add_sightings(rows))
+        if len(self._last) > 10000:
+            newest = max(r.frame.captured_at for r in batch)
+            self._last = {k: v for k, v in self._last.items() if newest - v[0] < 60}
+            self.tracker.close_idle(newest)
+
+    def _sightings(self, result: Result) -> list[NewSighting]:
+        det, frame = result.detections, result.frame
+        bgr = None
+        out: list[NewSighting] = []
+        for i in range(len(det)):
+            person = det.names[i]
+            dist = float(det.distances[i])
+            alert_new = False
+            if person is not None:
+                app, alert_new = self.tracker.observe(frame.camera, person, frame.captured_at, dist)
+            wanted = self._wanted(result, i)  # always: it remembers what was stored
+            if not (alert_new or wanted):
+                continue
+            x0, y0, x1, y1 = (int(v) for v in det.xyxy[i])
+            if bgr is None:
+                try:
+                    bgr = decode_jpeg(frame.jpeg)
+                except ImageDecodeError as exc:
+                    log.warning("recorder: camera %s frame %d: %s", frame.camera, frame.number, exc)
+                    return out
+            snap = face_snapshot(
+                bgr,
+                (x0, y0, x1, y1),
+                size=self.cfg.snapshot_size,
+                blur=self.privacy_blur and person is None,
+            )
+            emb = det.embeddings[i] if det.embeddings.shape[1] else None
+            if emb is not None and not np.isfinite(emb).all():
+                emb = None
+            out.append(
+                NewSighting(
+                    camera=frame.camera,
+                    frame=frame.number,
+                    ts=frame.captured_at,
+                    face=i,
+                    track=int(det.track_ids[i]),
+                    person=person,
+                    distance=dist if np.isfinite(dist) else None,
+                    box=(x0, y0, x1, y1),
+                    embedding=emb,
+                    snapshot=snap,
+                )
+            )
+            if alert_new and person is not None:
+                alert = self.store.add_alert(person, frame.camera, frame.captured_at, dist, snap)
+                app.alert_id = alert.id
+                self.stats.alerts += 1
+                if self.dispatcher is not None:
+                    self.dispatcher.publish(
+                        alert_event(alert.id, person, frame.camera, frame.captured_at, dist)
+                    )
+        return out

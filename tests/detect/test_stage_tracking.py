@@ -1,0 +1,67 @@
+"""The detect stage with tracking: few embeddings, few full scans, the same faces found."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from sauron.bench.workload import Workload, make_workload
+from sauron.config import DetectConfig
+from sauron.detect.stage import DetectStage
+from sauron.types import Frame
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def clip() -> Workload:
+    return make_workload(clips=1, frames=30)
+
+
+def run(stage: DetectStage, clip: Workload, frames: int, camera: str = "cam") -> list[set[int]]:
+    """Ids of the tracks in each frame; every frame checked against the ground truth."""
+    out = []
+    for n in range(frames):
+        det, timings = stage.process(Frame(camera, n, 0.0, clip.jpeg(0, n)))
+        assert len(det) == len(clip.people(0, n)), f"frame {n}: faces found vs truth"
+        assert {"decode", "detect", "embed"} <= set(timings)
+        assert np.isfinite(det.embeddings).all(), f"frame {n}: a face without identity"
+        out.append(set(det.track_ids.tolist()))
+    return out
+
+
+def cfg() -> DetectConfig:
+    return DetectConfig.model_validate({"embedder": "onnx"})
+
+
+def test_tracking_embeds_and_scans_a_fraction_of_the_frames(clip: Workload) -> None:
+    stage = DetectStage(cfg(), tracking=True, detect_every=5)
+    ids = run(stage, clip, 58)  # forwards then back: faces come and go
+    assert stage.faces_embedded < 0.25 * stage.faces_seen
+    assert stage.frames_followed > stage.frames_scanned
+    assert stage.frames_scanned >= 58 // 5
+    # a face present in consecutive frames keeps its track
+    assert all(a & b for a, b in itertools.pairwise(ids) if a and b)
+
+
+def test_detect_every_one_scans_every_frame(clip: Workload) -> None:
+    stage = DetectStage(cfg(), tracking=True, detect_every=1)
+    run(stage, clip, 12)
+    assert stage.frames_scanned == 12
+    assert stage.frames_followed == 0
+
+
+def test_per_frame_mode_embeds_every_face(clip: Workload) -> None:
+    stage = DetectStage(cfg(), tracking=False)
+    run(stage, clip, 6)
+    assert stage.faces_embedded == stage.faces_seen > 0
+    assert stage.frames_scanned == 6
+
+
+def test_track_ids_differ_between_stages(clip: Workload) -> None:
+    a = run(DetectStage(cfg(), tracking=True), clip, 1)
+    b = run(DetectStage(cfg(), tracking=True), clip, 1)
+    assert a[0] and b[0] and not a[0] & b[0]
+    assert max(a[0] | b[0]) < 2**53  # exact as a JSON number anywhere

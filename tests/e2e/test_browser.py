@@ -1,0 +1,225 @@
+"""The operator's pages in a real browser (Debian's Chromium driven by Playwright) against
+a real ``sauron run``: a looping synthetic camera, the real models, SQLite.
+
+An admin logs in, enrolls obama from a photo, sees the live camera name him, sees the
+alert arrive, finds him by photo search; a viewer cannot change the watchlist.
+Screenshots go to artifacts/browser/.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from sauron.demo.synth import ClipTruth
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+SHOTS = ROOT / "artifacts" / "browser"
+CHROMIUM = Path(os.environ.get("SAURON_TEST_CHROMIUM", "/usr/bin/chromium"))
+PASSWORD = "browser-" + uuid.uuid4().hex[:16]
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+
+class SauronRun:
+    """``sauron run`` as a child process; its web address read from what it prints."""
+
+    def __init__(self, config: Path, env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "sauron.cli",
+                "run",
+                "--config",
+                str(config),
+                "--processes",
+                "1",
+                "--web-port",
+                "0",
+            ],
+            env=env,
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self.url: str | None = None
+        self._seen = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line.rstrip())
+            m = re.match(r"web: (http://127\.0\.0\.1:\d+)", line)
+            if m:
+                self.url = m.group(1)
+                self._seen.set()
+
+    def wait_url(self, timeout: float) -> str:
+        if not self._seen.wait(timeout) or self.url is None:
+            raise AssertionError(
+                "sauron run printed no web address:\n" + "\n".join(self.lines[-40:])
+            )
+        return self.url
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._reader.join(10)
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
+
+
+@pytest.fixture
+def sauron_run(clips: list[ClipTruth], tmp_path: Path) -> Iterator[SauronRun]:
+    lobby = next(c for c in clips if c.camera == "lobby")
+    config = tmp_path / "sauron.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "cameras": [
+                    {"name": "lobby", "source": str(lobby.path), "loop": True, "realtime": True}
+                ],
+                "store": {"data_dir": str(tmp_path / "data")},
+            }
+        )
+    )
+    env = {**os.environ, "SAURON_WEB__ADMIN_PASSWORD": PASSWORD}
+    run = SauronRun(config, env)
+    try:
+        run.wait_url(180)
+        yield run
+    finally:
+        run.stop()
+
+
+def _shot(page: object, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    for _ in range(100):  # snapshots loaded (the page's CSP forbids wait_for_function)
+        if page.evaluate(  # type: ignore[attr-defined]
+            "() => [...document.images].filter(i => !i.src.includes('mjpeg'))"
+            ".every(i => i.complete && i.naturalWidth > 0)"
+        ):
+            break
+        page.wait_for_timeout(100)  # type: ignore[attr-defined]
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)  # type: ignore[attr-defined]
+
+
+def _login(page: object, url: str, user: str, password: str) -> None:
+    page.goto(url)  # type: ignore[attr-defined]
+    page.fill("#login-form input[name=username]", user)  # type: ignore[attr-defined]
+    page.fill("#login-form input[name=password]", password)  # type: ignore[attr-defined]
+    page.click("#login-form button[type=submit]")  # type: ignore[attr-defined]
+    page.wait_for_selector("#top:not([hidden])")  # type: ignore[attr-defined]
+
+
+@pytest.mark.skipif(
+    not CHROMIUM.exists(),
+    reason=f"no Chromium at {CHROMIUM} (scripts/test installs Debian's chromium)",
+)
+def test_operator_flow_in_a_real_browser(sauron_run: SauronRun, photos: dict[str, Path]) -> None:
+    url = sauron_run.url
+    assert url is not None
+    shutil.rmtree(SHOTS, ignore_errors=True)
+    expect = playwright_api.expect
+    with playwright_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-dev-shm-usage"]
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 860})
+            page.goto(url)
+            page.wait_for_selector("#login-form")
+            _shot(page, "01-login")
+            _login(page, url, "admin", PASSWORD)
+
+            # enroll from a photo
+            page.goto(f"{url}/#/watchlist")
+            page.fill("#enroll-name", "obama")
+            page.set_input_files("#enroll-photos", str(photos["obama.jpg"]))
+            page.click("#enroll-form button[type=submit]")
+            expect(page.locator('.person[data-person="obama"] .photos img')).to_have_count(1)
+            _shot(page, "02-watchlist")
+
+            # the live camera names him, and the alert arrives by itself
+            page.goto(f"{url}/#/camera/lobby")
+            expect(page.locator(".toast").first).to_contain_text("Alert: obama", timeout=90_000)
+            expect(page.locator('.tile[data-camera="lobby"] .inview')).to_contain_text(
+                "obama", timeout=60_000
+            )
+            expect(page.locator('.tile[data-camera="lobby"] .state')).to_have_text("live")
+            expect(page.locator('.tile[data-camera="lobby"] .stats')).to_contain_text("fps")
+            _shot(page, "03-live-camera")
+            page.goto(f"{url}/#/live")
+            expect(page.locator(".tile")).to_have_count(1)
+            _shot(page, "04-live-grid")
+            page.goto(f"{url}/#/alerts")
+            expect(page.locator("#alert-list .alert-person").first).to_have_text("obama")
+            expect(page.locator("#alert-list .alert-camera").first).to_have_text("lobby")
+            _shot(page, "05-alerts")
+
+            # search by another photo of him
+            page.goto(f"{url}/#/search")
+            page.set_input_files("#search-photo", str(photos["obama2.jpg"]))
+            # every sighting of his face, the earliest ones from before he was enrolled
+            # (unnamed then); nearest first
+            expect(page.locator("#search-results .result", has_text="obama").first).to_be_visible(
+                timeout=30_000
+            )
+            expect(page.locator("#search-summary")).to_contain_text("sighting(s) within")
+            _shot(page, "06-search")
+
+            page.goto(f"{url}/#/history")
+            expect(page.locator("tbody tr").first).to_be_visible(timeout=15_000)
+            _shot(page, "07-history")
+
+            # a viewer sees the watchlist but cannot change it
+            token = httpx.post(
+                f"{url}/api/login", json={"username": "admin", "password": PASSWORD}
+            ).json()["token"]
+            viewer_pw = "viewer-" + uuid.uuid4().hex
+            r = httpx.post(
+                f"{url}/api/users",
+                headers={"Authorization": f"Bearer {token}"},
+                json={"username": "watcher", "password": viewer_pw, "role": "viewer"},
+            )
+            assert r.status_code == 201, "\n".join([r.text, *sauron_run.lines[-30:]])
+            viewer = browser.new_context(viewport={"width": 1280, "height": 860}).new_page()
+            _login(viewer, url, "watcher", viewer_pw)
+            viewer.goto(f"{url}/#/watchlist")
+            expect(viewer.locator("#viewer-note")).to_be_visible()
+            expect(viewer.locator('.person[data-person="obama"]')).to_be_visible()
+            expect(viewer.locator("#enroll-form")).to_have_count(0)
+            expect(viewer.locator(".person button.danger")).to_have_count(0)
+            expect(viewer.locator('nav a[data-nav="admin"]')).to_be_hidden()
+            status = viewer.evaluate("""async () => {
+                const r = await fetch('/api/people/obama', {method: 'DELETE',
+                    headers: {'X-Requested-With': 'sauron'}});
+                return r.status; }""")
+            assert status == 403
+            _shot(viewer, "08-viewer-watchlist")
+        finally:
+            browser.close()
+    assert len(list(SHOTS.glob("*.png"))) == 8

@@ -1,0 +1,153 @@
+"""The web app for real: uvicorn on 127.0.0.1, a real database (SQLite and PostgreSQL),
+the real face models on the sample photos."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from sauron.config import DetectConfig, Settings, load_settings
+from sauron.detect.stage import DetectStage
+from sauron.imaging import decode_jpeg, encode_jpeg, resize_max_width
+from sauron.match.stage import MatchStage
+from sauron.match.watchlist import Watchlist
+from sauron.serve.web.server import WebServer, WebServices
+from sauron.types import Frame
+
+PG_ENV = "SAURON_TEST_DATABASE_URL"
+ADMIN_PASSWORD = "test-admin-" + uuid.uuid4().hex[:12]
+
+
+def fresh_database(kind: str, tmp: Path) -> Iterator[str]:
+    if kind == "sqlite":
+        yield f"sqlite:///{tmp / 'sauron.db'}"
+        return
+    base = os.environ.get(PG_ENV)
+    if not base:
+        pytest.skip(f"no PostgreSQL: {PG_ENV} is unset (scripts/test starts one)")
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield sa.make_url(base).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    yield from fresh_database(request.param, tmp_path)
+
+
+@dataclass
+class LiveApp:
+    """A running web app, an HTTP client for it, and a real matcher feeding it."""
+
+    url: str
+    services: WebServices
+    client: httpx.Client
+    watchlist: Watchlist = field(default_factory=Watchlist)
+
+    def login(self, username: str, password: str) -> dict[str, str]:
+        r = self.client.post("/api/login", json={"username": username, "password": password})
+        assert r.status_code == 200, r.text
+        return {"Authorization": f"Bearer {r.json()['token']}"}
+
+    @property
+    def admin(self) -> dict[str, str]:
+        return self.login("admin", ADMIN_PASSWORD)
+
+    def add_viewer(self, name: str = "viewer") -> dict[str, str]:
+        pw = "viewer-" + uuid.uuid4().hex
+        r = self.client.post(
+            "/api/users",
+            headers=self.admin,
+            json={"username": name, "password": pw, "role": "viewer"},
+        )
+        assert r.status_code == 201, r.text
+        return self.login(name, pw)
+
+
+def make_settings(db_url: str, tmp: Path, **sections: dict[str, Any]) -> Settings:
+    base: dict[str, Any] = {
+        "store": {"url": db_url, "data_dir": str(tmp / "data")},
+        "web": {"port": 0, "admin_password": ADMIN_PASSWORD, "alert_gap_s": 2.0},
+    }
+    for key, value in sections.items():
+        base[key] = {**base.get(key, {}), **value}
+    return load_settings(None, base)
+
+
+@pytest.fixture
+def start_app(tmp_path: Path) -> Iterator[Callable[..., LiveApp]]:
+    started: list[tuple[WebServices, WebServer, httpx.Client]] = []
+
+    def start(db_url: str, **sections: dict[str, Any]) -> LiveApp:
+        settings = make_settings(db_url, tmp_path, **sections)
+        services = WebServices(settings)
+        assert services.bootstrap_admin() is None, "the configured password is used"
+        services.start()
+        server = WebServer(services.app, "127.0.0.1", 0).start()
+        client = httpx.Client(base_url=server.url, timeout=30)
+        started.append((services, server, client))
+        app = LiveApp(server.url, services, client)
+        services.attach_watchlist(app.watchlist)
+        return app
+
+    yield start
+    for services, server, client in started:
+        client.close()
+        server.stop()
+        services.stop()
+
+
+@pytest.fixture
+def app(start_app: Callable[..., LiveApp], db_url: str) -> LiveApp:
+    return start_app(db_url)
+
+
+@pytest.fixture(scope="session")
+def detect_stage() -> DetectStage:
+    return DetectStage(DetectConfig(), tracking=False)
+
+
+@pytest.fixture(scope="session")
+def photo_frames(photos: dict[str, Path]) -> dict[str, bytes]:
+    """The sample photos as 640-px-wide camera JPEGs."""
+    return {
+        name: encode_jpeg(resize_max_width(decode_jpeg(path.read_bytes()), 640), 90)
+        for name, path in photos.items()
+    }
+
+
+Feed = Callable[[str, str, int, float], None]
+
+
+@pytest.fixture
+def feed(detect_stage: DetectStage, photo_frames: dict[str, bytes]) -> Callable[[LiveApp], Feed]:
+    """Runs a sample photo as a camera frame through the real detect and match stages
+    (matching against the app's live watchlist) into the app, like ``sauron run``."""
+
+    def bind(app: LiveApp) -> Feed:
+        match = MatchStage(app.services.settings.match, app.watchlist)
+
+        def run(camera: str, photo: str, number: int, ts: float) -> None:
+            frame = Frame(camera, number, ts, photo_frames[photo])
+            det, timings = detect_stage.process(frame)
+            result, _ = match.process(frame, det, timings)
+            app.services.on_result(result)
+
+        return run
+
+    return bind

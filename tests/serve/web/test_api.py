@@ -1,0 +1,363 @@
+"""The REST API against the running app, on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import cv2
+import httpx
+import numpy as np
+from PIL import Image
+
+from sauron.imaging import decode_jpeg, encode_jpeg
+
+from .conftest import Feed, LiveApp
+
+
+def _files(*items: tuple[str, bytes]) -> list[tuple[str, tuple[str, bytes, str]]]:
+    return [("photos", (name, data, "image/jpeg")) for name, data in items]
+
+
+def _enroll(
+    app: LiveApp, name: str, *photos: tuple[str, bytes], headers: dict[str, str] | None = None
+) -> httpx.Response:
+    return app.client.post(
+        "/api/people", headers=headers or app.admin, data={"name": name}, files=_files(*photos)
+    )
+
+
+def _events(
+    app: LiveApp,
+    headers: dict[str, str],
+    got: list[dict[str, Any]],
+    ready: threading.Event,
+    stop: threading.Event,
+) -> None:
+    """Collects server-sent ``alert`` events until told to stop."""
+    with (
+        httpx.Client(base_url=app.url, timeout=30) as c,
+        c.stream("GET", "/api/events", headers=headers) as resp,
+    ):
+        ready.set()
+        event = ""
+        for line in resp.iter_lines():
+            if line.startswith("event: "):
+                event = line[7:]
+            elif line.startswith("data: ") and event == "alert":
+                got.append(json.loads(line[6:]))
+            if stop.is_set():
+                return
+
+
+def test_every_route_but_login_needs_a_valid_token(app: LiveApp) -> None:
+    for method, path in [
+        ("GET", "/api/people"),
+        ("GET", "/api/sightings"),
+        ("GET", "/api/alerts"),
+        ("POST", "/api/search"),
+        ("GET", "/api/cameras"),
+        ("GET", "/api/audit"),
+        ("DELETE", "/api/people/x"),
+        ("GET", "/api/events"),
+    ]:
+        r = app.client.request(method, path)
+        assert r.status_code == 401, (method, path, r.status_code)
+        r = app.client.request(method, path, headers={"Authorization": "Bearer forged"})
+        assert r.status_code == 401, (method, path)
+    assert (
+        app.client.post("/api/login", json={"username": "admin", "password": "nope"}).status_code
+        == 401
+    )
+    assert app.client.get("/api/health").json()["ok"] is True
+
+    # an API token that expires (0.00002 days = 1.7 s)
+    r = app.client.post("/api/tokens", headers=app.admin, json={"name": "ci", "days": 0.00002})
+    assert r.status_code == 201
+    token = {"Authorization": f"Bearer {r.json()['token']}"}
+    assert app.client.get("/api/people", headers=token).status_code == 200
+    time.sleep(2.0)
+    r = app.client.get("/api/people", headers=token)
+    assert r.status_code == 401 and "expired" in r.json()["detail"]
+
+
+def test_viewer_watches_and_searches_but_cannot_change_the_watchlist(
+    app: LiveApp, photos: dict[str, Path]
+) -> None:
+    assert _enroll(app, "obama", ("o.jpg", photos["obama.jpg"].read_bytes())).status_code == 201
+    viewer = app.add_viewer()
+    assert [p["name"] for p in app.client.get("/api/people", headers=viewer).json()] == ["obama"]
+    assert app.client.get("/api/cameras", headers=viewer).status_code == 200
+    assert app.client.get("/api/sightings", headers=viewer).status_code == 200
+    r = app.client.post(
+        "/api/search", headers=viewer, files={"photo": ("q.jpg", photos["obama2.jpg"].read_bytes())}
+    )
+    assert r.status_code == 200
+    assert (
+        _enroll(
+            app, "biden", ("b.jpg", photos["biden.jpg"].read_bytes()), headers=viewer
+        ).status_code
+        == 403
+    )
+    assert app.client.delete("/api/people/obama", headers=viewer).status_code == 403
+    assert (
+        app.client.patch("/api/people/obama", headers=viewer, json={"name": "x"}).status_code == 403
+    )
+    assert app.client.get("/api/audit", headers=viewer).status_code == 403
+    assert (
+        app.client.post(
+            "/api/users",
+            headers=viewer,
+            json={"username": "evil", "password": "0123456789ab", "role": "admin"},
+        ).status_code
+        == 403
+    )
+
+
+def test_cookie_session_writes_need_the_csrf_header(app: LiveApp, photos: dict[str, Path]) -> None:
+    app.login("admin", app.services.settings.web.admin_password.get_secret_value())  # type: ignore[union-attr]
+    assert "sauron_session" in app.client.cookies
+    files = _files(("o.jpg", photos["obama.jpg"].read_bytes()))
+    r = app.client.post("/api/people", data={"name": "obama"}, files=files)
+    assert r.status_code == 403 and "x-requested-with" in r.json()["detail"]
+    r = app.client.post(
+        "/api/people", data={"name": "obama"}, files=files, headers={"X-Requested-With": "sauron"}
+    )
+    assert r.status_code == 201
+    assert app.client.get("/api/people").status_code == 200
+
+
+def test_watched_person_alerts_once_per_appearance_and_is_found_by_photo(
+    app: LiveApp, feed: Callable[[LiveApp], Feed], photos: dict[str, Path]
+) -> None:
+    admin = app.admin
+    r = _enroll(app, "obama", ("obama.jpg", photos["obama.jpg"].read_bytes()))
+    assert r.status_code == 201, r.text
+    assert app.watchlist.names == ["obama"], "the running matcher got the enrollment"
+
+    got: list[dict[str, Any]] = []
+    ready, stop = threading.Event(), threading.Event()
+    listener = threading.Thread(target=_events, args=(app, admin, got, ready, stop), daemon=True)
+    listener.start()
+    assert ready.wait(10)
+    time.sleep(0.3)
+
+    run = feed(app)
+    t0 = time.time() - 60
+    for i in range(4):  # one appearance on the lobby camera: 4 consecutive frames
+        run("lobby", "obama2.jpg", i, t0 + i * 0.1)
+    run("lobby", "biden.jpg", 4, t0 + 0.5)  # a stranger: no alert
+    run("lobby", "obama3.jpg", 5, t0 + 10)  # back after a 9.6 s gap: a new appearance
+    run("gate", "obama2.jpg", 0, t0 + 10.05)  # another camera: its own appearance
+    assert app.services.recorder.flush(30)
+    deadline = time.monotonic() + 10
+    while len(got) < 3 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    stop.set()
+
+    alerts = app.client.get("/api/alerts", headers=admin).json()
+    assert sorted((a["camera"], a["person"]) for a in alerts) == [
+        ("gate", "obama"),
+        ("lobby", "obama"),
+        ("lobby", "obama"),
+    ]
+    first = min(alerts, key=lambda a: a["ts"])
+    assert first["frames"] == 4 and first["distance"] < 0.6
+    assert sorted(a["id"] for a in got) == sorted(a["id"] for a in alerts), "pushed live"
+    assert all(e["snapshot_url"] and e["camera"] and e["ts"] for e in got)
+    snap = app.client.get(first["snapshot_url"], headers=admin)
+    assert snap.headers["content-type"] == "image/jpeg"
+    assert decode_jpeg(snap.content).shape[0] > 20
+
+    # history: filtered by person, camera and time, paginated, with snapshots
+    hist = app.client.get(
+        "/api/sightings", headers=admin, params={"person": "obama", "camera": "lobby"}
+    ).json()
+    assert {s["person"] for s in hist["items"]} == {"obama"}
+    assert len(hist["items"]) == 2, "one per track-less face each sighting_interval_s"
+    page = app.client.get("/api/sightings", headers=admin, params={"limit": 2}).json()
+    assert len(page["items"]) == 2 and page["next_before"] is not None
+    rest = app.client.get(
+        "/api/sightings", headers=admin, params={"limit": 50, "before": page["next_before"]}
+    ).json()
+    assert len(page["items"]) + len(rest["items"]) == 4  # 2 lobby obama, biden, gate obama
+    window = app.client.get(
+        "/api/sightings", headers=admin, params={"since": t0 + 5, "until": t0 + 11}
+    ).json()
+    assert {s["camera"] for s in window["items"]} == {"lobby", "gate"}
+    assert all(s["ts"] >= t0 + 5 for s in window["items"])
+    assert app.client.get(hist["items"][0]["snapshot_url"], headers=admin).status_code == 200
+
+    # search by photo: obama's sightings, nearest first, and not biden's
+    r = app.client.post(
+        "/api/search",
+        headers=admin,
+        files={"photo": ("query.jpg", photos["obama.jpg"].read_bytes())},
+    )
+    assert r.status_code == 200, r.text
+    res = r.json()
+    assert res["total"] == 3 and res["searched"] == 4
+    dists = [s["query_distance"] for s in res["items"]]
+    assert dists == sorted(dists) and dists[-1] <= 0.6
+    assert {s["person"] for s in res["items"]} == {"obama"}
+    biden = app.client.post(
+        "/api/search", headers=admin, files={"photo": ("b.jpg", photos["biden.jpg"].read_bytes())}
+    ).json()
+    assert [s["person"] for s in biden["items"]] == [None]
+
+    actions = [
+        (a["action"], a["target"]) for a in app.client.get("/api/audit", headers=admin).json()
+    ]
+    assert ("search", "query.jpg") in actions and ("enroll", "obama") in actions
+
+
+def _two_faces(photos: dict[str, Path]) -> bytes:
+    obama = decode_jpeg(photos["obama.jpg"].read_bytes())
+    biden = decode_jpeg(photos["biden.jpg"].read_bytes())[:1200]
+    h = 500
+    parts = [cv2.resize(im, (round(im.shape[1] * h / im.shape[0]), h)) for im in (obama, biden)]
+    return encode_jpeg(np.hstack(parts), 90)
+
+
+def _bomb() -> bytes:
+    buf = io.BytesIO()
+    Image.new("L", (12000, 6000)).save(buf, "PNG")  # 72 Mpx in ~70 kB
+    return buf.getvalue()
+
+
+def _no_face() -> bytes:
+    ramp = np.tile(np.linspace(0, 255, 320, dtype=np.uint8), (240, 1))
+    return encode_jpeg(np.dstack([ramp, ramp[::-1], ramp]), 90)
+
+
+def _small_face(photos: dict[str, Path]) -> bytes:
+    img = decode_jpeg(photos["obama.jpg"].read_bytes())
+    return encode_jpeg(
+        cv2.resize(
+            img, (100, round(100 * img.shape[0] / img.shape[1])), interpolation=cv2.INTER_AREA
+        ),
+        95,
+    )
+
+
+def test_hostile_uploads_are_refused_with_the_reason(
+    start_app: Callable[..., LiveApp], db_url: str, photos: dict[str, Path]
+) -> None:
+    app = start_app(db_url, web={"max_photo_mb": 1.0, "max_upload_mb": 3.0})
+    cases = {
+        "not an image": (b"this is not an image at all", "not a usable image"),
+        "too large": (b"\xff\xd8" + bytes(1024 * 1024 + 10), "too large"),
+        "bomb": (_bomb(), "decompression bomb"),
+        "no face": (_no_face(), "no face"),
+        "several faces": (_two_faces(photos), "2 faces found"),
+        "small face": (_small_face(photos), "too small to be useful"),
+    }
+    for what, (data, reason) in cases.items():
+        r = _enroll(app, "mallory", ("up.jpg", data))
+        assert r.status_code == 422, (what, r.status_code, r.text)
+        refused = r.json()["detail"]["refused"]
+        assert reason in refused[0]["reason"], (what, refused)
+        s = app.client.post("/api/search", headers=app.admin, files={"photo": ("q.jpg", data)})
+        assert s.status_code == 422 and reason in s.text, what
+    assert app.client.get("/api/people", headers=app.admin).json() == []
+
+    # one bad photo among good ones refuses the lot, naming the bad one
+    r = _enroll(
+        app, "mallory", ("good.jpg", photos["obama.jpg"].read_bytes()), ("bad.jpg", _no_face())
+    )
+    assert r.status_code == 422
+    assert [x["file"] for x in r.json()["detail"]["refused"]] == ["bad.jpg"]
+
+    # a request body over web.max_upload_mb is cut off before it is parsed
+    r = app.client.post(
+        "/api/people",
+        headers=app.admin,
+        data={"name": "big"},
+        files=_files(("a.jpg", bytes(4 * 1024 * 1024))),
+    )
+    assert r.status_code == 413
+
+    # path traversal: the file name is only ever a label, cleaned of any directory part
+    target = Path("/tmp/sauron-traversal-probe.jpg")
+    target.unlink(missing_ok=True)
+    r = _enroll(
+        app,
+        "obama",
+        ("../../../../../tmp/sauron-traversal-probe.jpg", photos["obama.jpg"].read_bytes()),
+    )
+    assert r.status_code == 201, r.text
+    assert r.json()["photos"][0]["filename"] == "sauron-traversal-probe.jpg"
+    assert not target.exists()
+    for path in (
+        "/static/../pyproject.toml",
+        "/static/..%2f..%2fpyproject.toml",
+        "/static/%2e%2e/%2e%2e/pyproject.toml",
+    ):
+        assert app.client.get(path).status_code == 404, path
+    bad = app.client.get("/api/cameras/..%2f..%2fetc/latest.jpg", headers=app.admin)
+    assert bad.status_code in (404, 422)
+    assert _enroll(app, "../evil", ("o.jpg", photos["obama.jpg"].read_bytes())).status_code == 422
+
+
+def test_photos_rename_and_delete_reach_the_running_matcher(
+    app: LiveApp, photos: dict[str, Path]
+) -> None:
+    admin = app.admin
+    r = _enroll(
+        app,
+        "obama",
+        ("a.jpg", photos["obama.jpg"].read_bytes()),
+        ("b.jpg", photos["obama2.jpg"].read_bytes()),
+    )
+    assert r.status_code == 201 and len(r.json()["photos"]) == 2
+    assert _enroll(app, "obama", ("c.jpg", photos["obama3.jpg"].read_bytes())).status_code == 409
+    r = app.client.post(
+        "/api/people/obama/photos",
+        headers=admin,
+        files=_files(("c.jpg", photos["obama3.jpg"].read_bytes())),
+    )
+    assert r.status_code == 200 and len(r.json()["photos"]) == 3
+    photo = app.client.get(r.json()["photos"][0]["url"], headers=admin)
+    assert photo.headers["content-type"] == "image/jpeg"
+    assert b"Exif" not in photo.content[:200], "stored re-encoded, without metadata"
+    assert app.watchlist.names == ["obama"]
+    ref = app.services.store.wire_person("obama").embeddings
+    names, dist = app.watchlist.match(ref, 0.6)
+    assert names == ["obama"] * 3 and float(dist.max()) < 0.01, "all 3 photos reached it"
+
+    r = app.client.patch("/api/people/obama", headers=admin, json={"name": "barack"})
+    assert r.status_code == 200
+    assert app.watchlist.names == ["barack"]
+    pid = r.json()["photos"][0]["id"]
+    r = app.client.delete(f"/api/people/barack/photos/{pid}", headers=admin)
+    assert r.status_code == 200 and len(r.json()["photos"]) == 2
+    assert app.client.delete("/api/people/barack", headers=admin).status_code == 204
+    assert app.watchlist.names == [], "the deletion reached the running matcher"
+    assert app.client.get(f"/api/photos/{pid + 1}", headers=admin).status_code == 404
+    assert app.client.delete("/api/people/barack", headers=admin).status_code == 404
+    actions = [a["action"] for a in app.client.get("/api/audit", headers=admin).json()]
+    for act in ("enroll", "add_photos", "rename", "delete_photo", "delete_person"):
+        assert act in actions
+
+
+def test_openapi_and_pages_are_served(app: LiveApp) -> None:
+    spec = app.client.get("/api/openapi.json").json()
+    for path in (
+        "/api/people",
+        "/api/search",
+        "/api/sightings",
+        "/api/alerts",
+        "/api/cameras/{camera}/stream.mjpeg",
+        "/api/events",
+        "/api/login",
+    ):
+        assert path in spec["paths"], path
+    page = app.client.get("/")
+    assert page.status_code == 200 and "/static/app.js" in page.text
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    assert app.client.get("/static/app.js").status_code == 200

@@ -1,0 +1,194 @@
+"""``sauron web`` over a real Kafka broker: watchlist changes reach matchers through the
+compacted topic, live views read only the watched camera's partition, the recorder group
+stores sightings, alerts go through the alerts topic to the pages."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from sauron import codec
+from sauron.bus.kafka import make_producer, wait_until
+from sauron.bus.topics import Topics, camera_partition
+from sauron.detect.stage import DetectStage
+from sauron.match.stage import MatchStage
+from sauron.match.watchlist import Watchlist
+from sauron.match.worker import follow_watchlist
+from sauron.serve.web.server import WebServer, WebServices
+from sauron.types import Frame
+
+from .conftest import ADMIN_PASSWORD, make_settings
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+BROKER = Path(__file__).resolve().parents[3] / "scripts" / "kafka-broker"
+PARTITIONS = 4
+
+
+@pytest.fixture(scope="module")
+def bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """SAURON_TEST_BOOTSTRAP, else a broker of our own on a loopback port."""
+    given = os.environ.get("SAURON_TEST_BOOTSTRAP")
+    if given:
+        yield given
+        return
+    env = {
+        **os.environ,
+        "SAURON_KAFKA_DIR": str(tmp_path_factory.mktemp("kafka-web")),
+        "SAURON_KAFKA_PORT": os.environ.get("SAURON_TEST_WEB_KAFKA_PORT", "19293"),
+    }
+    proc = subprocess.run(
+        [str(BROKER), "start"], env=env, capture_output=True, text=True, timeout=600, check=False
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"could not start the Kafka broker:\n{proc.stderr[-3000:]}")
+    try:
+        yield proc.stdout.strip().splitlines()[-1]
+    finally:
+        subprocess.run(
+            [str(BROKER), "stop"], env=env, capture_output=True, timeout=120, check=False
+        )
+
+
+def _cameras() -> tuple[str, str]:
+    """Two camera names on different partitions."""
+    lobby = "lobby"
+    other = next(
+        f"gate{i}"
+        for i in range(100)
+        if camera_partition(f"gate{i}", PARTITIONS) != camera_partition(lobby, PARTITIONS)
+    )
+    return lobby, other
+
+
+def test_web_over_kafka(
+    bootstrap: str,
+    tmp_path: Path,
+    photos: dict[str, Path],
+    photo_frames: dict[str, bytes],
+    detect_stage: DetectStage,
+) -> None:
+    lobby, gate = _cameras()
+    prefix = f"w{uuid.uuid4().hex[:8]}"
+    settings = make_settings(
+        f"sqlite:///{tmp_path / 'k.db'}",
+        tmp_path,
+        bus={"type": "kafka", "bootstrap_servers": bootstrap},
+        topics={"prefix": prefix, "partitions": PARTITIONS},
+    )
+    services = WebServices(settings, pipeline=False)
+    services.bootstrap_admin()
+    services.start()
+    server = WebServer(services.app, "127.0.0.1", 0).start()
+    client = httpx.Client(base_url=server.url, timeout=30)
+    matcher_list = Watchlist()  # what a running `sauron worker match` holds
+    tail = follow_watchlist(settings, matcher_list)
+    producer = make_producer(settings.bus)
+    topics = Topics.from_config(settings.topics)
+    try:
+        token = client.post(
+            "/api/login", json={"username": "admin", "password": ADMIN_PASSWORD}
+        ).json()["token"]
+        admin = {"Authorization": f"Bearer {token}"}
+        r = client.post(
+            "/api/people",
+            headers=admin,
+            data={"name": "obama"},
+            files=[("photos", ("o.jpg", photos["obama.jpg"].read_bytes()))],
+        )
+        assert r.status_code == 201, r.text
+        assert wait_until(lambda: matcher_list.names == ["obama"], 20), (
+            "the enrollment reached the matcher through the watchlist topic"
+        )
+
+        match = MatchStage(settings.match, matcher_list)
+
+        def publish(camera: str, photo: str, number: int) -> None:
+            frame = Frame(camera, number, time.time(), photo_frames[photo])
+            det, timings = detect_stage.process(frame)
+            result, _ = match.process(frame, det, timings)
+            producer.produce(
+                topics.annotated,
+                key=camera,
+                value=codec.encode_result(result),
+                partition=camera_partition(camera, PARTITIONS),
+            )
+            producer.flush(10)
+
+        got: list[dict[str, Any]] = []
+        frames: list[bytes] = []
+        stop = threading.Event()
+
+        def sse() -> None:
+            with (
+                httpx.Client(base_url=server.url, timeout=60) as c,
+                c.stream("GET", "/api/events", headers=admin) as resp,
+            ):
+                event = ""
+                for line in resp.iter_lines():
+                    if line.startswith("event: "):
+                        event = line[7:]
+                    elif line.startswith("data: ") and event == "alert":
+                        got.append(json.loads(line[6:]))
+                    if stop.is_set():
+                        return
+
+        def mjpeg() -> None:
+            with (
+                httpx.Client(base_url=server.url, timeout=60) as c,
+                c.stream("GET", f"/api/cameras/{lobby}/stream.mjpeg", headers=admin) as resp,
+            ):
+                for chunk in resp.iter_bytes():
+                    if b"Content-Type: image/jpeg" in chunk or frames:
+                        frames.append(chunk)
+                    if len(frames) >= 2 or stop.is_set():
+                        return
+
+        for fn in (sse, mjpeg):
+            threading.Thread(target=fn, daemon=True).start()
+        feed = services.app.state.kafka_feed
+        assert wait_until(lambda: feed._tails, 20)
+        time.sleep(1.0)  # the partition tail positions itself at the end
+        for n in range(3):
+            publish(lobby, "obama2.jpg", n)
+            publish(gate, "biden.jpg", n)
+            time.sleep(0.2)
+
+        assert wait_until(lambda: len(got) >= 1, 30), "the alert came back through Kafka"
+        assert got[0]["person"] == "obama" and got[0]["camera"] == lobby
+        assert set(feed._tails) == {camera_partition(lobby, PARTITIONS)}, (
+            "only the watched camera's partition is read"
+        )
+        cams = {c["camera"]: c for c in client.get("/api/cameras", headers=admin).json()}
+        assert cams[lobby]["state"] == "live" and cams[lobby]["names"] == ["obama"]
+        assert gate not in cams, "another partition's camera was not read"
+        assert wait_until(lambda: len(frames) >= 1, 10)
+
+        def stored() -> int:
+            return len(client.get("/api/sightings", headers=admin).json()["items"])
+
+        assert wait_until(lambda: stored() >= 2, 30), "the recorder group stored sightings"
+        people = {s["person"] for s in client.get("/api/sightings", headers=admin).json()["items"]}
+        assert people == {"obama", None}
+        alerts = client.get("/api/alerts", headers=admin).json()
+        assert [(a["person"], a["camera"]) for a in alerts] == [("obama", lobby)]
+
+        assert client.delete("/api/people/obama", headers=admin).status_code == 204
+        assert wait_until(lambda: matcher_list.names == [], 20), "the deletion reached it"
+        stop.set()
+    finally:
+        tail.stop()
+        producer.flush(5)
+        client.close()
+        server.stop()
+        services.stop()
