@@ -879,6 +879,7 @@ class FrameProducer:
         self._lock = threading.Lock()
         self.health = self.metrics.health.component("ingest")
         self.health.beat()
+        self._warned_at = -1e9
 
     def _drop(self, reason: str, frame: Frame) -> None:
         with self._lock:
@@ -899,7 +900,14 @@ class FrameProducer:
             timed_out = err.code() in (KafkaError._MSG_TIMED_OUT, *_PURGED)
             self._drop("delivery_timeout" if timed_out else "delivery_failed", frame)
             self.metrics.errors.labels("ingest", "delivery").inc()
-            log.warning("camera %s frame %d not delivered: %s", frame.camera, frame.number, err)
+            now = time.monotonic()
+            if now - self._warned_at >= 10.0:  # at most one line per 10 s while it lasts
+                self._warned_at = now
+                log.warning(
+                    "camera %s frame %d not delivered: %s (%d frames dropped so far: %s)",
+                    frame.camera, frame.number, err, self.stats.dropped_total,
+                    dict(self.stats.dropped),
+                )  # fmt: skip
 
         return cb
 
