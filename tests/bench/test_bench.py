@@ -68,7 +68,7 @@ def test_quick_run_writes_consistent_json_and_a_figure(tmp_path: Path) -> None:
     if os.environ.get("SAURON_TEST_BOOTSTRAP"):
         argv += ["--bootstrap", os.environ["SAURON_TEST_BOOTSTRAP"]]
     assert main(argv) == 0
-    doc = json.loads((tmp_path / "bench.json").read_text())
+    doc = json.loads((tmp_path / "pipeline.json").read_text())
     assert doc["failed_runs"] == []
     assert doc["floor_fps"] > 0 and doc["floor_per_frame_fps"] > 0
     _positive_by_workers(doc["pipeline_fps"])
@@ -92,10 +92,10 @@ def test_quick_run_writes_consistent_json_and_a_figure(tmp_path: Path) -> None:
         if run["mode"] == "flood" and run["name"] != "floor" and "sent" in run["extra"]:
             assert run["extra"]["undelivered"] == 0, run["name"]
     assert {t["target"] for t in doc["targets"]} >= {
-        "pipeline, 1 worker, vs the floor",
+        "pipeline (kafka), 1 worker, vs the floor",
         "tracking vs per-frame embedding (floor)",
     }
-    assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "pipeline.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.mark.slow

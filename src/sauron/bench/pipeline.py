@@ -17,7 +17,7 @@ persistent faces, see :mod:`sauron.bench.workload`), measures:
    workers, for every worker count (fewer workers: overload) through Kafka, and through
    the embedded bus with its drop-oldest policy at the same load on one worker.
 
-It prints a table, writes ``bench.json`` and ``bench.png`` (latency box plot against the
+It prints a table, writes ``pipeline.json`` and ``pipeline.png`` (latency box plot against the
 number of workers, like the seed's figure, and throughput) into ``--out``. Without
 ``--bootstrap`` it starts (and stops) its own broker with ``scripts/kafka-broker``.
 """
@@ -99,6 +99,7 @@ class Bench:
         self.broker_pid: int | None = None
         self.bootstrap: str | None = args.bootstrap
         self.workload: Workload | None = None
+        self.embedded_cap: dict[int, float] = {}
 
     # ---- pieces -----------------------------------------------------------------------
 
@@ -243,12 +244,11 @@ class Bench:
             )
         )
 
-    def paced_plan(self, capacity: float) -> tuple[list[str], float]:
-        """Cameras (a multiple of the most workers, so partitions spread evenly) and the
-        per-camera rate, near ``--camera-fps``, that offer ``--load`` of ``capacity``."""
-        a = self.args
-        offered = a.load * capacity
-        n = self.wmax * max(1, round(offered / (a.camera_fps * self.wmax)))
+    def paced_plan(self, capacity: float, load: float, workers: int) -> tuple[list[str], float]:
+        """Cameras (a multiple of ``workers``, one partition each, so they spread evenly)
+        and the per-camera rate, near ``--camera-fps``, that offer ``load`` x ``capacity``."""
+        offered = load * capacity
+        n = workers * max(1, round(offered / (self.args.camera_fps * workers)))
         return camera_names(n, n), offered / n
 
     def kafka_paced(
@@ -258,6 +258,7 @@ class Bench:
         fps: float,
         *,
         max_frame_age_s: float | None = None,
+        batch_size: int | None = None,
         label: str = "kafka-paced",
     ) -> RunResult:
         assert self.workload is not None and self.bootstrap is not None
@@ -267,7 +268,7 @@ class Bench:
             tracking=True,
             embedder=self.embedder,
             max_frame_age_s=max_frame_age_s,
-            batch_size=self.args.batch_size,
+            batch_size=batch_size or self.args.batch_size,
         )
         pipe = KafkaPipeline(settings, workers, self.people)
         return self._record(
@@ -284,7 +285,9 @@ class Bench:
             )
         )
 
-    def embedded_paced(self, workers: int, cameras: list[str], fps: float) -> RunResult:
+    def embedded_paced(
+        self, workers: int, cameras: list[str], fps: float, label: str = "embedded-paced"
+    ) -> RunResult:
         assert self.workload is not None
         settings = embedded_settings(tracking=True, embedder=self.embedder)
         pipe = EmbeddedPipeline(settings, workers, self.people, block=False)
@@ -297,7 +300,7 @@ class Bench:
                 workers=workers,
                 tracking=True,
                 embedder=self.embedder,
-                label="embedded-paced",
+                label=label,
             )
         )
 
@@ -317,6 +320,10 @@ class Bench:
             broker = LocalBroker().start()
             self.bootstrap, self.broker_pid = broker.bootstrap, broker.pid
         try:
+            if a.kafka and self.bootstrap is not None and a.warm_broker > 0:
+                from sauron.bench.broker import warm_up
+
+                warm_up(self.bootstrap, a.warm_broker)
             self._pipelines()
         finally:
             if broker is not None:
@@ -345,48 +352,87 @@ class Bench:
             if a.kafka and (r := self._try(f"kafka {w}", self.kafka_flood, w)):
                 capacity[w] = r.fps
             if a.embedded and (r := self._try(f"embedded {w}", self.embedded_flood, w)):
-                capacity.setdefault(w, r.fps)
-        if a.kafka and a.per_frame:
-            self._try(
-                "kafka-per-frame",
-                self.kafka_flood,
-                self.wmax,
-                tracking=False,
-                partitioning="frame",
-                label="kafka-per-frame",
-            )
+                self.embedded_cap[w] = r.fps
+                if not a.kafka:
+                    capacity[w] = r.fps
+        if a.kafka and a.per_frame:  # no tracking, frames spread over partitions
+            for w in sorted({1, self.wmax}):
+                self._try(
+                    f"kafka-per-frame {w}",
+                    self.kafka_flood,
+                    w,
+                    tracking=False,
+                    partitioning="frame",
+                    label="kafka-per-frame",
+                )
         if a.kafka and a.seed:
             for w in sorted({1, self.wmax}):
                 self._try(f"seed {w}", self.seed, w)
-        if not capacity:
-            return
-        cameras, fps = self.paced_plan(capacity[max(capacity)])
-        self.out["paced"] = {
-            "capacity_fps": capacity[max(capacity)],
-            "load": a.load,
+        if capacity:
+            self._paced(capacity)
+
+    def _plan(
+        self, label: str, capacity: float, load: float, workers: int
+    ) -> tuple[list[str], float]:
+        cameras, fps = self.paced_plan(capacity, load, workers)
+        self.out.setdefault("paced", {})[label] = {
+            "workers": workers,
+            "capacity_fps": capacity,
+            "load": load,
             "cameras": len(cameras),
             "camera_fps": round(fps, 2),
             "offered_fps": round(fps * len(cameras), 2),
         }
+        return cameras, fps
+
+    def _paced(self, capacity: dict[int, float]) -> None:
+        """Latency at ``--load`` of each worker count's measured capacity (through Kafka,
+        and the embedded bus at the most workers), then ``--overload`` x the capacity of
+        one worker: what each stay-live policy does."""
+        a = self.args
         if a.kafka:
             for w in self.workers:
-                self._try(f"kafka-paced {w}", self.kafka_paced, w, cameras, fps)
-            if a.max_frame_age > 0 and self.wmax > 1:
-                # One worker is overloaded at this load: the same run with the stay-live
-                # policy of the detect workers (frames older than this are dropped, counted).
+                if w in capacity:
+                    cams, fps = self._plan(f"kafka-paced {w}", capacity[w], a.load, w)
+                    self._try(f"kafka-paced {w}", self.kafka_paced, w, cams, fps)
+            if a.batch_size is None and a.batch_one and self.wmax in capacity:
+                # The workers poll batches of detect.batch_size (8) frames and wait up to
+                # 0.2 s for a batch to fill: the same load with batches of one shows that wait.
+                cams, fps = self._plan("kafka-paced-batch1", capacity[self.wmax], a.load, self.wmax)
                 self._try(
-                    "kafka-paced-max-age",
+                    "kafka-paced-batch1",
+                    self.kafka_paced,
+                    self.wmax,
+                    cams,
+                    fps,
+                    batch_size=1,
+                    label="kafka-paced-batch1",
+                )
+        if a.embedded and self.embedded_cap:
+            w = max(self.embedded_cap)
+            cams, fps = self._plan("embedded-paced", self.embedded_cap[w], a.load, w)
+            self._try("embedded-paced", self.embedded_paced, w, cams, fps)
+        if a.overload <= 0 or 1 not in capacity:
+            return
+        cams, fps = self._plan("overload", capacity[1], a.overload, 1)
+        if a.kafka:
+            self._try("kafka-overload", self.kafka_paced, 1, cams, fps, label="kafka-overload")
+            if a.max_frame_age > 0:
+                # the stay-live policy of the detect workers: frames older than this are
+                # dropped (and counted) instead of detected
+                self._try(
+                    "kafka-overload-max-age",
                     self.kafka_paced,
                     1,
-                    cameras,
+                    cams,
                     fps,
                     max_frame_age_s=a.max_frame_age,
-                    label="kafka-paced-max-age",
+                    label="kafka-overload-max-age",
                 )
-        if a.embedded:
-            self._try("embedded-paced", self.embedded_paced, self.wmax, cameras, fps)
-            if self.wmax > 1:  # overloaded: the embedded bus drops the oldest frames
-                self._try("embedded-paced 1", self.embedded_paced, 1, cameras, fps)
+        if a.embedded:  # the embedded bus drops the oldest queued frame of the partition
+            self._try(
+                "embedded-overload", self.embedded_paced, 1, cams, fps, label="embedded-overload"
+            )
 
     def _assemble(self) -> dict[str, Any]:
         from sauron.bench.report import assemble
@@ -431,7 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--out",
         type=Path,
         default=Path("sauron-bench"),
-        help="folder for bench.json and bench.png (default ./sauron-bench)",
+        help="folder for pipeline.json and pipeline.png (default ./sauron-bench)",
     )
     p.add_argument("--seconds", type=float, default=6.0, help="length of a throughput run")
     p.add_argument(
@@ -443,6 +489,31 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=0.8,
         help="offered load of the paced runs, as a share of measured capacity",
+    )
+    p.add_argument(
+        "--warm-broker",
+        type=float,
+        default=10.0,
+        help="seconds of traffic through the broker before the first Kafka run (0 = none)",
+    )
+    p.add_argument(
+        "--overload",
+        type=float,
+        default=1.5,
+        help="offered load of the overload runs, as a share of one worker's capacity "
+        "(0 = skip them)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="detect.batch_size of the Kafka workers (default: the configured default)",
+    )
+    p.add_argument(
+        "--no-batch-one",
+        dest="batch_one",
+        action="store_false",
+        help="skip the paced Kafka run with detect.batch_size 1",
     )
     p.add_argument(
         "--max-frame-age",
@@ -496,6 +567,9 @@ def _quick(args: argparse.Namespace) -> None:
     args.seconds, args.paced_seconds = 1.0, 2.0
     args.floor_frames, args.dlib_frames, args.min_frames = 8, 3, 8
     args.per_frame = False
+    args.batch_one = False
+    args.overload = 0.0
+    args.warm_broker = 1.0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -510,9 +584,9 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(args)
     result = bench.run()
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(render(result, args.out / "bench.png"))
-    print(f"wrote {args.out / 'bench.json'} and {args.out / 'bench.png'}")
+    (args.out / "pipeline.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(render(result, args.out / "pipeline.png"))
+    print(f"wrote {args.out / 'pipeline.json'} and {args.out / 'pipeline.png'}")
     return 0
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from sauron import codec
+from sauron import SauronError, codec
 from sauron.bench.measure import Collector, Record
 from sauron.bus.topics import Topics, frame_partition
 from sauron.codec import Person
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 Sink = Callable[[Frame], Any]
 
 
-class BenchError(RuntimeError):
+class BenchError(SauronError):
     """A benchmark run could not be carried out (a worker did not start, frames lost)."""
 
 
@@ -205,11 +205,13 @@ class KafkaPipeline:
         wait_for_group(self.bootstrap, self.settings.topics.name("match"), 1)
         return self
 
-    def _collector_tail(self, tries: int = 5) -> Any:
-        """Read the annotated topic from its start; retried while a new topic settles."""
+    def _collector_tail(self, timeout: float = 60.0) -> Any:
+        """Read the annotated topic from its start; retried while a new topic settles
+        (a broker under load answers NOT_LEADER_FOR_PARTITION for a while)."""
         from sauron.bus.kafka import TopicTail
 
-        for _ in range(tries):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
             tail = TopicTail(self.settings.bus, self.topics.annotated, self._on_annotated)
             tail.start()
             while not tail.ready.wait(0.1) and tail.is_alive():
@@ -218,7 +220,7 @@ class KafkaPipeline:
                 return tail
             tail.join(5)
             log.info("collector on %s did not start (%s); again", self.topics.annotated, tail.error)
-            time.sleep(0.5)
+            time.sleep(1.0)
         raise BenchError(f"cannot read {self.topics.annotated}")
 
     def _on_annotated(self, msg: Any) -> None:
@@ -260,6 +262,7 @@ class KafkaPipeline:
     def close(self) -> None:
         if self._producer is not None:
             self._producer.flush(10)
+            self._producer = None
         for p in self._procs:
             p.terminate()
         for p in self._procs:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from dataclasses import dataclass
@@ -89,7 +90,7 @@ def measure(
         else:
             pipe.start()
             warm.start().join()
-        if not pipe.collector.wait_settled(warm.sent, 180):
+        if not pipe.collector.wait_settled(warm.sent, 180) and not len(pipe.collector):
             raise BenchError(
                 f"{name}: warm-up frames did not come out within 180 s "
                 f"({len(pipe.collector)} of {warm.sent})"
@@ -97,16 +98,21 @@ def measure(
         setup_s = time.monotonic() - t_setup
         lag_sampler = None
         if hasattr(pipe, "lag_sampler"):
-            lag_sampler = pipe.lag_sampler(lambda: replay.sent - len(pipe.collector)).start()
+            lag_sampler = pipe.lag_sampler(
+                lambda: replay.sent - pipe.collector.count(WARMUP_FRAMES)
+            ).start()
         monitor = ResourceMonitor(broker_pid).start()
         if not preload:
             replay.start().join()
-        drained = pipe.collector.wait_for(replay.sent, feed.drain_s, WARMUP_FRAMES)
+        # all frames out, or nothing new for 3 s (the rest were dropped by a policy)
+        drained = pipe.collector.wait_settled(replay.sent, feed.drain_s, 3.0, WARMUP_FRAMES)
         usage = monitor.stop()
         lag = lag_sampler.stop() if lag_sampler is not None else {}
         records = [r for r in pipe.collector.take() if r.number >= WARMUP_FRAMES]
     finally:
         pipe.close()
+        del warm  # their sinks hold Kafka clients: let them go with the pipeline
+        gc.collect()
     feed_s = replay.finished_at - replay.started_at
     offered = replay.sent / feed_s if feed.fps is not None and feed_s > 0 else None
     extra.update(

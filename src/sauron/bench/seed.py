@@ -217,6 +217,7 @@ class SeedPipeline:
         self._stop = threading.Event()
         self._procs: list[Any] = []
         self._threads: list[threading.Thread] = []
+        self._producers: list[Any] = []
 
     def prepare(self) -> None:
         """Create the topics (before the frames are published)."""
@@ -297,6 +298,7 @@ class SeedPipeline:
         from sauron.imaging import decode_jpeg
 
         producer = _producer(self.bootstrap)
+        self._producers.append(producer)
         topic, parts = self.topics["frames"], self.partitions
 
         def sink(frame: Frame) -> None:
@@ -328,3 +330,6 @@ class SeedPipeline:
         self._stop.set()
         for t in self._threads:
             t.join(10)
+        for producer in self._producers:
+            producer.flush(5)
+        self._producers.clear()
