@@ -3,7 +3,6 @@ the real face models on the sample photos."""
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -12,7 +11,6 @@ from typing import Any
 
 import httpx
 import pytest
-import sqlalchemy as sa
 
 from sauron.config import DetectConfig, Settings, load_settings
 from sauron.detect.stage import DetectStage
@@ -22,32 +20,7 @@ from sauron.match.watchlist import Watchlist
 from sauron.serve.web.server import WebServer, WebServices
 from sauron.types import Frame
 
-PG_ENV = "SAURON_TEST_DATABASE_URL"
 ADMIN_PASSWORD = "test-admin-" + uuid.uuid4().hex[:12]
-
-
-def fresh_database(kind: str, tmp: Path) -> Iterator[str]:
-    if kind == "sqlite":
-        yield f"sqlite:///{tmp / 'sauron.db'}"
-        return
-    base = os.environ.get(PG_ENV)
-    if not base:
-        pytest.skip(f"no PostgreSQL: {PG_ENV} is unset (scripts/test starts one)")
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield sa.make_url(base).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    yield from fresh_database(request.param, tmp_path)
 
 
 @dataclass

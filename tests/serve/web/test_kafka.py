@@ -5,12 +5,9 @@ stores sightings, alerts go through the alerts topic to the pages."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,33 +28,13 @@ from .conftest import ADMIN_PASSWORD, make_settings
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
-BROKER = Path(__file__).resolve().parents[3] / "scripts" / "kafka-broker"
 PARTITIONS = 4
 
 
-@pytest.fixture(scope="module")
-def bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """SAURON_TEST_BOOTSTRAP, else a broker of our own on a loopback port."""
-    given = os.environ.get("SAURON_TEST_BOOTSTRAP")
-    if given:
-        yield given
-        return
-    env = {
-        **os.environ,
-        "SAURON_KAFKA_DIR": str(tmp_path_factory.mktemp("kafka-web")),
-        "SAURON_KAFKA_PORT": os.environ.get("SAURON_TEST_WEB_KAFKA_PORT", "19293"),
-    }
-    proc = subprocess.run(
-        [str(BROKER), "start"], env=env, capture_output=True, text=True, timeout=600, check=False
-    )
-    if proc.returncode != 0:
-        pytest.fail(f"could not start the Kafka broker:\n{proc.stderr[-3000:]}")
-    try:
-        yield proc.stdout.strip().splitlines()[-1]
-    finally:
-        subprocess.run(
-            [str(BROKER), "stop"], env=env, capture_output=True, timeout=120, check=False
-        )
+@pytest.fixture
+def bootstrap(kafka_bootstrap: str) -> str:
+    """The session's real broker (see tests/conftest.py)."""
+    return kafka_bootstrap
 
 
 def _cameras() -> tuple[str, str]:
