@@ -177,7 +177,7 @@ match:
     assert s.bus.client == {"security.protocol": "SSL", "retries": 3}
     assert s.match.tolerance == 0.45
     assert s.match.watchlist == Path("/srv/watchlist")
-    assert s.match.draw is True  # untouched keys keep their defaults
+    assert s.match.draw is False  # untouched keys keep their defaults
 
 
 def test_empty_yaml_file_gives_defaults(tmp_path: Path) -> None:
@@ -232,11 +232,11 @@ def test_environment_overrides_defaults(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 def test_environment_beats_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    path = write(tmp_path, "match:\n  tolerance: 0.5\n  draw: false\n")
+    path = write(tmp_path, "match:\n  tolerance: 0.5\n  draw: true\n")
     monkeypatch.setenv("SAURON_MATCH__TOLERANCE", "0.4")
     s = load_settings(path)
     assert s.match.tolerance == 0.4
-    assert s.match.draw is False  # the file's sibling key survives the merge
+    assert s.match.draw is True  # the file's sibling key survives the merge
 
 
 def test_environment_equal_to_the_default_still_beats_the_file(
@@ -250,12 +250,12 @@ def test_environment_equal_to_the_default_still_beats_the_file(
 def test_overrides_beat_environment_and_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = write(tmp_path, "match:\n  tolerance: 0.5\n  draw: false\ntopics:\n  partitions: 3\n")
+    path = write(tmp_path, "match:\n  tolerance: 0.5\n  draw: true\ntopics:\n  partitions: 3\n")
     monkeypatch.setenv("SAURON_MATCH__TOLERANCE", "0.4")
     monkeypatch.setenv("SAURON_TOPICS__PARTITIONS", "12")
     s = load_settings(path, overrides={"match": {"tolerance": 0.3}})
     assert s.match.tolerance == 0.3
-    assert s.match.draw is False
+    assert s.match.draw is True
     assert s.topics.partitions == 12
 
 

@@ -154,8 +154,22 @@ class MatchConfig(Section):
     tolerance: float = Field(0.6, gt=0, le=2, description="Largest distance that names a face")
     watchlist: Path | None = Field(None, description="Folder with one sub-folder per person")
     largest_face: bool = Field(False, description="Enroll the largest face of multi-face photos")
-    draw: bool = Field(True, description="Draw boxes and names on annotated frames")
-    annotated_quality: int = Field(80, ge=10, le=100, description="JPEG quality of annotated")
+    in_detect: bool = Field(
+        True,
+        description="Over Kafka, detect workers also name the faces and write annotated "
+        "frames and sightings themselves (one hop and one process fewer). Off: they write "
+        "the detections topic and a separate `sauron worker match` group names the faces; "
+        "set it the same on every detect and match worker",
+    )
+    draw: bool = Field(
+        False,
+        description="Burn boxes and names into a second JPEG in the matcher, for readers "
+        "of the annotated topic that want pixels. Off: annotated results carry the frame "
+        "and its named boxes, and the web app draws them when a frame is shown",
+    )
+    annotated_quality: int = Field(
+        80, ge=10, le=100, description="JPEG quality of drawn frames (matcher and web app)"
+    )
 
 
 class MetricsConfig(Section):

@@ -197,9 +197,11 @@ def run_kafka(settings: Settings, opts: RunOptions) -> RunSummary:
     procs = spawn_detect_workers(
         settings, worker_count(opts.processes), metrics_base=port + 1 if port else 0
     )
-    matcher, watch_tail = build_match_worker(settings, metrics=metrics)
-    match_thread = threading.Thread(target=matcher.run, name="match", daemon=True)
-    match_thread.start()
+    matcher: Any = None
+    if not settings.match.in_detect:  # else the detect workers name the faces
+        matcher, watch_tail = build_match_worker(settings, metrics=metrics)
+        match_thread = threading.Thread(target=matcher.run, name="match", daemon=True)
+        match_thread.start()
     ingest_stop = threading.Event()
     producer, sink = kafka_frame_sink(
         settings, counts[topics.frames], metrics=metrics, stop=ingest_stop
@@ -233,16 +235,16 @@ def run_kafka(settings: Settings, opts: RunOptions) -> RunSummary:
             p.terminate()
         for p in procs:
             p.join(15)
-        matcher.stop_event.set()
-        match_thread.join(15)
-        watch_tail.stop()
+        if matcher is not None:
+            matcher.stop_event.set()
+            match_thread.join(15)
+            watch_tail.stop()
         collector.stop()
         writer.close()
         if server is not None:
             server.stop()
-    return _summary(
-        ingest, writer, started, producer.stats.dropped_total, matcher.stats.dead_letters
-    )
+    dead = matcher.stats.dead_letters if matcher is not None else 0
+    return _summary(ingest, writer, started, producer.stats.dropped_total, dead)
 
 
 def kafka_frame_sink(

@@ -71,12 +71,13 @@ class ClusterStatus:
 
 
 def stage_groups(settings: Settings) -> list[tuple[str, str, str]]:
-    """(stage, consumer group, input topic) of every Kafka stage."""
+    """(stage, consumer group, input topic) of every Kafka stage (no match stage of its
+    own while the detect workers match: ``match.in_detect``)."""
     topics = Topics.from_config(settings.topics)
-    return [
-        ("detect", settings.topics.name("detect"), topics.frames),
-        ("match", settings.topics.name("match"), topics.detections),
-    ]
+    stages = [("detect", settings.topics.name("detect"), topics.frames)]
+    if not settings.match.in_detect:
+        stages.append(("match", settings.topics.name("match"), topics.detections))
+    return stages
 
 
 def _result(fut: Any, timeout: float, what: str) -> Any:

@@ -125,17 +125,18 @@ def test_no_waste_one_decode_per_stage_and_compact_messages(
     monkeypatch.setattr(match_stage, "decode_jpeg", counting("match", match_stage.decode_jpeg))
     work = make_workload(clips=1, frames=8)
     detect = detect_stage.DetectStage(DetectConfig.model_validate({"embedder": "onnx"}))
+    drawing = match_stage.MatchStage(MatchConfig.model_validate({"draw": True}), Watchlist())
     match = match_stage.MatchStage(MatchConfig.model_validate({}), Watchlist())
     for n in range(8):
         frame = Frame("cam", n, 0.0, work.jpeg(0, n))
         det, timings = detect.process(frame)
-        result, _ = match.process(frame, det, timings)
+        drawing.process(frame, det, timings)  # decodes the frame to draw on it
+        result, _ = match.process(frame, det, timings)  # the default: no pixels touched
+        assert result.annotated_jpeg == b"" and result.frame.jpeg == frame.jpeg
         faces = len(det)
         assert faces >= 1
         detections = codec.encode_detections(frame, det, timings)
         overhead = len(detections) - len(frame.jpeg)
         assert overhead < 1024 + faces * (128 * 4 + 200), overhead
-        assert len(codec.encode_result(result)) < len(frame.jpeg) + len(result.annotated_jpeg) + (
-            1024 + faces * (128 * 4 + 200)
-        )
-    assert calls == {"detect": 8, "match": 8}
+        assert len(codec.encode_result(result)) < len(frame.jpeg) + 1024 + faces * (128 * 4 + 200)
+    assert calls == {"detect": 8, "match": 8}  # all 8 by the drawing matcher

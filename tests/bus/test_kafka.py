@@ -30,6 +30,7 @@ from sauron import codec
 from sauron.bus.kafka import (
     FrameProducer,
     Output,
+    consume_ready,
 )
 from sauron.config import Settings, load_settings
 from sauron.detect.stage import DetectStage
@@ -126,6 +127,32 @@ def _get(url: str) -> tuple[int, bytes]:
             return int(resp.status), resp.read()
     except urllib.error.HTTPError as exc:
         return int(exc.code), exc.read()
+
+
+class _Fetched:
+    """Stands in for a consumer with ``queued`` messages already fetched."""
+
+    def __init__(self, queued: int) -> None:
+        self.queued = list(range(queued))
+        self.calls: list[tuple[int, float]] = []
+
+    def consume(self, num_messages: int, timeout: float) -> list[int]:
+        self.calls.append((num_messages, timeout))
+        out, self.queued = self.queued[:num_messages], self.queued[num_messages:]
+        return out
+
+
+@pytest.mark.parametrize(("queued", "most", "got"), [(0, 8, 0), (1, 8, 1), (5, 8, 5), (20, 8, 8)])
+def test_consume_ready_waits_for_one_then_takes_what_is_there(
+    queued: int, most: int, got: int
+) -> None:
+    consumer = _Fetched(queued)
+    msgs = consume_ready(consumer, most, timeout=0.2)  # type: ignore[arg-type]
+    assert msgs == list(range(got))
+    # only the first call may wait; a lone message is never held for a full batch
+    assert consumer.calls[0] == (1, 0.2)
+    assert all(timeout == 0 for _, timeout in consumer.calls[1:])
+    assert len(consumer.calls) == (2 if queued else 1)
 
 
 def test_metrics_server_serves_metrics_and_health() -> None:

@@ -203,7 +203,8 @@ def detect_run(kafka_bootstrap: str, photos: dict[str, Path]) -> Iterator[Detect
     assert producer.flush(30) == 0
     try:
         dead = read_topic(kafka_bootstrap, topics.deadletter, lambda m: len(m) >= len(cases))
-        dets = read_topic(kafka_bootstrap, topics.detections, lambda m: len(m) >= 3)
+        # the worker names the faces too (match.in_detect): results on the annotated topic
+        dets = read_topic(kafka_bootstrap, topics.annotated, lambda m: len(m) >= 3)
         yield DetectRun(run, topics, cases, {m.key().decode(): m for m in dead}, dets)
     finally:
         stop_worker(run)
@@ -226,7 +227,7 @@ def test_bad_frame_goes_to_dead_letters_with_reason(detect_run: DetectRun, case:
 
 @pytest.mark.kafka
 def test_detect_worker_carries_on_and_counts(detect_run: DetectRun) -> None:
-    frames = sorted(codec.decode_detections(m.value())[0].number for m in detect_run.detections)
+    frames = sorted(codec.decode_result(m.value()).frame.number for m in detect_run.detections)
     assert frames == [0, 1, 2], "good frames after the bad ones must still come out"
     assert len(detect_run.dead) == len(detect_run.cases), "one dead letter per bad input"
     run = detect_run.running
@@ -250,7 +251,7 @@ def test_detect_worker_carries_on_and_counts(detect_run: DetectRun) -> None:
 def test_match_worker_dead_letters_bad_detections(
     kafka_bootstrap: str, topic_prefix: str, photos: dict[str, Path]
 ) -> None:
-    settings = kafka_settings(kafka_bootstrap, topic_prefix)
+    settings = kafka_settings(kafka_bootstrap, topic_prefix, match={"in_detect": False})
     topics = Topics.from_config(settings.topics)
     ensure_topics(settings)
     metrics = Metrics()
@@ -328,13 +329,23 @@ def test_unreachable_broker_gives_clear_error_not_a_hang(command: list[str]) -> 
         *command,
         "--bootstrap",
         f"127.0.0.1:{port}",
-        env={"SAURON_BUS__CONNECT_TIMEOUT_S": "3"},
+        env={"SAURON_BUS__CONNECT_TIMEOUT_S": "3", "SAURON_MATCH__IN_DETECT": "false"},
         timeout=90,
     )
     assert proc.returncode != 0
     assert f"cannot reach Kafka at 127.0.0.1:{port} within 3 s" in proc.stderr, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     assert took < 60, f"took {took:.0f} s to give up"
+
+
+def test_match_worker_refuses_while_detect_workers_match() -> None:
+    """With the default ``match.in_detect`` a match worker would wait forever on a topic
+    nobody writes: it says so and how to change it, before touching the broker."""
+    proc, _ = sauron("worker", "match", "--bootstrap", f"127.0.0.1:{closed_port()}", timeout=60)
+    assert proc.returncode != 0
+    assert "match.in_detect is on" in proc.stderr, proc.stderr[-2000:]
+    assert "SAURON_MATCH__IN_DETECT=false" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 @pytest.mark.parametrize("bus", ["embedded", pytest.param("kafka", marks=pytest.mark.kafka)])

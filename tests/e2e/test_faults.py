@@ -43,6 +43,7 @@ from sauron.bus.kafka import (
     OffsetTracker,
     StageWorker,
     TopicTail,
+    end_offsets,
     ensure_topics,
     make_consumer,
     wait_until,
@@ -185,7 +186,11 @@ class Workers:
 
     def start(self, *extra: str) -> subprocess.Popen[bytes]:
         i = len(self.procs)
-        env = {**os.environ, **WORKER_ENV}
+        env = {
+            **os.environ,
+            **WORKER_ENV,
+            "SAURON_MATCH__IN_DETECT": str(self.settings.match.in_detect).lower(),
+        }
         with open(self.log_dir / f"detect-{i}.log", "wb") as errs:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "sauron.cli", "worker", "detect",
@@ -311,14 +316,23 @@ class Feeder(threading.Thread):
         self.left = self.producer.flush(120)
 
 
-def start_matcher(settings: Settings) -> tuple[StageWorker, threading.Thread, Any]:
+Matcher = tuple[StageWorker, threading.Thread, Any] | None
+
+
+def start_matcher(settings: Settings) -> Matcher:
+    """A match worker (a thread) when the detect workers do not match (``match.in_detect``)."""
+    if settings.match.in_detect:
+        return None
     worker, tail = build_match_worker(settings)
     thread = threading.Thread(target=worker.run, name="match", daemon=True)
     thread.start()
     return worker, thread, tail
 
 
-def stop_matcher(worker: StageWorker, thread: threading.Thread, tail: Any) -> None:
+def stop_matcher(matcher: Matcher) -> None:
+    if matcher is None:
+        return
+    worker, thread, tail = matcher
     worker.stop_event.set()
     thread.join(60)
     tail.stop()
@@ -348,13 +362,21 @@ def timing(feeder: Feeder, out: Collector, t_fault: float, t_back: float) -> dic
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("mode", ["at-least-once", "exactly-once"])
+@pytest.mark.parametrize(
+    "mode", ["at-least-once", "exactly-once", "at-least-once, separate match worker"]
+)
 def test_kill9_detect_worker_mid_stream(
     mode: str, kafka_bootstrap: str, topic_prefix: str, jpegs: list[bytes], tmp_path: Path
 ) -> None:
-    """kill -9 of one of two detect workers: its partitions move, every frame comes out."""
+    """kill -9 of one of two detect workers: its partitions move, every frame comes out.
+    The detect workers name the faces themselves (the default), or a match worker does."""
     eos = mode == "exactly-once"
-    settings = settings_for(kafka_bootstrap, topic_prefix, bus={"exactly_once": eos})
+    settings = settings_for(
+        kafka_bootstrap,
+        topic_prefix,
+        bus={"exactly_once": eos},
+        match={"in_detect": "separate" not in mode},
+    )
     ensure_topics(settings)
     n, fps = 240, 16.0
     workers = Workers(settings, tmp_path)
@@ -387,12 +409,20 @@ def test_kill9_detect_worker_mid_stream(
             }  # fmt: skip
     finally:
         workers.stop_all()
-        stop_matcher(*matcher)
+        stop_matcher(matcher)
     report(figures)
     assert feeder.left == 0 and feeder.producer.stats.acked == n
     assert figures["frames_out"] == n, "every frame comes out"
     assert workers.procs[1].returncode == 0, "the surviving worker stops cleanly on SIGTERM"
-    assert f"({mode})" in workers.log_tail(), "the workers ran in the mode under test"
+    delivery = "exactly-once" if eos else "at-least-once"
+    assert f"({delivery})" in workers.log_tail(), "the workers ran in the mode under test"
+    detections = sum(
+        end_offsets(settings.bus, Topics.from_config(settings.topics).detections).values()
+    )
+    if settings.match.in_detect:
+        assert detections == 0, "the detect workers named the faces themselves"
+    else:
+        assert detections >= n, "the detect workers left the naming to the match worker"
     if eos:
         assert figures["duplicates"] == 0, "exactly-once: no annotated frame twice"
         assert figures["sighting_duplicates"] == 0, "exactly-once: no sighting twice"
@@ -446,7 +476,7 @@ def test_broker_stopped_and_restarted_mid_stream(
         assert worker.poll() is None, "the worker must ride out the outage, not exit"
     finally:
         workers.stop_all()
-        stop_matcher(*matcher)
+        stop_matcher(matcher)
     report(figures)
     assert during > 0, "frames were produced while the broker was down"
     assert figures["dropped"] == 0 and feeder.left == 0, "frames produced while down are kept"
@@ -503,7 +533,7 @@ def test_three_brokers_kill_frames_leader(
         assert all(p.poll() is None for p in workers.procs), "workers carry on"
     finally:
         workers.stop_all()
-        stop_matcher(*matcher)
+        stop_matcher(matcher)
     report(figures)
     assert leader not in figures["new_leaders"], "the partitions moved to live brokers"
     assert figures["dropped"] == 0 and feeder.left == 0
@@ -531,8 +561,9 @@ def test_worker_restart_resumes_from_committed_offsets(
     kafka_bootstrap: str, topic_prefix: str, jpegs: list[bytes], tmp_path: Path
 ) -> None:
     """SIGTERM: batch finished, offsets committed, group left; a restart neither redoes
-    nor skips anything. Also checks /healthz, /metrics and ``sauron status`` on it."""
-    settings = settings_for(kafka_bootstrap, topic_prefix)
+    nor skips anything. Also checks /healthz, /metrics and ``sauron status`` on it.
+    (With a separate match stage, so the detections topic holds what the worker did.)"""
+    settings = settings_for(kafka_bootstrap, topic_prefix, match={"in_detect": False})
     topics = Topics.from_config(settings.topics)
     group = settings.topics.name("detect")
     n1, n2 = 60, 40
@@ -555,6 +586,7 @@ def test_worker_restart_resumes_from_committed_offsets(
             [sys.executable, "-m", "sauron.cli", "status", *worker_args(settings)[:4],
              "--interval", "1", "--json"],
             capture_output=True, text=True, timeout=60, check=False,
+            env={**os.environ, "SAURON_MATCH__IN_DETECT": "false"},
         )  # fmt: skip
         assert status.returncode == 0, status.stderr[-2000:]
         stages = {s["stage"]: s for s in json.loads(status.stdout)["stages"]}

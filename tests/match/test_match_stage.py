@@ -87,7 +87,9 @@ def test_annotated_frame_has_the_same_size_and_coloured_boxes(
     watchlist: Watchlist, scene: tuple[Frame, Detections]
 ) -> None:
     frame, det = scene
-    result, _ = MatchStage(MatchConfig(annotated_quality=95), watchlist).process(frame, det, {})
+    result, _ = MatchStage(MatchConfig(draw=True, annotated_quality=95), watchlist).process(
+        frame, det, {}
+    )
     assert result.annotated_jpeg[:2] == b"\xff\xd8"
     original = decode_jpeg(frame.jpeg)
     annotated = decode_jpeg(result.annotated_jpeg)
@@ -129,7 +131,7 @@ def test_one_sighting_per_face_with_the_documented_fields(
 def test_timings_and_processing_time(watchlist: Watchlist, scene: tuple[Frame, Detections]) -> None:
     frame, det = scene
     before = time.time()
-    result, _ = MatchStage(MatchConfig(), watchlist).process(frame, det, {"detect": 12.5})
+    result, _ = MatchStage(MatchConfig(draw=True), watchlist).process(frame, det, {"detect": 12.5})
     assert before <= result.processed_at <= time.time()
     assert set(result.timings_ms) == {"detect", "match", "draw"}
     assert result.timings_ms["detect"] == 12.5
@@ -137,10 +139,12 @@ def test_timings_and_processing_time(watchlist: Watchlist, scene: tuple[Frame, D
     assert result.timings_ms["draw"] > 0
 
 
-def test_drawing_can_be_turned_off(watchlist: Watchlist, scene: tuple[Frame, Detections]) -> None:
+def test_no_drawing_by_default(watchlist: Watchlist, scene: tuple[Frame, Detections]) -> None:
+    """Viewers draw the named boxes when a frame is shown; the matcher only names them."""
     frame, det = scene
-    result, events = MatchStage(MatchConfig(draw=False), watchlist).process(frame, det, {})
+    result, events = MatchStage(MatchConfig(), watchlist).process(frame, det, {})
     assert result.annotated_jpeg == b""
+    assert result.frame.jpeg == frame.jpeg
     assert result.detections.names == ("obama", None)
     assert len(events) == 2
 
@@ -148,7 +152,9 @@ def test_drawing_can_be_turned_off(watchlist: Watchlist, scene: tuple[Frame, Det
 def test_a_frame_without_faces(watchlist: Watchlist) -> None:
     bgr = np.full((90, 160, 3), 100, np.uint8)
     frame = Frame(camera="hall", number=1, captured_at=0.0, jpeg=encode_jpeg(bgr))
-    result, events = MatchStage(MatchConfig(), watchlist).process(frame, Detections.empty(128), {})
+    result, events = MatchStage(MatchConfig(draw=True), watchlist).process(
+        frame, Detections.empty(128), {}
+    )
     assert events == []
     assert len(result.detections) == 0
     assert decode_jpeg(result.annotated_jpeg).shape == (90, 160, 3)
@@ -164,7 +170,7 @@ def test_person_boxes_are_drawn_but_not_matched_nor_sighted(watchlist: Watchlist
         embeddings=np.zeros((1, 0), np.float32),
         label="person",
     )
-    result, events = MatchStage(MatchConfig(), watchlist).process(frame, people, {})
+    result, events = MatchStage(MatchConfig(draw=True), watchlist).process(frame, people, {})
     assert events == []
     assert result.detections.names == (None,)
     annotated = decode_jpeg(result.annotated_jpeg)

@@ -22,9 +22,10 @@ from sauron.codec import Person
 from sauron.config import DetectConfig, MatchConfig
 from sauron.detect.stage import DetectStage
 from sauron.detect.tracking import iou_matrix
-from sauron.match.stage import MatchStage
+from sauron.imaging import decode_jpeg, encode_jpeg
+from sauron.match.stage import MatchStage, draw
 from sauron.match.watchlist import Watchlist
-from sauron.types import Frame
+from sauron.types import Frame, Result
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ def run_floor(
     records: list[Record] = []
     names: dict[FrameKey, tuple[str, ...]] = {}
     truth_score = _Score()
+    shown: list[Result] = []
     monitor = ResourceMonitor().start()
     t_start = time.perf_counter()
     for ci, n in _frames(cameras, warmup, frames_per_camera):
@@ -80,6 +82,8 @@ def run_floor(
         )
         names[(frame.camera, n)] = tuple(sorted(x or "" for x in result.detections.names))
         truth_score.add(workload.people(ci, n), result.detections.xyxy, result.detections.names)
+        if len(shown) < 40:
+            shown.append(result)
     elapsed = time.perf_counter() - t_start
     usage = monitor.stop()
     run = summarize(
@@ -95,6 +99,7 @@ def run_floor(
             "faces_seen": detect.faces_seen - seen0,
             "faces_embedded": detect.faces_embedded - embedded0,
             "accuracy": truth_score.to_json(),
+            "render_ms": render_cost(shown),
         },
     )
     # The floor's rate is frames over the loop's own time (no first-to-last gap to bridge).
@@ -102,6 +107,18 @@ def run_floor(
     run.seconds = round(elapsed, 3)
     run.latency_ms = {}
     return FloorRun(run, names)
+
+
+def render_cost(results: list[Result], quality: int = 80) -> float:
+    """Mean ms to turn a result into the picture a viewer sees: decode the frame, draw
+    the named boxes, encode the JPEG (what the web app does for a watched camera's
+    newest frame, and what the matcher does for every frame with ``match.draw`` on)."""
+    if not results:
+        return 0.0
+    t0 = time.perf_counter()
+    for r in results:
+        encode_jpeg(draw(decode_jpeg(r.frame.jpeg), r.detections), quality)
+    return round((time.perf_counter() - t0) * 1e3 / len(results), 2)
 
 
 class _Score:

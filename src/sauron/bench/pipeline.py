@@ -181,6 +181,7 @@ class Bench:
         *,
         tracking: bool = True,
         partitioning: str = "camera",
+        in_detect: bool = True,
         label: str = "kafka",
     ) -> RunResult:
         assert self.workload is not None and self.bootstrap is not None
@@ -192,6 +193,7 @@ class Bench:
             embedder=self.embedder,
             partitioning=partitioning,
             batch_size=self.args.batch_size,
+            in_detect=in_detect,
         )
         pipe = KafkaPipeline(settings, workers, self.people)
         return self._record(
@@ -258,7 +260,7 @@ class Bench:
         fps: float,
         *,
         max_frame_age_s: float | None = None,
-        batch_size: int | None = None,
+        in_detect: bool = True,
         label: str = "kafka-paced",
     ) -> RunResult:
         assert self.workload is not None and self.bootstrap is not None
@@ -268,7 +270,8 @@ class Bench:
             tracking=True,
             embedder=self.embedder,
             max_frame_age_s=max_frame_age_s,
-            batch_size=batch_size or self.args.batch_size,
+            batch_size=self.args.batch_size,
+            in_detect=in_detect,
         )
         pipe = KafkaPipeline(settings, workers, self.people)
         return self._record(
@@ -355,6 +358,15 @@ class Bench:
                 self.embedded_cap[w] = r.fps
                 if not a.kafka:
                     capacity[w] = r.fps
+        if a.kafka and a.separate_match:  # the match stage as a consumer group of its own
+            for w in sorted({1, self.wmax}):
+                self._try(
+                    f"kafka-separate-match {w}",
+                    self.kafka_flood,
+                    w,
+                    in_detect=False,
+                    label="kafka-separate-match",
+                )
         if a.kafka and a.per_frame:  # no tracking, frames spread over partitions
             for w in sorted({1, self.wmax}):
                 self._try(
@@ -395,18 +407,12 @@ class Bench:
                 if w in capacity:
                     cams, fps = self._plan(f"kafka-paced {w}", capacity[w], a.load, w)
                     self._try(f"kafka-paced {w}", self.kafka_paced, w, cams, fps)
-            if a.batch_size is None and a.batch_one and self.wmax in capacity:
-                # The workers poll batches of detect.batch_size (8) frames and wait up to
-                # 0.2 s for a batch to fill: the same load with batches of one shows that wait.
-                cams, fps = self._plan("kafka-paced-batch1", capacity[self.wmax], a.load, self.wmax)
+            if a.separate_match and self.wmax in capacity:
+                # the same load with the match stage as a group of its own: one hop more
+                label = "kafka-paced-separate-match"
+                cams, fps = self._plan(label, capacity[self.wmax], a.load, self.wmax)
                 self._try(
-                    "kafka-paced-batch1",
-                    self.kafka_paced,
-                    self.wmax,
-                    cams,
-                    fps,
-                    batch_size=1,
-                    label="kafka-paced-batch1",
+                    label, self.kafka_paced, self.wmax, cams, fps, in_detect=False, label=label
                 )
         if a.embedded and self.embedded_cap:
             w = max(self.embedded_cap)
@@ -510,12 +516,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="detect.batch_size of the Kafka workers (default: the configured default)",
     )
     p.add_argument(
-        "--no-batch-one",
-        dest="batch_one",
-        action="store_false",
-        help="skip the paced Kafka run with detect.batch_size 1",
-    )
-    p.add_argument(
         "--max-frame-age",
         type=float,
         default=0.5,
@@ -540,6 +540,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-embedded", dest="embedded", action="store_false", help="skip the embedded-bus runs"
     )
     p.add_argument("--no-seed", dest="seed", action="store_false", help="skip the seed")
+    p.add_argument(
+        "--no-separate-match",
+        dest="separate_match",
+        action="store_false",
+        help="skip the Kafka runs with a match worker of its own (match.in_detect off)",
+    )
     p.add_argument(
         "--no-dlib",
         dest="dlib",
@@ -567,7 +573,6 @@ def _quick(args: argparse.Namespace) -> None:
     args.seconds, args.paced_seconds = 1.0, 2.0
     args.floor_frames, args.dlib_frames, args.min_frames = 8, 3, 8
     args.per_frame = False
-    args.batch_one = False
     args.overload = 0.0
     args.warm_broker = 1.0
 

@@ -45,6 +45,7 @@ def kafka_settings(
     partitioning: str = "camera",
     max_frame_age_s: float | None = None,
     batch_size: int | None = None,
+    in_detect: bool = True,
 ) -> Settings:
     """Settings of one Kafka run: fresh topics (a unique prefix) and consumer groups."""
     detect: dict[str, Any] = {"embedder": embedder, "tracking": tracking}
@@ -62,6 +63,7 @@ def kafka_settings(
                 "partitioning": partitioning,
             },
             "detect": detect,
+            "match": {"in_detect": in_detect},
         },
     )
 
@@ -195,14 +197,16 @@ class KafkaPipeline:
         wait_for_leaders(self.bootstrap, self.topics.all())
         self._tails.append(self._collector_tail())
         self._procs = spawn_detect_workers(self.settings, self.workers)
-        self._matcher, watch_tail = build_match_worker(self.settings)
-        self._tails.append(watch_tail)
-        t = threading.Thread(target=self._matcher.run, name="bench-match", daemon=True)
-        t.start()
-        self._threads.append(t)
+        if not self.settings.match.in_detect:  # a match worker of its own, as a thread
+            self._matcher, watch_tail = build_match_worker(self.settings)
+            self._tails.append(watch_tail)
+            t = threading.Thread(target=self._matcher.run, name="bench-match", daemon=True)
+            t.start()
+            self._threads.append(t)
         self._producer = make_producer(self.settings.bus)
         wait_for_group(self.bootstrap, self.detect_group, min(self.workers, self._partitions))
-        wait_for_group(self.bootstrap, self.settings.topics.name("match"), 1)
+        if self._matcher is not None:
+            wait_for_group(self.bootstrap, self.settings.topics.name("match"), 1)
         return self
 
     def _collector_tail(self, timeout: float = 60.0) -> Any:

@@ -147,7 +147,7 @@ class Soak:
             "bus": {"type": "kafka", "bootstrap_servers": self.bootstrap},
             "topics": {"prefix": f"soak{int(time.time())}", "partitions": a.cameras},
             "detect": {"max_frame_age_s": a.max_age, "embedder": a.embedder},
-            "match": {"draw": True},
+            "match": {"draw": True, "in_detect": False},  # as docs/reliability.md measured
         })  # fmt: skip
 
     def _on_annotated(self, msg: Any) -> None:

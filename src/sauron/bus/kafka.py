@@ -255,6 +255,18 @@ def make_consumer(bus: BusConfig, group: str, **extra: Any) -> Consumer:
     return Consumer(conf)
 
 
+def consume_ready(consumer: Consumer, most: int, timeout: float = 0.2) -> list[Message]:
+    """Wait up to ``timeout`` for one message, then take whatever else is already
+    fetched, up to ``most`` in all: batches form under load and a lone message is never
+    held back. (``consume(most, timeout)`` returns only when ``most`` messages are there
+    or the timeout passed, which at a few frames a second is the whole timeout for each.)
+    """
+    msgs = consumer.consume(1, timeout=timeout)
+    if msgs and most > 1:
+        msgs += consumer.consume(most - 1, timeout=0)
+    return msgs
+
+
 # ---------------------------------------------------------------------------- offsets
 
 
@@ -376,7 +388,8 @@ class StageWorker:
     the input is dropped and counted; any other exception sends the input to the
     dead-letter topic with the reason in its headers, and the worker carries on.
     ``stop_event`` ends the loop after the current batch: its outputs are flushed (or its
-    transaction committed), offsets committed and the group left.
+    transaction committed), offsets committed and the group left; then the ``on_stop``
+    callables run (e.g. stopping a watchlist reader the handler uses).
     """
 
     def __init__(
@@ -407,6 +420,7 @@ class StageWorker:
         self._retry: deque[tuple[Output, Callable[[], None], _Origin]] = deque()
         self._lag_at = 0.0
         self._lag_labels: set[tuple[str, str]] = set()
+        self.on_stop: list[Callable[[], None]] = []
 
     # ---- counting
 
@@ -594,7 +608,7 @@ class StageWorker:
         consumer.subscribe([self.topic], on_revoke=on_revoke, on_lost=on_lost)
         try:
             while not self.stop_event.is_set():
-                for msg in consumer.consume(self.batch_size, timeout=0.2):
+                for msg in consume_ready(consumer, self.batch_size):
                     if self._usable(msg):
                         self._process(producer, tracker, msg)
                 self._drain_retries(producer)
@@ -625,9 +639,7 @@ class StageWorker:
         )
         try:
             while not self.stop_event.is_set():
-                msgs = [
-                    m for m in consumer.consume(self.batch_size, timeout=0.2) if self._usable(m)
-                ]
+                msgs = [m for m in consume_ready(consumer, self.batch_size) if self._usable(m)]
                 if msgs:
                     self._transaction(consumer, producer, msgs)
                 self._tick(consumer, producer)
@@ -814,6 +826,8 @@ class StageWorker:
             raise
         finally:
             consumer.close()  # leaves the group: its partitions move at once
+            for fn in self.on_stop:
+                fn()
             if self.health.state != "failed":
                 self.health.state = "stopped"
             log.info(
@@ -1003,10 +1017,16 @@ class TopicTail(threading.Thread):
             consumer.close()
 
     def _follow(self, consumer: Consumer) -> None:
-        md = consumer.list_topics(self.topic, timeout=self.bus.connect_timeout_s)
+        deadline = time.monotonic() + self.bus.connect_timeout_s
         parts = self.partitions
-        if parts is None:
-            parts = sorted(md.topics[self.topic].partitions)
+        while parts is None:  # a topic just created may not be known to the broker yet
+            md = consumer.list_topics(self.topic, timeout=self.bus.connect_timeout_s).topics
+            if md[self.topic].error is None and md[self.topic].partitions:
+                parts = sorted(md[self.topic].partitions)
+            elif time.monotonic() > deadline:
+                raise KafkaException(md[self.topic].error or KafkaError(KafkaError._UNKNOWN_TOPIC))
+            else:
+                time.sleep(0.2)
         consumer.assign(
             [
                 TopicPartition(self.topic, p, self.start_offsets.get(p, OFFSET_BEGINNING))
@@ -1016,9 +1036,7 @@ class TopicTail(threading.Thread):
         # Caught up once every partition has been read to where it ended at start.
         behind = {}
         for p in parts:
-            low, high = consumer.get_watermark_offsets(
-                TopicPartition(self.topic, p), timeout=self.bus.connect_timeout_s
-            )
+            low, high = watermarks(consumer, self.topic, p, deadline)
             if high > max(low, self.start_offsets.get(p, low)):
                 behind[p] = high
         self.ready.set()
@@ -1037,28 +1055,29 @@ class TopicTail(threading.Thread):
         self.stop_event.set()
 
 
+def watermarks(consumer: Consumer, topic: str, partition: int, deadline: float) -> tuple[int, int]:
+    """(low, high) offsets of a partition, asked again while it is between leaders (a new
+    topic on a busy broker, a failover) until ``deadline`` (``time.monotonic()``)."""
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), timeout=max(0.5, deadline - time.monotonic())
+            )
+            return int(low), int(high)
+        except KafkaException as exc:
+            err = exc.args[0]
+            if time.monotonic() > deadline or not (err.retriable() or err.code() in _NO_LEADER):
+                raise
+            time.sleep(0.2)
+
+
 def end_offsets(bus: BusConfig, topic: str) -> dict[int, int]:
     """The current high-water mark of every partition of a topic."""
     consumer = make_consumer(bus, f"sauron-probe-{uuid.uuid4().hex}")
     deadline = time.monotonic() + bus.connect_timeout_s
     try:
         md = consumer.list_topics(topic, timeout=bus.connect_timeout_s)
-        out = {}
-        for p in md.topics[topic].partitions:
-            while True:  # a partition may be between leaders (new topic, broker failover)
-                try:
-                    _, out[p] = consumer.get_watermark_offsets(
-                        TopicPartition(topic, p), timeout=bus.connect_timeout_s
-                    )
-                    break
-                except KafkaException as exc:
-                    err = exc.args[0]
-                    if time.monotonic() > deadline or not (
-                        err.retriable() or err.code() in _NO_LEADER
-                    ):
-                        raise
-                    time.sleep(0.2)
-        return out
+        return {p: watermarks(consumer, topic, p, deadline)[1] for p in md.topics[topic].partitions}
     finally:
         consumer.close()
 

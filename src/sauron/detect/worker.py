@@ -16,6 +16,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from sauron import SauronError, codec
@@ -24,7 +25,9 @@ from sauron.bus.topics import Topics, frame_partition
 from sauron.config import Settings, check_name
 from sauron.detect.stage import DetectStage
 from sauron.metrics import Metrics, serve
-from sauron.types import Frame
+from sauron.types import Detections, Frame
+
+Matcher = Callable[[Frame, Detections, dict[str, float]], list[Output]]
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +95,11 @@ def check_frame(frame: Frame, max_pixels: int) -> None:
         raise FrameRejected(f"truncated JPEG: {size} bytes without an end-of-image marker")
 
 
-def detect_handler(settings: Settings, stage: DetectStage, partitions: int) -> Any:
+def detect_handler(
+    settings: Settings, stage: DetectStage, partitions: int, matcher: Matcher | None = None
+) -> Any:
+    """Frames in, detections out; with a ``matcher`` (``match.in_detect``), named faces
+    out: the annotated result and the sightings, as a match worker would write them."""
     topics = Topics.from_config(settings.topics)
     mode = settings.topics.partitioning
     max_age = settings.detect.max_frame_age_s
@@ -104,6 +111,8 @@ def detect_handler(settings: Settings, stage: DetectStage, partitions: int) -> A
         if max_age is not None and time.time() - frame.captured_at > max_age:
             raise Skip("stale", f"frame older than {max_age} s")
         det, timings = stage.process(frame)
+        if matcher is not None:
+            return matcher(frame, det, timings)
         return [
             Output(
                 topics.detections,
@@ -129,15 +138,28 @@ def build_detect_worker(
     counts = ensure_topics(settings)
     topics = Topics.from_config(settings.topics)
     stage = DetectStage(settings.detect, tracking=tracking_enabled(settings))
-    return StageWorker(
+    matcher: Matcher | None = None
+    if settings.match.in_detect:
+        from functools import partial
+
+        from sauron.match.stage import MatchStage
+        from sauron.match.worker import match_outputs, watchlist_from_topic
+
+        watchlist, tail = watchlist_from_topic(settings)
+        match = MatchStage(settings.match, watchlist)
+        matcher = partial(match_outputs, topics, match, counts[topics.annotated])
+    worker = StageWorker(
         settings,
         topic=topics.frames,
         name="detect",
         group=group or settings.topics.name("detect"),
-        handler=detect_handler(settings, stage, counts[topics.detections]),
+        handler=detect_handler(settings, stage, counts[topics.detections], matcher),
         batch_size=settings.detect.batch_size,
         metrics=metrics,
     )
+    if matcher is not None:
+        worker.on_stop.append(tail.stop)
+    return worker
 
 
 def run_detect_worker(

@@ -15,7 +15,7 @@ from typing import Any
 
 from confluent_kafka import Message
 
-from sauron import codec
+from sauron import SauronError, codec
 from sauron.bus.kafka import Output, StageWorker, TopicTail, ensure_topics, make_producer
 from sauron.bus.topics import Topics, camera_partition
 from sauron.config import Settings
@@ -58,6 +58,32 @@ def publish_person(settings: Settings, person: codec.Person | None, name: str) -
         raise RuntimeError(f"watchlist update for {name} was not acknowledged by Kafka")
 
 
+def match_outputs(
+    topics: Topics,
+    stage: MatchStage,
+    partitions: int,
+    frame: codec.Frame,
+    det: codec.Detections,
+    timings: dict[str, float],
+) -> list[Output]:
+    """Name the faces of a frame: its annotated result (on the camera's partition of the
+    annotated topic) and its new sightings."""
+    result, sightings = stage.process(frame, det, timings)
+    outs = [
+        Output(
+            topics.annotated,
+            codec.encode_result(result),
+            key=frame.camera,
+            partition=camera_partition(frame.camera, partitions),
+            captured_at=frame.captured_at,
+        )
+    ]
+    outs += [
+        Output(topics.sightings, codec.encode_sighting(ev), key=frame.camera) for ev in sightings
+    ]
+    return outs
+
+
 def match_handler(settings: Settings, stage: MatchStage, partitions: int) -> Any:
     topics = Topics.from_config(settings.topics)
     max_pixels = settings.detect.max_frame_pixels
@@ -65,35 +91,38 @@ def match_handler(settings: Settings, stage: MatchStage, partitions: int) -> Any
     def handle(value: bytes) -> list[Output]:
         frame, det, timings = codec.decode_detections(value)
         check_frame(frame, max_pixels)
-        result, sightings = stage.process(frame, det, timings)
-        part = camera_partition(frame.camera, partitions)
-        outs = [
-            Output(
-                topics.annotated,
-                codec.encode_result(result),
-                key=frame.camera,
-                partition=part,
-                captured_at=frame.captured_at,
-            )
-        ]
-        outs += [
-            Output(topics.sightings, codec.encode_sighting(ev), key=frame.camera)
-            for ev in sightings
-        ]
-        return outs
+        return match_outputs(topics, stage, partitions, frame, det, timings)
 
     return handle
+
+
+def watchlist_from_topic(settings: Settings) -> tuple[Watchlist, TopicTail]:
+    """A watchlist kept in step with the watchlist topic, read to its end first (or for
+    twice the connect timeout, then matching starts with what was read)."""
+    watchlist = Watchlist()
+    tail = follow_watchlist(settings, watchlist)
+    if not tail.caught_up.wait(settings.bus.connect_timeout_s * 2):
+        log.warning("watchlist topic not read to its end yet; matching starts anyway")
+    return watchlist, tail
+
+
+class SeparateMatchOff(SauronError):
+    """``sauron worker match`` while detect workers do the matching (``match.in_detect``)."""
 
 
 def build_match_worker(
     settings: Settings, *, group: str | None = None, metrics: Metrics | None = None
 ) -> tuple[StageWorker, TopicTail]:
+    if settings.match.in_detect:
+        raise SeparateMatchOff(
+            "match.in_detect is on (the default): detect workers name the faces and write "
+            "the annotated topic themselves, so a match worker would have nothing to read. "
+            "To run a separate match group, set match.in_detect: false (or "
+            "SAURON_MATCH__IN_DETECT=false) for every detect and match worker"
+        )
     counts = ensure_topics(settings)
     topics = Topics.from_config(settings.topics)
-    watchlist = Watchlist()
-    tail = follow_watchlist(settings, watchlist)
-    if not tail.caught_up.wait(settings.bus.connect_timeout_s * 2):
-        log.warning("watchlist topic not read to its end yet; matching starts anyway")
+    watchlist, tail = watchlist_from_topic(settings)
     stage = MatchStage(settings.match, watchlist)
     worker = StageWorker(
         settings,

@@ -132,6 +132,36 @@ class Accounts:
                 s.execute(update(User).where(User.id == info.id).values(password_hash=new_hash))
         return info
 
+    def set_password(
+        self,
+        username: str,
+        password: str,
+        *,
+        keep_token: str | None = None,
+        keep_api_tokens: bool = False,
+    ) -> int:
+        """Replace ``username``'s password and revoke their tokens: every log-in session
+        and, unless ``keep_api_tokens``, every API token, but never ``keep_token`` (the
+        token of the request that made the change, so its caller stays logged in).
+
+        The new hash and the revocation are one transaction. Returns how many tokens
+        were revoked.
+        """
+        if len(password) < MIN_PASSWORD:
+            raise ValueError(f"a password needs at least {MIN_PASSWORD} characters")
+        password_hash = _hasher.hash(password)  # slow on purpose: not inside a transaction
+        with self.store.session() as s:
+            user_id = s.scalar(select(User.id).where(User.username == username))
+            if user_id is None:
+                raise NotFound(f"no user {username!r}")
+            s.execute(update(User).where(User.id == user_id).values(password_hash=password_hash))
+            revoke = delete(Token).where(Token.user_id == user_id)
+            if keep_token:
+                revoke = revoke.where(Token.token_hash != token_hash(keep_token))
+            if keep_api_tokens:
+                revoke = revoke.where(Token.kind != "api")
+            return rowcount(s.execute(revoke))
+
     def issue_token(
         self, user_id: int, *, kind: str, name: str, ttl_s: float | None
     ) -> tuple[str, TokenInfo]:

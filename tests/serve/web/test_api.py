@@ -65,6 +65,7 @@ def test_every_route_but_login_needs_a_valid_token(app: LiveApp) -> None:
         ("GET", "/api/audit"),
         ("DELETE", "/api/people/x"),
         ("GET", "/api/events"),
+        ("POST", "/api/users/admin/password"),
     ]:
         r = app.client.request(method, path)
         assert r.status_code == 401, (method, path, r.status_code)
@@ -361,3 +362,128 @@ def test_openapi_and_pages_are_served(app: LiveApp) -> None:
     assert page.status_code == 200 and "/static/app.js" in page.text
     assert "default-src 'self'" in page.headers["content-security-policy"]
     assert app.client.get("/static/app.js").status_code == 200
+
+
+def _add_user(app: LiveApp, name: str, password: str, role: str = "viewer") -> None:
+    r = app.client.post(
+        "/api/users",
+        headers=app.admin,
+        json={"username": name, "password": password, "role": role},
+    )
+    assert r.status_code == 201, r.text
+
+
+def _api_token(app: LiveApp, username: str) -> dict[str, str]:
+    r = app.client.post("/api/tokens", headers=app.admin, json={"name": "ci", "username": username})
+    assert r.status_code == 201, r.text
+    return {"Authorization": f"Bearer {r.json()['token']}"}
+
+
+def _works(app: LiveApp, headers: dict[str, str]) -> bool:
+    r = app.client.get("/api/me", headers=headers)
+    assert r.status_code in (200, 401), r.text
+    return r.status_code == 200
+
+
+def test_user_changes_own_password_and_other_sessions_end(app: LiveApp) -> None:
+    old, new = "carol-old-password", "carol-new-password"
+    _add_user(app, "carol", old)
+    mine, other = app.login("carol", old), app.login("carol", old)
+    script = _api_token(app, "carol")
+    url = "/api/users/carol/password"
+
+    r = app.client.post(
+        url, headers=mine, json={"current_password": "wrong-guess!", "new_password": new}
+    )
+    assert r.status_code == 403 and r.json()["detail"] == "the current password is wrong"
+    assert _works(app, mine), "a wrong current password does not log the caller out"
+    r = app.client.post(url, headers=mine, json={"new_password": new})
+    assert r.status_code == 422 and "current_password" in r.json()["detail"]
+    r = app.client.post(url, headers=mine, json={"current_password": old, "new_password": "short"})
+    assert r.status_code == 422, "the rules of account creation: at least 10 characters"
+    r = app.client.post(
+        "/api/users/admin/password",
+        headers=mine,
+        json={"current_password": old, "new_password": "taken-over-admin"},
+    )
+    assert r.status_code == 403, "a viewer cannot set someone else's password"
+    assert all(_works(app, h) for h in (mine, other, script)), "nothing changed yet"
+
+    r = app.client.post(url, headers=mine, json={"current_password": old, "new_password": new})
+    assert r.status_code == 200, r.text
+    assert r.json() == {"username": "carol", "revoked_tokens": 2}
+    assert _works(app, mine), "the caller's own session goes on"
+    assert not _works(app, other), "another log-in session of carol ended"
+    assert not _works(app, script), "carol's API token was revoked"
+    r = app.client.post("/api/login", json={"username": "carol", "password": old})
+    assert r.status_code == 401
+    assert _works(app, app.login("carol", new))
+
+    admin = app.admin
+    assert _works(app, admin), "other users' sessions are untouched"
+    actions = [
+        (a["action"], a["target"]) for a in app.client.get("/api/audit", headers=admin).json()
+    ]
+    assert ("change_password", "carol") in actions
+    assert ("password_change_failed", "carol") in actions
+
+
+def test_wrong_current_passwords_count_towards_the_login_lock(app: LiveApp) -> None:
+    pw = "dave-password-1"
+    _add_user(app, "dave", pw)
+    dave = app.login("dave", pw)
+    body = {"current_password": "not-the-password", "new_password": "dave-password-2"}
+    for _ in range(5):
+        r = app.client.post("/api/users/dave/password", headers=dave, json=body)
+        assert r.status_code == 403
+    r = app.client.post(
+        "/api/users/dave/password",
+        headers=dave,
+        json={"current_password": pw, "new_password": "dave-password-2"},
+    )
+    assert r.status_code == 429, "locked even with the right password"
+    r = app.client.post("/api/login", json={"username": "dave", "password": pw})
+    assert r.status_code == 429, "the log-in of that user name is locked too"
+    assert _works(app, dave)
+
+
+def test_admin_resets_another_users_password(app: LiveApp) -> None:
+    old = "erin-old-password"
+    _add_user(app, "erin", old)
+    session, script = app.login("erin", old), _api_token(app, "erin")
+    admin = app.admin
+
+    r = app.client.post(
+        "/api/users/nobody/password", headers=admin, json={"new_password": "x" * 12}
+    )
+    assert r.status_code == 404
+    r = app.client.post("/api/users/erin/password", headers=admin, json={"new_password": "short"})
+    assert r.status_code == 422
+    r = app.client.post(
+        "/api/users/admin/password", headers=admin, json={"new_password": "admin-new-password"}
+    )
+    assert r.status_code == 422, "an admin's own password also needs the current one"
+
+    r = app.client.post(
+        "/api/users/erin/password",
+        headers=admin,
+        json={"new_password": "erin-reset-password", "keep_api_tokens": True},
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["revoked_tokens"] == 1
+    assert not _works(app, session), "erin's log-in session ended"
+    assert _works(app, script), "kept on request: keep_api_tokens"
+    assert _works(app, admin)
+    r = app.client.post("/api/login", json={"username": "erin", "password": old})
+    assert r.status_code == 401
+    erin = app.login("erin", "erin-reset-password")
+
+    r = app.client.post(
+        "/api/users/erin/password", headers=admin, json={"new_password": "erin-third-password"}
+    )
+    assert r.status_code == 200 and r.json()["revoked_tokens"] == 2
+    assert not _works(app, erin) and not _works(app, script)
+    actions = [
+        (a["action"], a["target"]) for a in app.client.get("/api/audit", headers=admin).json()
+    ]
+    assert actions.count(("reset_password", "erin")) == 2

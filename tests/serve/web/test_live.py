@@ -127,6 +127,33 @@ def test_privacy_blurs_faces_not_on_the_watchlist(
     )
 
 
+def _green_share(bgr: np.ndarray) -> float:
+    """Share of pixels in the colour of a watched person's box (BGR 40, 200, 40)."""
+    near = np.abs(bgr.astype(int) - (40, 200, 40)).max(axis=2) < 40
+    return float(near.mean())
+
+
+def test_live_view_draws_the_named_boxes_on_demand(
+    start_app: Callable[..., LiveApp],
+    sqlite_url: str,
+    feed: Callable[[LiveApp], Feed],
+    photos: dict[str, Path],
+    photo_frames: dict[str, bytes],
+) -> None:
+    """The matcher does not draw (``match.draw`` off by default): the frame shown to a
+    viewer gets its boxes and names when it is asked for."""
+    app = start_app(sqlite_url)
+    assert app.services.settings.match.draw is False
+    _enroll_obama(app, photos)
+    run = feed(app)
+    run("gate", "obama2.jpg", 0, time.time())
+    shown = decode_jpeg(app.client.get("/api/cameras/gate/latest.jpg", headers=app.admin).content)
+    original = decode_jpeg(photo_frames["obama2.jpg"])
+    assert shown.shape == original.shape
+    assert _green_share(original) < 0.001
+    assert _green_share(shown) > 0.005, "the watched person's box is drawn"
+
+
 @pytest.fixture
 def webhook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
     got: list[dict[str, Any]] = []

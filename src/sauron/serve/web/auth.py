@@ -4,7 +4,9 @@ Every route but ``/api/login`` and ``/api/health`` needs a token: ``Authorizatio
 Bearer <token>`` (API tokens, scripts) or the ``sauron_session`` cookie set by log-in
 (the pages; HttpOnly, SameSite=Strict). A request that writes with the cookie must also
 send ``X-Requested-With: sauron``, which a cross-site form cannot (CSRF). Viewers may
-watch, read history and search; admins also change the watchlist and accounts.
+watch, read history and search; admins also change the watchlist and accounts. Anyone
+may change their own password (giving the current one); admins set anyone's. A change
+revokes the user's other tokens.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pydantic import BaseModel, Field
 from sauron.config import check_name
 from sauron.serve.web.context import WebContext, get_context
 from sauron.store import Conflict, NotFound
-from sauron.store.accounts import Principal, Role
+from sauron.store.accounts import MIN_PASSWORD, Principal, Role
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,7 @@ def current_principal(request: Request, ctx: Ctx) -> Principal:
     principal = ctx.accounts.authenticate(token)
     if principal is None:
         raise _unauthorized("token unknown or expired: log in again")
+    request.state.token = token  # a password change keeps the caller's own token
     if (
         from_cookie
         and request.method not in _SAFE_METHODS
@@ -93,7 +96,7 @@ class SessionOut(BaseModel):
 
 class UserIn(BaseModel):
     username: str = Field(max_length=64)
-    password: str = Field(min_length=10, max_length=1024)
+    password: str = Field(min_length=MIN_PASSWORD, max_length=1024)
     role: Role = "viewer"
 
 
@@ -102,6 +105,21 @@ class UserOut(BaseModel):
     role: Role
     disabled: bool
     created_at: float
+
+
+class PasswordIn(BaseModel):
+    current_password: str | None = Field(
+        default=None, max_length=1024, description="Needed to change your own password"
+    )
+    new_password: str = Field(min_length=MIN_PASSWORD, max_length=1024)
+    keep_api_tokens: bool = Field(
+        default=False, description="Keep the user's API tokens (log-in sessions always end)"
+    )
+
+
+class PasswordOut(BaseModel):
+    username: str
+    revoked_tokens: int = Field(description="Sessions and tokens of the user that now fail")
 
 
 class TokenIn(BaseModel):
@@ -210,6 +228,53 @@ def delete_user(username: str, ctx: Ctx, p: Admin) -> None:
     except NotFound as exc:
         raise HTTPException(404, str(exc)) from None
     audit(ctx, p, "delete_user", username)
+
+
+@router.post("/users/{username}/password", response_model=PasswordOut)
+def change_password(
+    username: str, body: PasswordIn, request: Request, ctx: Ctx, p: Viewer
+) -> PasswordOut:
+    """Change your own password (``current_password`` needed), or, as an admin, set
+    another user's. Every other session of the user ends, and every API token of theirs
+    unless ``keep_api_tokens``; the token of this request keeps working."""
+    own = username == p.username
+    if not own and not p.is_admin:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, "only an admin can set another user's password"
+        )
+    if own:
+        if body.current_password is None:
+            raise HTTPException(422, "give current_password to change your own password")
+        if ctx.login_guard.blocked(p.username):
+            raise HTTPException(
+                status.HTTP_429_TOO_MANY_REQUESTS,
+                "too many wrong passwords for this user; wait a few minutes",
+            )
+        # 403, not 401: the caller's token is fine, and 401 logs the pages out.
+        if ctx.accounts.check_password(p.username, body.current_password) is None:
+            ctx.login_guard.failed(p.username)
+            audit(
+                ctx,
+                p,
+                "password_change_failed",
+                p.username,
+                client=request.client.host if request.client else None,
+            )
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "the current password is wrong")
+        ctx.login_guard.succeeded(p.username)
+    try:
+        revoked = ctx.accounts.set_password(
+            username,
+            body.new_password,
+            keep_token=getattr(request.state, "token", None) if own else None,
+            keep_api_tokens=body.keep_api_tokens,
+        )
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
+    except NotFound as exc:
+        raise HTTPException(404, str(exc)) from None
+    audit(ctx, p, "change_password" if own else "reset_password", username, revoked=revoked)
+    return PasswordOut(username=username, revoked_tokens=revoked)
 
 
 @router.get("/tokens", response_model=list[TokenOut], tags=["admin"])

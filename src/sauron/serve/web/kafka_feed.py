@@ -23,7 +23,7 @@ from typing import Any
 from confluent_kafka import Message
 
 from sauron import codec
-from sauron.bus.kafka import TopicTail, end_offsets, make_consumer
+from sauron.bus.kafka import TopicTail, consume_ready, end_offsets, make_consumer
 from sauron.bus.topics import Topics, camera_partition
 from sauron.config import Settings
 from sauron.serve.alerts import Broadcaster
@@ -162,7 +162,7 @@ class KafkaRecorderFeed(threading.Thread):
         consumer.subscribe([self.topic])
         try:
             while not self.stop_event.is_set():
-                for msg in consumer.consume(32, timeout=0.2):
+                for msg in consume_ready(consumer, 32):
                     if msg.error() is not None:
                         continue
                     try:

@@ -20,7 +20,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from sauron.imaging import decode_jpeg, encode_jpeg
+from sauron.imaging import ImageDecodeError, decode_jpeg, encode_jpeg
+from sauron.match.stage import draw
 from sauron.store.snapshots import blur_boxes
 from sauron.types import Result
 
@@ -119,18 +120,26 @@ class LiveHub:
         return sorted(out, key=lambda d: d["camera"])
 
     def _render(self, result: Result) -> bytes:
-        if not self.privacy_blur:
-            return result.annotated_jpeg or result.frame.jpeg
-        from sauron.match.stage import draw
-
+        """The frame as a viewer sees it: boxes and names drawn (here, on demand, unless
+        the matcher drew them already: ``match.draw``), unknown faces blurred if asked.
+        Only the newest frame of a watched camera is ever rendered."""
+        if result.annotated_jpeg and not self.privacy_blur:
+            return result.annotated_jpeg
         det = result.detections
-        unknown = [
-            tuple(int(v) for v in box)
-            for box, name in zip(det.xyxy.tolist(), det.names, strict=True)
-            if name is None
-        ]
-        bgr = decode_jpeg(result.frame.jpeg)
-        bgr = blur_boxes(bgr, unknown)  # type: ignore[arg-type]
+        try:
+            bgr = decode_jpeg(result.frame.jpeg)
+        except ImageDecodeError as exc:
+            log.warning(
+                "live: camera %s frame %d: %s", result.frame.camera, result.frame.number, exc
+            )
+            return result.frame.jpeg
+        if self.privacy_blur:
+            unknown = [
+                tuple(int(v) for v in box)
+                for box, name in zip(det.xyxy.tolist(), det.names, strict=True)
+                if name is None
+            ]
+            bgr = blur_boxes(bgr, unknown)  # type: ignore[arg-type]
         return encode_jpeg(draw(bgr, det), self.quality)
 
     def latest(self, camera: str) -> tuple[int, bytes] | None:
