@@ -136,6 +136,14 @@ class DetectConfig(Section):
     track_refresh: int = Field(
         15, ge=1, le=10000, description="Re-embed a tracked face every this many frames"
     )
+    detect_every: int = Field(
+        5,
+        ge=1,
+        le=1000,
+        description="With tracking, scan the whole frame for faces on every Nth frame of a "
+        "camera (and at once when the picture changes or a face is lost); in between, "
+        "tracked faces are followed. 1 = scan every frame",
+    )
     max_frame_age_s: float | None = Field(
         None,
         gt=0,

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from sauron.bench.floor import agreement
-from sauron.bench.measure import Record, percentiles, stage_means, throughput
+from sauron.bench.measure import Record, Usage, percentiles, stage_means, summarize, throughput
 from sauron.bench.pipeline import main
 from sauron.bench.workload import Clip, camera_names
 
@@ -43,6 +43,29 @@ def test_percentiles_throughput_and_stage_means() -> None:
     assert means["detect"] == pytest.approx(49.5)
     assert means["transport"] == pytest.approx(50.5 - 49.5, abs=0.01)
     assert percentiles([]) == {}
+
+
+def test_paced_latency_leaves_out_the_warmup_and_reports_it_apart() -> None:
+    # 4 s of frames at 10/s: 500 ms late in the first second, 20 ms after it
+    records = [
+        Record("c", i, 100.0 + i / 10, 100.0 + i / 10 + (0.5 if i < 10 else 0.02), {})
+        for i in range(40)
+    ]
+    usage = Usage(wall_s=4.0, cpu_s={"bench": 1.0}, peak_rss_mb={"bench": 1.0})
+    kw: dict[str, Any] = {
+        "workers": 1,
+        "mode": "paced",
+        "tracking": True,
+        "embedder": "onnx",
+        "cameras": 1,
+    }
+    whole = summarize("p", records, usage, **kw)
+    steady = summarize("p", records, usage, warmup_s=1.0, **kw)
+    assert whole.latency_ms["p99"] == pytest.approx(500, abs=0.1)
+    assert steady.latency_ms["max"] == pytest.approx(20, abs=0.1)
+    assert steady.extra["latency_first_s_ms"]["p50"] == pytest.approx(500, abs=0.1)
+    assert steady.extra["latency_all_frames_ms"] == whole.latency_ms
+    assert steady.frames == whole.frames == 40  # the rate still counts every frame
 
 
 def test_agreement_counts_frames_with_the_same_names() -> None:
@@ -83,6 +106,10 @@ def test_quick_run_writes_consistent_json_and_a_figure(tmp_path: Path) -> None:
     assert doc["latency_ms"]
     for lat in doc["latency_ms"].values():
         assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"]
+    assert doc["latency_warmup_s"] == 1.0
+    assert set(doc["latency_first_seconds_ms"]) == set(doc["latency_ms"])
+    _positive_by_workers(doc["separate_match_fps"])  # the match stage as a group of its own
+    assert doc["render_ms"] > 0
     assert doc["wire"]["frame_message_bytes"] < doc["wire"]["seed_frame_message_bytes"]
     for run in doc["runs"]:
         assert run["frames"] > 0 and run["fps"] > 0, run["name"]

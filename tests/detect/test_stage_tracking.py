@@ -53,6 +53,31 @@ def test_detect_every_one_scans_every_frame(clip: Workload) -> None:
     assert stage.frames_followed == 0
 
 
+def test_detect_every_comes_from_the_config(clip: Workload) -> None:
+    assert DetectStage(cfg(), tracking=True).detect_every == 5  # the default
+    conf = DetectConfig.model_validate({"embedder": "onnx", "detect_every": 1})
+    stage = DetectStage(conf, tracking=True)
+    run(stage, clip, 6)
+    assert stage.frames_scanned == 6 and stage.frames_followed == 0
+
+
+def test_cameras_take_turns_at_full_scans(clip: Workload) -> None:
+    """Cameras started together do not all scan the same round: after the first frame a
+    worker's scans are spread over the rounds (a steady load, a shorter latency tail)."""
+    stage = DetectStage(cfg(), tracking=True, detect_every=5)
+    cameras = [f"cam{i}" for i in range(5)]
+    jpeg = clip.jpeg(0, 0)  # a still picture: only the schedule triggers scans
+    per_round = []
+    for n in range(16):
+        before = stage.frames_scanned
+        for cam in cameras:
+            stage.process(Frame(cam, n, 0.0, jpeg))
+        per_round.append(stage.frames_scanned - before)
+    assert per_round[0] == 5  # every camera's first frame is scanned
+    assert max(per_round[1:]) == 1, per_round  # then one camera a round
+    assert sum(per_round[1:]) == 15 * 5 // 5
+
+
 def test_per_frame_mode_embeds_every_face(clip: Workload) -> None:
     stage = DetectStage(cfg(), tracking=False)
     run(stage, clip, 6)

@@ -337,7 +337,22 @@ def summarize(
     offered_fps: float | None = None,
     lag: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
+    warmup_s: float = 0.0,
 ) -> RunResult:
+    """One run's figures. With ``warmup_s``, latency percentiles are those of the frames
+    captured after the run's first ``warmup_s`` seconds (steady state: every camera's
+    first frame is a full scan with every face embedded, all at the same moment); the
+    first seconds' own percentiles and those of all frames go to ``extra``."""
+    extra = dict(extra or {})
+    steady = records
+    if warmup_s > 0 and records:
+        t0 = min(r.captured_at for r in records)
+        steady = [r for r in records if r.captured_at >= t0 + warmup_s]
+        extra["latency_first_s_ms"] = percentiles(
+            r.latency_ms for r in records if r.captured_at < t0 + warmup_s
+        )
+        extra["latency_all_frames_ms"] = percentiles(r.latency_ms for r in records)
+        extra["warmup_s"] = warmup_s
     # A flood publishes everything at once: its first frames pay for that burst (the
     # broker and the producer busy on the same cores), so the steady rate is measured
     # after the first 20 % came out.
@@ -354,7 +369,7 @@ def summarize(
         fps=round(fps, 2),
         cameras=cameras,
         offered_fps=None if offered_fps is None else round(offered_fps, 2),
-        latency_ms=percentiles(r.latency_ms for r in records),
+        latency_ms=percentiles(r.latency_ms for r in steady),
         stages_ms=stage_means(records),
         cpu={
             "cores_used": round(usage.cores_used, 2),
@@ -363,5 +378,5 @@ def summarize(
         },
         peak_rss_mb=usage.peak_rss_mb,
         lag=lag or {},
-        extra=extra or {},
+        extra=extra,
     )

@@ -279,7 +279,12 @@ class Bench:
                 pipe,
                 self.workload,
                 cameras,
-                Feed(fps=fps, seconds=self.args.paced_seconds, drain_s=20),
+                Feed(
+                    fps=fps,
+                    seconds=self.args.paced_seconds,
+                    drain_s=20,
+                    warmup_s=self.args.warmup,
+                ),
                 workers=workers,
                 tracking=True,
                 embedder=self.embedder,
@@ -299,7 +304,12 @@ class Bench:
                 pipe,
                 self.workload,
                 cameras,
-                Feed(fps=fps, seconds=self.args.paced_seconds, drain_s=20),
+                Feed(
+                    fps=fps,
+                    seconds=self.args.paced_seconds,
+                    drain_s=20,
+                    warmup_s=self.args.warmup,
+                ),
                 workers=workers,
                 tracking=True,
                 embedder=self.embedder,
@@ -487,7 +497,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seconds", type=float, default=6.0, help="length of a throughput run")
     p.add_argument(
-        "--paced-seconds", type=float, default=10.0, help="length of a paced (latency) run"
+        "--paced-seconds", type=float, default=12.0, help="length of a paced (latency) run"
+    )
+    p.add_argument(
+        "--warmup",
+        type=float,
+        default=2.0,
+        help="paced runs: latency percentiles of the frames captured after the first this "
+        "many seconds (the first seconds are reported apart)",
     )
     p.add_argument("--camera-fps", type=float, default=10.0, help="rate of a paced camera")
     p.add_argument(
@@ -570,7 +587,7 @@ def _quick(args: argparse.Namespace) -> None:
     args.workers = [1]
     args.cameras = 2
     args.clips, args.clip_frames = 2, 12
-    args.seconds, args.paced_seconds = 1.0, 2.0
+    args.seconds, args.paced_seconds, args.warmup = 1.0, 3.0, 1.0
     args.floor_frames, args.dlib_frames, args.min_frames = 8, 3, 8
     args.per_frame = False
     args.overload = 0.0

@@ -187,6 +187,11 @@ def assemble(bench: Bench) -> dict[str, Any]:
         "latency_ms": {
             w: {k: r["latency_ms"].get(k) for k in ("p50", "p95", "p99")} for w, r in paced.items()
         },
+        "latency_warmup_s": doc_warmup(paced),
+        "latency_first_seconds_ms": {
+            w: {k: r["extra"].get("latency_first_s_ms", {}).get(k) for k in ("p50", "p99", "max")}
+            for w, r in paced.items()
+        },
         "latency_separate_match_ms": {
             k: r["latency_ms"].get(k)
             for k in ("p50", "p95", "p99")
@@ -199,6 +204,11 @@ def assemble(bench: Bench) -> dict[str, Any]:
     }
     doc["targets"] = _targets(doc)
     return doc
+
+
+def doc_warmup(paced: dict[str, dict[str, Any]]) -> float | None:
+    """The seconds at the start of the paced runs left out of their latency percentiles."""
+    return next((r["extra"].get("warmup_s") for r in paced.values()), None)
 
 
 # ---- text ------------------------------------------------------------------------------

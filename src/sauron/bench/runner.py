@@ -37,6 +37,7 @@ class Feed:
     fps: float | None = None
     seconds: float | None = None
     drain_s: float = 60.0
+    warmup_s: float = 0.0  # paced: latency percentiles leave out the first seconds
 
     @property
     def mode(self) -> str:
@@ -138,6 +139,7 @@ def measure(
         offered_fps=offered,
         lag=lag,
         extra=extra,
+        warmup_s=feed.warmup_s,
     )
     log.info(
         "run %s: %d worker(s): %.1f frames/s, latency p50 %s ms p99 %s ms, %d undelivered",

@@ -246,7 +246,9 @@ def make_consumer(bus: BusConfig, group: str, **extra: Any) -> Consumer:
             "fetch.max.bytes": 64 * 1024 * 1024,
             "max.partition.fetch.bytes": MAX_MESSAGE_BYTES,
             "queued.max.messages.kbytes": 32 * 1024,
-            "fetch.wait.max.ms": 20,
+            # A fetch waits at the broker until data arrives (then it is answered at once);
+            # the wait bounds only how often an idle consumer asks again.
+            "fetch.wait.max.ms": 100,
             "session.timeout.ms": int(bus.session_timeout_s * 1000),
             "heartbeat.interval.ms": min(1000, int(bus.session_timeout_s * 1000) // 3),
             **extra,

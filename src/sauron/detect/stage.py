@@ -18,9 +18,6 @@ from sauron.detect.tracking import FaceTracker, thumbnails
 from sauron.imaging import bgr_to_rgb, decode_jpeg
 from sauron.types import NUM_LANDMARKS, Detections, Frame
 
-#: With tracking, the full-frame face detector runs on at least every this many frames of
-#: a camera; in between, tracked faces are followed by their landmarks alone.
-DETECT_EVERY = 5
 #: Change detection between frames on a grid of CELL x CELL pixel means: a cell changed
 #: when its mean moved by more than CHANGE_LEVEL grey levels; a new face changes far more
 #: than CHANGED_CELLS cells (HOG finds faces of 80 px and up: 100 cells), a timestamp
@@ -42,6 +39,10 @@ class _Camera:
 
     tracker: FaceTracker
     since_scan: int = 0
+    # After its first scan a camera starts this many frames into its scan cycle, so the
+    # cameras of a worker take turns at full scans instead of scanning the same instant
+    # (cameras started together would otherwise all scan on every Nth round).
+    phase: int = 0
     # per track: its box relative to the eyes (in eye distances) at the last detection,
     # its previous box (for a constant-velocity guess) and its last detector score
     shape: dict[int, np.ndarray] = field(default_factory=dict)
@@ -112,8 +113,7 @@ class DetectStage:
         self.cfg = cfg
         self.detector = detector or create_detector(cfg)
         self.tracking = cfg.tracking if tracking is None else tracking
-        every = detect_every or getattr(cfg, "detect_every", None) or DETECT_EVERY
-        self.detect_every = max(1, int(every))
+        self.detect_every = max(1, detect_every or cfg.detect_every)
         self._cameras: dict[str, _Camera] = {}
         # Track ids unique across stages, so a camera moved to another worker (rebalance)
         # never reuses the ids of its old tracks. Kept below 2**53 (exact in JSON/JS).
@@ -148,7 +148,8 @@ class DetectStage:
         cam = self._cameras.get(name)
         if cam is None:
             cam = self._cameras[name] = _Camera(
-                FaceTracker(refresh_every=self.cfg.track_refresh, first_id=self._id_base + 1)
+                FaceTracker(refresh_every=self.cfg.track_refresh, first_id=self._id_base + 1),
+                phase=len(self._cameras) % self.detect_every,
             )
         return cam
 
@@ -163,7 +164,7 @@ class DetectStage:
         if followed is None:
             det, shapes = model.locate(rgb)
             thumbs = thumbnails(gray, det.landmarks)
-            cam.since_scan = 0
+            cam.since_scan, cam.phase = cam.phase, 0
             self.frames_scanned += 1
         else:
             det, shapes, thumbs = followed
