@@ -220,6 +220,27 @@ def test_operator_flow_in_a_real_browser(sauron_run: SauronRun, photos: dict[str
                 return r.status; }""")
             assert status == 403
             _shot(viewer, "08-viewer-watchlist")
+
+            # the viewer changes their own password on the account page
+            viewer.goto(f"{url}/#/account")
+            new_pw = "changed-" + uuid.uuid4().hex
+            viewer.fill("#pw-current", "wrong password")
+            viewer.fill("#pw-new", new_pw)
+            viewer.fill("#pw-again", new_pw)
+            viewer.click("#password-form button[type=submit]")
+            expect(viewer.locator("#pw-result")).to_contain_text("current password is wrong")
+            viewer.fill("#pw-current", viewer_pw)
+            viewer.fill("#pw-new", new_pw)
+            viewer.fill("#pw-again", new_pw)
+            viewer.click("#password-form button[type=submit]")
+            expect(viewer.locator("#pw-result")).to_contain_text("Password changed")
+            _shot(viewer, "09-account")
+            old = httpx.post(
+                f"{url}/api/login", json={"username": "watcher", "password": viewer_pw}
+            )
+            assert old.status_code == 401
+            new = httpx.post(f"{url}/api/login", json={"username": "watcher", "password": new_pw})
+            assert new.status_code == 200, new.text
         finally:
             browser.close()
-    assert len(list(SHOTS.glob("*.png"))) == 8
+    assert len(list(SHOTS.glob("*.png"))) == 9

@@ -376,6 +376,31 @@ async function viewAdmin() {
       el("td", { text: a.action }), el("td", { text: a.target }), el("td", { class: "muted", text: a.detail })))));
 }
 
+function viewAccount() {
+  const current = el("input", { id: "pw-current", type: "password", autocomplete: "current-password", required: true });
+  const fresh = el("input", { id: "pw-new", type: "password", autocomplete: "new-password", minlength: 10, required: true });
+  const again = el("input", { id: "pw-again", type: "password", autocomplete: "new-password", minlength: 10, required: true });
+  const result = el("p", { id: "pw-result" });
+  const form = el("form", { id: "password-form", class: "card" },
+    el("label", {}, "Current password ", current),
+    el("label", {}, "New password (10+ characters) ", fresh),
+    el("label", {}, "New password again ", again),
+    el("button", { type: "submit", text: "Change password" }), result);
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    result.className = "error";
+    if (fresh.value !== again.value) { result.textContent = "The two new passwords differ."; return; }
+    try {
+      const r = await api(`/api/users/${encodeURIComponent(state.me.username)}/password`, {
+        method: "POST", body: { current_password: current.value, new_password: fresh.value } });
+      form.reset();
+      result.className = "ok";
+      result.textContent = `Password changed; ${r.revoked_tokens} other session(s) and token(s) of yours no longer work.`;
+    } catch (e) { result.textContent = errorText(e); }
+  });
+  render(el("h2", { text: `Account: ${state.me.username} (${state.me.role})` }), form);
+}
+
 // --- routing ---------------------------------------------------------------------------
 
 function render(...nodes) { document.getElementById("view").replaceChildren(...nodes.filter(Boolean)); }
@@ -392,6 +417,7 @@ async function route() {
     else if (page === "history") await viewHistory();
     else if (page === "search") await viewSearch();
     else if (page === "admin") await viewAdmin();
+    else if (page === "account") viewAccount();
     else await viewLive();
   } catch (e) {
     if (!(e instanceof ApiError && e.status === 401)) render(el("p", { class: "error", text: errorText(e) }));
