@@ -252,7 +252,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_topics(args: argparse.Namespace) -> int:
-    from sauron.bus.kafka import check_reachable, delete_topics, ensure_topics, topic_specs
+    from sauron.bus.admin import delete_topics, ensure_topics, topic_specs
+    from sauron.bus.client import check_reachable
 
     settings = settings_from(args)
     if args.action == "create":
@@ -284,7 +285,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         root = settings.match.watchlist or Path("watchlist")
         people = [enroll_into_dir(model, root, args.name, args.photos, largest=args.largest)]
     if kafka:
-        from sauron.bus.kafka import ensure_topics
+        from sauron.bus.admin import ensure_topics
         from sauron.match.worker import publish_person
 
         ensure_topics(settings)
@@ -343,10 +344,10 @@ def cmd_web(args: argparse.Namespace) -> int:
     import threading
 
     settings = settings_from(args)
-    services, server = _start_web(settings, pipeline=False)
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    for sig in (signal.SIGINT, signal.SIGTERM):  # before starting: a signal during start-up
+        signal.signal(sig, lambda *_: stop.set())  # still ends in a clean stop
+    services, server = _start_web(settings, pipeline=False)
     try:
         while not stop.wait(0.5):
             if not server.thread.is_alive():

@@ -160,7 +160,9 @@ def run_embedded(settings: Settings, opts: RunOptions) -> RunSummary:
 
 
 def run_kafka(settings: Settings, opts: RunOptions) -> RunSummary:
-    from sauron.bus.kafka import TopicTail, end_offsets, ensure_topics
+    from sauron.bus.admin import ensure_topics
+    from sauron.bus.client import end_offsets
+    from sauron.bus.tail import TopicTail
     from sauron.bus.topics import Topics
     from sauron.detect.worker import spawn_detect_workers
     from sauron.match.worker import build_match_worker, publish_person
@@ -259,10 +261,10 @@ def kafka_frame_sink(
     Frames wait in the producer while the brokers are unreachable, at most
     ``bus.producer_buffer_mb`` MiB and ``bus.delivery_timeout_s`` s; then frames of live
     (``realtime``) cameras are dropped and counted, files read as fast as possible wait.
-    Both returned values are the same :class:`sauron.bus.kafka.FrameProducer` (its
+    Both returned values are the same :class:`sauron.bus.producer.FrameProducer` (its
     ``stats`` count what was acknowledged and dropped).
     """
-    from sauron.bus.kafka import FrameProducer
+    from sauron.bus.producer import FrameProducer
 
     blocking = {c.name for c in settings.cameras if not c.realtime}
     producer = FrameProducer(settings, partitions, metrics=metrics, blocking=blocking, stop=stop)
@@ -271,7 +273,7 @@ def kafka_frame_sink(
 
 def run_ingest_only(settings: Settings, opts: RunOptions) -> int:
     """``sauron ingest``: publish every camera's frames until the sources end or a signal."""
-    from sauron.bus.kafka import ensure_topics
+    from sauron.bus.admin import ensure_topics
     from sauron.bus.topics import Topics
 
     if not settings.cameras:

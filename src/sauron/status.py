@@ -22,7 +22,7 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from sauron import SauronError
-from sauron.bus.kafka import check_reachable, client_config
+from sauron.bus.client import check_reachable, client_config
 from sauron.bus.topics import Topics
 from sauron.config import Settings
 

@@ -27,11 +27,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sauron import codec
-from sauron.bus.kafka import (
-    FrameProducer,
-    Output,
-    consume_ready,
-)
+from sauron.bus.client import consume_ready
+from sauron.bus.producer import FrameProducer
+from sauron.bus.worker import Output
 from sauron.config import Settings, load_settings
 from sauron.detect.stage import DetectStage
 from sauron.detect.worker import (

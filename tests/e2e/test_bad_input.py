@@ -30,8 +30,10 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from sauron import codec
-from sauron.bus.kafka import StageWorker, ensure_topics, wait_until
+from sauron.bus.admin import ensure_topics
+from sauron.bus.client import wait_until
 from sauron.bus.topics import Topics
+from sauron.bus.worker import StageWorker
 from sauron.config import Settings, load_settings
 from sauron.detect.worker import MAX_JPEG_BYTES, build_detect_worker
 from sauron.match.worker import build_match_worker

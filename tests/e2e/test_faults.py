@@ -38,17 +38,12 @@ from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, Messag
 from confluent_kafka.admin import AdminClient
 
 from sauron import codec
-from sauron.bus.kafka import (
-    FrameProducer,
-    OffsetTracker,
-    StageWorker,
-    TopicTail,
-    end_offsets,
-    ensure_topics,
-    make_consumer,
-    wait_until,
-)
+from sauron.bus.admin import ensure_topics
+from sauron.bus.client import end_offsets, make_consumer, wait_until
+from sauron.bus.producer import FrameProducer
+from sauron.bus.tail import TopicTail
 from sauron.bus.topics import Topics
+from sauron.bus.worker import OffsetTracker, StageWorker
 from sauron.config import CameraConfig, Settings, load_settings
 from sauron.demo.synth import ClipTruth
 from sauron.detect.worker import build_detect_worker

@@ -186,7 +186,8 @@ class KafkaPipeline:
         return self.settings.topics.name("detect")
 
     def start(self) -> KafkaPipeline:
-        from sauron.bus.kafka import ensure_topics, make_producer
+        from sauron.bus.admin import ensure_topics
+        from sauron.bus.client import make_producer
         from sauron.detect.worker import spawn_detect_workers
         from sauron.match.worker import build_match_worker, publish_person
 
@@ -212,7 +213,7 @@ class KafkaPipeline:
     def _collector_tail(self, timeout: float = 60.0) -> Any:
         """Read the annotated topic from its start; retried while a new topic settles
         (a broker under load answers NOT_LEADER_FOR_PARTITION for a while)."""
-        from sauron.bus.kafka import TopicTail
+        from sauron.bus.tail import TopicTail
 
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -168,7 +168,9 @@ class Soak:
         return counter(samples, 'sauron_frames_out_total{stage="detect"}')
 
     def run(self) -> dict[str, Any]:
-        from sauron.bus.kafka import FrameProducer, TopicTail, ensure_topics
+        from sauron.bus.admin import ensure_topics
+        from sauron.bus.producer import FrameProducer
+        from sauron.bus.tail import TopicTail
         from sauron.bus.topics import Topics
         from sauron.detect.worker import spawn_detect_workers
         from sauron.match.worker import build_match_worker

@@ -20,8 +20,9 @@ from collections.abc import Callable
 from typing import Any
 
 from sauron import SauronError, codec
-from sauron.bus.kafka import MAX_MESSAGE_BYTES, Output, Skip, StageWorker
+from sauron.bus.client import MAX_MESSAGE_BYTES
 from sauron.bus.topics import Topics, frame_partition
+from sauron.bus.worker import Output, Skip, StageWorker
 from sauron.config import Settings, check_name
 from sauron.detect.stage import DetectStage
 from sauron.metrics import Metrics, serve
@@ -133,7 +134,7 @@ def tracking_enabled(settings: Settings) -> bool:
 def build_detect_worker(
     settings: Settings, *, group: str | None = None, metrics: Metrics | None = None
 ) -> StageWorker:
-    from sauron.bus.kafka import ensure_topics
+    from sauron.bus.admin import ensure_topics
 
     counts = ensure_topics(settings)
     topics = Topics.from_config(settings.topics)

@@ -16,8 +16,11 @@ from typing import Any
 from confluent_kafka import Message
 
 from sauron import SauronError, codec
-from sauron.bus.kafka import Output, StageWorker, TopicTail, ensure_topics, make_producer
+from sauron.bus.admin import ensure_topics
+from sauron.bus.client import make_producer
+from sauron.bus.tail import TopicTail
 from sauron.bus.topics import Topics, camera_partition
+from sauron.bus.worker import Output, StageWorker
 from sauron.config import Settings
 from sauron.detect.worker import check_frame, stop_on_signals
 from sauron.match.stage import MatchStage

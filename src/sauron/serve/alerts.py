@@ -219,7 +219,7 @@ def kafka_alert_sink(settings: Any) -> Callable[[dict[str, Any]], None]:
     """Publishes alert events to ``<prefix>.alerts`` (created if missing)."""
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    from sauron.bus.kafka import client_config, make_producer
+    from sauron.bus.client import client_config, make_producer
 
     topic = settings.topics.name("alerts")
     admin = AdminClient(client_config(settings.bus))

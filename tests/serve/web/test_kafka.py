@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from sauron import codec
-from sauron.bus.kafka import make_producer, wait_until
+from sauron.bus.client import make_producer, wait_until
 from sauron.bus.topics import Topics, camera_partition
 from sauron.detect.stage import DetectStage
 from sauron.match.stage import MatchStage

@@ -23,7 +23,8 @@ from typing import Any
 from confluent_kafka import Message
 
 from sauron import codec
-from sauron.bus.kafka import TopicTail, consume_ready, end_offsets, make_consumer
+from sauron.bus.client import consume_ready, end_offsets, make_consumer
+from sauron.bus.tail import TopicTail
 from sauron.bus.topics import Topics, camera_partition
 from sauron.config import Settings
 from sauron.serve.alerts import Broadcaster

@@ -136,7 +136,7 @@ class WebServices:
                 log.exception("web: index/watchlist sync failed")
 
     def _start_kafka(self) -> None:
-        from sauron.bus.kafka import ensure_topics
+        from sauron.bus.admin import ensure_topics
         from sauron.serve.web.kafka_feed import AlertFeed, KafkaLiveFeed, KafkaRecorderFeed
 
         ensure_topics(self.settings)

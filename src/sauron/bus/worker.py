@@ -1,24 +1,16 @@
-"""Kafka transport: thin wrappers over confluent-kafka (librdkafka).
-
-Why confluent-kafka: it is librdkafka underneath, so batching, compression, idempotent
-producers, transactions and cooperative rebalancing are done in C and well tested, and
-the Python side stays a small loop.
+"""The consume-transform-produce worker that each stage process runs over Kafka.
 
 Delivery (docs/reliability.md has the whole story):
 
-- Cameras to the frames topic: idempotent producer, ``acks=all``. While the brokers are
-  unreachable frames wait in the producer, at most ``bus.producer_buffer_mb`` MiB and
-  ``bus.delivery_timeout_s`` seconds; past that they are dropped and counted.
-- Stage workers, at-least-once (default): an input offset is stored only once every
-  output produced from it, and from every earlier input of the same partition, was
-  acknowledged; offsets are committed in the background and synchronously when partitions
-  are revoked or the worker stops. A worker that dies loses nothing: its partitions move to
-  the rest of the group, which re-reads from the last committed offsets (so some outputs
-  may come twice).
-- Stage workers, exactly-once (``bus.exactly_once``): each batch of inputs is one Kafka
-  transaction holding its outputs (detections, annotated frames, sightings, dead letters)
-  and the input offsets; readers use ``read_committed``. A dead worker's open transaction
-  is aborted by the brokers after ``bus.transaction_timeout_s``.
+- At-least-once (default): an input offset is stored only once every output produced
+  from it, and from every earlier input of the same partition, was acknowledged; offsets
+  are committed in the background and synchronously when partitions are revoked or the
+  worker stops. A worker that dies loses nothing: its partitions move to the rest of the
+  group, which re-reads from the last committed offsets (so some outputs may come twice).
+- Exactly-once (``bus.exactly_once``): each batch of inputs is one Kafka transaction
+  holding its outputs (detections, annotated frames, sightings, dead letters) and the
+  input offsets; readers use ``read_committed``. A dead worker's open transaction is
+  aborted by the brokers after ``bus.transaction_timeout_s``.
 
 An input a handler cannot process (corrupt frame, unknown message version, too large)
 goes to the dead-letter topic with the reason in its headers; the worker carries on.
@@ -33,7 +25,7 @@ import threading
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,43 +38,22 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient, NewTopic
 
-from sauron import SauronError, codec
-from sauron.bus.topics import Topics, frame_partition
-from sauron.config import BusConfig, Settings
+from sauron import SauronError
+from sauron.bus.client import (
+    MAX_VALUE_BYTES,
+    PURGED,
+    RETRIABLE,
+    check_reachable,
+    consume_ready,
+    make_consumer,
+    make_producer,
+)
+from sauron.bus.topics import Topics
+from sauron.config import Settings
 from sauron.metrics import Metrics
-from sauron.types import Frame
 
 log = logging.getLogger(__name__)
-
-MAX_MESSAGE_BYTES = 10 * 1024 * 1024
-# Room left for headers and batch overhead under the brokers' message.max.bytes.
-MESSAGE_HEADROOM = 64 * 1024
-MAX_VALUE_BYTES = MAX_MESSAGE_BYTES - MESSAGE_HEADROOM
-
-_RETRIABLE = {
-    KafkaError._MSG_TIMED_OUT,
-    KafkaError._TIMED_OUT,
-    KafkaError._TRANSPORT,
-    KafkaError._ALL_BROKERS_DOWN,
-    KafkaError.NOT_ENOUGH_REPLICAS,
-    KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
-    KafkaError.REQUEST_TIMED_OUT,
-    KafkaError.LEADER_NOT_AVAILABLE,
-    KafkaError.NOT_LEADER_FOR_PARTITION,
-}
-_PURGED = {KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT}
-_NO_LEADER = {
-    KafkaError.NOT_LEADER_FOR_PARTITION,
-    KafkaError.LEADER_NOT_AVAILABLE,
-    KafkaError.UNKNOWN_TOPIC_OR_PART,
-    KafkaError._UNKNOWN_PARTITION,
-}
-
-
-class BrokerUnreachable(SauronError):
-    """No Kafka broker answered within the configured time."""
 
 
 class Skip(SauronError):
@@ -107,166 +78,6 @@ class Output:
     partition: int | None = None
     headers: dict[str, str] = field(default_factory=dict)
     captured_at: float | None = None
-
-
-def client_config(bus: BusConfig, **extra: Any) -> dict[str, Any]:
-    conf: dict[str, Any] = {"bootstrap.servers": bus.bootstrap_servers}
-    conf.update(bus.client)
-    conf.update(extra)
-    return conf
-
-
-def check_reachable(bus: BusConfig) -> dict[str, int]:
-    """Topic name -> partition count, or BrokerUnreachable after the bounded wait."""
-    admin = AdminClient(client_config(bus, **{"socket.connection.setup.timeout.ms": 5000}))
-    try:
-        md = admin.list_topics(timeout=bus.connect_timeout_s)
-    except KafkaException as exc:
-        raise BrokerUnreachable(
-            f"cannot reach Kafka at {bus.bootstrap_servers} within "
-            f"{bus.connect_timeout_s:.0f} s ({exc.args[0]}); is the broker running? "
-            "(scripts/kafka-broker start runs one on this machine)"
-        ) from None
-    return {name: len(t.partitions) for name, t in md.topics.items()}
-
-
-def topic_specs(settings: Settings) -> dict[str, tuple[int, dict[str, str]]]:
-    """Partitions and configuration of every topic of the deployment."""
-    t = settings.topics
-    topics = Topics.from_config(t)
-    common = {
-        "min.insync.replicas": str(t.min_insync_replicas),
-        "max.message.bytes": str(MAX_MESSAGE_BYTES),
-    }
-    stream = {**common, "retention.ms": str(t.retention_ms)}
-    week = str(7 * 86_400_000)
-    return {
-        topics.frames: (t.partitions, stream),
-        topics.detections: (t.partitions, stream),
-        topics.annotated: (t.partitions, stream),
-        topics.sightings: (t.partitions, {**common, "retention.ms": week}),
-        topics.watchlist: (1, {**common, "cleanup.policy": "compact"}),
-        topics.deadletter: (1, {**common, "retention.ms": week}),
-    }
-
-
-def ensure_topics(settings: Settings) -> dict[str, int]:
-    """Create the missing topics; return topic -> partition count of all of them."""
-    existing = check_reachable(settings.bus)
-    admin = AdminClient(client_config(settings.bus))
-    wanted = topic_specs(settings)
-    new = [
-        NewTopic(
-            name,
-            num_partitions=parts,
-            replication_factor=settings.topics.replication,
-            config=conf,
-        )
-        for name, (parts, conf) in wanted.items()
-        if name not in existing
-    ]
-    if new:
-        for name, fut in admin.create_topics(new, operation_timeout=30).items():
-            try:
-                fut.result()
-                log.info("created topic %s", name)
-            except KafkaException as exc:
-                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                    raise SauronError(f"cannot create topic {name}: {exc.args[0]}") from None
-    if new:
-        _wait_for_leaders(admin, [t.topic for t in new], settings.bus.connect_timeout_s)
-    counts = check_reachable(settings.bus)
-    return {name: counts[name] for name in wanted if name in counts}
-
-
-def _wait_for_leaders(admin: AdminClient, names: list[str], timeout: float) -> None:
-    """Wait (bounded) until every partition of new topics has a leader to talk to."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        md = admin.list_topics(timeout=timeout)
-        parts = [
-            p
-            for n in names
-            if n in md.topics and md.topics[n].error is None
-            for p in md.topics[n].partitions.values()
-        ]
-        present = all(n in md.topics for n in names)
-        if present and parts and all(p.leader >= 0 and p.error is None for p in parts):
-            return
-        time.sleep(0.1)
-    log.warning("new topics %s have partitions without a leader after %.0f s", names, timeout)
-
-
-def delete_topics(settings: Settings) -> list[str]:
-    existing = check_reachable(settings.bus)
-    admin = AdminClient(client_config(settings.bus))
-    names = [n for n in topic_specs(settings) if n in existing]
-    for name, fut in admin.delete_topics(names, operation_timeout=30).items() if names else []:
-        fut.result()
-        log.info("deleted topic %s", name)
-    return names
-
-
-def make_producer(bus: BusConfig, **extra: Any) -> Producer:
-    """An idempotent ``acks=all`` producer; ``transactional.id`` in ``extra`` for EOS."""
-    conf = client_config(
-        bus,
-        **{
-            "acks": "all",
-            "enable.idempotence": True,
-            "linger.ms": 2,
-            "batch.size": 4 * 1024 * 1024,
-            "message.max.bytes": MAX_MESSAGE_BYTES,
-            "queue.buffering.max.kbytes": 256 * 1024,
-            "socket.connection.setup.timeout.ms": 5000,
-            **extra,
-        },
-    )
-    if "transactional.id" not in conf:
-        conf.setdefault("message.timeout.ms", int(bus.delivery_timeout_s * 1000))
-    return Producer(conf)
-
-
-def make_consumer(bus: BusConfig, group: str, **extra: Any) -> Consumer:
-    """A cooperative-sticky group member that stores offsets only when told to.
-
-    ``read_committed`` always: outputs of aborted transactions (exactly-once mode) are
-    never seen; for topics written without transactions it changes nothing.
-    """
-    conf = client_config(
-        bus,
-        **{
-            "group.id": group,
-            "enable.auto.commit": True,
-            "auto.commit.interval.ms": 1000,
-            "enable.auto.offset.store": False,
-            "auto.offset.reset": "earliest",
-            "isolation.level": "read_committed",
-            "partition.assignment.strategy": "cooperative-sticky",
-            "fetch.max.bytes": 64 * 1024 * 1024,
-            "max.partition.fetch.bytes": MAX_MESSAGE_BYTES,
-            "queued.max.messages.kbytes": 32 * 1024,
-            # A fetch waits at the broker until data arrives (then it is answered at once);
-            # the wait bounds only how often an idle consumer asks again.
-            "fetch.wait.max.ms": 100,
-            "session.timeout.ms": int(bus.session_timeout_s * 1000),
-            "heartbeat.interval.ms": min(1000, int(bus.session_timeout_s * 1000) // 3),
-            **extra,
-        },
-    )
-    return Consumer(conf)
-
-
-def consume_ready(consumer: Consumer, most: int, timeout: float = 0.2) -> list[Message]:
-    """Wait up to ``timeout`` for one message, then take whatever else is already
-    fetched, up to ``most`` in all: batches form under load and a lone message is never
-    held back. (``consume(most, timeout)`` returns only when ``most`` messages are there
-    or the timeout passed, which at a few frames a second is the whole timeout for each.)
-    """
-    msgs = consumer.consume(1, timeout=timeout)
-    if msgs and most > 1:
-        msgs += consumer.consume(most - 1, timeout=0)
-    return msgs
 
 
 # ---------------------------------------------------------------------------- offsets
@@ -523,12 +334,12 @@ class StageWorker:
                 self.metrics.messages_out.labels(self.name, out.topic).inc()
                 done()
                 return
-            if err.code() in _PURGED:
+            if err.code() in PURGED:
                 return  # stopping without the brokers: the input is redone by its next owner
             self.stats.delivery_errors += 1
             self._count_error("delivery")
             log.error("%s: delivery to %s failed: %s", self.name, out.topic, err)
-            if err.code() in _RETRIABLE or err.retriable():
+            if err.code() in RETRIABLE or err.retriable():
                 self._retry.append((out, done, origin))
             elif out.topic != self.deadletter:
                 self._count_dead("DeliveryFailed")
@@ -841,253 +652,3 @@ class StageWorker:
                 self.stats.dropped,
             )
         return self.stats
-
-
-# ---------------------------------------------------------------------------- camera producer
-
-
-@dataclass
-class ProducerStats:
-    offered: int = 0
-    acked: int = 0
-    dropped: Counter[str] = field(default_factory=Counter)
-
-    @property
-    def dropped_total(self) -> int:
-        return sum(self.dropped.values())
-
-
-class FrameProducer:
-    """Publishes camera frames to the frames topic: idempotent, ``acks=all``, bounded.
-
-    While the brokers are unreachable frames wait in the producer's queue, at most
-    ``bus.producer_buffer_mb`` MiB. When it is full, a frame of a camera in ``blocking``
-    (files read as fast as possible) waits for room; a frame of any other (live) camera is
-    dropped (``buffer_full``). A frame not acknowledged within ``bus.delivery_timeout_s`` is
-    dropped (``delivery_timeout``). Every drop is counted in ``stats`` and the metrics.
-    Callable from several camera threads at once.
-    """
-
-    def __init__(
-        self,
-        settings: Settings,
-        partitions: int,
-        *,
-        metrics: Metrics | None = None,
-        blocking: Collection[str] = (),
-        stop: threading.Event | None = None,
-    ) -> None:
-        bus = settings.bus
-        self.producer = make_producer(
-            bus,
-            **{
-                "queue.buffering.max.kbytes": bus.producer_buffer_mb * 1024,
-                "queue.buffering.max.messages": 1_000_000,
-            },
-        )
-        self.topic = Topics.from_config(settings.topics).frames
-        self.partitions = partitions
-        self.mode = settings.topics.partitioning
-        self.blocking = frozenset(blocking)
-        self.stop = stop or threading.Event()
-        self.metrics = metrics or Metrics()
-        self.stats = ProducerStats()
-        self._lock = threading.Lock()
-        self.health = self.metrics.health.component("ingest")
-        self.health.beat()
-        self._warned_at = -1e9
-
-    def _drop(self, reason: str, frame: Frame) -> None:
-        with self._lock:
-            self.stats.dropped[reason] += 1
-        self.metrics.dropped.labels("ingest", reason).inc()
-        log.debug("camera %s frame %d dropped: %s", frame.camera, frame.number, reason)
-
-    def _on_delivery(self, frame: Frame) -> Callable[[KafkaError | None, Message], None]:
-        def cb(err: KafkaError | None, _msg: Message) -> None:
-            if err is None:
-                with self._lock:
-                    self.stats.acked += 1
-                self.metrics.frames_out.labels("ingest").inc()
-                self.metrics.latency.labels("ingest").observe(
-                    max(0.0, time.time() - frame.captured_at)
-                )
-                return
-            timed_out = err.code() in (KafkaError._MSG_TIMED_OUT, *_PURGED)
-            self._drop("delivery_timeout" if timed_out else "delivery_failed", frame)
-            self.metrics.errors.labels("ingest", "delivery").inc()
-            now = time.monotonic()
-            if now - self._warned_at >= 10.0:  # at most one line per 10 s while it lasts
-                self._warned_at = now
-                log.warning(
-                    "camera %s frame %d not delivered: %s (%d frames dropped so far: %s)",
-                    frame.camera, frame.number, err, self.stats.dropped_total,
-                    dict(self.stats.dropped),
-                )  # fmt: skip
-
-        return cb
-
-    def __call__(self, frame: Frame) -> None:
-        self.publish(frame)
-
-    def publish(self, frame: Frame) -> bool:
-        """Publish one frame; False if it was dropped at once."""
-        with self._lock:
-            self.stats.offered += 1
-        self.metrics.frames_in.labels("ingest").inc()
-        value = codec.encode_frame(frame)
-        if len(value) > MAX_VALUE_BYTES:
-            self._drop("too_large", frame)
-            return False
-        part = frame_partition(frame.camera, frame.number, self.partitions, self.mode)
-        block = frame.camera in self.blocking
-        while True:
-            try:
-                self.producer.produce(
-                    self.topic,
-                    value=value,
-                    key=frame.camera,
-                    partition=part,
-                    on_delivery=self._on_delivery(frame),
-                )
-                break
-            except BufferError:
-                if not block or self.stop.is_set():
-                    self._drop("buffer_full", frame)
-                    self.producer.poll(0)
-                    return False
-                self.producer.poll(0.05)
-            except KafkaException as exc:
-                self._drop("refused", frame)
-                log.error("camera %s frame %d refused: %s", frame.camera, frame.number, exc)
-                return False
-        self.producer.poll(0)
-        self.metrics.buffered.labels("ingest").set(len(self.producer))
-        self.health.beat()
-        return True
-
-    def flush(self, timeout: float) -> int:
-        """Wait up to ``timeout`` s for every buffered frame; the number left."""
-        left = int(self.producer.flush(timeout))
-        self.metrics.buffered.labels("ingest").set(left)
-        return left
-
-    def __len__(self) -> int:
-        return len(self.producer)
-
-
-# ---------------------------------------------------------------------------- readers
-
-
-class TopicTail(threading.Thread):
-    """Reads partitions of a topic from given offsets (no consumer group), calling ``on_msg``.
-
-    Used for the broadcast watchlist (every matcher reads every entry) and by viewers and
-    collectors that read chosen partitions, e.g. one camera's annotated frames.
-    """
-
-    def __init__(
-        self,
-        bus: BusConfig,
-        topic: str,
-        on_msg: Callable[[Message], None],
-        *,
-        partitions: list[int] | None = None,
-        start: dict[int, int] | None = None,
-    ) -> None:
-        super().__init__(daemon=True, name=f"tail-{topic}")
-        self.bus = bus
-        self.topic = topic
-        self.on_msg = on_msg
-        self.partitions = partitions
-        self.start_offsets = start or {}
-        self.stop_event = threading.Event()
-        self.ready = threading.Event()
-        self.caught_up = threading.Event()
-        self.error: str | None = None
-
-    def run(self) -> None:
-        consumer = make_consumer(
-            self.bus, f"sauron-tail-{uuid.uuid4().hex}", **{"enable.auto.commit": False}
-        )
-        try:
-            self._follow(consumer)
-        except KafkaException as exc:
-            self.error = str(exc.args[0])
-            log.error("reading %s failed: %s", self.topic, self.error)
-        finally:
-            consumer.close()
-
-    def _follow(self, consumer: Consumer) -> None:
-        deadline = time.monotonic() + self.bus.connect_timeout_s
-        parts = self.partitions
-        while parts is None:  # a topic just created may not be known to the broker yet
-            md = consumer.list_topics(self.topic, timeout=self.bus.connect_timeout_s).topics
-            if md[self.topic].error is None and md[self.topic].partitions:
-                parts = sorted(md[self.topic].partitions)
-            elif time.monotonic() > deadline:
-                raise KafkaException(md[self.topic].error or KafkaError(KafkaError._UNKNOWN_TOPIC))
-            else:
-                time.sleep(0.2)
-        consumer.assign(
-            [
-                TopicPartition(self.topic, p, self.start_offsets.get(p, OFFSET_BEGINNING))
-                for p in parts
-            ]
-        )
-        # Caught up once every partition has been read to where it ended at start.
-        behind = {}
-        for p in parts:
-            low, high = watermarks(consumer, self.topic, p, deadline)
-            if high > max(low, self.start_offsets.get(p, low)):
-                behind[p] = high
-        self.ready.set()
-        while not self.stop_event.is_set():
-            if not behind:
-                self.caught_up.set()
-            msg = consumer.poll(0.2)
-            if msg is None or msg.error() is not None:
-                continue
-            part, offset = msg.partition() or 0, msg.offset() or 0
-            if part in behind and offset + 1 >= behind[part]:
-                del behind[part]
-            self.on_msg(msg)
-
-    def stop(self) -> None:
-        self.stop_event.set()
-
-
-def watermarks(consumer: Consumer, topic: str, partition: int, deadline: float) -> tuple[int, int]:
-    """(low, high) offsets of a partition, asked again while it is between leaders (a new
-    topic on a busy broker, a failover) until ``deadline`` (``time.monotonic()``)."""
-    while True:
-        try:
-            low, high = consumer.get_watermark_offsets(
-                TopicPartition(topic, partition), timeout=max(0.5, deadline - time.monotonic())
-            )
-            return int(low), int(high)
-        except KafkaException as exc:
-            err = exc.args[0]
-            if time.monotonic() > deadline or not (err.retriable() or err.code() in _NO_LEADER):
-                raise
-            time.sleep(0.2)
-
-
-def end_offsets(bus: BusConfig, topic: str) -> dict[int, int]:
-    """The current high-water mark of every partition of a topic."""
-    consumer = make_consumer(bus, f"sauron-probe-{uuid.uuid4().hex}")
-    deadline = time.monotonic() + bus.connect_timeout_s
-    try:
-        md = consumer.list_topics(topic, timeout=bus.connect_timeout_s)
-        return {p: watermarks(consumer, topic, p, deadline)[1] for p in md.topics[topic].partitions}
-    finally:
-        consumer.close()
-
-
-def wait_until(pred: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(interval)
-    return pred()
