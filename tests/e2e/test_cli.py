@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -79,6 +82,36 @@ def test_run_results_file(
     _check_contract(out, clips)
     summary = json.loads(proc.stdout)
     assert summary["frames_out"] == {c.camera: c.frames for c in clips}
+
+
+def test_ctrl_c_stops_run_cleanly(
+    clips: list[ClipTruth], watchlist_dir: Path, tmp_path: Path
+) -> None:
+    """Ctrl-C in a terminal sends SIGINT to every process of the foreground group: the
+    main process and its detect processes. ``sauron run`` stops without a traceback."""
+    err = tmp_path / "stderr.log"
+    with err.open("wb") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sauron.cli", "run", *_camera_args(clips),
+             "--watchlist", str(watchlist_dir), "--no-web", "--processes", "2"],
+            stdout=subprocess.DEVNULL, stderr=fh, start_new_session=True,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while b"detect process(es) ready" not in err.read_bytes():
+            assert proc.poll() is None, err.read_text()[-2000:]
+            assert time.monotonic() < deadline, err.read_text()[-2000:]
+            time.sleep(0.2)
+        time.sleep(2)  # frames flowing
+        os.killpg(proc.pid, signal.SIGINT)  # the group this test created, as a terminal would
+        rc = proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    text = err.read_text()
+    assert rc == 0, text[-2000:]
+    assert "Traceback" not in text and "KeyboardInterrupt" not in text, text[-3000:]
 
 
 def test_config_check_names_the_bad_key(tmp_path: Path) -> None:

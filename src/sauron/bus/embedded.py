@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import queue
+import signal
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +35,9 @@ def _detect_worker(settings_json: str, tracking: bool, inq: Any, outq: Any) -> N
     from sauron.cli import setup_logging
     from sauron.detect.stage import DetectStage
 
+    # Ctrl-C reaches the whole process group; the parent stops this process (a None in
+    # its queue) once it has stopped the cameras, so the signal is not ours to act on.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     setup_logging()
     settings = Settings.model_validate_json(settings_json)
     stage = DetectStage(settings.detect, tracking=tracking)
