@@ -18,6 +18,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +32,8 @@ from sauron.store.snapshots import face_snapshot
 from sauron.types import Result
 
 log = logging.getLogger(__name__)
+
+Done = Callable[[], None]
 
 
 @dataclass
@@ -59,7 +62,7 @@ class Recorder:
         self.privacy_blur = privacy_blur
         self.tracker = AppearanceTracker(alert_gap_s)
         self.stats = RecorderStats()
-        self._queue: queue.Queue[Result | None] = queue.Queue(queue_size)
+        self._queue: queue.Queue[tuple[Result, Done | None] | None] = queue.Queue(queue_size)
         self._last: dict[tuple[Any, ...], tuple[float, str | None]] = {}
         self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
         # Frames queued or being stored; flush() waits for it to reach zero.
@@ -70,27 +73,36 @@ class Recorder:
         self._thread.start()
         return self
 
-    def add(self, result: Result) -> None:
-        """Queue a processed frame (the pipeline's ``on_result`` callback)."""
+    def add(self, result: Result, on_done: Done | None = None) -> None:
+        """Queue a processed frame (the pipeline's ``on_result`` callback).
+
+        ``on_done`` is called once the frame is finished with: stored, dropped from a full
+        queue (counted), or not worth storing (no faces); the Kafka feed commits the
+        frame's offset only then, so frames still queued at a crash are read again."""
         if result.detections.label != "face" or not len(result.detections):
+            if on_done is not None:
+                on_done()
             return
         with self._done:
             self._pending += 1
         while True:
             try:
-                self._queue.put_nowait(result)
+                self._queue.put_nowait((result, on_done))
                 return
             except queue.Full:
                 try:
-                    self._queue.get_nowait()
+                    old = self._queue.get_nowait()
                     self.stats.dropped += 1
-                    self._finished(1)
+                    self._finished([old] if old is not None else [])
                 except queue.Empty:
                     pass
 
-    def _finished(self, n: int) -> None:
+    def _finished(self, items: list[tuple[Result, Done | None]]) -> None:
+        for _, on_done in items:
+            if on_done is not None:
+                on_done()
         with self._done:
-            self._pending -= n
+            self._pending -= len(items)
             self._done.notify_all()
 
     def flush(self, timeout: float = 10.0) -> bool:
@@ -107,7 +119,7 @@ class Recorder:
         last_flush = time.monotonic()
         stopping = False
         while not stopping:
-            batch: list[Result] = []
+            batch: list[tuple[Result, Done | None]] = []
             try:
                 item = self._queue.get(timeout=0.5)
                 if item is None:
@@ -127,7 +139,7 @@ class Recorder:
                     batch.append(more)
             if batch:
                 try:
-                    self._record(batch)
+                    self._record([result for result, _ in batch])
                 except Exception:  # the store was unreachable: count it and go on
                     self.stats.errors += 1
                     log.exception("recorder: %d frames not stored", len(batch))
@@ -136,7 +148,7 @@ class Recorder:
                 last_flush = time.monotonic()
                 self._flush_appearances()
             if batch:  # stored, with the alert updates they caused
-                self._finished(len(batch))
+                self._finished(batch)
 
     def _flush_appearances(self) -> None:
         try:

@@ -7,17 +7,21 @@
   this server's open pages, whichever server's recorder raised it.
 * :class:`KafkaRecorderFeed`: a member of the consumer group ``<prefix>.store`` on the
   annotated topic, feeding the recorder, so several web servers share the recording.
-  A new group starts at the oldest retained frame. Offsets are committed as frames are
-  handed over: a crash may lose the sightings of the frames still queued in the recorder
-  (at most its queue), never duplicate rows.
+  A new group starts at the oldest retained frame. A frame's offset is committed only
+  once the recorder is done with it (stored, or dropped and counted when its queue was
+  full): a crash loses nothing, and the frames stored in the second before it may be
+  stored again (at-least-once, like the workers).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import queue
 import threading
 import time
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from confluent_kafka import Message
@@ -26,6 +30,7 @@ from sauron import codec
 from sauron.bus.client import consume_ready, end_offsets, make_consumer
 from sauron.bus.tail import TopicTail
 from sauron.bus.topics import Topics, camera_partition
+from sauron.bus.worker import OffsetTracker
 from sauron.config import Settings
 from sauron.serve.alerts import Broadcaster
 from sauron.serve.web.live import LiveHub
@@ -155,21 +160,35 @@ class KafkaRecorderFeed(threading.Thread):
         return self
 
     def run(self) -> None:
-        consumer: Any = make_consumer(
-            self.settings.bus,
-            self.settings.topics.name("store"),
-            **{"enable.auto.offset.store": True},
-        )
-        consumer.subscribe([self.topic])
+        # An offset is stored (and committed within a second) only once the recorder is
+        # done with that frame and every earlier one of its partition: frames still
+        # queued when the server dies are read again by the group. The recorder thread
+        # only reports; offsets are handled on this thread, the consumer's.
+        consumer: Any = make_consumer(self.settings.bus, self.settings.topics.name("store"))
+        tracker = OffsetTracker(consumer)
+        finished: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+
+        def forget(_c: Any, parts: list[Any]) -> None:
+            tracker.forget(parts)
+
+        consumer.subscribe([self.topic], on_revoke=forget, on_lost=forget)
         try:
             while not self.stop_event.is_set():
                 for msg in consume_ready(consumer, 32):
                     if msg.error() is not None:
                         continue
+                    done = tracker.add(
+                        msg.topic() or self.topic, msg.partition() or 0, msg.offset() or 0, 1
+                    )
                     try:
-                        self.recorder.add(codec.decode_result(msg.value() or b""))
+                        result = codec.decode_result(msg.value() or b"")
                     except codec.CodecError as exc:
                         log.warning("recorder: annotated frame ignored: %s", exc)
+                        done()
+                        continue
+                    self.recorder.add(result, on_done=partial(finished.put, done))
+                while not finished.empty():
+                    finished.get()()
         finally:
             consumer.close()
 
