@@ -162,19 +162,19 @@ function updateTiles() {
   }
 }
 
-async function viewLive() {
+async function viewLive(show = render) {
   const cams = await api("/api/cameras");
   state.cameras = cams;
   const grid = el("div", { class: "grid" }, cams.map(c => cameraTile(c, false)));
-  render(el("h2", { text: "Cameras" }), cams.length ? grid : el("p", { class: "muted", text: "No camera yet." }));
+  show(el("h2", { text: "Cameras" }), cams.length ? grid : el("p", { class: "muted", text: "No camera yet." }));
   updateTiles();
 }
 
-async function viewCamera(name) {
+async function viewCamera(name, show = render) {
   const cams = await api("/api/cameras");
   state.cameras = cams;
   const cam = cams.find(c => c.camera === name) || { camera: name };
-  render(el("h2", {}, el("a", { href: "#/live", text: "Cameras" }), " / ", name), cameraTile(cam, true));
+  show(el("h2", {}, el("a", { href: "#/live", text: "Cameras" }), " / ", name), cameraTile(cam, true));
   updateTiles();
 }
 
@@ -248,9 +248,9 @@ function enrollForm() {
   return form;
 }
 
-async function viewWatchlist() {
+async function viewWatchlist(show = render) {
   const people = await api("/api/people");
-  render(el("h2", { text: "Watchlist" }),
+  show(el("h2", { text: "Watchlist" }),
     state.me.role === "admin" ? enrollForm() : el("p", { class: "muted", id: "viewer-note", text: "Viewers can see the watchlist; only admins can change it." }),
     el("div", { class: "people", id: "people" }, people.map(personCard)),
     people.length ? null : el("p", { class: "muted", text: "Nobody enrolled yet." }));
@@ -258,11 +258,11 @@ async function viewWatchlist() {
 
 // --- alerts, history, search -----------------------------------------------------------
 
-async function viewAlerts() {
+async function viewAlerts(show = render) {
   state.unseen = 0;
   document.getElementById("alert-count").hidden = true;
   const alerts = await api("/api/alerts?limit=100");
-  render(el("h2", { text: "Alerts" }),
+  show(el("h2", { text: "Alerts" }),
     el("div", { class: "alerts", id: "alert-list" }, alerts.map(alertItem)));
 }
 
@@ -274,7 +274,7 @@ function sightingRow(s) {
     el("td", { text: String(s.frame) }));
 }
 
-async function viewHistory() {
+async function viewHistory(show = render) {
   const people = await api("/api/people");
   const person = el("select", { name: "person" }, el("option", { value: "", text: "anyone" }),
     people.map(p => el("option", { value: p.name, text: p.name })));
@@ -304,13 +304,13 @@ async function viewHistory() {
   const form = el("form", { class: "row" }, person, camera, "from", since, "to", until,
     el("label", {}, named, " named only"), el("button", { type: "submit", text: "Show" }));
   form.addEventListener("submit", (ev) => { ev.preventDefault(); load(true); });
-  render(el("h2", { text: "History" }), form,
+  show(el("h2", { text: "History" }), form,
     el("table", {}, el("thead", {}, el("tr", {}, ["", "time", "camera", "person", "distance", "frame"].map(h => el("th", { text: h })))), body),
     more);
   await load(true);
 }
 
-async function viewSearch() {
+async function viewSearch(show = render) {
   const msg = el("p", { class: "error", id: "search-error" });
   const summary = el("p", { class: "muted", id: "search-summary" });
   const results = el("div", { class: "results", id: "search-results" });
@@ -335,11 +335,11 @@ async function viewSearch() {
   const zone = dropZone("Drop a face photo here or", search);
   zone.input.id = "search-photo";
   zone.input.removeAttribute("multiple");
-  render(el("h2", { text: "Search by photo" }),
+  show(el("h2", { text: "Search by photo" }),
     el("div", { class: "row" }, "tolerance", tol), zone, msg, summary, results);
 }
 
-async function viewAdmin() {
+async function viewAdmin(show = render) {
   const users = await api("/api/users");
   const tokens = await api("/api/tokens");
   const audit = await api("/api/audit?limit=100");
@@ -362,7 +362,7 @@ async function viewAdmin() {
           shown.textContent = `Token (shown once): ${t.token}`; }
     catch (e) { msg.textContent = errorText(e); }
   });
-  render(el("h2", { text: "Users" }), uform, msg,
+  show(el("h2", { text: "Users" }), uform, msg,
     el("table", {}, users.map(u => el("tr", {}, el("td", { text: u.username }), el("td", { text: u.role }),
       el("td", {}, u.username === state.me.username ? null : el("button", { type: "button", class: "danger", text: "Delete",
         onclick: async () => { if (confirm(`Delete user ${u.username}?`)) { await api(`/api/users/${encodeURIComponent(u.username)}`, { method: "DELETE" }); viewAdmin(); } } }))))),
@@ -376,7 +376,7 @@ async function viewAdmin() {
       el("td", { text: a.action }), el("td", { text: a.target }), el("td", { class: "muted", text: a.detail })))));
 }
 
-function viewAccount() {
+function viewAccount(show = render) {
   const current = el("input", { id: "pw-current", type: "password", autocomplete: "current-password", required: true });
   const fresh = el("input", { id: "pw-new", type: "password", autocomplete: "new-password", minlength: 10, required: true });
   const again = el("input", { id: "pw-again", type: "password", autocomplete: "new-password", minlength: 10, required: true });
@@ -398,29 +398,35 @@ function viewAccount() {
       result.textContent = `Password changed; ${r.revoked_tokens} other session(s) and token(s) of yours no longer work.`;
     } catch (e) { result.textContent = errorText(e); }
   });
-  render(el("h2", { text: `Account: ${state.me.username} (${state.me.role})` }), form);
+  show(el("h2", { text: `Account: ${state.me.username} (${state.me.role})` }), form);
 }
 
 // --- routing ---------------------------------------------------------------------------
 
 function render(...nodes) { document.getElementById("view").replaceChildren(...nodes.filter(Boolean)); }
 
+let routeSeq = 0;
+
 async function route() {
   if (!state.me) return;
+  // Views load data before they draw: a slow view of an earlier route must not replace
+  // the page the user has moved on to.
+  const seq = ++routeSeq;
+  const show = (...nodes) => { if (seq === routeSeq) render(...nodes); };
   const parts = (location.hash || "#/live").slice(2).split("/");
   const page = parts[0] || "live";
   document.querySelectorAll("nav a").forEach(a => a.classList.toggle("active", a.dataset.nav === page || (page === "camera" && a.dataset.nav === "live")));
   try {
-    if (page === "camera") await viewCamera(decodeURIComponent(parts[1] || ""));
-    else if (page === "watchlist") await viewWatchlist();
-    else if (page === "alerts") await viewAlerts();
-    else if (page === "history") await viewHistory();
-    else if (page === "search") await viewSearch();
-    else if (page === "admin") await viewAdmin();
-    else if (page === "account") viewAccount();
-    else await viewLive();
+    if (page === "camera") await viewCamera(decodeURIComponent(parts[1] || ""), show);
+    else if (page === "watchlist") await viewWatchlist(show);
+    else if (page === "alerts") await viewAlerts(show);
+    else if (page === "history") await viewHistory(show);
+    else if (page === "search") await viewSearch(show);
+    else if (page === "admin") await viewAdmin(show);
+    else if (page === "account") viewAccount(show);
+    else await viewLive(show);
   } catch (e) {
-    if (!(e instanceof ApiError && e.status === 401)) render(el("p", { class: "error", text: errorText(e) }));
+    if (!(e instanceof ApiError && e.status === 401)) show(el("p", { class: "error", text: errorText(e) }));
   }
 }
 
