@@ -15,13 +15,14 @@ import argparse
 import json
 import logging
 import os
-import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from sauron.bench.measure import allowed_cores, cpu_name
 
 log = logging.getLogger(__name__)
 
@@ -31,22 +32,6 @@ _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 def _pin(cores: list[int]) -> None:
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, set(cores))
-
-
-def _allowed_cores() -> list[int]:
-    if hasattr(os, "sched_getaffinity"):
-        return sorted(os.sched_getaffinity(0))
-    return list(range(os.cpu_count() or 1))
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _sample_chips(n: int) -> np.ndarray:
@@ -97,7 +82,7 @@ def run(faces: int, batches: list[int], repeat: int) -> dict[str, Any]:
     The process's CPU affinity and thread variables are restored afterwards.
     """
     saved_env = {var: os.environ.get(var) for var in _THREAD_VARS}
-    cores = _allowed_cores()
+    cores = allowed_cores()
     try:
         for var in _THREAD_VARS:
             os.environ[var] = "1"
@@ -149,7 +134,7 @@ def _run_pinned(faces: int, batches: list[int], repeat: int, cores: list[int]) -
     import dlib
 
     return {
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "faces": faces,
         "repeat": repeat,
         "dlib_version": dlib.__version__,

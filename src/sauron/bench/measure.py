@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import platform
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -273,6 +276,24 @@ def percentiles(values: Iterable[float]) -> dict[str, float]:
     qs = np.percentile(arr, [1, 25, 50, 75, 95, 99])
     out = {f"p{q}": round(float(v), 1) for q, v in zip((1, 25, 50, 75, 95, 99), qs, strict=True)}
     return {**out, "mean": round(float(arr.mean()), 1), "max": round(float(arr.max()), 1)}
+
+
+def allowed_cores() -> list[int]:
+    """The CPU cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return list(range(os.cpu_count() or 1))
+
+
+def cpu_name() -> str:
+    """The processor's model name, for the machine section of a report."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 @dataclass

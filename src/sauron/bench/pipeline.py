@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from sauron.bench.floor import FloorRun, agreement, run_floor
-from sauron.bench.measure import RunResult
+from sauron.bench.measure import RunResult, allowed_cores, cpu_name
 from sauron.bench.pipelines import (
     EmbeddedPipeline,
     KafkaPipeline,
@@ -49,28 +49,12 @@ from sauron.bench.workload import Workload, camera_names, make_workload, watchli
 log = logging.getLogger(__name__)
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _cores() -> int:
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
 def _machine() -> dict[str, Any]:
     import psutil
 
     return {
-        "cpu": _cpu_name(),
-        "cores": _cores(),
+        "cpu": cpu_name(),
+        "cores": len(allowed_cores()),
         "python": platform.python_version(),
         "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
         "load_avg_before": [round(x, 2) for x in os.getloadavg()],
@@ -111,6 +95,36 @@ class Bench:
     def _record(self, result: RunResult) -> RunResult:
         self.runs.append(result)
         return result
+
+    def _paced_feed(self, fps: float) -> Feed:
+        return Feed(fps=fps, seconds=self.args.paced_seconds, drain_s=20, warmup_s=self.args.warmup)
+
+    def _measure(
+        self,
+        pipe: Any,
+        feed: Feed,
+        workers: int,
+        *,
+        cameras: list[str] | None = None,
+        tracking: bool = True,
+        label: str | None = None,
+    ) -> RunResult:
+        """One pipeline run over the workload, recorded; the broker's CPU is counted for
+        the runs that use it."""
+        assert self.workload is not None
+        return self._record(
+            measure(
+                pipe,
+                self.workload,
+                cameras or self.cameras,
+                feed,
+                workers=workers,
+                tracking=tracking,
+                embedder=self.embedder,
+                broker_pid=None if isinstance(pipe, EmbeddedPipeline) else self.broker_pid,
+                label=label,
+            )
+        )
 
     def floor(self) -> None:
         assert self.workload is not None
@@ -196,36 +210,14 @@ class Bench:
             in_detect=in_detect,
         )
         pipe = KafkaPipeline(settings, workers, self.people)
-        return self._record(
-            measure(
-                pipe,
-                self.workload,
-                self.cameras,
-                Feed(frames=self._flood_frames(est)),
-                workers=workers,
-                tracking=tracking,
-                embedder=self.embedder,
-                broker_pid=self.broker_pid,
-                label=label,
-            )
-        )
+        feed = Feed(frames=self._flood_frames(est))
+        return self._measure(pipe, feed, workers, tracking=tracking, label=label)
 
     def embedded_flood(self, workers: int) -> RunResult:
-        assert self.workload is not None
         est = self.floor_track.result.fps * workers
         settings = embedded_settings(tracking=True, embedder=self.embedder)
         pipe = EmbeddedPipeline(settings, workers, self.people, block=True)
-        return self._record(
-            measure(
-                pipe,
-                self.workload,
-                self.cameras,
-                Feed(frames=self._flood_frames(est)),
-                workers=workers,
-                tracking=True,
-                embedder=self.embedder,
-            )
-        )
+        return self._measure(pipe, Feed(frames=self._flood_frames(est)), workers)
 
     def seed(self, workers: int) -> RunResult:
         from sauron.bench.seed import SeedPipeline
@@ -233,18 +225,7 @@ class Bench:
         assert self.workload is not None and self.bootstrap is not None
         est = self.floor_per.result.fps * workers * 0.6
         pipe = SeedPipeline(self.bootstrap, workers, len(self.cameras), self.people, self.embedder)
-        return self._record(
-            measure(
-                pipe,
-                self.workload,
-                self.cameras,
-                Feed(frames=self._flood_frames(est)),
-                workers=workers,
-                tracking=False,
-                embedder=self.embedder,
-                broker_pid=self.broker_pid,
-            )
-        )
+        return self._measure(pipe, Feed(frames=self._flood_frames(est)), workers, tracking=False)
 
     def paced_plan(self, capacity: float, load: float, workers: int) -> tuple[list[str], float]:
         """Cameras (a multiple of ``workers``, one partition each, so they spread evenly)
@@ -274,48 +255,14 @@ class Bench:
             in_detect=in_detect,
         )
         pipe = KafkaPipeline(settings, workers, self.people)
-        return self._record(
-            measure(
-                pipe,
-                self.workload,
-                cameras,
-                Feed(
-                    fps=fps,
-                    seconds=self.args.paced_seconds,
-                    drain_s=20,
-                    warmup_s=self.args.warmup,
-                ),
-                workers=workers,
-                tracking=True,
-                embedder=self.embedder,
-                broker_pid=self.broker_pid,
-                label=label,
-            )
-        )
+        return self._measure(pipe, self._paced_feed(fps), workers, cameras=cameras, label=label)
 
     def embedded_paced(
         self, workers: int, cameras: list[str], fps: float, label: str = "embedded-paced"
     ) -> RunResult:
-        assert self.workload is not None
         settings = embedded_settings(tracking=True, embedder=self.embedder)
         pipe = EmbeddedPipeline(settings, workers, self.people, block=False)
-        return self._record(
-            measure(
-                pipe,
-                self.workload,
-                cameras,
-                Feed(
-                    fps=fps,
-                    seconds=self.args.paced_seconds,
-                    drain_s=20,
-                    warmup_s=self.args.warmup,
-                ),
-                workers=workers,
-                tracking=True,
-                embedder=self.embedder,
-                label=label,
-            )
-        )
+        return self._measure(pipe, self._paced_feed(fps), workers, cameras=cameras, label=label)
 
     # ---- the whole run ----------------------------------------------------------------
 
@@ -469,7 +416,7 @@ def _workers(text: str) -> list[int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    cores = _cores()
+    cores = len(allowed_cores())
     p = argparse.ArgumentParser(
         prog="sauron bench pipeline",
         description=__doc__,

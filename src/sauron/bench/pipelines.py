@@ -89,26 +89,6 @@ def wait_for_group(bootstrap: str, group: str, members: int, timeout: float = 12
     )
 
 
-def wait_for_leaders(bootstrap: str, topics: list[str], timeout: float = 30.0) -> None:
-    """Wait until every partition of the topics has a leader (new topics take a moment)."""
-    from confluent_kafka.admin import AdminClient
-
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        md = admin.list_topics(timeout=5)
-        if all(
-            t in md.topics
-            and md.topics[t].error is None
-            and md.topics[t].partitions
-            and all(p.leader >= 0 and p.error is None for p in md.topics[t].partitions.values())
-            for t in topics
-        ):
-            return
-        time.sleep(0.2)
-    raise BenchError(f"topics {topics} have no leaders after {timeout:.0f} s")
-
-
 class LagSampler:
     """Samples a consumer group's lag on a topic (high watermark minus committed offset,
     summed over partitions) and the frames in flight end to end, every 0.5 s."""
@@ -195,7 +175,6 @@ class KafkaPipeline:
         self._partitions = counts[self.topics.frames]
         for person in self.people:
             publish_person(self.settings, person, person.name)
-        wait_for_leaders(self.bootstrap, self.topics.all())
         self._tails.append(self._collector_tail())
         self._procs = spawn_detect_workers(self.settings, self.workers)
         if not self.settings.match.in_detect:  # a match worker of its own, as a thread
@@ -210,23 +189,17 @@ class KafkaPipeline:
             wait_for_group(self.bootstrap, self.settings.topics.name("match"), 1)
         return self
 
-    def _collector_tail(self, timeout: float = 60.0) -> Any:
-        """Read the annotated topic from its start; retried while a new topic settles
-        (a broker under load answers NOT_LEADER_FOR_PARTITION for a while)."""
+    def _collector_tail(self) -> Any:
+        """Read the annotated topic from its start."""
         from sauron.bus.tail import TopicTail
 
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            tail = TopicTail(self.settings.bus, self.topics.annotated, self._on_annotated)
-            tail.start()
-            while not tail.ready.wait(0.1) and tail.is_alive():
-                pass
-            if tail.ready.is_set() and tail.error is None:
-                return tail
-            tail.join(5)
-            log.info("collector on %s did not start (%s); again", self.topics.annotated, tail.error)
-            time.sleep(1.0)
-        raise BenchError(f"cannot read {self.topics.annotated}")
+        tail = TopicTail(self.settings.bus, self.topics.annotated, self._on_annotated)
+        tail.start()
+        while not tail.ready.wait(0.1) and tail.is_alive():
+            pass
+        if tail.error is not None or not tail.ready.is_set():
+            raise BenchError(f"cannot read {self.topics.annotated}: {tail.error}")
+        return tail
 
     def _on_annotated(self, msg: Any) -> None:
         now = time.time()

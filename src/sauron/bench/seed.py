@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 
 from sauron.bench.measure import Collector, Record
-from sauron.bench.pipelines import Sink, wait_for_group, wait_for_leaders
+from sauron.bench.pipelines import BenchError, Sink, wait_for_group
+from sauron.bus.admin import wait_for_leaders
 from sauron.bus.topics import camera_partition
 from sauron.codec import Person
 from sauron.types import Frame
@@ -234,7 +235,8 @@ class SeedPipeline:
         )
         for fut in futures.values():
             fut.result()
-        wait_for_leaders(self.bootstrap, list(self.topics.values()))
+        if not wait_for_leaders(admin, list(self.topics.values()), 30.0):
+            raise BenchError(f"topics {list(self.topics.values())} have no leaders after 30 s")
 
     def start(self) -> SeedPipeline:
         ctx = mp.get_context("spawn")

@@ -62,13 +62,16 @@ def ensure_topics(settings: Settings) -> dict[str, int]:
                 if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                     raise SauronError(f"cannot create topic {name}: {exc.args[0]}") from None
     if new:
-        _wait_for_leaders(admin, [t.topic for t in new], settings.bus.connect_timeout_s)
+        names = [t.topic for t in new]
+        if not wait_for_leaders(admin, names, settings.bus.connect_timeout_s):
+            log.warning("new topics %s have partitions without a leader yet", names)
     counts = check_reachable(settings.bus)
     return {name: counts[name] for name in wanted if name in counts}
 
 
-def _wait_for_leaders(admin: AdminClient, names: list[str], timeout: float) -> None:
-    """Wait (bounded) until every partition of new topics has a leader to talk to."""
+def wait_for_leaders(admin: AdminClient, names: list[str], timeout: float) -> bool:
+    """Wait (bounded) until every partition of the topics has a leader to talk to;
+    False if some still have none after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         md = admin.list_topics(timeout=timeout)
@@ -80,9 +83,9 @@ def _wait_for_leaders(admin: AdminClient, names: list[str], timeout: float) -> N
         ]
         present = all(n in md.topics for n in names)
         if present and parts and all(p.leader >= 0 and p.error is None for p in parts):
-            return
+            return True
         time.sleep(0.1)
-    log.warning("new topics %s have partitions without a leader after %.0f s", names, timeout)
+    return False
 
 
 def delete_topics(settings: Settings) -> list[str]:

@@ -200,9 +200,6 @@ def stop_on_signals(event: Any) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
-_stop_on_signals = stop_on_signals  # the name match/worker.py used before
-
-
 def _watch_parent(parent: int, event: threading.Event) -> None:
     """Stop cleanly once the process that spawned us is gone (killed without cleanup)."""
 

@@ -3,6 +3,8 @@ the real face models on the sample photos."""
 
 from __future__ import annotations
 
+import json
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -21,6 +23,31 @@ from sauron.serve.web.server import WebServer, WebServices
 from sauron.types import Frame
 
 ADMIN_PASSWORD = "test-admin-" + uuid.uuid4().hex[:12]
+
+
+def read_alerts(
+    url: str,
+    headers: dict[str, str],
+    got: list[dict[str, Any]],
+    stop: threading.Event,
+    ready: threading.Event | None = None,
+    timeout: float = 30,
+) -> None:
+    """Collects the server-sent ``alert`` events of ``url`` into ``got`` until ``stop``."""
+    with (
+        httpx.Client(base_url=url, timeout=timeout) as c,
+        c.stream("GET", "/api/events", headers=headers) as resp,
+    ):
+        if ready is not None:
+            ready.set()
+        event = ""
+        for line in resp.iter_lines():
+            if line.startswith("event: "):
+                event = line[7:]
+            elif line.startswith("data: ") and event == "alert":
+                got.append(json.loads(line[6:]))
+            if stop.is_set():
+                return
 
 
 @dataclass

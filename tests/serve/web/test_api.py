@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 import threading
 import time
 from collections.abc import Callable
@@ -17,7 +16,7 @@ from PIL import Image
 
 from sauron.imaging import decode_jpeg, encode_jpeg
 
-from .conftest import Feed, LiveApp
+from .conftest import Feed, LiveApp, read_alerts
 
 
 def _files(*items: tuple[str, bytes]) -> list[tuple[str, tuple[str, bytes, str]]]:
@@ -30,29 +29,6 @@ def _enroll(
     return app.client.post(
         "/api/people", headers=headers or app.admin, data={"name": name}, files=_files(*photos)
     )
-
-
-def _events(
-    app: LiveApp,
-    headers: dict[str, str],
-    got: list[dict[str, Any]],
-    ready: threading.Event,
-    stop: threading.Event,
-) -> None:
-    """Collects server-sent ``alert`` events until told to stop."""
-    with (
-        httpx.Client(base_url=app.url, timeout=30) as c,
-        c.stream("GET", "/api/events", headers=headers) as resp,
-    ):
-        ready.set()
-        event = ""
-        for line in resp.iter_lines():
-            if line.startswith("event: "):
-                event = line[7:]
-            elif line.startswith("data: ") and event == "alert":
-                got.append(json.loads(line[6:]))
-            if stop.is_set():
-                return
 
 
 def test_every_route_but_login_needs_a_valid_token(app: LiveApp) -> None:
@@ -143,7 +119,9 @@ def test_watched_person_alerts_once_per_appearance_and_is_found_by_photo(
 
     got: list[dict[str, Any]] = []
     ready, stop = threading.Event(), threading.Event()
-    listener = threading.Thread(target=_events, args=(app, admin, got, ready, stop), daemon=True)
+    listener = threading.Thread(
+        target=read_alerts, args=(app.url, admin, got, stop, ready), daemon=True
+    )
     listener.start()
     assert ready.wait(10)
     time.sleep(0.3)

@@ -4,7 +4,6 @@ stores sightings, alerts go through the alerts topic to the pages."""
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 import uuid
@@ -24,7 +23,7 @@ from sauron.match.worker import follow_watchlist
 from sauron.serve.web.server import WebServer, WebServices
 from sauron.types import Frame
 
-from .conftest import ADMIN_PASSWORD, make_settings
+from .conftest import ADMIN_PASSWORD, make_settings, read_alerts
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -107,18 +106,7 @@ def test_web_over_kafka(
         stop = threading.Event()
 
         def sse() -> None:
-            with (
-                httpx.Client(base_url=server.url, timeout=60) as c,
-                c.stream("GET", "/api/events", headers=admin) as resp,
-            ):
-                event = ""
-                for line in resp.iter_lines():
-                    if line.startswith("event: "):
-                        event = line[7:]
-                    elif line.startswith("data: ") and event == "alert":
-                        got.append(json.loads(line[6:]))
-                    if stop.is_set():
-                        return
+            read_alerts(server.url, admin, got, stop, timeout=60)
 
         def mjpeg() -> None:
             with (
