@@ -12,17 +12,9 @@ from typing import Any
 
 from sauron import SauronError, __version__
 from sauron.config import Settings, load_settings
+from sauron.logs import setup_logging
 
 log = logging.getLogger("sauron")
-
-
-def setup_logging(level: str | None = None) -> None:
-    logging.basicConfig(
-        level=(level or os.environ.get("SAURON_LOG_LEVEL", "INFO")).upper(),
-        format="%(asctime)s %(levelname)-7s %(processName)s %(name)s: %(message)s",
-        stream=sys.stderr,
-        force=True,
-    )
 
 
 def _camera(spec: str) -> dict[str, Any]:

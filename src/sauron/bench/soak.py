@@ -40,6 +40,7 @@ from sauron import codec
 from sauron.bench.broker import LocalBroker
 from sauron.bench.workload import camera_names, make_workload
 from sauron.config import Settings, load_settings
+from sauron.logs import setup_logging
 from sauron.metrics import Metrics
 from sauron.types import Frame
 
@@ -439,8 +440,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from sauron.cli import setup_logging
-
     args = build_parser().parse_args(argv)
     setup_logging()
     # SIGTERM unwinds like Ctrl-C, so the run's broker and workers are stopped too.

@@ -23,6 +23,7 @@ from typing import Any
 
 from sauron.bus.topics import frame_partition
 from sauron.config import Settings
+from sauron.logs import setup_logging
 from sauron.types import Detections, Frame
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,6 @@ DetectOutput = tuple[Frame, Detections | None, dict[str, float], str | None]
 
 def _detect_worker(settings_json: str, tracking: bool, inq: Any, outq: Any) -> None:
     """Body of a detect process: frames in, (frame, detections, timings, error) out."""
-    from sauron.cli import setup_logging
     from sauron.detect.stage import DetectStage
 
     # Ctrl-C reaches the whole process group; the parent stops this process (a None in

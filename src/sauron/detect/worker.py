@@ -25,6 +25,7 @@ from sauron.bus.topics import Topics, frame_partition
 from sauron.bus.worker import Output, Skip, StageWorker
 from sauron.config import Settings, check_name
 from sauron.detect.stage import DetectStage
+from sauron.logs import setup_logging
 from sauron.metrics import Metrics, serve
 from sauron.types import Detections, Frame
 
@@ -215,8 +216,6 @@ def _watch_parent(parent: int, event: threading.Event) -> None:
 def _process_main(
     settings_json: str, group: str | None, metrics_port: int | None, parent: int
 ) -> None:
-    from sauron.cli import setup_logging
-
     setup_logging()
     run_detect_worker(
         Settings.model_validate_json(settings_json),
