@@ -8,7 +8,7 @@ is dropped and counted.
 Not every frame's face becomes a row: a tracked face is stored when it first appears,
 when its identity changes, and then at most every ``sighting_interval_s`` seconds (its
 embedding changes only when the tracker refreshes it anyway). Named faces also feed the
-:class:`~sauron.serve.alerts.AppearanceTracker`; a new appearance is stored as an alert
+:class:`~sauron.match.appearances.AppearanceTracker`; a new appearance is stored as an alert
 and published at once.
 """
 
@@ -26,7 +26,7 @@ import numpy as np
 
 from sauron.config import StoreConfig
 from sauron.imaging import ImageDecodeError, decode_jpeg
-from sauron.serve.alerts import AlertDispatcher, AppearanceTracker, alert_event
+from sauron.match.appearances import AlertPublisher, AppearanceTracker, alert_event
 from sauron.store.db import NewSighting, Store
 from sauron.store.snapshots import face_snapshot
 from sauron.types import Result
@@ -51,7 +51,7 @@ class Recorder:
         store: Store,
         cfg: StoreConfig,
         *,
-        dispatcher: AlertDispatcher | None,
+        dispatcher: AlertPublisher | None,
         alert_gap_s: float = 3.0,
         privacy_blur: bool = False,
         queue_size: int = 512,

@@ -1,0 +1,86 @@
+"""Appearances: the runs of frames in which one camera shows one watched person.
+
+An appearance is a run of frames of one camera that show the person, where a gap longer
+than ``alert_gap_s`` of capture time (a few missed detections do not count as leaving)
+ends the run: the next sighting after it is a new appearance and a new alert.
+
+The recorder (``store/recorder.py``) groups named faces with an
+:class:`AppearanceTracker`, stores each new appearance as an alert and hands the
+:func:`alert_event` to an :class:`AlertPublisher`; ``serve/alerts.py`` delivers it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+@dataclass
+class Appearance:
+    person: str
+    camera: str
+    started_at: float
+    last_seen_at: float
+    frames: int
+    distance: float
+    alert_id: int | None = None
+    dirty: bool = False
+
+
+class AppearanceTracker:
+    """Groups sightings of (camera, person) into appearances."""
+
+    def __init__(self, gap_s: float) -> None:
+        self.gap_s = gap_s
+        self._open: dict[tuple[str, str], Appearance] = {}
+
+    def observe(
+        self, camera: str, person: str, ts: float, distance: float
+    ) -> tuple[Appearance, bool]:
+        """The appearance this sighting belongs to, and whether it starts a new one."""
+        key = (camera, person)
+        app = self._open.get(key)
+        if app is None or ts - app.last_seen_at > self.gap_s:
+            app = Appearance(person, camera, ts, ts, 1, distance)
+            self._open[key] = app
+            return app, True
+        app.frames += 1
+        app.last_seen_at = max(app.last_seen_at, ts)
+        app.distance = min(app.distance, distance)
+        app.dirty = True
+        return app, False
+
+    def dirty(self) -> list[Appearance]:
+        out = [a for a in self._open.values() if a.dirty]
+        for a in out:
+            a.dirty = False
+        return out
+
+    def close_idle(self, newest_ts: float) -> None:
+        """Forget appearances that ended (keeps memory bounded on long runs)."""
+        for key in [
+            k
+            for k, a in self._open.items()
+            if newest_ts - a.last_seen_at > 10 * self.gap_s and not a.dirty
+        ]:
+            del self._open[key]
+
+
+class AlertPublisher(Protocol):
+    """Whatever delivers a new alert (``serve.alerts.AlertDispatcher`` in the product)."""
+
+    def publish(self, event: dict[str, Any]) -> None: ...
+
+
+def alert_event(
+    alert_id: int, person: str, camera: str, ts: float, distance: float, frames: int = 1
+) -> dict[str, Any]:
+    return {
+        "id": alert_id,
+        "person": person,
+        "camera": camera,
+        "ts": ts,
+        "distance": round(float(distance), 4),
+        "frames": frames,
+        "snapshot_url": f"/api/alerts/{alert_id}/snapshot.jpg",
+    }
