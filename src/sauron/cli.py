@@ -205,7 +205,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     if args.stage == "detect":
-        from sauron.detect.worker import run_detect_worker, spawn_detect_workers
+        from sauron.match.worker import run_detect_worker, spawn_detect_workers
 
         if args.processes > 1:
             import signal
@@ -359,7 +359,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from sauron.bench.embedder import main as bench_embedder
 
         return bench_embedder(args.rest)
-    from sauron.bench.pipeline import main as bench_pipeline
+    from sauron.bench.command import main as bench_pipeline
 
     return bench_pipeline(args.rest)
 

@@ -114,7 +114,7 @@ def _summary(
 
 def run_embedded(settings: Settings, opts: RunOptions) -> RunSummary:
     from sauron.bus.embedded import DetectOutput, EmbeddedBus
-    from sauron.detect.worker import tracking_enabled
+    from sauron.detect.stage import worker_stage
     from sauron.match.stage import MatchStage
 
     started = time.monotonic()
@@ -137,7 +137,7 @@ def run_embedded(settings: Settings, opts: RunOptions) -> RunSummary:
     bus = EmbeddedBus(
         settings,
         processes=n,
-        tracking=tracking_enabled(settings),
+        make_stage=worker_stage,
         block=opts.until_done,
         on_output=on_output,
     ).start()
@@ -164,8 +164,7 @@ def run_kafka(settings: Settings, opts: RunOptions) -> RunSummary:
     from sauron.bus.client import end_offsets
     from sauron.bus.tail import TopicTail
     from sauron.bus.topics import Topics
-    from sauron.detect.worker import spawn_detect_workers
-    from sauron.match.worker import build_match_worker, publish_person
+    from sauron.match.worker import build_match_worker, publish_person, spawn_detect_workers
     from sauron.metrics import Metrics, serve
 
     started = time.monotonic()

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
+from sauron.bench.command import main
 from sauron.bench.floor import agreement
 from sauron.bench.measure import Record, Usage, percentiles, stage_means, summarize, throughput
-from sauron.bench.pipeline import main
 from sauron.bench.workload import Clip, camera_names
 
 

@@ -35,8 +35,8 @@ from sauron.bus.client import wait_until
 from sauron.bus.topics import Topics
 from sauron.bus.worker import StageWorker
 from sauron.config import Settings, load_settings
-from sauron.detect.worker import MAX_JPEG_BYTES, build_detect_worker
-from sauron.match.worker import build_match_worker
+from sauron.detect.worker import MAX_JPEG_BYTES
+from sauron.match.worker import build_detect_worker, build_match_worker
 from sauron.metrics import Metrics
 from sauron.types import Detections, Frame
 

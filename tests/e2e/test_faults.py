@@ -46,9 +46,8 @@ from sauron.bus.topics import Topics
 from sauron.bus.worker import OffsetTracker, StageWorker
 from sauron.config import CameraConfig, Settings, load_settings
 from sauron.demo.synth import ClipTruth
-from sauron.detect.worker import build_detect_worker
 from sauron.ingest.producer import camera_frames
-from sauron.match.worker import build_match_worker
+from sauron.match.worker import build_detect_worker, build_match_worker
 from sauron.metrics import Metrics
 from sauron.types import Frame
 

@@ -1,7 +1,7 @@
 """The product's pipelines, assembled for measuring: over a real Kafka broker and embedded.
 
 Both are built from the same pieces ``sauron run`` uses (:mod:`sauron.pipeline`): detect
-worker processes (:func:`sauron.detect.worker.spawn_detect_workers` or the embedded bus),
+worker processes (:func:`sauron.match.worker.spawn_detect_workers` or the embedded bus),
 the match stage with its drawing, and the annotated-frames topic. The only thing the
 benchmark adds is where frames come from (the generated workload instead of camera
 sources) and a collector that stamps the moment each annotated frame is available to a
@@ -168,8 +168,7 @@ class KafkaPipeline:
     def start(self) -> KafkaPipeline:
         from sauron.bus.admin import ensure_topics
         from sauron.bus.client import make_producer
-        from sauron.detect.worker import spawn_detect_workers
-        from sauron.match.worker import build_match_worker, publish_person
+        from sauron.match.worker import build_match_worker, publish_person, spawn_detect_workers
 
         counts = ensure_topics(self.settings)
         self._partitions = counts[self.topics.frames]
@@ -276,7 +275,7 @@ class EmbeddedPipeline:
 
     def start(self) -> EmbeddedPipeline:
         from sauron.bus.embedded import EmbeddedBus
-        from sauron.detect.worker import tracking_enabled
+        from sauron.detect.stage import worker_stage
         from sauron.match.stage import MatchStage
         from sauron.match.watchlist import Watchlist
 
@@ -301,7 +300,7 @@ class EmbeddedPipeline:
         self._bus = EmbeddedBus(
             self.settings,
             processes=self.workers,
-            tracking=tracking_enabled(self.settings),
+            make_stage=worker_stage,
             block=self.block,
             on_output=on_output,
         ).start()

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from sauron import codec
+from sauron.bench.seed import np_to_json
+from sauron.imaging import decode_jpeg
 from sauron.types import Frame
 
 if TYPE_CHECKING:
@@ -31,14 +33,11 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 def _wire(bench: Bench) -> dict[str, Any]:
     """Message sizes of one frame: the envelope against the seed's base64 JSON."""
-    from sauron.bench.seed import _np_to_json
-    from sauron.imaging import decode_jpeg
-
     assert bench.workload is not None
     jpegs = [bench.workload.jpeg(0, n) for n in range(0, len(bench.workload.clips[0]), 5)]
     ours = [len(codec.encode_frame(Frame("cam", 0, 0.0, j))) for j in jpegs]
     seed = len(
-        json.dumps({"camera": "cam", "number": 0, "ts": 0.0, **_np_to_json(decode_jpeg(jpegs[0]))})
+        json.dumps({"camera": "cam", "number": 0, "ts": 0.0, **np_to_json(decode_jpeg(jpegs[0]))})
     )
     return {
         "frame_message_bytes": int(np.mean(ours)),

@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 MAX_BYTES = 10 * 1024 * 1024
 
 
-def _np_to_json(arr: np.ndarray) -> dict[str, Any]:
+def np_to_json(arr: np.ndarray) -> dict[str, Any]:
     """The seed's ``np_to_json``: raw bytes in base64, with shape and dtype."""
     return {
         "frame": base64.b64encode(arr.tobytes()).decode("ascii"),
@@ -111,7 +111,7 @@ def _detect_main(bootstrap: str, topics: dict[str, str], group: str, embedder: s
                 "camera": d["camera"],
                 "number": d["number"],
                 "ts": d["ts"],
-                **_np_to_json(pixels),
+                **np_to_json(pixels),
                 "boxes": det.xyxy.tolist(),
                 "encodings": enc.tolist(),
                 "timings": {
@@ -169,7 +169,7 @@ def _predict_main(
                 "camera": d["camera"],
                 "number": d["number"],
                 "ts": d["ts"],
-                **_np_to_json(draw(pixels, det)),
+                **np_to_json(draw(pixels, det)),
                 "names": names,
                 "timings": {**d["timings"], "match": (t1 - t0) * 1e3},
             }
@@ -309,7 +309,7 @@ class SeedPipeline:
                 "camera": frame.camera,
                 "number": frame.number,
                 "ts": frame.captured_at,
-                **_np_to_json(pixels),
+                **np_to_json(pixels),
             }
             producer.produce(
                 topic,

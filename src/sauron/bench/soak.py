@@ -173,8 +173,7 @@ class Soak:
         from sauron.bus.producer import FrameProducer
         from sauron.bus.tail import TopicTail
         from sauron.bus.topics import Topics
-        from sauron.detect.worker import spawn_detect_workers
-        from sauron.match.worker import build_match_worker
+        from sauron.match.worker import build_match_worker, spawn_detect_workers
 
         a = self.args
         work = make_workload(clips=2, frames=60, size=(640, 360))

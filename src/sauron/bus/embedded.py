@@ -19,7 +19,7 @@ import signal
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from sauron.bus.topics import frame_partition
 from sauron.config import Settings
@@ -31,16 +31,24 @@ log = logging.getLogger(__name__)
 DetectOutput = tuple[Frame, Detections | None, dict[str, float], str | None]
 
 
-def _detect_worker(settings_json: str, tracking: bool, inq: Any, outq: Any) -> None:
-    """Body of a detect process: frames in, (frame, detections, timings, error) out."""
-    from sauron.detect.stage import DetectStage
+class FrameStage(Protocol):
+    """What a detect process runs on each frame (``sauron.detect.stage.DetectStage``)."""
 
+    def process(self, frame: Frame) -> tuple[Detections, dict[str, float]]: ...
+
+
+#: Builds a process's stage from the settings; a module-level function, so that it
+#: reaches spawned processes (``sauron.detect.stage.worker_stage``).
+StageFactory = Callable[[Settings], FrameStage]
+
+
+def _detect_worker(settings_json: str, make_stage: StageFactory, inq: Any, outq: Any) -> None:
+    """Body of a detect process: frames in, (frame, detections, timings, error) out."""
     # Ctrl-C reaches the whole process group; the parent stops this process (a None in
     # its queue) once it has stopped the cameras, so the signal is not ours to act on.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     setup_logging()
-    settings = Settings.model_validate_json(settings_json)
-    stage = DetectStage(settings.detect, tracking=tracking)
+    stage = make_stage(Settings.model_validate_json(settings_json))
     outq.put(None)  # ready
     while True:
         frame = inq.get()
@@ -62,14 +70,16 @@ class EmbeddedStats:
 
 
 class EmbeddedBus:
-    """Detect processes fed by partition queues; results handed to ``on_output``."""
+    """Detect processes fed by partition queues; results handed to ``on_output``.
+
+    Each process runs the stage ``make_stage`` builds from the settings."""
 
     def __init__(
         self,
         settings: Settings,
         *,
         processes: int,
-        tracking: bool,
+        make_stage: StageFactory,
         block: bool,
         on_output: Callable[[DetectOutput], None],
         queue_size: int = 16,
@@ -88,7 +98,7 @@ class EmbeddedBus:
                 target=_detect_worker,
                 name=f"sauron-detect-{i}",
                 daemon=True,
-                args=(settings.model_dump_json(), tracking, q, self._outq),
+                args=(settings.model_dump_json(), make_stage, q, self._outq),
             )
             for i, q in enumerate(self._inqs)
         ]

@@ -16,8 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from sauron.cache import cache_dir
 from sauron.config import Settings, load_settings
-from sauron.demo.samples import cache_dir, sample_photos
+from sauron.demo.samples import sample_photos
 from sauron.demo.synth import ClipTruth, demo_clips
 
 log = logging.getLogger(__name__)

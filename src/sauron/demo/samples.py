@@ -9,7 +9,6 @@ straight out of the archives.
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
 import sys
 import tarfile
@@ -17,20 +16,13 @@ import zipfile
 from pathlib import Path
 
 from sauron import SauronError
+from sauron.cache import cache_dir
 
 log = logging.getLogger(__name__)
 
 FACE_RECOGNITION_SDIST = "face_recognition==1.3.0"
 SKIMAGE_WHEEL = "scikit-image==0.24.0"
 PHOTOS = ("obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg", "obama_partial_face.jpg")
-
-
-def cache_dir() -> Path:
-    """Where downloads are kept: $SAURON_CACHE, else ~/.cache/sauron."""
-    root = os.environ.get("SAURON_CACHE") or Path.home() / ".cache" / "sauron"
-    path = Path(root)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def _pip_download(requirement: str, dest: Path, *, binary: bool) -> Path:

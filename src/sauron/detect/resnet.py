@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from sauron import SauronError
+from sauron.cache import cache_root
 
 log = logging.getLogger(__name__)
 
@@ -632,8 +633,7 @@ def _padded(
 
 def models_cache_dir() -> Path:
     """``${SAURON_CACHE:-~/.cache/sauron}/models``."""
-    root = os.environ.get("SAURON_CACHE") or Path.home() / ".cache" / "sauron"
-    return Path(root) / "models"
+    return cache_root() / "models"
 
 
 def _file_digest(path: Path) -> str:

@@ -12,7 +12,7 @@ import dlib
 import face_recognition_models
 import numpy as np
 
-from sauron.config import DetectConfig
+from sauron.config import DetectConfig, Settings
 from sauron.detect.models import Detector, FaceModel, Shape, create_detector
 from sauron.detect.tracking import FaceTracker, thumbnails
 from sauron.imaging import bgr_to_rgb, decode_jpeg
@@ -227,3 +227,13 @@ class DetectStage:
             embeddings=np.full((len(tracks), model.embedder.dim), np.nan, np.float32),
         )
         return det, shapes, thumbs
+
+
+def tracking_enabled(settings: Settings) -> bool:
+    """Tracking needs every frame of a camera in one worker: camera partitioning."""
+    return settings.detect.tracking and settings.topics.partitioning == "camera"
+
+
+def worker_stage(settings: Settings) -> DetectStage:
+    """The detect stage as a worker process runs it (tracking where it can work)."""
+    return DetectStage(settings.detect, tracking=tracking_enabled(settings))

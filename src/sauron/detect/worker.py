@@ -1,4 +1,8 @@
-"""``sauron worker detect``: the detect stage as a Kafka consumer-group member.
+"""The detect stage on Kafka: frames in, detections (or, with a matcher, named faces) out.
+
+The worker processes of ``sauron worker detect`` are started from ``sauron.match.worker``:
+with ``match.in_detect`` (the default) a detect worker names the faces too, so what builds
+one stands above both stages.
 
 Every frame is checked before any pixel is decoded (see :func:`check_frame`): a frame that
 is empty, not a JPEG, truncated, too large in bytes or in pixels, or from a camera id that
@@ -11,10 +15,6 @@ from __future__ import annotations
 
 import logging
 import math
-import multiprocessing as mp
-import os
-import signal
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -25,8 +25,7 @@ from sauron.bus.topics import Topics, frame_partition
 from sauron.bus.worker import Output, Skip, StageWorker
 from sauron.config import Settings, check_name
 from sauron.detect.stage import DetectStage
-from sauron.logs import setup_logging
-from sauron.metrics import Metrics, serve
+from sauron.metrics import Metrics
 from sauron.types import Detections, Frame
 
 Matcher = Callable[[Frame, Detections, dict[str, float]], list[Output]]
@@ -128,125 +127,24 @@ def detect_handler(
     return handle
 
 
-def tracking_enabled(settings: Settings) -> bool:
-    return settings.detect.tracking and settings.topics.partitioning == "camera"
-
-
-def build_detect_worker(
-    settings: Settings, *, group: str | None = None, metrics: Metrics | None = None
+def detect_stage_worker(
+    settings: Settings,
+    stage: DetectStage,
+    partitions: int,
+    *,
+    group: str | None = None,
+    metrics: Metrics | None = None,
+    matcher: Matcher | None = None,
 ) -> StageWorker:
-    from sauron.bus.admin import ensure_topics
-
-    counts = ensure_topics(settings)
+    """The detect stage on the frames topic (``partitions``: the detections topic's); with
+    a ``matcher`` it names the faces too (``sauron.match.worker.build_detect_worker``)."""
     topics = Topics.from_config(settings.topics)
-    stage = DetectStage(settings.detect, tracking=tracking_enabled(settings))
-    matcher: Matcher | None = None
-    if settings.match.in_detect:
-        from functools import partial
-
-        from sauron.match.stage import MatchStage
-        from sauron.match.worker import match_outputs, watchlist_from_topic
-
-        watchlist, tail = watchlist_from_topic(settings)
-        match = MatchStage(settings.match, watchlist)
-        matcher = partial(match_outputs, topics, match, counts[topics.annotated])
-    worker = StageWorker(
+    return StageWorker(
         settings,
         topic=topics.frames,
         name="detect",
         group=group or settings.topics.name("detect"),
-        handler=detect_handler(settings, stage, counts[topics.detections], matcher),
+        handler=detect_handler(settings, stage, partitions, matcher),
         batch_size=settings.detect.batch_size,
         metrics=metrics,
     )
-    if matcher is not None:
-        worker.on_stop.append(tail.stop)
-    return worker
-
-
-def run_detect_worker(
-    settings: Settings,
-    *,
-    group: str | None = None,
-    metrics_port: int | None = None,
-    parent: int | None = None,
-) -> None:
-    """One detect worker in this process until SIGTERM/SIGINT (or ``parent`` is gone).
-
-    On the signal the current batch is finished (its outputs flushed, or its transaction
-    committed), offsets are committed and the group is left, then the function returns.
-    """
-    metrics = Metrics()
-    port = settings.metrics.port if metrics_port is None else metrics_port
-    server = serve(metrics, port, settings.metrics.host)
-    worker = build_detect_worker(settings, group=group, metrics=metrics)
-    stop_on_signals(worker.stop_event)
-    if parent is not None:
-        _watch_parent(parent, worker.stop_event)
-    try:
-        worker.run()
-    finally:
-        if server is not None:
-            server.stop()
-
-
-def stop_on_signals(event: Any) -> None:
-    """SIGTERM/SIGINT set ``event`` (the worker finishes its batch and leaves the group)."""
-
-    def handler(signum: int, _frame: object) -> None:
-        log.info("signal %d: finishing the current batch and leaving the group", signum)
-        event.set()
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
-
-
-def _watch_parent(parent: int, event: threading.Event) -> None:
-    """Stop cleanly once the process that spawned us is gone (killed without cleanup)."""
-
-    def watch() -> None:
-        while not event.wait(1.0):
-            if os.getppid() != parent:
-                log.warning("parent process %d is gone: stopping", parent)
-                event.set()
-
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
-
-
-def _process_main(
-    settings_json: str, group: str | None, metrics_port: int | None, parent: int
-) -> None:
-    setup_logging()
-    run_detect_worker(
-        Settings.model_validate_json(settings_json),
-        group=group,
-        metrics_port=metrics_port,
-        parent=parent,
-    )
-
-
-def spawn_detect_workers(
-    settings: Settings, n: int, *, group: str | None = None, metrics_base: int = 0
-) -> list[Any]:
-    """Start ``n`` detect worker processes (one core each); returns the processes.
-
-    With ``metrics_base`` > 0, process i serves its metrics on port ``metrics_base + i``.
-    """
-    ctx = mp.get_context("spawn")
-    procs = [
-        ctx.Process(
-            target=_process_main,
-            args=(
-                settings.model_dump_json(),
-                group,
-                metrics_base + i if metrics_base else 0,
-                os.getpid(),
-            ),
-            name=f"sauron-detect-{i}",
-            daemon=True,
-        )
-        for i in range(n)
-    ]
-    for p in procs:
-        p.start()
-    return procs

@@ -24,9 +24,9 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from sauron import SauronError
+from sauron.cache import cache_dir
 from sauron.codec import Person
 from sauron.config import check_name
-from sauron.demo.samples import cache_dir
 from sauron.detect.models import FaceModel
 from sauron.match.watchlist import Watchlist
 

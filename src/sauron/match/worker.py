@@ -1,4 +1,9 @@
-"""``sauron worker match``: the match stage as a Kafka consumer-group member.
+"""``sauron worker match`` and ``sauron worker detect``: the Kafka worker processes.
+
+A match worker is the match stage as a consumer-group member of its own. A detect worker
+runs ``sauron.detect.worker``'s stage on the frames topic and, with ``match.in_detect``
+(the default), this module's matching in the same process, which is why both workers'
+processes are built here, above the two stages.
 
 Every matcher reads the whole compacted watchlist topic (key = person name, value = the
 person's embeddings, an empty value = removed) and keeps following it, so enrollments and
@@ -11,6 +16,11 @@ before it is decoded for drawing; a message that fails goes to the dead-letter t
 from __future__ import annotations
 
 import logging
+import multiprocessing as mp
+import os
+import signal
+import threading
+from functools import partial
 from typing import Any
 
 from confluent_kafka import Message
@@ -22,7 +32,9 @@ from sauron.bus.tail import TopicTail
 from sauron.bus.topics import Topics, camera_partition
 from sauron.bus.worker import Output, StageWorker
 from sauron.config import Settings
-from sauron.detect.worker import check_frame, stop_on_signals
+from sauron.detect.stage import worker_stage
+from sauron.detect.worker import Matcher, check_frame, detect_stage_worker
+from sauron.logs import setup_logging
 from sauron.match.stage import MatchStage
 from sauron.match.watchlist import Watchlist
 from sauron.metrics import Metrics, serve
@@ -154,3 +166,112 @@ def run_match_worker(
         tail.stop()
         if server is not None:
             server.stop()
+
+
+def build_detect_worker(
+    settings: Settings, *, group: str | None = None, metrics: Metrics | None = None
+) -> StageWorker:
+    """A detect worker; with ``match.in_detect`` (the default) it names the faces too."""
+    counts = ensure_topics(settings)
+    topics = Topics.from_config(settings.topics)
+    stage = worker_stage(settings)
+    matcher: Matcher | None = None
+    tail: TopicTail | None = None
+    if settings.match.in_detect:
+        watchlist, tail = watchlist_from_topic(settings)
+        match = MatchStage(settings.match, watchlist)
+        matcher = partial(match_outputs, topics, match, counts[topics.annotated])
+    worker = detect_stage_worker(
+        settings, stage, counts[topics.detections], group=group, metrics=metrics, matcher=matcher
+    )
+    if tail is not None:
+        worker.on_stop.append(tail.stop)
+    return worker
+
+
+def run_detect_worker(
+    settings: Settings,
+    *,
+    group: str | None = None,
+    metrics_port: int | None = None,
+    parent: int | None = None,
+) -> None:
+    """One detect worker in this process until SIGTERM/SIGINT (or ``parent`` is gone).
+
+    On the signal the current batch is finished (its outputs flushed, or its transaction
+    committed), offsets are committed and the group is left, then the function returns.
+    """
+    metrics = Metrics()
+    port = settings.metrics.port if metrics_port is None else metrics_port
+    server = serve(metrics, port, settings.metrics.host)
+    worker = build_detect_worker(settings, group=group, metrics=metrics)
+    stop_on_signals(worker.stop_event)
+    if parent is not None:
+        _watch_parent(parent, worker.stop_event)
+    try:
+        worker.run()
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def stop_on_signals(event: Any) -> None:
+    """SIGTERM/SIGINT set ``event`` (the worker finishes its batch and leaves the group)."""
+
+    def handler(signum: int, _frame: object) -> None:
+        log.info("signal %d: finishing the current batch and leaving the group", signum)
+        event.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def _watch_parent(parent: int, event: threading.Event) -> None:
+    """Stop cleanly once the process that spawned us is gone (killed without cleanup)."""
+
+    def watch() -> None:
+        while not event.wait(1.0):
+            if os.getppid() != parent:
+                log.warning("parent process %d is gone: stopping", parent)
+                event.set()
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _process_main(
+    settings_json: str, group: str | None, metrics_port: int | None, parent: int
+) -> None:
+    setup_logging()
+    run_detect_worker(
+        Settings.model_validate_json(settings_json),
+        group=group,
+        metrics_port=metrics_port,
+        parent=parent,
+    )
+
+
+def spawn_detect_workers(
+    settings: Settings, n: int, *, group: str | None = None, metrics_base: int = 0
+) -> list[Any]:
+    """Start ``n`` detect worker processes (one core each); returns the processes.
+
+    With ``metrics_base`` > 0, process i serves its metrics on port ``metrics_base + i``.
+    """
+    ctx = mp.get_context("spawn")
+    procs = [
+        ctx.Process(
+            target=_process_main,
+            args=(
+                settings.model_dump_json(),
+                group,
+                metrics_base + i if metrics_base else 0,
+                os.getpid(),
+            ),
+            name=f"sauron-detect-{i}",
+            daemon=True,
+        )
+        for i in range(n)
+    ]
+    for p in procs:
+        p.start()
+    return procs
