@@ -33,7 +33,7 @@ BENCH_ORDER: list[set[str]] = [
     {"pipelines", "floor", "seed"},  # the systems under test
     {"runner", "pipeline"},  # one measured run; the runs of `sauron bench pipeline`
     {"report"},  # the JSON document, the table, the figure
-    {"command", "embedder", "soak"},  # the commands
+    {"command", "embedder", "soak", "threads"},  # the commands
 ]
 
 

@@ -359,6 +359,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from sauron.bench.embedder import main as bench_embedder
 
         return bench_embedder(args.rest)
+    if args.what == "threads":
+        from sauron.bench.threads import main as bench_threads
+
+        return bench_threads(args.rest)
     from sauron.bench.command import main as bench_pipeline
 
     return bench_pipeline(args.rest)
@@ -442,7 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_web)
 
     p = sub.add_parser("bench", help="benchmarks (see docs/benchmarks.md)")
-    p.add_argument("what", choices=["embedder", "pipeline", "search"])
+    p.add_argument("what", choices=["embedder", "pipeline", "search", "threads"])
     p.add_argument("rest", nargs=argparse.REMAINDER, help="options of that benchmark")
     p.set_defaults(func=cmd_bench)
     return parser

@@ -21,7 +21,7 @@ import numpy as np
 
 from sauron import SauronError
 from sauron.config import DetectConfig
-from sauron.detect.embedders import create_embedder, default_embedder_name, extract_chips
+from sauron.detect.embedders import Embedder, create_embedder, default_embedder_name, extract_chips
 from sauron.types import NUM_LANDMARKS, Detections
 
 log = logging.getLogger(__name__)
@@ -67,15 +67,33 @@ def available_detectors() -> list[str]:
     return sorted(_REGISTRY)
 
 
-_lock = threading.Lock()
-_shared: dict[str, Any] = {}
+class Guarded:
+    """A model object loaded once per process, with the lock every use of it must hold.
+
+    dlib's detectors, shape predictor and face ResNet are not safe to call from two threads
+    at once (two threads in one HOG detector crash the process), so each shared object is
+    only ever used under its own lock. See docs/models.md, "Threads", for why a lock and not
+    one copy per thread.
+    """
+
+    __slots__ = ("lock", "obj")
+
+    def __init__(self, obj: Any) -> None:
+        self.obj = obj
+        self.lock = threading.Lock()
 
 
-def _shared_model(key: str, factory: Callable[[], Any]) -> Any:
-    """Load each model file once per process."""
-    with _lock:
+_load_lock = threading.Lock()
+_shared: dict[str, Guarded] = {}
+
+
+def _shared_model(key: str, factory: Callable[[], Any], *, private: bool = False) -> Guarded:
+    """Load each model file once per process (or, ``private``, a copy of one's own)."""
+    if private:
+        return Guarded(factory())
+    with _load_lock:
         if key not in _shared:
-            _shared[key] = factory()
+            _shared[key] = Guarded(factory())
         return _shared[key]
 
 
@@ -85,11 +103,20 @@ class FaceModel(Detector):
     label = "face"
 
     def __init__(
-        self, *, cnn: bool = False, upsample: int = 0, embedder: str = "auto", min_face: int = 0
+        self,
+        *,
+        cnn: bool = False,
+        upsample: int = 0,
+        embedder: str = "auto",
+        min_face: int = 0,
+        private: bool = False,
     ) -> None:
+        """``private``: load copies of the models for this instance alone instead of sharing
+        the process's (more memory; see docs/models.md, "Threads")."""
         self.upsample = upsample
         self.min_face = min_face
         self.cnn = cnn
+        self.private = private
         self.type = "dlib-cnn" if cnn else "dlib-hog"
         if cnn:
             self._cnn = _shared_model(
@@ -97,17 +124,24 @@ class FaceModel(Detector):
                 lambda: dlib.cnn_face_detection_model_v1(
                     face_recognition_models.cnn_face_detector_model_location()
                 ),
+                private=private,
             )
         else:
-            self._hog = _shared_model("hog", dlib.get_frontal_face_detector)
+            self._hog = _shared_model("hog", dlib.get_frontal_face_detector, private=private)
         self._pose = _shared_model(
             "pose5",
             lambda: dlib.shape_predictor(
                 face_recognition_models.pose_predictor_five_point_model_location()
             ),
+            private=private,
         )
         name = default_embedder_name() if embedder == "auto" else embedder
-        self.embedder = _shared_model(f"embedder:{name}", lambda: create_embedder(name))
+        self._embedder_name = name
+        self._embedder = _shared_model(
+            f"embedder:{name}", lambda: create_embedder(name), private=private
+        )
+        #: the embedder (its name and dim); call it only through :meth:`embed`
+        self.embedder: Embedder = self._embedder.obj
         log.debug(
             "face model ready: %s detector, %s embedder",
             "cnn" if cnn else "hog",
@@ -123,11 +157,26 @@ class FaceModel(Detector):
             min_face=cfg.min_face,
         )
 
+    def with_upsample(self, upsample: int) -> FaceModel:
+        """The same kind of model scanning at another upsampling (shared models are not
+        reloaded; a private model gets private copies)."""
+        if upsample == self.upsample:
+            return self
+        return FaceModel(
+            cnn=self.cnn,
+            upsample=upsample,
+            embedder=self._embedder_name,
+            min_face=self.min_face,
+            private=self.private,
+        )
+
     def _rects(self, rgb: np.ndarray) -> tuple[list[Any], list[float]]:
         if self.cnn:
-            found = self._cnn(rgb, self.upsample)
+            with self._cnn.lock:
+                found = self._cnn.obj(rgb, self.upsample)
             return [d.rect for d in found], [float(d.confidence) for d in found]
-        rects, scores, _ = self._hog.run(rgb, self.upsample, 0.0)
+        with self._hog.lock:
+            rects, scores, _ = self._hog.obj.run(rgb, self.upsample, 0.0)
         return list(rects), [float(s) for s in scores]
 
     def locate(self, rgb: np.ndarray) -> tuple[Detections, list[Shape]]:
@@ -137,7 +186,8 @@ class FaceModel(Detector):
         keep = [i for i, r in enumerate(rects) if r.width() >= self.min_face]
         if not keep:
             return Detections.empty(self.embedder.dim), []
-        shapes = [self._pose(rgb, rects[i]) for i in keep]
+        with self._pose.lock:
+            shapes = [self._pose.obj(rgb, rects[i]) for i in keep]
         xyxy = np.array(
             [
                 [max(r.left(), 0), max(r.top(), 0), min(r.right(), w - 1), min(r.bottom(), h - 1)]
@@ -159,7 +209,9 @@ class FaceModel(Detector):
         if not shapes:
             return np.zeros((0, self.embedder.dim), np.float32)
         chips = extract_chips(rgb, list(shapes))
-        return np.asarray(self.embedder.embed_chips(chips), np.float32)
+        with self._embedder.lock:
+            out = self._embedder.obj.embed_chips(chips)
+        return np.asarray(out, np.float32)
 
     def detect(self, rgb: np.ndarray) -> Detections:
         det, shapes = self.locate(rgb)

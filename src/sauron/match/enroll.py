@@ -15,9 +15,14 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import os
 import shutil
+import tempfile
 import threading
+import time
 import warnings
+from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +40,8 @@ log = logging.getLogger(__name__)
 MAX_PHOTO_BYTES = 20 * 1024 * 1024
 MAX_PHOTO_PIXELS = 50_000_000
 MIN_FACE_PIXELS = 40
+#: upsample a photo for detection as long as it stays under this many pixels
+UPSAMPLE_PIXELS = 8_000_000
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
 
 
@@ -102,15 +109,104 @@ def photo_embedding(
     return model.embed(rgb, [shapes[pick]])[0]
 
 
-def _cached_embedding(model: FaceModel, data: bytes, *, largest: bool, source: str) -> np.ndarray:
-    key = hashlib.sha256(data + f"|{model.embedder.name}|{largest}".encode()).hexdigest()
-    path = cache_dir() / "embeddings" / f"{key}.npy"
-    if path.exists():
-        return np.load(path)
-    emb = photo_embedding(model, load_photo(data, source), largest=largest, source=source)
+def photo_upsample(rgb: np.ndarray) -> int:
+    """How often to upsample a photo for HOG: while it stays under UPSAMPLE_PIXELS (at most 2).
+
+    HOG finds faces down to ~80 px and each upsampling halves that, so faces of 20-40 px
+    are found and refused as too small rather than reported as missing.
+    """
+    pixels = rgb.shape[0] * rgb.shape[1]
+    upsample = 0
+    while upsample < 2 and pixels * 4 ** (upsample + 1) <= UPSAMPLE_PIXELS:
+        upsample += 1
+    return upsample
+
+
+class _Memo:
+    """Enrollment embeddings already computed in this process, and the ones being computed.
+
+    The pipeline's watchlist load and the web app's folder import run at the same time on
+    the same photos; whichever asks second waits for the first and takes its result, so
+    each photo is embedded once per process (and once per cache folder, on disk).
+    """
+
+    def __init__(self, capacity: int = 50_000) -> None:
+        self.capacity = capacity
+        self._lock = threading.Lock()
+        self._done: OrderedDict[Path, np.ndarray | EnrollError] = OrderedDict()
+        self._busy: dict[Path, threading.Lock] = {}
+
+    def get(self, key: Path, compute: Callable[[], np.ndarray]) -> np.ndarray | EnrollError:
+        with self._lock:
+            gate = self._busy.setdefault(key, threading.Lock())
+        with gate:
+            with self._lock:
+                hit = self._done.get(key)
+            if hit is None:
+                try:
+                    hit = compute()
+                except EnrollError as exc:
+                    hit = exc
+                with self._lock:
+                    self._done[key] = hit
+                    while len(self._done) > self.capacity:
+                        self._done.popitem(last=False)
+            with self._lock:
+                self._busy.pop(key, None)
+        return hit
+
+
+_memo = _Memo()
+
+
+def _save_atomic(path: Path, emb: np.ndarray) -> None:
+    """Write a cached embedding so that no other process ever reads a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(path, emb)
-    return emb
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.save(fh, emb)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def enrollment_embedding(
+    model: FaceModel,
+    data: bytes,
+    *,
+    largest: bool = False,
+    source: str = "photo",
+    rgb: np.ndarray | None = None,
+) -> np.ndarray:
+    """The embedding of the one face in a photo's bytes, computed once per photo.
+
+    Small photos are upsampled (:func:`photo_upsample`). Results are kept in this process
+    and under ``<cache>/embeddings``, keyed by the photo's bytes, the embedder, the
+    detector and ``largest``; ``rgb`` is the decoded photo when the caller has it already.
+    """
+    tag = f"|{model.embedder.name}|{model.type}|{largest}|auto-upsample"
+    key = hashlib.sha256(data + tag.encode()).hexdigest()
+    path = cache_dir() / "embeddings" / f"{key}.npy"
+
+    def compute() -> np.ndarray:
+        if path.exists():
+            return np.asarray(np.load(path), np.float32)
+        t0 = time.perf_counter()
+        image = load_photo(data, source) if rgb is None else rgb
+        sized = model.with_upsample(photo_upsample(image))
+        emb = photo_embedding(sized, image, largest=largest, source=source)
+        _save_atomic(path, emb)
+        log.info("enroll: embedded %s in %.0f ms", source, (time.perf_counter() - t0) * 1000)
+        return emb
+
+    got = _memo.get(path, compute)
+    if isinstance(got, EnrollError):
+        # the same photo refused earlier, perhaps under another name: say it with this one
+        reason = str(got).partition(": ")[2]
+        raise EnrollError(f"{source}: {reason}" if reason else str(got))
+    return got
 
 
 def person_from_photos(
@@ -126,7 +222,7 @@ def person_from_photos(
             data = photo.read_bytes()
         except OSError as exc:
             raise EnrollError(f"{photo}: cannot read ({exc.strerror})") from None
-        embeddings.append(_cached_embedding(model, data, largest=largest, source=str(photo)))
+        embeddings.append(enrollment_embedding(model, data, largest=largest, source=str(photo)))
     return Person(name=name, embeddings=np.stack(embeddings).astype(np.float32))
 
 
@@ -144,7 +240,9 @@ def load_watchlist_dir(model: FaceModel, root: Path, *, largest: bool = False) -
         for photo in person_photos(folder):
             try:
                 good.append(
-                    _cached_embedding(model, photo.read_bytes(), largest=largest, source=str(photo))
+                    enrollment_embedding(
+                        model, photo.read_bytes(), largest=largest, source=str(photo)
+                    )
                 )
             except EnrollError as exc:
                 log.warning("watchlist: skipping %s", exc)

@@ -13,23 +13,23 @@ import re
 import threading
 import unicodedata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from sauron.codec import Person as WirePerson
 from sauron.config import Settings
 from sauron.imaging import encode_jpeg, resize_max_width
-from sauron.match.enroll import EnrollError, load_photo, photo_embedding
+from sauron.match.enroll import EnrollError, enrollment_embedding, load_photo
 from sauron.match.watchlist import Watchlist
 from sauron.store.db import NewPhoto, Store
+
+if TYPE_CHECKING:
+    from sauron.detect.models import FaceModel
 
 log = logging.getLogger(__name__)
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._ -]+")
-# HOG finds faces down to ~80 px; upsampling halves that each time. Upsample a photo as
-# long as it stays under this many pixels, so faces of 20-40 px are found and refused as
-# too small rather than reported as missing.
-_UPSAMPLE_PIXELS = 8_000_000
 STORED_PHOTO_WIDTH = 1024
 
 
@@ -42,20 +42,25 @@ def safe_filename(name: str | None) -> str:
 
 
 class Enroller:
-    """Turns uploaded bytes into a checked :class:`NewPhoto` (loads the models lazily)."""
+    """Turns uploaded bytes into a checked :class:`NewPhoto` (loads the models lazily).
+
+    Safe to call from many threads at once (each model call holds that model's lock), and
+    a photo the pipeline already embedded (the watchlist folder) is not embedded again.
+    """
 
     def __init__(self, settings: Settings, max_photo_bytes: int) -> None:
         self.embedder = settings.detect.embedder
         self.max_photo_bytes = max_photo_bytes
         self._lock = threading.Lock()
-        self._models: dict[int, object] = {}
+        self._model: FaceModel | None = None
 
-    def _model(self, upsample: int) -> object:
-        from sauron.detect.models import FaceModel
+    def model(self) -> FaceModel:
+        with self._lock:
+            if self._model is None:
+                from sauron.detect.models import FaceModel
 
-        if upsample not in self._models:
-            self._models[upsample] = FaceModel(embedder=self.embedder, upsample=upsample)
-        return self._models[upsample]
+                self._model = FaceModel(embedder=self.embedder)
+            return self._model
 
     def embedding(
         self, data: bytes, source: str, *, largest: bool = False
@@ -67,13 +72,7 @@ class Enroller:
                 f"limit is {self.max_photo_bytes})"
             )
         rgb = load_photo(data, source)
-        pixels = rgb.shape[0] * rgb.shape[1]
-        upsample = 0
-        while upsample < 2 and pixels * 4 ** (upsample + 1) <= _UPSAMPLE_PIXELS:
-            upsample += 1
-        with self._lock:
-            model = self._model(upsample)
-            emb = photo_embedding(model, rgb, largest=largest, source=source)  # type: ignore[arg-type]
+        emb = enrollment_embedding(self.model(), data, largest=largest, source=source, rgb=rgb)
         return rgb, np.asarray(emb, np.float32)
 
     def check(self, data: bytes, filename: str | None) -> NewPhoto:
