@@ -29,7 +29,7 @@ LAYERS: dict[str, set[str]] = {
 
 #: Inside the bench, lowest first: a module imports its own group and the groups before it.
 BENCH_ORDER: list[set[str]] = [
-    {"workload", "measure", "broker"},  # what is fed, what is measured, the local broker
+    {"workload", "measure", "probes", "broker"},  # what is fed, what is measured, the broker
     {"pipelines", "floor", "seed"},  # the systems under test
     {"runner", "pipeline"},  # one measured run; the runs of `sauron bench pipeline`
     {"report"},  # the JSON document, the table, the figure

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import sauron
 from sauron import SauronError
+from sauron.bench.probes import port_free
 
 log = logging.getLogger(__name__)
 
@@ -34,22 +35,13 @@ def broker_script() -> Path:
     return script
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def free_port_pair() -> int:
     """A port P with P and P+1 free on 127.0.0.1 (client and controller listeners)."""
     for _ in range(50):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             s.bind(("127.0.0.1", 0))
             port = int(s.getsockname()[1])
-        if port < 65000 and _port_free(port + 1):
+        if port < 65000 and port_free(port + 1):
             return port
     raise BrokerError("no free pair of loopback ports found")
 

@@ -26,18 +26,17 @@ import json
 import logging
 import os
 import signal
-import socket
 import statistics
 import sys
 import threading
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from sauron import codec
 from sauron.bench.broker import LocalBroker
+from sauron.bench.probes import counter, free_ports, rss_mb, scrape
 from sauron.bench.workload import camera_names, make_workload
 from sauron.config import Settings, load_settings
 from sauron.logs import setup_logging
@@ -45,53 +44,6 @@ from sauron.metrics import Metrics
 from sauron.types import Frame
 
 log = logging.getLogger(__name__)
-
-
-def rss_mb(pid: int) -> float | None:
-    """Resident memory of a process from /proc (None once it is gone)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
-
-
-def free_ports(n: int) -> int:
-    """A base port P with P .. P+n-1 free on 127.0.0.1."""
-    for _ in range(100):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = int(s.getsockname()[1])
-        if base + n < 65536 and all(_free(base + i) for i in range(1, n)):
-            return base
-    raise RuntimeError(f"no {n} free consecutive loopback ports")
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def scrape(port: int) -> dict[str, float]:
-    """Sum of each sample of a worker's /metrics, by name and labels (text format)."""
-    out: dict[str, float] = {}
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-        for line in resp.read().decode().splitlines():
-            if line and not line.startswith("#"):
-                key, _, value = line.rpartition(" ")
-                out[key] = out.get(key, 0.0) + float(value)
-    return out
-
-
-def counter(samples: list[dict[str, float]], prefix: str) -> float:
-    """Sum over workers of every sample whose name+labels start with ``prefix``."""
-    return sum(v for s in samples for k, v in s.items() if k.startswith(prefix))
 
 
 class Feed(threading.Thread):
