@@ -26,6 +26,7 @@ from sauron.bench.pipelines import (
 )
 from sauron.bench.runner import Feed, measure
 from sauron.bench.workload import Workload, camera_names, make_workload, watchlist_people
+from sauron.codec import Person
 
 log = logging.getLogger(__name__)
 
@@ -107,52 +108,34 @@ class Bench:
             )
         )
 
-    def floor(self) -> None:
+    def _floor_pair(
+        self, people: list[Person], embedder: str, frames: int, name: str
+    ) -> tuple[FloorRun, FloorRun]:
+        """The floor with tracking and with every face embedded, both recorded."""
         assert self.workload is not None
-        a = self.args
-        people = self.people
-        track = run_floor(
-            self.workload,
-            self.cameras,
-            people,
-            embedder=self.embedder,
-            tracking=True,
-            frames_per_camera=a.floor_frames,
+        track, per = (
+            run_floor(
+                self.workload,
+                self.cameras,
+                people,
+                embedder=embedder,
+                tracking=tracking,
+                frames_per_camera=frames,
+            )
+            for tracking in (True, False)
         )
-        per = run_floor(
-            self.workload,
-            self.cameras,
-            people,
-            embedder=self.embedder,
-            tracking=False,
-            frames_per_camera=a.floor_frames,
-        )
-        track.result.name, per.result.name = "floor", "floor-per-frame"
+        track.result.name, per.result.name = name, f"{name}-per-frame"
         self._record(track.result)
         self._record(per.result)
+        return track, per
+
+    def floor(self) -> None:
+        a = self.args
+        track, per = self._floor_pair(self.people, self.embedder, a.floor_frames, "floor")
         self.floor_track, self.floor_per = track, per
         self.out["tracking"] = {self.embedder: self._tracking_entry(track, per)}
         if a.dlib and self.embedder != "dlib":
-            dlib_people = watchlist_people("dlib")
-            dt = run_floor(
-                self.workload,
-                self.cameras,
-                dlib_people,
-                embedder="dlib",
-                tracking=True,
-                frames_per_camera=a.dlib_frames,
-            )
-            dp = run_floor(
-                self.workload,
-                self.cameras,
-                dlib_people,
-                embedder="dlib",
-                tracking=False,
-                frames_per_camera=a.dlib_frames,
-            )
-            dt.result.name, dp.result.name = "floor-dlib", "floor-dlib-per-frame"
-            self._record(dt.result)
-            self._record(dp.result)
+            dt, dp = self._floor_pair(watchlist_people("dlib"), "dlib", a.dlib_frames, "floor-dlib")
             self.out["tracking"]["dlib"] = self._tracking_entry(dt, dp)
 
     @staticmethod

@@ -23,6 +23,7 @@ import signal
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -83,15 +84,15 @@ def _producer(bootstrap: str) -> Any:
     return Producer(_client(bootstrap, **{"message.max.bytes": MAX_BYTES}))
 
 
-def _detect_main(bootstrap: str, topics: dict[str, str], group: str, embedder: str) -> None:
-    """A seed consumer process: JSON frame in, detect + embed every face, JSON out."""
-    from sauron.detect.models import FaceModel
-    from sauron.imaging import bgr_to_rgb
-
+def _seed_loop(
+    bootstrap: str, group: str, topic: str, out_topic: str
+) -> Iterator[tuple[float, dict[str, Any], np.ndarray, Callable[[dict[str, Any]], None]]]:
+    """The seed's consumer loop until SIGTERM: for each message, when its handling began,
+    its JSON, its pixels and ``send``, which publishes the answer to ``out_topic`` on the
+    same partition, flushes and commits the message, every time (as the seed did)."""
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    model = FaceModel(embedder=embedder)
-    consumer = _consumer(bootstrap, group, topics["frames"])
+    consumer = _consumer(bootstrap, group, topic)
     producer = _producer(bootstrap)
     try:
         while not stop.is_set():
@@ -100,36 +101,46 @@ def _detect_main(bootstrap: str, topics: dict[str, str], group: str, embedder: s
                 continue
             t0 = time.perf_counter()
             d = json.loads(msg.value())
-            pixels = _np_from_json(d)
-            rgb = bgr_to_rgb(pixels)
-            t1 = time.perf_counter()
-            det, shapes = model.locate(rgb)
-            t2 = time.perf_counter()
-            enc = model.embed(rgb, shapes)
-            t3 = time.perf_counter()
-            out = {
-                "camera": d["camera"],
-                "number": d["number"],
-                "ts": d["ts"],
-                **np_to_json(pixels),
-                "boxes": det.xyxy.tolist(),
-                "encodings": enc.tolist(),
-                "timings": {
-                    "decode": (t1 - t0) * 1e3,
-                    "detect": (t2 - t1) * 1e3,
-                    "embed": (t3 - t2) * 1e3,
-                },
-            }
-            producer.produce(
-                topics["processed"],
-                key=d["camera"],
-                value=json.dumps(out),
-                partition=msg.partition(),
-            )
-            producer.flush()
-            consumer.commit(message=msg, asynchronous=False)
+
+            def send(out: dict[str, Any], msg: Any = msg, key: str = d["camera"]) -> None:
+                producer.produce(
+                    out_topic, key=key, value=json.dumps(out), partition=msg.partition()
+                )
+                producer.flush()
+                consumer.commit(message=msg, asynchronous=False)
+
+            yield t0, d, _np_from_json(d), send
     finally:
         consumer.close()
+
+
+def _detect_main(bootstrap: str, topics: dict[str, str], group: str, embedder: str) -> None:
+    """A seed consumer process: JSON frame in, detect + embed every face, JSON out."""
+    from sauron.detect.models import FaceModel
+    from sauron.imaging import bgr_to_rgb
+
+    model = FaceModel(embedder=embedder)
+    for t0, d, pixels, send in _seed_loop(bootstrap, group, topics["frames"], topics["processed"]):
+        rgb = bgr_to_rgb(pixels)
+        t1 = time.perf_counter()
+        det, shapes = model.locate(rgb)
+        t2 = time.perf_counter()
+        enc = model.embed(rgb, shapes)
+        t3 = time.perf_counter()
+        out = {
+            "camera": d["camera"],
+            "number": d["number"],
+            "ts": d["ts"],
+            **np_to_json(pixels),
+            "boxes": det.xyxy.tolist(),
+            "encodings": enc.tolist(),
+            "timings": {
+                "decode": (t1 - t0) * 1e3,
+                "detect": (t2 - t1) * 1e3,
+                "embed": (t3 - t2) * 1e3,
+            },
+        }
+        send(out)
 
 
 def _predict_main(
@@ -140,50 +151,32 @@ def _predict_main(
     from sauron.match.watchlist import Watchlist
     from sauron.types import Detections
 
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     watchlist = Watchlist(people)
-    consumer = _consumer(bootstrap, group, topics["processed"])
-    producer = _producer(bootstrap)
-    try:
-        while not stop.is_set():
-            msg = consumer.poll(0.2)
-            if msg is None or msg.error() is not None:
-                continue
-            t0 = time.perf_counter()
-            d = json.loads(msg.value())
-            pixels = _np_from_json(d)
-            enc = np.asarray(d["encodings"], np.float32).reshape(-1, 128)
-            names, dists = watchlist.match(enc, tolerance)
-            t1 = time.perf_counter()
-            n = len(enc)
-            det = Detections(
-                xyxy=np.asarray(d["boxes"], np.int32).reshape(n, 4),
-                confidence=np.zeros(n, np.float32),
-                landmarks=np.zeros((n, 5, 2), np.float32),
-                embeddings=enc,
-                names=tuple(names),
-                distances=dists,
-            )
-            out = {
-                "camera": d["camera"],
-                "number": d["number"],
-                "ts": d["ts"],
-                **np_to_json(draw(pixels, det)),
-                "names": names,
-                "timings": {**d["timings"], "match": (t1 - t0) * 1e3},
-            }
-            out["timings"]["draw"] = (time.perf_counter() - t1) * 1e3
-            producer.produce(
-                topics["annotated"],
-                key=d["camera"],
-                value=json.dumps(out),
-                partition=msg.partition(),
-            )
-            producer.flush()
-            consumer.commit(message=msg, asynchronous=False)
-    finally:
-        consumer.close()
+    for t0, d, pixels, send in _seed_loop(
+        bootstrap, group, topics["processed"], topics["annotated"]
+    ):
+        enc = np.asarray(d["encodings"], np.float32).reshape(-1, 128)
+        names, dists = watchlist.match(enc, tolerance)
+        t1 = time.perf_counter()
+        n = len(enc)
+        det = Detections(
+            xyxy=np.asarray(d["boxes"], np.int32).reshape(n, 4),
+            confidence=np.zeros(n, np.float32),
+            landmarks=np.zeros((n, 5, 2), np.float32),
+            embeddings=enc,
+            names=tuple(names),
+            distances=dists,
+        )
+        out = {
+            "camera": d["camera"],
+            "number": d["number"],
+            "ts": d["ts"],
+            **np_to_json(draw(pixels, det)),
+            "names": names,
+            "timings": {**d["timings"], "match": (t1 - t0) * 1e3},
+        }
+        out["timings"]["draw"] = (time.perf_counter() - t1) * 1e3
+        send(out)
 
 
 class SeedPipeline:

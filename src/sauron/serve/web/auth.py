@@ -19,7 +19,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from pydantic import BaseModel, Field
 
 from sauron.config import check_name
-from sauron.serve.web.context import WebContext, get_context
+from sauron.serve.web.context import WebContext, from_record, get_context
 from sauron.store import Conflict, NotFound
 from sauron.store.accounts import MIN_PASSWORD, Principal, Role
 
@@ -279,16 +279,7 @@ def change_password(
 
 @router.get("/tokens", response_model=list[TokenOut], tags=["admin"])
 def list_tokens(ctx: Ctx, _p: Admin) -> list[TokenOut]:
-    return [
-        TokenOut(
-            id=t.id,
-            username=t.username,
-            name=t.name,
-            created_at=t.created_at,
-            expires_at=t.expires_at,
-        )
-        for t in ctx.accounts.list_tokens("api")
-    ]
+    return [from_record(TokenOut, t) for t in ctx.accounts.list_tokens("api")]
 
 
 @router.post("/tokens", response_model=TokenOut, status_code=201, tags=["admin"])
@@ -304,14 +295,7 @@ def create_token(body: TokenIn, ctx: Ctx, p: Admin) -> TokenOut:
         user_id, kind="api", name=body.name, ttl_s=None if body.days is None else body.days * 86400
     )
     audit(ctx, p, "create_token", body.name, expires_at=t.expires_at)
-    return TokenOut(
-        id=t.id,
-        username=t.username,
-        name=t.name,
-        created_at=t.created_at,
-        expires_at=t.expires_at,
-        token=token,
-    )
+    return from_record(TokenOut, t, token=token)
 
 
 @router.delete("/tokens/{token_id}", status_code=204, tags=["admin"])
@@ -326,9 +310,4 @@ def delete_token(token_id: int, ctx: Ctx, p: Admin) -> None:
 @router.get("/audit", response_model=list[AuditOut], tags=["admin"])
 def audit_log(ctx: Ctx, _p: Admin, limit: int = 100, before: int | None = None) -> list[AuditOut]:
     limit = max(1, min(limit, 1000))
-    return [
-        AuditOut(
-            id=a.id, ts=a.ts, username=a.username, action=a.action, target=a.target, detail=a.detail
-        )
-        for a in ctx.store.audit_log(limit=limit, before_id=before)
-    ]
+    return [from_record(AuditOut, a) for a in ctx.store.audit_log(limit=limit, before_id=before)]

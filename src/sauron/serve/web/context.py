@@ -6,8 +6,10 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from fastapi import Request
+from pydantic import BaseModel
 
 from sauron.config import Settings
 from sauron.serve.alerts import Broadcaster
@@ -16,6 +18,15 @@ from sauron.serve.web.live import LiveHub
 from sauron.store.accounts import Accounts
 from sauron.store.db import Store
 from sauron.store.index import FaceIndex
+
+Out = TypeVar("Out", bound=BaseModel)
+
+
+def from_record(model: type[Out], record: Any, **extra: Any) -> Out:
+    """An API answer built from a store record: each field of ``model`` the record has
+    under the same name, then ``extra`` (computed or renamed fields)."""
+    values = {k: getattr(record, k) for k in model.model_fields if hasattr(record, k)}
+    return model(**{**values, **extra})
 
 
 class LoginGuard:

@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from sauron.match.enroll import EnrollError
 from sauron.serve.web.auth import Ctx, Viewer, audit
+from sauron.serve.web.context import from_record
 from sauron.serve.web.enrollment import safe_filename
 from sauron.store.db import AlertInfo, SightingFilter, SightingInfo
 
@@ -62,30 +63,13 @@ class SearchOut(BaseModel):
 
 
 def sighting_out(s: SightingInfo) -> SightingOut:
-    return SightingOut(
-        id=s.id,
-        camera=s.camera,
-        frame=s.frame,
-        ts=s.ts,
-        track=s.track,
-        person=s.person,
-        distance=s.distance,
-        box=s.box,
-        snapshot_url=f"/api/sightings/{s.id}/snapshot.jpg" if s.has_snapshot else None,
-    )
+    url = f"/api/sightings/{s.id}/snapshot.jpg" if s.has_snapshot else None
+    return from_record(SightingOut, s, snapshot_url=url)
 
 
 def alert_out(a: AlertInfo) -> AlertOut:
-    return AlertOut(
-        id=a.id,
-        person=a.person,
-        camera=a.camera,
-        ts=a.started_at,
-        last_seen_at=a.last_seen_at,
-        frames=a.frames,
-        distance=a.distance,
-        snapshot_url=f"/api/alerts/{a.id}/snapshot.jpg" if a.has_snapshot else None,
-    )
+    url = f"/api/alerts/{a.id}/snapshot.jpg" if a.has_snapshot else None
+    return from_record(AlertOut, a, ts=a.started_at, snapshot_url=url)
 
 
 def _jpeg(data: bytes | None, what: str) -> Response:

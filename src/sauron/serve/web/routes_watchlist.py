@@ -7,6 +7,7 @@ written to the audit log.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, HTTPException, Response, UploadFile
@@ -16,7 +17,9 @@ from pydantic import BaseModel, Field
 from sauron.config import check_name
 from sauron.match.enroll import EnrollError
 from sauron.serve.web.auth import Admin, Ctx, Viewer, audit
+from sauron.serve.web.context import WebContext
 from sauron.store import Conflict, NotFound
+from sauron.store.accounts import Principal
 from sauron.store.db import NewPhoto, PersonInfo
 
 log = logging.getLogger(__name__)
@@ -103,6 +106,27 @@ def get_person(name: str, ctx: Ctx, _p: Viewer) -> PersonOut:
     return person_out(p)
 
 
+async def _save_photos(
+    ctx: WebContext,
+    p: Principal,
+    action: str,
+    name: str,
+    photos: list[UploadFile],
+    save: Callable[[str, list[NewPhoto]], PersonInfo],
+    refused: tuple[type[Exception], int],
+) -> PersonOut:
+    """Check the photos, store them with ``save`` (its ``refused`` error answered with that
+    status), bring the running matchers up to date and audit ``action``."""
+    good = await _checked(ctx, photos)
+    try:
+        person = await run_in_threadpool(save, name, good)
+    except refused[0] as exc:
+        raise HTTPException(refused[1], str(exc)) from None
+    await run_in_threadpool(ctx.watchlists.upsert, ctx.store.wire_person(name))
+    audit(ctx, p, action, name, photos=[g.filename for g in good])
+    return person_out(person)
+
+
 @router.post("/people", response_model=PersonOut, status_code=201)
 async def enroll(
     ctx: Ctx,
@@ -114,14 +138,7 @@ async def enroll(
     name = _valid_name(name)
     if ctx.store.get_person(name) is not None:
         raise HTTPException(409, f"a person named {name!r} is already enrolled")
-    good = await _checked(ctx, photos)
-    try:
-        person = await run_in_threadpool(ctx.store.add_person, name, good)
-    except Conflict as exc:
-        raise HTTPException(409, str(exc)) from None
-    await run_in_threadpool(ctx.watchlists.upsert, ctx.store.wire_person(name))
-    audit(ctx, p, "enroll", name, photos=[g.filename for g in good])
-    return person_out(person)
+    return await _save_photos(ctx, p, "enroll", name, photos, ctx.store.add_person, (Conflict, 409))
 
 
 @router.post("/people/{name}/photos", response_model=PersonOut)
@@ -130,14 +147,9 @@ async def add_photos(
 ) -> PersonOut:
     if ctx.store.get_person(name) is None:
         raise HTTPException(404, f"no person named {name!r}")
-    good = await _checked(ctx, photos)
-    try:
-        person = await run_in_threadpool(ctx.store.add_photos, name, good)
-    except NotFound as exc:
-        raise HTTPException(404, str(exc)) from None
-    await run_in_threadpool(ctx.watchlists.upsert, ctx.store.wire_person(name))
-    audit(ctx, p, "add_photos", name, photos=[g.filename for g in good])
-    return person_out(person)
+    return await _save_photos(
+        ctx, p, "add_photos", name, photos, ctx.store.add_photos, (NotFound, 404)
+    )
 
 
 @router.patch("/people/{name}", response_model=PersonOut)
