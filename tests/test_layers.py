@@ -27,6 +27,9 @@ LAYERS: dict[str, set[str]] = {
     "cli": {"cli"},
 }
 
+#: Inside the stage layer, lowest first: a stage imports only the stages before it.
+STAGE_ORDER = ["bus", "ingest", "detect", "match", "store"]
+
 #: Inside the bench, lowest first: a module imports its own group and the groups before it.
 BENCH_ORDER: list[set[str]] = [
     {"workload", "measure", "probes", "broker"},  # what is fed, what is measured, the broker
@@ -174,6 +177,9 @@ def violations(root: Path) -> list[str]:
         src, dst = _safe_layer(i.source), _safe_layer(i.target)
         if src is not None and dst is not None and dst > src:
             problems.append(f"{i.source} (line {i.line}) imports {i.target}, a layer above it")
+        a, b = room(i.source), room(i.target)
+        if a in STAGE_ORDER and b in STAGE_ORDER and STAGE_ORDER.index(b) > STAGE_ORDER.index(a):
+            problems.append(f"{i.source} (line {i.line}) imports {i.target}, a later stage")
         if room(i.source) == room(i.target) == "bench":
             problems.extend(_bench_rule(i))
         private = [n for n in i.names if n.startswith("_") and not n.startswith("__")]
@@ -267,6 +273,11 @@ def test_a_clean_tree_passes(tmp_path: Path) -> None:
                 "detect/worker.py": "from sauron.bus import embedded\n",
             },
             "import circle among rooms: bus -> detect -> bus",
+        ),
+        # a stage importing a later one
+        (
+            {"detect/__init__.py": "", "detect/stage.py": "from sauron.store import db\n"},
+            "sauron.detect.stage (line 1) imports sauron.store, a later stage",
         ),
         ({"gadget.py": ""}, "sauron.gadget: sauron.gadget is in no layer"),
         (
