@@ -76,6 +76,31 @@ def _web(p: argparse.ArgumentParser) -> None:
     p.add_argument("--db", help="store database URL (default: SQLite in store.data_dir)")
 
 
+#: Options that set one setting when given: (option's attribute, section, key).
+_SETTINGS_OPTIONS = (
+    ("bus", "bus", "type"),
+    ("topic_prefix", "topics", "prefix"),
+    ("partitions", "topics", "partitions"),
+    ("partitioning", "topics", "partitioning"),
+    ("metrics_port", "metrics", "port"),
+    ("max_frame_age", "detect", "max_frame_age_s"),
+    ("web_host", "web", "host"),
+    ("web_port", "web", "port"),
+    ("db", "store", "url"),
+    ("watchlist", "match", "watchlist"),
+    ("tolerance", "match", "tolerance"),
+    ("model", "detect", "model"),
+    ("embedder", "detect", "embedder"),
+    ("upsample", "detect", "upsample"),
+)
+#: Switches: (option's attribute, section, key, the setting's value when switched on).
+_SETTINGS_SWITCHES = (
+    ("exactly_once", "bus", "exactly_once", True),
+    ("largest", "match", "largest_face", True),
+    ("no_tracking", "detect", "tracking", False),
+)
+
+
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     o: dict[str, Any] = {}
 
@@ -86,26 +111,11 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     if getattr(args, "bootstrap", None):
         put("bus", "type", "kafka")
         put("bus", "bootstrap_servers", args.bootstrap)
-    put("bus", "type", getattr(args, "bus", None))
-    put("topics", "prefix", getattr(args, "topic_prefix", None))
-    put("topics", "partitions", getattr(args, "partitions", None))
-    put("topics", "partitioning", getattr(args, "partitioning", None))
-    if getattr(args, "exactly_once", False):
-        put("bus", "exactly_once", True)
-    put("metrics", "port", getattr(args, "metrics_port", None))
-    put("detect", "max_frame_age_s", getattr(args, "max_frame_age", None))
-    put("web", "host", getattr(args, "web_host", None))
-    put("web", "port", getattr(args, "web_port", None))
-    put("store", "url", getattr(args, "db", None))
-    put("match", "watchlist", getattr(args, "watchlist", None))
-    put("match", "tolerance", getattr(args, "tolerance", None))
-    if getattr(args, "largest", False):
-        put("match", "largest_face", True)
-    put("detect", "model", getattr(args, "model", None))
-    put("detect", "embedder", getattr(args, "embedder", None))
-    put("detect", "upsample", getattr(args, "upsample", None))
-    if getattr(args, "no_tracking", False):
-        put("detect", "tracking", False)
+    for attr, section, key in _SETTINGS_OPTIONS:  # --bus, when given, wins over --bootstrap
+        put(section, key, getattr(args, attr, None))
+    for attr, section, key, value in _SETTINGS_SWITCHES:
+        if getattr(args, attr, False):
+            put(section, key, value)
     cams = getattr(args, "camera", None)
     if cams:
         extra: dict[str, Any] = {}

@@ -7,7 +7,8 @@ written to the audit log.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, HTTPException, Response, UploadFile
@@ -106,6 +107,17 @@ def get_person(name: str, ctx: Ctx, _p: Viewer) -> PersonOut:
     return person_out(p)
 
 
+@contextmanager
+def _store_refusals() -> Iterator[None]:
+    """The store's refusals answered over HTTP: no such person or photo 404, a clash 409."""
+    try:
+        yield
+    except NotFound as exc:
+        raise HTTPException(404, str(exc)) from None
+    except Conflict as exc:
+        raise HTTPException(409, str(exc)) from None
+
+
 async def _save_photos(
     ctx: WebContext,
     p: Principal,
@@ -155,12 +167,8 @@ async def add_photos(
 @router.patch("/people/{name}", response_model=PersonOut)
 def rename(name: str, body: RenameIn, ctx: Ctx, p: Admin) -> PersonOut:
     new = _valid_name(body.name)
-    try:
+    with _store_refusals():
         person = ctx.store.rename_person(name, new)
-    except NotFound as exc:
-        raise HTTPException(404, str(exc)) from None
-    except Conflict as exc:
-        raise HTTPException(409, str(exc)) from None
     ctx.watchlists.upsert(ctx.store.wire_person(new))
     ctx.watchlists.remove(name)
     audit(ctx, p, "rename", name, to=new)
@@ -178,12 +186,8 @@ def delete_person(name: str, ctx: Ctx, p: Admin) -> None:
 
 @router.delete("/people/{name}/photos/{photo_id}", response_model=PersonOut)
 def delete_photo(name: str, photo_id: int, ctx: Ctx, p: Admin) -> PersonOut:
-    try:
+    with _store_refusals():
         person = ctx.store.delete_photo(name, photo_id)
-    except NotFound as exc:
-        raise HTTPException(404, str(exc)) from None
-    except Conflict as exc:
-        raise HTTPException(409, str(exc)) from None
     ctx.watchlists.upsert(ctx.store.wire_person(name))
     audit(ctx, p, "delete_photo", name, photo=photo_id)
     return person_out(person)
