@@ -153,6 +153,18 @@ class Bench:
             "accuracy_per_frame": p.extra["accuracy"],
         }
 
+    def _kafka_pipe(self, workers: int, partitions: int, **options: Any) -> KafkaPipeline:
+        """The Kafka pipeline over this run's broker, with its embedder and batch size."""
+        assert self.bootstrap is not None
+        settings = kafka_settings(
+            self.bootstrap,
+            partitions=partitions,
+            embedder=self.embedder,
+            batch_size=self.args.batch_size,
+            **options,
+        )
+        return KafkaPipeline(settings, workers, self.people)
+
     def kafka_flood(
         self,
         workers: int,
@@ -164,16 +176,13 @@ class Bench:
     ) -> RunResult:
         assert self.workload is not None and self.bootstrap is not None
         est = (self.floor_track if tracking else self.floor_per).result.fps * workers
-        settings = kafka_settings(
-            self.bootstrap,
-            partitions=len(self.cameras),
+        pipe = self._kafka_pipe(
+            workers,
+            len(self.cameras),
             tracking=tracking,
-            embedder=self.embedder,
             partitioning=partitioning,
-            batch_size=self.args.batch_size,
             in_detect=in_detect,
         )
-        pipe = KafkaPipeline(settings, workers, self.people)
         feed = Feed(frames=self._flood_frames(est))
         return self._measure(pipe, feed, workers, tracking=tracking, label=label)
 
@@ -209,16 +218,13 @@ class Bench:
         label: str = "kafka-paced",
     ) -> RunResult:
         assert self.workload is not None and self.bootstrap is not None
-        settings = kafka_settings(
-            self.bootstrap,
-            partitions=len(cameras),
+        pipe = self._kafka_pipe(
+            workers,
+            len(cameras),
             tracking=True,
-            embedder=self.embedder,
             max_frame_age_s=max_frame_age_s,
-            batch_size=self.args.batch_size,
             in_detect=in_detect,
         )
-        pipe = KafkaPipeline(settings, workers, self.people)
         return self._measure(pipe, self._paced_feed(fps), workers, cameras=cameras, label=label)
 
     def embedded_paced(
