@@ -5,6 +5,9 @@ is empty, not a JPEG, truncated, too large in bytes or in pixels, or from a came
 is not a valid name is refused with a :class:`FrameRejected` and lands in the dead-letter
 topic with that reason. With ``detect.max_frame_age_s`` set, frames older than that are
 dropped and counted instead of detected, so a worker that fell behind catches up.
+
+A worker is ready before it joins the group: its models are loaded and have run once on
+a dummy frame (:func:`warm_up`), so the first real frame pays no start-up cost.
 """
 
 from __future__ import annotations
@@ -13,17 +16,22 @@ import logging
 import math
 import multiprocessing as mp
 import os
+import queue
 import signal
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
+import dlib
+import numpy as np
+
 from sauron import SauronError, codec
 from sauron.bus.client import MAX_MESSAGE_BYTES
 from sauron.bus.topics import Topics, frame_partition
 from sauron.bus.worker import Output, Skip, StageWorker
 from sauron.config import Settings, check_name
+from sauron.detect.models import FaceModel
 from sauron.detect.stage import DetectStage
 from sauron.metrics import Metrics, serve
 from sauron.types import Detections, Frame
@@ -97,10 +105,16 @@ def check_frame(frame: Frame, max_pixels: int) -> None:
 
 
 def detect_handler(
-    settings: Settings, stage: DetectStage, partitions: int, matcher: Matcher | None = None
+    settings: Settings,
+    stage: DetectStage,
+    partitions: int,
+    matcher: Matcher | None = None,
+    on_stale: Callable[[Frame], None] | None = None,
 ) -> Any:
     """Frames in, detections out; with a ``matcher`` (``match.in_detect``), named faces
-    out: the annotated result and the sightings, as a match worker would write them."""
+    out: the annotated result and the sightings, as a match worker would write them.
+    ``on_stale`` is told of every frame dropped for its age (``sauron run`` counts them
+    per camera)."""
     topics = Topics.from_config(settings.topics)
     mode = settings.topics.partitioning
     max_age = settings.detect.max_frame_age_s
@@ -110,6 +124,8 @@ def detect_handler(
         frame = codec.decode_frame(value)
         check_frame(frame, max_pixels)
         if max_age is not None and time.time() - frame.captured_at > max_age:
+            if on_stale is not None:
+                on_stale(frame)
             raise Skip("stale", f"frame older than {max_age} s")
         det, timings = stage.process(frame)
         if matcher is not None:
@@ -131,14 +147,39 @@ def tracking_enabled(settings: Settings) -> bool:
     return settings.detect.tracking and settings.topics.partitioning == "camera"
 
 
+def warm_up(stage: DetectStage) -> float:
+    """Run the stage's models once on a dummy frame (loading is lazy in places and a
+    first inference is slow); the seconds it took. The stage's tracking state is not
+    touched."""
+    t0 = time.perf_counter()
+    rgb = np.full((360, 640, 3), 127, np.uint8)
+    detector = stage.detector
+    if isinstance(detector, FaceModel):
+        detector.locate(rgb)
+        # a made-up face: eye corners and nose tip in dlib's 5-point order
+        pts = [(350, 160), (330, 160), (290, 160), (310, 160), (320, 200)]
+        shape = dlib.full_object_detection(
+            dlib.rectangle(270, 110, 370, 230), [dlib.point(x, y) for x, y in pts]
+        )
+        detector.embed(rgb, [shape])
+    else:
+        detector.detect(rgb)
+    return time.perf_counter() - t0
+
+
 def build_detect_worker(
-    settings: Settings, *, group: str | None = None, metrics: Metrics | None = None
+    settings: Settings,
+    *,
+    group: str | None = None,
+    metrics: Metrics | None = None,
+    on_stale: Callable[[Frame], None] | None = None,
 ) -> StageWorker:
     from sauron.bus.admin import ensure_topics
 
     counts = ensure_topics(settings)
     topics = Topics.from_config(settings.topics)
     stage = DetectStage(settings.detect, tracking=tracking_enabled(settings))
+    log.info("detect: models loaded and warmed in %.2f s", warm_up(stage))
     matcher: Matcher | None = None
     if settings.match.in_detect:
         from functools import partial
@@ -154,7 +195,7 @@ def build_detect_worker(
         topic=topics.frames,
         name="detect",
         group=group or settings.topics.name("detect"),
-        handler=detect_handler(settings, stage, counts[topics.detections], matcher),
+        handler=detect_handler(settings, stage, counts[topics.detections], matcher, on_stale),
         batch_size=settings.detect.batch_size,
         metrics=metrics,
     )
@@ -169,16 +210,27 @@ def run_detect_worker(
     group: str | None = None,
     metrics_port: int | None = None,
     parent: int | None = None,
+    signals: DetectSignals | None = None,
+    index: int = 0,
 ) -> None:
     """One detect worker in this process until SIGTERM/SIGINT (or ``parent`` is gone).
 
     On the signal the current batch is finished (its outputs flushed, or its transaction
     committed), offsets are committed and the group is left, then the function returns.
+    With ``signals`` (``sauron run``) the worker reports when it is ready (models warm,
+    first assignment received) and every frame it drops as stale.
     """
     metrics = Metrics()
     port = settings.metrics.port if metrics_port is None else metrics_port
     server = serve(metrics, port, settings.metrics.host)
-    worker = build_detect_worker(settings, group=group, metrics=metrics)
+    worker = build_detect_worker(
+        settings,
+        group=group,
+        metrics=metrics,
+        on_stale=signals.report_stale if signals is not None else None,
+    )
+    if signals is not None:
+        worker.on_ready.append(signals.ready[index].set)
     stop_on_signals(worker.stop_event)
     if parent is not None:
         _watch_parent(parent, worker.stop_event)
@@ -212,8 +264,41 @@ def _watch_parent(parent: int, event: threading.Event) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
+class DetectSignals:
+    """What spawned detect workers tell the process that started them: one ``ready``
+    event each, and a queue of (camera, frame number) of the frames dropped as stale."""
+
+    def __init__(self, n: int) -> None:
+        ctx = mp.get_context("spawn")
+        self.ready = [ctx.Event() for _ in range(n)]
+        self.stale: Any = ctx.Queue()
+
+    def report_stale(self, frame: Frame) -> None:
+        self.stale.put((frame.camera, frame.number))
+
+    def wait_ready(self, timeout: float) -> int:
+        """Wait up to ``timeout`` s for every worker; how many are ready."""
+        deadline = time.monotonic() + timeout
+        for ev in self.ready:
+            ev.wait(max(0.0, deadline - time.monotonic()))
+        return sum(ev.is_set() for ev in self.ready)
+
+    def drain_stale(self) -> list[tuple[str, int]]:
+        out: list[tuple[str, int]] = []
+        while True:
+            try:
+                out.append(self.stale.get_nowait())
+            except queue.Empty:
+                return out
+
+
 def _process_main(
-    settings_json: str, group: str | None, metrics_port: int | None, parent: int
+    settings_json: str,
+    group: str | None,
+    metrics_port: int | None,
+    parent: int,
+    signals: DetectSignals | None,
+    index: int,
 ) -> None:
     from sauron.cli import setup_logging
 
@@ -223,15 +308,23 @@ def _process_main(
         group=group,
         metrics_port=metrics_port,
         parent=parent,
+        signals=signals,
+        index=index,
     )
 
 
 def spawn_detect_workers(
-    settings: Settings, n: int, *, group: str | None = None, metrics_base: int = 0
+    settings: Settings,
+    n: int,
+    *,
+    group: str | None = None,
+    metrics_base: int = 0,
+    signals: DetectSignals | None = None,
 ) -> list[Any]:
     """Start ``n`` detect worker processes (one core each); returns the processes.
 
     With ``metrics_base`` > 0, process i serves its metrics on port ``metrics_base + i``.
+    ``signals`` (made for ``n`` workers) carries their readiness and stale drops back.
     """
     ctx = mp.get_context("spawn")
     procs = [
@@ -242,6 +335,8 @@ def spawn_detect_workers(
                 group,
                 metrics_base + i if metrics_base else 0,
                 os.getpid(),
+                signals,
+                i,
             ),
             name=f"sauron-detect-{i}",
             daemon=True,
