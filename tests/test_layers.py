@@ -36,7 +36,7 @@ BENCH_ORDER: list[set[str]] = [
     {"pipelines", "floor", "seed"},  # the systems under test
     {"runner", "pipeline"},  # one measured run; the runs of `sauron bench pipeline`
     {"report"},  # the JSON document, the table, the figure
-    {"command", "embedder", "soak", "threads"},  # the commands
+    {"command", "embedder", "soak", "startup", "threads"},  # the commands
 ]
 
 

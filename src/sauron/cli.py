@@ -142,6 +142,7 @@ def _print_summary(summary: Any) -> None:
         "named_faces": summary.named,
         "duplicates": summary.duplicates,
         "dropped": summary.dropped,
+        "dropped_stale": getattr(summary, "dropped_stale", 0),
         "failed": summary.dead_letters,
         "camera_errors": summary.camera_errors,
         "seconds": round(summary.seconds, 2),
@@ -373,6 +374,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from sauron.bench.threads import main as bench_threads
 
         return bench_threads(args.rest)
+    if args.what == "startup":
+        from sauron.bench.startup import main as bench_startup
+
+        return bench_startup(args.rest)
     from sauron.bench.command import main as bench_pipeline
 
     return bench_pipeline(args.rest)
@@ -456,7 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_web)
 
     p = sub.add_parser("bench", help="benchmarks (see docs/benchmarks.md)")
-    p.add_argument("what", choices=["embedder", "pipeline", "search", "threads"])
+    p.add_argument("what", choices=["embedder", "pipeline", "search", "startup", "threads"])
     p.add_argument("rest", nargs=argparse.REMAINDER, help="options of that benchmark")
     p.set_defaults(func=cmd_bench)
     return parser

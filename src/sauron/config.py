@@ -99,6 +99,13 @@ class BusConfig(Section):
         le=300,
         description="A worker that stops heartbeating loses its partitions after this",
     )
+    ready_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description="`sauron run`: cameras start once every detect worker has warmed its "
+        "models and the group holds every frames partition, or after this many seconds",
+    )
 
 
 class TopicsConfig(Section):
@@ -110,6 +117,12 @@ class TopicsConfig(Section):
         "camera",
         description="camera: key by camera (ordered, one worker per camera); "
         "frame: spread frames over partitions (many workers per camera, viewer reorders)",
+    )
+    placement: Literal["spread", "hash"] = Field(
+        "spread",
+        description="camera partitioning in `sauron run`: spread = each camera on a "
+        "partition of its own, dealt over the detect workers' assignment so the load is "
+        "even; hash = CRC-32 of the camera id (what `sauron ingest` always does)",
     )
     retention_ms: int = Field(3_600_000, ge=60_000, description="Retention of frame topics")
 

@@ -49,6 +49,12 @@ class RunSummary:
     dead_letters: int
     camera_errors: dict[str, str]
     seconds: float
+    # Kafka: frames the detect workers dropped as older than detect.max_frame_age_s (also
+    # in ``dropped``), seconds until the workers were ready, and camera -> partition
+    dropped_stale: int = 0
+    ready_s: float | None = None
+    placement: dict[str, int] = field(default_factory=dict)
+    members: dict[str, list[int]] = field(default_factory=dict)  # group member -> partitions
 
     @property
     def ok(self) -> bool:
@@ -164,7 +170,12 @@ def run_kafka(settings: Settings, opts: RunOptions) -> RunSummary:
     from sauron.bus.client import end_offsets
     from sauron.bus.tail import TopicTail
     from sauron.bus.topics import Topics
-    from sauron.match.worker import build_match_worker, publish_person, spawn_detect_workers
+    from sauron.match.worker import (
+        DetectSignals,
+        build_match_worker,
+        publish_person,
+        spawn_detect_workers,
+    )
     from sauron.metrics import Metrics, serve
 
     started = time.monotonic()
@@ -195,22 +206,28 @@ def run_kafka(settings: Settings, opts: RunOptions) -> RunSummary:
     metrics = Metrics()
     port = settings.metrics.port
     server = serve(metrics, port, settings.metrics.host)
-    procs = spawn_detect_workers(
-        settings, worker_count(opts.processes), metrics_base=port + 1 if port else 0
-    )
+    n = worker_count(opts.processes)
+    signals = DetectSignals(n)
+    procs = spawn_detect_workers(settings, n, metrics_base=port + 1 if port else 0, signals=signals)
     matcher: Any = None
     if not settings.match.in_detect:  # else the detect workers name the faces
         matcher, watch_tail = build_match_worker(settings, metrics=metrics)
         match_thread = threading.Thread(target=matcher.run, name="match", daemon=True)
         match_thread.start()
+    placement, members = wait_for_workers(settings, signals, counts[topics.frames], matcher)
+    ready_s = time.monotonic() - started
     ingest_stop = threading.Event()
     producer, sink = kafka_frame_sink(
-        settings, counts[topics.frames], metrics=metrics, stop=ingest_stop
+        settings, counts[topics.frames], metrics=metrics, stop=ingest_stop, placement=placement
     )
     ingest = IngestGroup(settings.cameras, sink=sink, stop=ingest_stop).start()
     stopper = _Stopper()
+    stale = [0]
 
     def done() -> bool:
+        for cam, number in signals.drain_stale():
+            writer.skip(cam, number)
+            stale[0] += 1
         if not (opts.until_done and ingest.done()):
             return False
         if all(writer.count(c) >= s.frames for c, s in ingest.status.items()):
@@ -245,7 +262,63 @@ def run_kafka(settings: Settings, opts: RunOptions) -> RunSummary:
         if server is not None:
             server.stop()
     dead = matcher.stats.dead_letters if matcher is not None else 0
-    return _summary(ingest, writer, started, producer.stats.dropped_total, dead)
+    stale[0] += len(signals.drain_stale())
+    summary = _summary(ingest, writer, started, producer.stats.dropped_total + stale[0], dead)
+    summary.dropped_stale, summary.ready_s = stale[0], ready_s
+    summary.placement, summary.members = placement, members
+    if stale[0]:
+        log.info(
+            "%d frame(s) dropped as older than %s s", stale[0], settings.detect.max_frame_age_s
+        )
+    return summary
+
+
+def wait_for_workers(
+    settings: Settings, signals: Any, partitions: int, matcher: Any = None
+) -> tuple[dict[str, int], dict[str, list[int]]]:
+    """Block until the detect workers are ready (models warm, group stable, every frames
+    partition assigned), at most ``bus.ready_timeout_s``. Returns the camera placement
+    (camera -> partition, empty for hash placement or frame partitioning) and the
+    group's assignment (member -> partitions, empty if it was not reached)."""
+    from sauron.bus.ready import spread_cameras, wait_for_assignment
+    from sauron.bus.topics import Topics, camera_partition
+
+    t0 = time.monotonic()
+    timeout = settings.bus.ready_timeout_s
+    n = len(signals.ready)
+    warm = signals.wait_ready(timeout)
+    if matcher is not None:
+        matcher.ready.wait(max(0.0, timeout - (time.monotonic() - t0)))
+    got = wait_for_assignment(
+        settings.bus,
+        settings.topics.name("detect"),
+        Topics.from_config(settings.topics).frames,
+        members=n,
+        partitions=partitions,
+        timeout=max(1.0, timeout - (time.monotonic() - t0)),
+    )
+    if got is None:
+        log.warning(
+            "detect workers not ready after %.0f s (%d of %d warmed up, not every partition "
+            "assigned): starting the cameras anyway, their first frames may wait",
+            time.monotonic() - t0, warm, n,
+        )  # fmt: skip
+    else:
+        log.info(
+            "detect workers ready after %.1f s: %d member(s) hold the %d partitions",
+            time.monotonic() - t0, len(got.members), partitions,
+        )  # fmt: skip
+    members = {m: list(parts) for m, parts in (got.members if got else {}).items()}
+    t = settings.topics
+    names = [c.name for c in settings.cameras]
+    if t.partitioning != "camera":
+        return {}, members
+    if t.placement == "spread":
+        placement = spread_cameras(names, members, partitions)
+    else:
+        placement = {c: camera_partition(c, partitions) for c in names}
+    log.info("cameras on partitions: %s", placement)
+    return placement, members
 
 
 def kafka_frame_sink(
@@ -254,6 +327,7 @@ def kafka_frame_sink(
     *,
     metrics: Any = None,
     stop: threading.Event | None = None,
+    placement: dict[str, int] | None = None,
 ) -> tuple[Any, Callable[[Frame], None]]:
     """A frame producer and the function that publishes one frame to the frames topic.
 
@@ -266,7 +340,9 @@ def kafka_frame_sink(
     from sauron.bus.producer import FrameProducer
 
     blocking = {c.name for c in settings.cameras if not c.realtime}
-    producer = FrameProducer(settings, partitions, metrics=metrics, blocking=blocking, stop=stop)
+    producer = FrameProducer(
+        settings, partitions, metrics=metrics, blocking=blocking, stop=stop, placement=placement
+    )
     return producer, producer
 
 

@@ -184,3 +184,24 @@ def test_property_each_frame_once_and_sorted(
     assert accepted + writer.duplicates == len(arrivals)
     if window >= 40:
         assert frames == list(range(40))
+
+
+def test_a_skipped_frame_lets_the_next_ones_out_and_counts(tmp_path: Path) -> None:
+    """A frame dropped on purpose (stale) is never waited for: the frames after it are
+    written at once, and it counts as accounted for."""
+    path = tmp_path / "results.jsonl"
+    writer = ResultsWriter(path, reorder_window=10)
+    writer.add(result("a", 0))
+    writer.add(result("a", 2))
+    assert writer.written["a"] == 1  # frame 2 waits for frame 1
+    writer.skip("a", 1)
+    assert writer.written["a"] == 2
+    assert writer.skipped["a"] == 1
+    assert writer.count("a") == 3
+    writer.skip("a", 1)  # told twice: counted once
+    writer.skip("a", 3)
+    assert writer.add(result("a", 3)) is False  # a skipped frame that turns up anyway
+    writer.add(result("a", 4))
+    writer.close()
+    assert order(read(path), "a") == [0, 2, 4]
+    assert writer.skipped["a"] == 2

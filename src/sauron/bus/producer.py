@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, KafkaException, Message
@@ -44,9 +44,10 @@ class FrameProducer:
     While the brokers are unreachable frames wait in the producer's queue, at most
     ``bus.producer_buffer_mb`` MiB. When it is full, a frame of a camera in ``blocking``
     (files read as fast as possible) waits for room; a frame of any other (live) camera is
-    dropped (``buffer_full``). A frame not acknowledged within ``bus.delivery_timeout_s`` is
-    dropped (``delivery_timeout``). Every drop is counted in ``stats`` and the metrics.
-    Callable from several camera threads at once.
+    dropped (``buffer_full``). ``placement`` pins cameras to partitions (camera
+    partitioning, see :func:`sauron.bus.ready.spread_cameras`). A frame not acknowledged
+    within ``bus.delivery_timeout_s`` is dropped (``delivery_timeout``). Every drop is
+    counted in ``stats`` and the metrics. Callable from several camera threads at once.
     """
 
     def __init__(
@@ -57,6 +58,7 @@ class FrameProducer:
         metrics: Metrics | None = None,
         blocking: Collection[str] = (),
         stop: threading.Event | None = None,
+        placement: Mapping[str, int] | None = None,
     ) -> None:
         bus = settings.bus
         self.producer = make_producer(
@@ -70,6 +72,8 @@ class FrameProducer:
         self.partitions = partitions
         self.mode = settings.topics.partitioning
         self.blocking = frozenset(blocking)
+        # camera -> its partition (camera partitioning); cameras not in it are hashed
+        self.placement = dict(placement or {})
         self.stop = stop or threading.Event()
         self.metrics = metrics or Metrics()
         self.stats = ProducerStats()
@@ -120,7 +124,12 @@ class FrameProducer:
         if len(value) > MAX_VALUE_BYTES:
             self._drop("too_large", frame)
             return False
-        part = frame_partition(frame.camera, frame.number, self.partitions, self.mode)
+        placed = self.placement.get(frame.camera) if self.mode == "camera" else None
+        part = (
+            placed
+            if placed is not None
+            else frame_partition(frame.camera, frame.number, self.partitions, self.mode)
+        )
         block = frame.camera in self.blocking
         while True:
             try:

@@ -234,6 +234,12 @@ class StageWorker:
         self._lag_at = 0.0
         self._lag_labels: set[tuple[str, str]] = set()
         self.on_stop: list[Callable[[], None]] = []
+        # Set once the group has given this member its first assignment (an empty one
+        # too: a member beyond the partition count is a ready standby); ``on_ready``
+        # callables run then, in the consuming thread.
+        self.ready = threading.Event()
+        self.on_ready: list[Callable[[], None]] = []
+        self.partitions: set[tuple[str, int]] = set()
 
     # ---- counting
 
@@ -412,13 +418,15 @@ class StageWorker:
             except KafkaException as exc:
                 log.debug("%s: commit on revoke: %s", self.name, exc)
             tracker.forget(parts)
-            self._forget_lag(parts)
+            self._on_unassign(parts)
 
         def on_lost(_c: Consumer, parts: list[TopicPartition]) -> None:
             tracker.forget(parts)
-            self._forget_lag(parts)
+            self._on_unassign(parts)
 
-        consumer.subscribe([self.topic], on_revoke=on_revoke, on_lost=on_lost)
+        consumer.subscribe(
+            [self.topic], on_assign=self._on_assign, on_revoke=on_revoke, on_lost=on_lost
+        )
         try:
             while not self.stop_event.is_set():
                 for msg in consume_ready(consumer, self.batch_size):
@@ -447,8 +455,9 @@ class StageWorker:
         producer.init_transactions(max(30.0, self.bus.connect_timeout_s))
         consumer.subscribe(
             [self.topic],
-            on_revoke=lambda _c, p: self._forget_lag(p),
-            on_lost=lambda _c, p: self._forget_lag(p),
+            on_assign=self._on_assign,
+            on_revoke=lambda _c, p: self._on_unassign(p),
+            on_lost=lambda _c, p: self._on_unassign(p),
         )
         try:
             while not self.stop_event.is_set():
@@ -605,6 +614,25 @@ class StageWorker:
         self.metrics.assigned.labels(self.name).set(len(positions))
         self.metrics.buffered.labels(self.name).set(len(producer))
         self.health.beat(assigned=len(positions), lag=lag_total, group=self.group)
+
+    def _on_assign(self, _c: Consumer, parts: list[TopicPartition]) -> None:
+        """Incremental (cooperative-sticky) assignment: note it, and report readiness."""
+        self.partitions.update((tp.topic, tp.partition) for tp in parts)
+        log.info(
+            "%s: assigned %s; holding %d partition(s)",
+            self.name,
+            [tp.partition for tp in parts] or "nothing new",
+            len(self.partitions),
+        )
+        if not self.ready.is_set():
+            self.ready.set()
+            self.health.beat(assigned=len(self.partitions), group=self.group)
+            for fn in self.on_ready:
+                fn()
+
+    def _on_unassign(self, parts: list[TopicPartition]) -> None:
+        self.partitions.difference_update((tp.topic, tp.partition) for tp in parts)
+        self._forget_lag(parts)
 
     def _forget_lag(self, parts: list[TopicPartition]) -> None:
         for tp in parts:

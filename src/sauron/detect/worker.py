@@ -9,6 +9,9 @@ is empty, not a JPEG, truncated, too large in bytes or in pixels, or from a came
 is not a valid name is refused with a :class:`FrameRejected` and lands in the dead-letter
 topic with that reason. With ``detect.max_frame_age_s`` set, frames older than that are
 dropped and counted instead of detected, so a worker that fell behind catches up.
+
+A worker is ready before it joins the group: its models are loaded and have run once on
+a dummy frame (:func:`warm_up`), so the first real frame pays no start-up cost.
 """
 
 from __future__ import annotations
@@ -19,11 +22,15 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import dlib
+import numpy as np
+
 from sauron import SauronError, codec
 from sauron.bus.client import MAX_MESSAGE_BYTES
 from sauron.bus.topics import Topics, frame_partition
 from sauron.bus.worker import Output, Skip, StageWorker
 from sauron.config import Settings, check_name
+from sauron.detect.models import FaceModel
 from sauron.detect.stage import DetectStage
 from sauron.metrics import Metrics
 from sauron.types import Detections, Frame
@@ -97,10 +104,16 @@ def check_frame(frame: Frame, max_pixels: int) -> None:
 
 
 def detect_handler(
-    settings: Settings, stage: DetectStage, partitions: int, matcher: Matcher | None = None
+    settings: Settings,
+    stage: DetectStage,
+    partitions: int,
+    matcher: Matcher | None = None,
+    on_stale: Callable[[Frame], None] | None = None,
 ) -> Any:
     """Frames in, detections out; with a ``matcher`` (``match.in_detect``), named faces
-    out: the annotated result and the sightings, as a match worker would write them."""
+    out: the annotated result and the sightings, as a match worker would write them.
+    ``on_stale`` is told of every frame dropped for its age (``sauron run`` counts them
+    per camera)."""
     topics = Topics.from_config(settings.topics)
     mode = settings.topics.partitioning
     max_age = settings.detect.max_frame_age_s
@@ -110,6 +123,8 @@ def detect_handler(
         frame = codec.decode_frame(value)
         check_frame(frame, max_pixels)
         if max_age is not None and time.time() - frame.captured_at > max_age:
+            if on_stale is not None:
+                on_stale(frame)
             raise Skip("stale", f"frame older than {max_age} s")
         det, timings = stage.process(frame)
         if matcher is not None:
@@ -127,6 +142,26 @@ def detect_handler(
     return handle
 
 
+def warm_up(stage: DetectStage) -> float:
+    """Run the stage's models once on a dummy frame (loading is lazy in places and a
+    first inference is slow); the seconds it took. The stage's tracking state is not
+    touched."""
+    t0 = time.perf_counter()
+    rgb = np.full((360, 640, 3), 127, np.uint8)
+    detector = stage.detector
+    if isinstance(detector, FaceModel):
+        detector.locate(rgb)
+        # a made-up face: eye corners and nose tip in dlib's 5-point order
+        pts = [(350, 160), (330, 160), (290, 160), (310, 160), (320, 200)]
+        shape = dlib.full_object_detection(
+            dlib.rectangle(270, 110, 370, 230), [dlib.point(x, y) for x, y in pts]
+        )
+        detector.embed(rgb, [shape])
+    else:
+        detector.detect(rgb)
+    return time.perf_counter() - t0
+
+
 def detect_stage_worker(
     settings: Settings,
     stage: DetectStage,
@@ -135,6 +170,7 @@ def detect_stage_worker(
     group: str | None = None,
     metrics: Metrics | None = None,
     matcher: Matcher | None = None,
+    on_stale: Callable[[Frame], None] | None = None,
 ) -> StageWorker:
     """The detect stage on the frames topic (``partitions``: the detections topic's); with
     a ``matcher`` it names the faces too (``sauron.match.worker.build_detect_worker``)."""
@@ -144,7 +180,7 @@ def detect_stage_worker(
         topic=topics.frames,
         name="detect",
         group=group or settings.topics.name("detect"),
-        handler=detect_handler(settings, stage, partitions, matcher),
+        handler=detect_handler(settings, stage, partitions, matcher, on_stale),
         batch_size=settings.detect.batch_size,
         metrics=metrics,
     )

@@ -18,8 +18,11 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
+import queue
 import signal
 import threading
+import time
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -33,7 +36,7 @@ from sauron.bus.topics import Topics, camera_partition
 from sauron.bus.worker import Output, StageWorker
 from sauron.config import Settings
 from sauron.detect.stage import worker_stage
-from sauron.detect.worker import Matcher, check_frame, detect_stage_worker
+from sauron.detect.worker import Matcher, check_frame, detect_stage_worker, warm_up
 from sauron.logs import setup_logging
 from sauron.match.stage import MatchStage
 from sauron.match.watchlist import Watchlist
@@ -169,12 +172,18 @@ def run_match_worker(
 
 
 def build_detect_worker(
-    settings: Settings, *, group: str | None = None, metrics: Metrics | None = None
+    settings: Settings,
+    *,
+    group: str | None = None,
+    metrics: Metrics | None = None,
+    on_stale: Callable[[codec.Frame], None] | None = None,
 ) -> StageWorker:
-    """A detect worker; with ``match.in_detect`` (the default) it names the faces too."""
+    """A detect worker; with ``match.in_detect`` (the default) it names the faces too.
+    Its models are loaded and warmed before it joins the group."""
     counts = ensure_topics(settings)
     topics = Topics.from_config(settings.topics)
     stage = worker_stage(settings)
+    log.info("detect: models loaded and warmed in %.2f s", warm_up(stage))
     matcher: Matcher | None = None
     tail: TopicTail | None = None
     if settings.match.in_detect:
@@ -182,7 +191,13 @@ def build_detect_worker(
         match = MatchStage(settings.match, watchlist)
         matcher = partial(match_outputs, topics, match, counts[topics.annotated])
     worker = detect_stage_worker(
-        settings, stage, counts[topics.detections], group=group, metrics=metrics, matcher=matcher
+        settings,
+        stage,
+        counts[topics.detections],
+        group=group,
+        metrics=metrics,
+        matcher=matcher,
+        on_stale=on_stale,
     )
     if tail is not None:
         worker.on_stop.append(tail.stop)
@@ -195,16 +210,27 @@ def run_detect_worker(
     group: str | None = None,
     metrics_port: int | None = None,
     parent: int | None = None,
+    signals: DetectSignals | None = None,
+    index: int = 0,
 ) -> None:
     """One detect worker in this process until SIGTERM/SIGINT (or ``parent`` is gone).
 
     On the signal the current batch is finished (its outputs flushed, or its transaction
     committed), offsets are committed and the group is left, then the function returns.
+    With ``signals`` (``sauron run``) the worker reports when it is ready (models warm,
+    first assignment received) and every frame it drops as stale.
     """
     metrics = Metrics()
     port = settings.metrics.port if metrics_port is None else metrics_port
     server = serve(metrics, port, settings.metrics.host)
-    worker = build_detect_worker(settings, group=group, metrics=metrics)
+    worker = build_detect_worker(
+        settings,
+        group=group,
+        metrics=metrics,
+        on_stale=signals.report_stale if signals is not None else None,
+    )
+    if signals is not None:
+        worker.on_ready.append(signals.ready[index].set)
     stop_on_signals(worker.stop_event)
     if parent is not None:
         _watch_parent(parent, worker.stop_event)
@@ -238,8 +264,41 @@ def _watch_parent(parent: int, event: threading.Event) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
+class DetectSignals:
+    """What spawned detect workers tell the process that started them: one ``ready``
+    event each, and a queue of (camera, frame number) of the frames dropped as stale."""
+
+    def __init__(self, n: int) -> None:
+        ctx = mp.get_context("spawn")
+        self.ready = [ctx.Event() for _ in range(n)]
+        self.stale: Any = ctx.Queue()
+
+    def report_stale(self, frame: codec.Frame) -> None:
+        self.stale.put((frame.camera, frame.number))
+
+    def wait_ready(self, timeout: float) -> int:
+        """Wait up to ``timeout`` s for every worker; how many are ready."""
+        deadline = time.monotonic() + timeout
+        for ev in self.ready:
+            ev.wait(max(0.0, deadline - time.monotonic()))
+        return sum(ev.is_set() for ev in self.ready)
+
+    def drain_stale(self) -> list[tuple[str, int]]:
+        out: list[tuple[str, int]] = []
+        while True:
+            try:
+                out.append(self.stale.get_nowait())
+            except queue.Empty:
+                return out
+
+
 def _process_main(
-    settings_json: str, group: str | None, metrics_port: int | None, parent: int
+    settings_json: str,
+    group: str | None,
+    metrics_port: int | None,
+    parent: int,
+    signals: DetectSignals | None,
+    index: int,
 ) -> None:
     setup_logging()
     run_detect_worker(
@@ -247,15 +306,23 @@ def _process_main(
         group=group,
         metrics_port=metrics_port,
         parent=parent,
+        signals=signals,
+        index=index,
     )
 
 
 def spawn_detect_workers(
-    settings: Settings, n: int, *, group: str | None = None, metrics_base: int = 0
+    settings: Settings,
+    n: int,
+    *,
+    group: str | None = None,
+    metrics_base: int = 0,
+    signals: DetectSignals | None = None,
 ) -> list[Any]:
     """Start ``n`` detect worker processes (one core each); returns the processes.
 
     With ``metrics_base`` > 0, process i serves its metrics on port ``metrics_base + i``.
+    ``signals`` (made for ``n`` workers) carries their readiness and stale drops back.
     """
     ctx = mp.get_context("spawn")
     procs = [
@@ -266,6 +333,8 @@ def spawn_detect_workers(
                 group,
                 metrics_base + i if metrics_base else 0,
                 os.getpid(),
+                signals,
+                i,
             ),
             name=f"sauron-detect-{i}",
             daemon=True,

@@ -27,11 +27,12 @@ class ResultsWriter:
         self.reorder_window = reorder_window
         self._lock = threading.Lock()
         self._next: dict[str, int] = {}
-        self._held: dict[str, dict[int, dict[str, Any]]] = {}
+        self._held: dict[str, dict[int, dict[str, Any] | None]] = {}
         self._seen: dict[str, set[int]] = {}
         self.written: Counter[str] = Counter()
         self.duplicates = 0
         self.named: Counter[str] = Counter()
+        self.skipped: Counter[str] = Counter()
 
     def add(self, result: Result) -> bool:
         """Queue one result; False if that frame was already seen (a duplicate)."""
@@ -46,6 +47,18 @@ class ResultsWriter:
             held[num] = result.to_json()
             self._drain(cam, limit=self.reorder_window)
             return True
+
+    def skip(self, camera: str, number: int) -> None:
+        """A frame that will never come (dropped on purpose, e.g. stale): the frames after
+        it are written without waiting for it, and it counts in :meth:`count`."""
+        with self._lock:
+            seen = self._seen.setdefault(camera, set())
+            if number in seen or number < self._next.get(camera, 0):
+                return
+            seen.add(number)
+            self.skipped[camera] += 1
+            self._held.setdefault(camera, {})[number] = None
+            self._drain(camera, limit=self.reorder_window)
 
     def _drain(self, cam: str, *, limit: int) -> None:
         """Emit the camera's frames in order; skip a gap once more than ``limit`` wait."""
@@ -63,7 +76,9 @@ class ResultsWriter:
                     skipped - 1,
                 )
                 nxt = skipped
-            self._emit(held.pop(nxt))
+            record = held.pop(nxt)
+            if record is not None:
+                self._emit(record)
             self._seen[cam].discard(nxt)
             nxt += 1
         self._next[cam] = nxt
@@ -77,8 +92,11 @@ class ResultsWriter:
             self._fh.write(json.dumps(record, separators=(",", ":")) + "\n")
 
     def count(self, camera: str) -> int:
+        """Frames of the camera accounted for: written, waiting for an earlier one, or
+        skipped."""
         with self._lock:
-            return self.written[camera] + len(self._held.get(camera, {}))
+            written = self.written[camera] + self.skipped[camera]
+            return written + sum(r is not None for r in self._held.get(camera, {}).values())
 
     def close(self) -> None:
         with self._lock:

@@ -1,0 +1,232 @@
+"""``sauron bench startup``: ``sauron run --bus kafka`` from a cold start, as a user sees it.
+
+    sauron bench startup [--cameras 3] [--workers 1,2,3] [--seconds 30] [--fps 10]
+                         [--placement spread] [--partitioning camera] [--out DIR]
+
+Each run is the whole product command, ``sauron run --bus kafka --until-done`` with a
+watchlist, started from nothing (fresh topics and consumer group, worker processes
+spawned, models loaded) while the cameras play generated 640x360 clips in real time
+(:func:`sauron.demo.synth.demo_clips`, camera i plays clip i mod 2). The latency of every
+frame, capture to named result (``latency_ms`` of the results file), is summarised over
+all frames from each camera's first, over the first ``--first`` seconds, and after them
+(the warmed-up figure); with each camera's first-frame latency, frames in and out,
+duplicates, frames dropped, the seconds until the workers were ready and how the
+cameras were spread over the workers.
+
+It prints a table and writes ``startup.json`` into ``--out``. Without ``--bootstrap`` it
+starts (and stops) its own broker with ``scripts/kafka-broker``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from sauron.bench.measure import allowed_cores, cpu_name, percentiles
+
+log = logging.getLogger(__name__)
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        out = sorted({int(x) for x in text.split(",") if x.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected counts like 1,2,3, got {text!r}") from None
+    if not out or out[0] < 1:
+        raise argparse.ArgumentTypeError("counts must be >= 1")
+    return out
+
+
+def _words(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def camera_sources(clips: list[Any], n: int) -> list[dict[str, Any]]:
+    return [
+        {"name": f"cam{i + 1}", "source": str(clips[i % len(clips)].path), "realtime": True}
+        for i in range(n)
+    ]
+
+
+def latency_summary(records: list[dict[str, Any]], first_s: float) -> dict[str, Any]:
+    """Percentiles of ``latency_ms`` over all records, the first ``first_s`` seconds of
+    capture time and the rest, and the first frame of each camera."""
+    if not records:
+        return {"all_frames_ms": {}, "first_seconds_ms": {}, "after_first_ms": {}}
+    t0 = min(r["ts"] for r in records)
+    early = [r["latency_ms"] for r in records if r["ts"] < t0 + first_s]
+    late = [r["latency_ms"] for r in records if r["ts"] >= t0 + first_s]
+    first = {r["camera"]: r["latency_ms"] for r in records if r["frame"] == 0}
+    return {
+        "all_frames_ms": percentiles(r["latency_ms"] for r in records),
+        "first_seconds_ms": percentiles(early),
+        "after_first_ms": percentiles(late),
+        "first_frame_ms": {c: round(v, 1) for c, v in sorted(first.items())},
+    }
+
+
+def run_once(
+    bootstrap: str,
+    clips: list[Any],
+    watchlist: Path,
+    out_dir: Path,
+    *,
+    cameras: int,
+    workers: int,
+    placement: str,
+    partitioning: str,
+    first_s: float,
+) -> dict[str, Any]:
+    """One cold ``sauron run --bus kafka`` over ``cameras`` real-time cameras."""
+    from sauron.config import load_settings
+    from sauron.pipeline import RunOptions, run
+
+    prefix = f"startup-{uuid.uuid4().hex[:10]}"
+    settings = load_settings(
+        None,
+        {
+            "cameras": camera_sources(clips, cameras),
+            "bus": {"type": "kafka", "bootstrap_servers": bootstrap},
+            "topics": {"prefix": prefix, "placement": placement, "partitioning": partitioning},
+            "match": {"watchlist": str(watchlist)},
+        },
+    )
+    results = out_dir / f"{prefix}.jsonl"
+    log.info("startup run: %d camera(s), %d worker(s), %s", cameras, workers, placement)
+    summary = run(settings, RunOptions(processes=workers, until_done=True, results=results))
+    records = [json.loads(line) for line in results.read_text().splitlines() if line]
+    results.unlink()
+    seen = Counter((r["camera"], r["frame"]) for r in records)
+    per_member = [
+        sorted(c for c, p in summary.placement.items() if p in parts)
+        for parts in summary.members.values()
+    ]
+    return {
+        "cameras": cameras,
+        "workers": workers,
+        "placement": placement if partitioning == "camera" else "-",
+        "partitioning": partitioning,
+        "frames_in": sum(summary.frames_in.values()),
+        "frames_out": len(seen),
+        "repeated": sum(n - 1 for n in seen.values()),
+        "dropped": summary.dropped,
+        "dropped_stale": summary.dropped_stale,
+        "ready_s": round(summary.ready_s or 0.0, 2),
+        "seconds": round(summary.seconds, 1),
+        "camera_partitions": summary.placement,
+        "cameras_per_worker": per_member,
+        **latency_summary(records, first_s),
+    }
+
+
+def table(runs: list[dict[str, Any]]) -> str:
+    head = (
+        "| cameras | workers | partitioning | frames in / out | all frames p50 / p99 / max "
+        "| first s p50 / p99 | after p50 / p99 | first frame (max) | cameras per worker "
+        "| ready s |"
+    )
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in runs:
+        a, f, w = r["all_frames_ms"], r["first_seconds_ms"], r["after_first_ms"]
+        spread = " + ".join(str(len(c)) for c in r["cameras_per_worker"]) or "-"
+        mode = r["partitioning"] + (f", {r['placement']}" if r["partitioning"] == "camera" else "")
+        lines.append(
+            f"| {r['cameras']} | {r['workers']} | {mode} | {r['frames_in']} / {r['frames_out']} "
+            f"| {a.get('p50')} / {a.get('p99')} / {a.get('max')} | {f.get('p50')} / "
+            f"{f.get('p99')} | {w.get('p50')} / {w.get('p99')} "
+            f"| {max(r['first_frame_ms'].values(), default=None)} | {spread} | {r['ready_s']} |"
+        )
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="sauron bench startup",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--cameras", type=_ints, default=[3], help="camera counts, e.g. 1,3,6")
+    p.add_argument("--workers", type=_ints, default=[1, 2, 3], help="detect worker counts")
+    p.add_argument("--seconds", type=float, default=30.0, help="length of each camera's clip")
+    p.add_argument("--fps", type=float, default=10.0, help="frame rate of the cameras")
+    p.add_argument("--first", type=float, default=3.0, help="seconds reported apart")
+    p.add_argument("--placement", type=_words, default=["spread"], help="spread,hash")
+    p.add_argument("--partitioning", type=_words, default=["camera"], help="camera,frame")
+    p.add_argument("--bootstrap", help="use this Kafka broker instead of starting one")
+    p.add_argument("--out", type=Path, default=Path("sauron-bench"), help="folder of the JSON")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from sauron.demo.samples import sample_photos
+    from sauron.demo.synth import demo_clips
+
+    args = build_parser().parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    load_before = [round(x, 2) for x in os.getloadavg()]
+    with tempfile.TemporaryDirectory(prefix="sauron-startup-") as tmp:
+        work = Path(tmp)
+        clips = demo_clips(work / "clips", frames=round(args.seconds * args.fps), fps=args.fps)
+        watchlist = work / "watchlist"
+        (watchlist / "obama").mkdir(parents=True)
+        shutil.copyfile(sample_photos()["obama.jpg"], watchlist / "obama" / "obama.jpg")
+        broker = None
+        bootstrap = args.bootstrap
+        if bootstrap is None:
+            from sauron.bench.broker import LocalBroker
+
+            broker = LocalBroker().start()
+            bootstrap = broker.bootstrap
+        runs = []
+        try:
+            plan = itertools.product(args.cameras, args.workers, args.partitioning, args.placement)
+            for cams, workers, mode, place in plan:
+                if mode == "frame" and place != args.placement[0]:
+                    continue  # placement means nothing with frame partitioning
+                runs.append(
+                    run_once(
+                        bootstrap,
+                        clips,
+                        watchlist,
+                        work,
+                        cameras=cams,
+                        workers=workers,
+                        placement=place,
+                        partitioning=mode,
+                        first_s=args.first,
+                    )
+                )
+        finally:
+            if broker is not None:
+                broker.stop()
+    doc = {
+        "version": 1,
+        "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "machine": {
+            "cpu": cpu_name(),
+            "cores": len(allowed_cores()),
+            "load_avg_before": load_before,
+            "load_avg_after": [round(x, 2) for x in os.getloadavg()],
+        },
+        "seconds": round(time.monotonic() - t0, 1),
+        "runs": runs,
+    }
+    (args.out / "startup.json").write_text(json.dumps(doc, indent=2) + "\n")
+    print(table(runs))
+    print(f"wrote {args.out / 'startup.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
