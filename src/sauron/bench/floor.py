@@ -52,8 +52,10 @@ def run_floor(
     tracking: bool,
     frames_per_camera: int,
     warmup: int = 5,
+    detect_options: dict[str, object] | None = None,
 ) -> FloorRun:
-    detect = DetectStage(DetectConfig.model_validate({"embedder": embedder}), tracking=tracking)
+    options = {"embedder": embedder, **(detect_options or {})}
+    detect = DetectStage(DetectConfig.model_validate(options), tracking=tracking)
     match = MatchStage(MatchConfig.model_validate({"draw": False}), Watchlist(people))
     for ci, n in _frames(cameras, 0, warmup):
         frame = Frame(cameras[ci], n, time.time(), workload.jpeg(ci, n))

@@ -84,6 +84,7 @@ class Bench:
         self.bootstrap: str | None = args.bootstrap
         self.workload: Workload | None = None
         self.embedded_cap: dict[int, float] = {}
+        self.baseline: RunResult | None = None
 
     # ---- pieces -----------------------------------------------------------------------
 
@@ -151,6 +152,12 @@ class Bench:
         self._record(per.result)
         self.floor_track, self.floor_per = track, per
         self.out["tracking"] = {self.embedder: self._tracking_entry(track, per)}
+        if a.baseline_frames > 0:
+            from sauron.bench.realistic import run_baseline
+
+            self.baseline = self._record(
+                run_baseline(self.workload, self.cameras, people, a.baseline_frames)
+            )
         if a.dlib and self.embedder != "dlib":
             dlib_people = watchlist_people("dlib")
             dt = run_floor(
@@ -270,7 +277,12 @@ class Bench:
         a = self.args
         t0 = time.monotonic()
         self.out["machine"] = _machine()
-        self.workload = make_workload(clips=a.clips, frames=a.clip_frames)
+        if a.workload == "light":
+            self.workload = make_workload(clips=a.clips, frames=a.clip_frames)
+        else:
+            from sauron.bench.realistic import make_realistic_workload
+
+            self.workload = make_realistic_workload(cameras=a.clips, frames=a.clip_frames)
         self.people = watchlist_people(self.embedder)
         self.floor()
         broker = None
@@ -489,8 +501,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--dlib-frames", type=int, default=15, help="floor frames per camera with dlib's embedder"
     )
-    p.add_argument("--clips", type=int, default=4, help="distinct generated clips")
-    p.add_argument("--clip-frames", type=int, default=60, help="frames of each clip")
+    p.add_argument(
+        "--workload",
+        choices=["realistic", "light"],
+        default="realistic",
+        help="realistic: faces over real footage (see sauron.bench.realistic); light: the "
+        "generated scene of sauron.bench.workload",
+    )
+    p.add_argument(
+        "--clips", type=int, default=None, help="distinct clips (default: 3 realistic, 4 light)"
+    )
+    p.add_argument(
+        "--clip-frames",
+        type=int,
+        default=None,
+        help="frames of each clip (default: 300 realistic, 60 light)",
+    )
+    p.add_argument(
+        "--baseline-frames",
+        type=int,
+        default=20,
+        help="frames per camera of the bare face_recognition-style loop (HOG upsample 1, "
+        "dlib embedding of every face, one core); 0 = skip it",
+    )
     p.add_argument(
         "--min-frames", type=int, default=20, help="least frames per camera of a throughput run"
     )
@@ -534,6 +567,7 @@ def _quick(args: argparse.Namespace) -> None:
     args.workers = [1]
     args.cameras = 2
     args.clips, args.clip_frames = 2, 12
+    args.baseline_frames = 2
     args.seconds, args.paced_seconds, args.warmup = 1.0, 3.0, 1.0
     args.floor_frames, args.dlib_frames, args.min_frames = 8, 3, 8
     args.per_frame = False
@@ -546,6 +580,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         _quick(args)
+    realistic = args.workload == "realistic"
+    args.clips = args.clips or (3 if realistic else 4)
+    args.clip_frames = args.clip_frames or (300 if realistic else 60)
     if not 0 < args.load <= 3 or args.cameras < 1 or args.seconds <= 0:
         parser.error("--load must be in (0, 3], --cameras >= 1, --seconds > 0")
     from sauron.bench.report import render
