@@ -497,7 +497,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.5,
         help="detect.max_frame_age_s of the overloaded Kafka run (0 = skip it)",
     )
-    p.add_argument("--floor-frames", type=int, default=60, help="floor frames per camera")
+    p.add_argument(
+        "--floor-frames",
+        type=int,
+        default=None,
+        help="floor frames per camera (default: a whole realistic clip, 60 light)",
+    )
     p.add_argument(
         "--dlib-frames", type=int, default=15, help="floor frames per camera with dlib's embedder"
     )
@@ -583,6 +588,7 @@ def main(argv: list[str] | None = None) -> int:
     realistic = args.workload == "realistic"
     args.clips = args.clips or (3 if realistic else 4)
     args.clip_frames = args.clip_frames or (300 if realistic else 60)
+    args.floor_frames = args.floor_frames or (args.clip_frames - 5 if realistic else 60)
     if not 0 < args.load <= 3 or args.cameras < 1 or args.seconds <= 0:
         parser.error("--load must be in (0, 3], --cameras >= 1, --seconds > 0")
     from sauron.bench.report import render

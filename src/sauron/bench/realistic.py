@@ -133,12 +133,16 @@ def _walkers(camera: int, frames: int, width: int) -> list[Walker]:
     cast = _cast()
     busy: list[tuple[str, int, int]] = []
     segments: list[tuple[int, int, int]] = []  # (lane, enter, exit)
+    def span(lo: int, hi: int) -> int:  # in frames of a 300-frame clip, scaled to this one
+        a = round(lo * frames / 300)
+        return int(rng.integers(a, max(a + 1, round(hi * frames / 300))))
+
     for lane in range(len(LANES)):
-        t = int(rng.integers(0, 40))
-        while t < frames - 20:
-            length = int(rng.integers(50, 150))
+        t = span(0, 40)
+        while t < frames - round(frames / 15):
+            length = max(2, span(50, 150))
             segments.append((lane, t, min(frames, t + length)))
-            t += length + int(rng.integers(5, 40))
+            t += length + span(5, 40)
     segments.sort(key=lambda s: s[1])
     walkers = []
     for lane, enter, exit_ in segments:

@@ -65,11 +65,13 @@ def detection_figures(bench: Bench) -> dict[str, Any]:
     embedded = {r.workers: r.fps for r in bench.runs if r.name == "embedded"}
     kafka = {r.workers: r.fps for r in bench.runs if r.name == "kafka"}
     best = kafka or embedded
-    w = max(best) if best else 1
-    out["fps_per_core"] = round(best[w] / w, 2) if best else bench.floor_track.result.fps
-    out["fps_per_core_from"] = (
-        f"{'kafka' if kafka else 'embedded'} {w} workers" if best else "floor"
-    )
+    if best:  # the best rate per worker process (each one a core) of the pipeline runs
+        w = max(best, key=lambda k: best[k] / k)
+        out["fps_per_core"] = round(best[w] / w, 2)
+        out["fps_per_core_from"] = f"{'kafka' if kafka else 'embedded'}, {w} worker(s)"
+    else:
+        out["fps_per_core"] = bench.floor_track.result.fps
+        out["fps_per_core_from"] = "floor"
     if bench.baseline is not None:
         base = bench.baseline
         out["baseline"] = {"fps": base.fps, **_truth_figures(base.extra["accuracy"])}
