@@ -128,7 +128,7 @@ class _Score:
 
     def __init__(self) -> None:
         self.faces = self.found = self.watched = self.watched_named = 0
-        self.strangers_named = self.false_faces = 0
+        self.strangers_named = self.false_faces = self.watched_faces = 0
 
     def add(
         self,
@@ -137,6 +137,7 @@ class _Score:
         names: tuple[str | None, ...],
     ) -> None:
         self.faces += len(truth)
+        self.watched_faces += sum(person == WATCHED for person, _ in truth)
         matched: set[int] = set()
         if truth and len(xyxy):
             iou = iou_matrix(np.array([b for _, b in truth]), xyxy)
@@ -158,6 +159,7 @@ class _Score:
             "faces": self.faces,
             "detected": self.found,
             "detected_share": round(self.found / self.faces, 4) if self.faces else 0.0,
+            "watched_faces": self.watched_faces,
             "watched_detected": self.watched,
             "watched_named": self.watched_named,
             "strangers_named": self.strangers_named,

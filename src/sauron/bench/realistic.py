@@ -133,6 +133,7 @@ def _walkers(camera: int, frames: int, width: int) -> list[Walker]:
     cast = _cast()
     busy: list[tuple[str, int, int]] = []
     segments: list[tuple[int, int, int]] = []  # (lane, enter, exit)
+
     def span(lo: int, hi: int) -> int:  # in frames of a 300-frame clip, scaled to this one
         a = round(lo * frames / 300)
         return int(rng.integers(a, max(a + 1, round(hi * frames / 300))))

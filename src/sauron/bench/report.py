@@ -49,7 +49,7 @@ def _wire(bench: Bench) -> dict[str, Any]:
 
 
 def _truth_figures(accuracy: dict[str, Any]) -> dict[str, Any]:
-    faces, watched = accuracy["faces"], accuracy["watched_detected"]
+    faces, watched = accuracy["faces"], accuracy["watched_faces"]
     return {
         "detection_recall": round(accuracy["detected"] / faces, 4) if faces else None,
         "id_recall": round(accuracy["watched_named"] / watched, 4) if watched else None,
