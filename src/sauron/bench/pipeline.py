@@ -2,11 +2,13 @@
 
     sauron bench pipeline [--workers 1,2] [--out DIR] [--bootstrap HOST:PORT] [--quick]
 
-One run, on one machine, with one generated workload (cameras of 640x360 frames with 1-3
-persistent faces, see :mod:`sauron.bench.workload`), measures:
+One run, on one machine, with one workload (``--workload realistic``, the default: faces
+walking over real footage, see :mod:`sauron.bench.realistic`; ``light``: a generated scene
+with 1-3 persistent faces, see :mod:`sauron.bench.workload`), measures:
 
 1. the floor: the frames through a bare single-process loop (decode, detect, embed,
-   match), with tracking and with per-frame embedding (and the same with dlib's embedder);
+   match), with tracking and with per-frame embedding (and the same with dlib's embedder),
+   scored against the ground truth, and the bare face_recognition-style baseline loop;
 2. throughput (frames as fast as they are taken) of the Kafka pipeline over a real broker
    and of the embedded bus, with 1..cores detect workers, and the per-frame mode (frame
    partitioning, no tracking) over Kafka;
