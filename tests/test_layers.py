@@ -32,11 +32,17 @@ STAGE_ORDER = ["bus", "ingest", "detect", "match", "store"]
 
 #: Inside the bench, lowest first: a module imports its own group and the groups before it.
 BENCH_ORDER: list[set[str]] = [
-    {"workload", "measure", "probes", "broker"},  # what is fed, what is measured, the broker
+    {
+        "workload",
+        "realistic",
+        "measure",
+        "probes",
+        "broker",
+    },  # what is fed, what is measured, the broker
     {"pipelines", "floor", "seed"},  # the systems under test
     {"runner", "pipeline"},  # one measured run; the runs of `sauron bench pipeline`
     {"report"},  # the JSON document, the table, the figure
-    {"command", "embedder", "soak", "startup", "threads"},  # the commands
+    {"command", "detectors", "embedder", "soak", "startup", "threads"},  # the commands
 ]
 
 

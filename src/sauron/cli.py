@@ -378,6 +378,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from sauron.bench.startup import main as bench_startup
 
         return bench_startup(args.rest)
+    if args.what == "detectors":
+        from sauron.bench.detectors import main as bench_detectors
+
+        return bench_detectors(args.rest)
     from sauron.bench.command import main as bench_pipeline
 
     return bench_pipeline(args.rest)
@@ -461,7 +465,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_web)
 
     p = sub.add_parser("bench", help="benchmarks (see docs/benchmarks.md)")
-    p.add_argument("what", choices=["embedder", "pipeline", "search", "startup", "threads"])
+    p.add_argument(
+        "what", choices=["detectors", "embedder", "pipeline", "search", "startup", "threads"]
+    )
     p.add_argument("rest", nargs=argparse.REMAINDER, help="options of that benchmark")
     p.set_defaults(func=cmd_bench)
     return parser

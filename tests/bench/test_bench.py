@@ -122,6 +122,10 @@ def test_quick_run_writes_consistent_json_and_a_figure(tmp_path: Path) -> None:
         "pipeline (kafka), 1 worker, vs the floor",
         "tracking vs per-frame embedding (floor)",
     }
+    assert doc["workload"]["kind"] == "realistic"
+    assert 0 < doc["detection_recall"] <= 1 and 0 <= doc["id_recall"] <= 1
+    assert doc["false_ids"] >= 0 and doc["fps_per_core"] > 0
+    assert doc["baseline"]["fps"] > 0
     assert (tmp_path / "pipeline.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -2,11 +2,13 @@
 
     sauron bench pipeline [--workers 1,2] [--out DIR] [--bootstrap HOST:PORT] [--quick]
 
-One run, on one machine, with one generated workload (cameras of 640x360 frames with 1-3
-persistent faces, see :mod:`sauron.bench.workload`), measures:
+One run, on one machine, with one workload (``--workload realistic``, the default: faces
+walking over real footage, see :mod:`sauron.bench.realistic`; ``light``: a generated scene
+with 1-3 persistent faces, see :mod:`sauron.bench.workload`), measures:
 
 1. the floor: the frames through a bare single-process loop (decode, detect, embed,
-   match), with tracking and with per-frame embedding (and the same with dlib's embedder);
+   match), with tracking and with per-frame embedding (and the same with dlib's embedder),
+   scored against the ground truth, and the bare face_recognition-style baseline loop;
 2. throughput (frames as fast as they are taken) of the Kafka pipeline over a real broker
    and of the embedded bus, with 1..cores detect workers, and the per-frame mode (frame
    partitioning, no tracking) over Kafka;
@@ -115,12 +117,38 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.5,
         help="detect.max_frame_age_s of the overloaded Kafka run (0 = skip it)",
     )
-    p.add_argument("--floor-frames", type=int, default=60, help="floor frames per camera")
+    p.add_argument(
+        "--floor-frames",
+        type=int,
+        default=None,
+        help="floor frames per camera (default: a whole realistic clip, 60 light)",
+    )
     p.add_argument(
         "--dlib-frames", type=int, default=15, help="floor frames per camera with dlib's embedder"
     )
-    p.add_argument("--clips", type=int, default=4, help="distinct generated clips")
-    p.add_argument("--clip-frames", type=int, default=60, help="frames of each clip")
+    p.add_argument(
+        "--workload",
+        choices=["realistic", "light"],
+        default="realistic",
+        help="realistic: faces over real footage (see sauron.bench.realistic); light: the "
+        "generated scene of sauron.bench.workload",
+    )
+    p.add_argument(
+        "--clips", type=int, default=None, help="distinct clips (default: 3 realistic, 4 light)"
+    )
+    p.add_argument(
+        "--clip-frames",
+        type=int,
+        default=None,
+        help="frames of each clip (default: 300 realistic, 60 light)",
+    )
+    p.add_argument(
+        "--baseline-frames",
+        type=int,
+        default=20,
+        help="frames per camera of the bare face_recognition-style loop (HOG upsample 1, "
+        "dlib embedding of every face, one core); 0 = skip it",
+    )
     p.add_argument(
         "--min-frames", type=int, default=20, help="least frames per camera of a throughput run"
     )
@@ -164,6 +192,7 @@ def _quick(args: argparse.Namespace) -> None:
     args.workers = [1]
     args.cameras = 2
     args.clips, args.clip_frames = 2, 12
+    args.baseline_frames = 2
     args.seconds, args.paced_seconds, args.warmup = 1.0, 3.0, 1.0
     args.floor_frames, args.dlib_frames, args.min_frames = 8, 3, 8
     args.per_frame = False
@@ -176,6 +205,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         _quick(args)
+    realistic = args.workload == "realistic"
+    args.clips = args.clips or (3 if realistic else 4)
+    args.clip_frames = args.clip_frames or (300 if realistic else 60)
+    args.floor_frames = args.floor_frames or (args.clip_frames - 5 if realistic else 60)
     if not 0 < args.load <= 3 or args.cameras < 1 or args.seconds <= 0:
         parser.error("--load must be in (0, 3], --cameras >= 1, --seconds > 0")
     bench = Bench(args)

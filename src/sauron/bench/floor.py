@@ -52,8 +52,10 @@ def run_floor(
     tracking: bool,
     frames_per_camera: int,
     warmup: int = 5,
+    detect_options: dict[str, object] | None = None,
 ) -> FloorRun:
-    detect = DetectStage(DetectConfig.model_validate({"embedder": embedder}), tracking=tracking)
+    options = {"embedder": embedder, **(detect_options or {})}
+    detect = DetectStage(DetectConfig.model_validate(options), tracking=tracking)
     match = MatchStage(MatchConfig.model_validate({"draw": False}), Watchlist(people))
     for ci, n in _frames(cameras, 0, warmup):
         frame = Frame(cameras[ci], n, time.time(), workload.jpeg(ci, n))
@@ -126,7 +128,7 @@ class _Score:
 
     def __init__(self) -> None:
         self.faces = self.found = self.watched = self.watched_named = 0
-        self.strangers_named = self.false_faces = 0
+        self.strangers_named = self.false_faces = self.watched_faces = 0
 
     def add(
         self,
@@ -135,6 +137,7 @@ class _Score:
         names: tuple[str | None, ...],
     ) -> None:
         self.faces += len(truth)
+        self.watched_faces += sum(person == WATCHED for person, _ in truth)
         matched: set[int] = set()
         if truth and len(xyxy):
             iou = iou_matrix(np.array([b for _, b in truth]), xyxy)
@@ -156,6 +159,7 @@ class _Score:
             "faces": self.faces,
             "detected": self.found,
             "detected_share": round(self.found / self.faces, 4) if self.faces else 0.0,
+            "watched_faces": self.watched_faces,
             "watched_detected": self.watched,
             "watched_named": self.watched_named,
             "strangers_named": self.strangers_named,
@@ -181,3 +185,25 @@ def agreement(
         "names": round(same / len(common), 4),
         "watched": round(watched / len(common), 4),
     }
+
+
+def run_baseline(
+    work: Workload, cameras: list[str], people: list[Person], frames_per_camera: int
+) -> RunResult:
+    """The bare one-core face_recognition-style loop on the same frames: HOG with one
+    upsampling, dlib's own embedder on every face of every frame, no tracking."""
+    from sauron.bench.workload import watchlist_people
+
+    del people  # the baseline matches with dlib's embeddings of the enrolled photo
+    run = run_floor(
+        work,
+        cameras,
+        watchlist_people("dlib"),
+        embedder="dlib",
+        tracking=False,
+        frames_per_camera=frames_per_camera,
+        warmup=1,
+        detect_options={"upsample": 1},
+    )
+    run.result.name = "baseline"
+    return run.result

@@ -66,6 +66,7 @@ class Bench:
         self.bootstrap: str | None = args.bootstrap
         self.workload: Workload | None = None
         self.embedded_cap: dict[int, float] = {}
+        self.baseline: RunResult | None = None
 
     # ---- pieces -----------------------------------------------------------------------
 
@@ -134,6 +135,13 @@ class Bench:
         track, per = self._floor_pair(self.people, self.embedder, a.floor_frames, "floor")
         self.floor_track, self.floor_per = track, per
         self.out["tracking"] = {self.embedder: self._tracking_entry(track, per)}
+        if a.baseline_frames > 0:
+            from sauron.bench.floor import run_baseline
+
+            assert self.workload is not None
+            self.baseline = self._record(
+                run_baseline(self.workload, self.cameras, self.people, a.baseline_frames)
+            )
         if a.dlib and self.embedder != "dlib":
             dt, dp = self._floor_pair(watchlist_people("dlib"), "dlib", a.dlib_frames, "floor-dlib")
             self.out["tracking"]["dlib"] = self._tracking_entry(dt, dp)
@@ -241,7 +249,12 @@ class Bench:
         a = self.args
         t0 = time.monotonic()
         self.out["machine"] = _machine()
-        self.workload = make_workload(clips=a.clips, frames=a.clip_frames)
+        if a.workload == "light":
+            self.workload = make_workload(clips=a.clips, frames=a.clip_frames)
+        else:
+            from sauron.bench.realistic import make_realistic_workload
+
+            self.workload = make_realistic_workload(cameras=a.clips, frames=a.clip_frames)
         self.people = watchlist_people(self.embedder)
         self.floor()
         broker = None

@@ -170,6 +170,28 @@ def _clip_box(b: Box, other: Box) -> Box:
     return (max(b[0], other[0]), max(b[1], other[1]), min(b[2], other[2]), min(b[3], other[3]))
 
 
+def paste_walkers(
+    frame: np.ndarray, walkers: Sequence[Walker], f: int, *, keep: float = 0.5
+) -> list[tuple[str, Box]]:
+    """Paste the walkers visible in frame ``f`` into a float32 frame, in order, and return
+    the truth: (person, face box) of each face with at least ``keep`` of it inside the
+    frame and at most ``1 - keep`` hidden by a later card."""
+    height, width = frame.shape[:2]
+    drawn: list[tuple[str, Box, Box]] = []  # (person, face box, card rect)
+    for w in walkers:
+        placed = _place(w, f, width, height)
+        if placed is not None:
+            ox, oy, k, face = placed
+            drawn.append((w.person, face, _paste(frame, w.photo, ox, oy, k)))
+    row: list[tuple[str, Box]] = []
+    for i, (person, face, _) in enumerate(drawn):
+        hidden = max((_area(_clip_box(face, c)) for _, _, c in drawn[i + 1 :]), default=0)
+        inside = _clip_box(face, (0, 0, width, height))
+        if _area(inside) >= keep * _area(face) and hidden <= (1 - keep) * _area(face):
+            row.append((person, inside))
+    return row
+
+
 def _open_writer(path: Path, fps: float, width: int, height: int) -> tuple[Any, Any]:
     out = av.open(str(path), "w")
     codec, options = "libx264", {"crf": "18", "preset": "veryfast"}
@@ -214,19 +236,7 @@ def render_clip(
     try:
         for f in range(frames):
             frame = background.copy()
-            drawn: list[tuple[str, Box, Box]] = []  # (person, face box, card rect)
-            for w in walkers:
-                placed = _place(w, f, width, height)
-                if placed is not None:
-                    ox, oy, k, face = placed
-                    drawn.append((w.person, face, _paste(frame, w.photo, ox, oy, k)))
-            row: list[tuple[str, Box]] = []
-            for i, (person, face, _) in enumerate(drawn):
-                hidden = max((_area(_clip_box(face, c)) for _, _, c in drawn[i + 1 :]), default=0)
-                visible = _area(_clip_box(face, (0, 0, width, height)))
-                if visible * 2 >= _area(face) and hidden * 2 <= _area(face):
-                    row.append((person, _clip_box(face, (0, 0, width, height))))
-            people.append(row)
+            people.append(paste_walkers(frame, walkers, f))
             if noise > 0:
                 frame += noise_rng.standard_normal(frame.shape, dtype=np.float32) * noise
             image = np.clip(frame, 0, 255).astype(np.uint8)

@@ -1,0 +1,43 @@
+"""The realistic workload: faces over real footage, and the detector study on it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sauron.bench.detectors import _hog, measure_detector
+from sauron.bench.realistic import face_widths, make_realistic_workload
+from sauron.bench.workload import WATCHED
+from sauron.imaging import decode_jpeg
+
+
+@pytest.fixture(scope="module")
+def work():  # type: ignore[no-untyped-def]
+    return make_realistic_workload(cameras=2, frames=40)
+
+
+def test_frames_are_real_footage_with_faces_of_the_asked_sizes(work) -> None:  # type: ignore[no-untyped-def]
+    assert len(work.clips) == 2 and all(len(c) == 40 for c in work.clips)
+    first = decode_jpeg(work.jpeg(0, 0))
+    assert first.shape == (360, 640, 3)
+    # the background moves: frames a second apart differ outside the faces too
+    later = decode_jpeg(work.jpeg(0, 10))
+    assert float(np.mean(np.abs(first.astype(int) - later.astype(int)))) > 2.0
+    widths = face_widths(work)
+    assert len(widths) > 40 and widths.min() >= 35 and widths.max() <= 155
+    people = {p for c in work.clips for row in c.truth for p, _ in row}
+    assert WATCHED in people and len(people) >= 3  # the watched person and strangers
+    assert max(len(row) for c in work.clips for row in c.truth) >= 2  # several at once
+
+
+def test_same_options_give_the_same_frames(work) -> None:  # type: ignore[no-untyped-def]
+    again = make_realistic_workload(cameras=1, frames=40)
+    assert again.clips[0].jpegs[:5] == work.clips[0].jpegs[:5]
+    assert again.clips[0].truth == work.clips[0].truth
+
+
+def test_hog_with_upsampling_finds_the_pasted_faces(work) -> None:  # type: ignore[no-untyped-def]
+    result = measure_detector(work, _hog(1), frames_per_camera=5)
+    assert result["frames"] == 10 and result["faces"] > 0
+    assert result["recall"] >= 0.8
+    assert result["ms_per_frame"] > 0
