@@ -46,7 +46,7 @@ def test_defaults() -> None:
     assert s.topics.prefix == "sauron"
     assert s.topics.partitions == 6
     assert s.topics.partitioning == "camera"
-    assert s.detect.model == "dlib-hog"
+    assert s.detect.model == "centerface"
     assert s.detect.embedder == "auto"
     assert s.detect.tracking is True
     assert s.detect.track_refresh == 15

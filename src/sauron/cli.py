@@ -404,9 +404,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--until-done", action="store_true", help="exit when sources end")
     p.add_argument("--processes", type=int, default=0, help="detect processes (0 = cores)")
     p.add_argument("--tolerance", type=float, help="match tolerance (default 0.6)")
-    p.add_argument("--model", help="detector plugin (dlib-hog, dlib-cnn, opencv-people)")
+    p.add_argument(
+        "--model", help="detector plugin (centerface, dlib-hog, dlib-cnn, opencv-people)"
+    )
     p.add_argument("--embedder", help="face embedder (auto, onnx, dlib)")
-    p.add_argument("--upsample", type=int, help="HOG upsampling (0-3)")
+    p.add_argument("--upsample", type=int, help="upsample frames before detection (0-3)")
     p.add_argument("--no-tracking", action="store_true", help="embed every face every frame")
     _reliability(p)
     p.set_defaults(func=cmd_run)

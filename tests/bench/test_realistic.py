@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sauron.bench.detectors import _hog, measure_detector
+from sauron.bench.detectors import centerface_finder, hog_finder, measure_detector
 from sauron.bench.realistic import face_widths, make_realistic_workload
 from sauron.bench.workload import WATCHED
 from sauron.imaging import decode_jpeg
@@ -37,7 +37,18 @@ def test_same_options_give_the_same_frames(work) -> None:  # type: ignore[no-unt
 
 
 def test_hog_with_upsampling_finds_the_pasted_faces(work) -> None:  # type: ignore[no-untyped-def]
-    result = measure_detector(work, _hog(1), frames_per_camera=5)
+    result = measure_detector(work, hog_finder(1), frames_per_camera=5)
     assert result["frames"] == 10 and result["faces"] > 0
     assert result["recall"] >= 0.8
     assert result["ms_per_frame"] > 0
+
+
+def test_centerface_at_half_size_finds_the_small_faces_hog_misses(work) -> None:  # type: ignore[no-untyped-def]
+    cnn = measure_detector(work, centerface_finder(0.5), frames_per_camera=8)
+    hog = measure_detector(work, hog_finder(0), frames_per_camera=8)
+    assert cnn["faces"] == hog["faces"] > 0
+    assert cnn["recall"] >= 0.95
+    assert cnn["false_boxes"] <= 1
+    small = "40-59px"
+    if hog["recall_by_width"][small] is not None:
+        assert cnn["recall_by_width"][small] > hog["recall_by_width"][small]

@@ -201,6 +201,7 @@ def test_registry_matches_the_config_choices() -> None:
 @pytest.mark.parametrize(
     ("name", "cls", "label"),
     [
+        ("centerface", FaceModel, "face"),
         ("dlib-hog", FaceModel, "face"),
         ("dlib-cnn", FaceModel, "face"),
         pytest.param("opencv-people", PeopleModel, "person"),
@@ -213,7 +214,8 @@ def test_create_detector_picks_each_registered_name(
     assert type(model) is cls
     assert model.label == label
     if isinstance(model, FaceModel):
-        assert model.cnn is (name == "dlib-cnn")
+        assert model.type == name
+        assert model.cnn is (name != "dlib-hog")
         assert model.embedder.name == "dlib"
 
 

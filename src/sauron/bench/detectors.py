@@ -4,10 +4,12 @@
 
 For each detector, over the same frames of :mod:`sauron.bench.realistic`: milliseconds per
 640x360 frame (the boxes only, no landmarks or embedding), faces found (IoU >= 0.3 with a
-ground-truth face) by face-width band, and boxes that match no face. The detectors: dlib's
-HOG with no and with one upsampling, and on the frame enlarged 1.5 and 1.75 times; dlib's
-MMOD CNN (``mmod_human_face_detector.dat`` from face_recognition_models) with no and one
-upsampling, on fewer frames as it is far slower on a CPU.
+ground-truth face) by face-width band, and boxes that match no face. The detectors:
+CenterFace (the default, :mod:`sauron.detect.centerface`) on the frame scaled 0.5, 0.75
+and 1 times; dlib's HOG with no and with one upsampling, and on the frame enlarged 1.5
+and 1.75 times; dlib's MMOD CNN (``mmod_human_face_detector.dat`` from
+face_recognition_models) with no and one upsampling, on fewer frames as it is far slower
+on a CPU.
 Writes ``detectors.json`` into ``--out`` and prints a table.
 """
 
@@ -28,6 +30,7 @@ import numpy as np
 
 from sauron.bench.realistic import make_realistic_workload
 from sauron.bench.workload import Workload
+from sauron.detect.centerface import CenterFace
 from sauron.detect.tracking import iou_matrix
 from sauron.imaging import bgr_to_rgb, decode_jpeg
 
@@ -37,7 +40,7 @@ BANDS = ((40, 60), (60, 90), (90, 151))
 Finder = Callable[[np.ndarray], np.ndarray]  # RGB image -> (n, 4) xyxy boxes
 
 
-def _hog(upsample: int) -> Finder:
+def hog_finder(upsample: int) -> Finder:
     hog = dlib.get_frontal_face_detector()
 
     def find(rgb: np.ndarray) -> np.ndarray:
@@ -47,10 +50,10 @@ def _hog(upsample: int) -> Finder:
     return find
 
 
-def _hog_scaled(scale: float) -> Finder:
+def hog_scaled_finder(scale: float) -> Finder:
     """HOG with no upsampling on the frame enlarged ``scale`` times: a middle way between
     upsample 0 and 1 (which doubles both sides)."""
-    hog = _hog(0)
+    hog = hog_finder(0)
 
     def find(rgb: np.ndarray) -> np.ndarray:
         big = cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
@@ -59,7 +62,7 @@ def _hog_scaled(scale: float) -> Finder:
     return find
 
 
-def _mmod(upsample: int) -> Finder:
+def mmod_finder(upsample: int) -> Finder:
     cnn = dlib.cnn_face_detection_model_v1(
         face_recognition_models.cnn_face_detector_model_location()
     )
@@ -69,6 +72,17 @@ def _mmod(upsample: int) -> Finder:
         return np.array(
             [[d.rect.left(), d.rect.top(), d.rect.right(), d.rect.bottom()] for d in found]
         ).reshape(-1, 4)
+
+    return find
+
+
+def centerface_finder(scale: float) -> Finder:
+    """CenterFace (ONNX Runtime, one thread) on the frame scaled ``scale`` times."""
+    model = CenterFace()
+
+    def find(rgb: np.ndarray) -> np.ndarray:
+        boxes, _ = model(rgb, scale=scale)
+        return np.round(boxes).astype(int).reshape(-1, 4)
 
     return find
 
@@ -125,12 +139,15 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     work = make_realistic_workload()
     plan: list[tuple[str, Callable[[], Finder], int]] = [
-        ("dlib-hog upsample 0", lambda: _hog(0), args.frames),
-        ("dlib-hog upsample 1", lambda: _hog(1), args.frames),
-        ("dlib-hog, frame x1.5", lambda: _hog_scaled(1.5), args.frames),
-        ("dlib-hog, frame x1.75", lambda: _hog_scaled(1.75), args.frames),
-        ("dlib-mmod-cnn upsample 0", lambda: _mmod(0), args.cnn_frames),
-        ("dlib-mmod-cnn upsample 1", lambda: _mmod(1), args.cnn_frames),
+        ("centerface, frame x0.5", lambda: centerface_finder(0.5), args.frames),
+        ("centerface, frame x0.75", lambda: centerface_finder(0.75), args.frames),
+        ("centerface, frame x1", lambda: centerface_finder(1.0), args.frames),
+        ("dlib-hog upsample 0", lambda: hog_finder(0), args.frames),
+        ("dlib-hog upsample 1", lambda: hog_finder(1), args.frames),
+        ("dlib-hog, frame x1.5", lambda: hog_scaled_finder(1.5), args.frames),
+        ("dlib-hog, frame x1.75", lambda: hog_scaled_finder(1.75), args.frames),
+        ("dlib-mmod-cnn upsample 0", lambda: mmod_finder(0), args.cnn_frames),
+        ("dlib-mmod-cnn upsample 1", lambda: mmod_finder(1), args.cnn_frames),
     ]
     results = {}
     for name, make, frames in plan:

@@ -9,14 +9,12 @@ straight out of the archives.
 from __future__ import annotations
 
 import logging
-import subprocess
-import sys
 import tarfile
 import zipfile
 from pathlib import Path
 
 from sauron import SauronError
-from sauron.cache import cache_dir
+from sauron.cache import cache_dir, pip_download
 
 log = logging.getLogger(__name__)
 
@@ -25,31 +23,12 @@ SKIMAGE_WHEEL = "scikit-image==0.24.0"
 PHOTOS = ("obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg", "obama_partial_face.jpg")
 
 
-def _pip_download(requirement: str, dest: Path, *, binary: bool) -> Path:
-    dest.mkdir(parents=True, exist_ok=True)
-    existing = sorted(p for p in dest.iterdir() if p.suffix in {".gz", ".whl", ".zip"})
-    if existing:
-        return existing[0]
-    fmt = ["--only-binary", ":all:"] if binary else ["--no-binary", ":all:"]
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", *fmt, "-d", str(dest)]
-    if binary:
-        cmd += ["--python-version", "3.11", "--platform", "manylinux2014_x86_64"]
-    log.info("fetching %s from the package registry into %s", requirement, dest)
-    proc = subprocess.run([*cmd, requirement], capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise SauronError(f"could not download {requirement}: {proc.stderr.strip()[-500:]}")
-    found = sorted(p for p in dest.iterdir() if p.suffix in {".gz", ".whl", ".zip"})
-    if not found:
-        raise SauronError(f"pip download of {requirement} left no archive in {dest}")
-    return found[0]
-
-
 def sample_photos() -> dict[str, Path]:
     """Return {file name: path} of the face_recognition test photos, fetching them once."""
     out = cache_dir() / "photos"
     if all((out / name).exists() for name in PHOTOS):
         return {name: out / name for name in PHOTOS}
-    archive = _pip_download(FACE_RECOGNITION_SDIST, cache_dir() / "sdist", binary=False)
+    archive = pip_download(FACE_RECOGNITION_SDIST, cache_dir() / "sdist", binary=False)
     out.mkdir(parents=True, exist_ok=True)
     with tarfile.open(archive) as tar:
         for member in tar.getmembers():
@@ -69,7 +48,7 @@ def astronaut_photo() -> Path:
     out = cache_dir() / "photos" / "astronaut.png"
     if out.exists():
         return out
-    wheel = _pip_download(SKIMAGE_WHEEL, cache_dir() / "skimage", binary=True)
+    wheel = pip_download(SKIMAGE_WHEEL, cache_dir() / "skimage", binary=True)
     with zipfile.ZipFile(wheel) as zf:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_bytes(zf.read("skimage/data/astronaut.png"))

@@ -12,6 +12,7 @@ import logging
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 import cv2
@@ -21,12 +22,16 @@ import numpy as np
 
 from sauron import SauronError
 from sauron.config import DetectConfig
+from sauron.detect.centerface import CenterFace, to_dlib_boxes
 from sauron.detect.embedders import Embedder, create_embedder, default_embedder_name, extract_chips
 from sauron.types import NUM_LANDMARKS, Detections
 
 log = logging.getLogger(__name__)
 
 Shape = Any  # dlib.full_object_detection (dlib ships no type stubs)
+
+#: face detectors a FaceModel can run (docs/models.md, "Detectors")
+FACE_DETECTORS = ("centerface", "dlib-hog", "dlib-cnn")
 
 
 class ModelError(SauronError):
@@ -105,21 +110,35 @@ class FaceModel(Detector):
     def __init__(
         self,
         *,
-        cnn: bool = False,
+        detector: str = "dlib-hog",
         upsample: int = 0,
+        input_scale: float = 0.5,
+        model_path: str | Path | None = None,
         embedder: str = "auto",
         min_face: int = 0,
         private: bool = False,
     ) -> None:
-        """``private``: load copies of the models for this instance alone instead of sharing
+        """``detector``: one of :data:`FACE_DETECTORS`. ``upsample``: dlib's upsampling for
+        HOG and MMOD; CenterFace sees the image scaled by ``input_scale * 2**upsample``.
+        ``model_path``: a CenterFace ``.onnx`` of one's own (default: the registry's).
+        ``private``: load copies of the models for this instance alone instead of sharing
         the process's (more memory; see docs/models.md, "Threads")."""
+        if detector not in FACE_DETECTORS:
+            raise ModelError(f"unknown face detector {detector!r}; known: {FACE_DETECTORS}")
         self.upsample = upsample
+        self.input_scale = input_scale
+        self.model_path = model_path
         self.min_face = min_face
-        self.cnn = cnn
         self.private = private
-        self.type = "dlib-cnn" if cnn else "dlib-hog"
-        if cnn:
-            self._cnn = _shared_model(
+        self.type = detector
+        if detector == "centerface":
+            self._finder = _shared_model(
+                f"centerface:{model_path or ''}",
+                lambda: CenterFace(model_path),
+                private=private,
+            )
+        elif detector == "dlib-cnn":
+            self._finder = _shared_model(
                 "cnn",
                 lambda: dlib.cnn_face_detection_model_v1(
                     face_recognition_models.cnn_face_detector_model_location()
@@ -127,7 +146,7 @@ class FaceModel(Detector):
                 private=private,
             )
         else:
-            self._hog = _shared_model("hog", dlib.get_frontal_face_detector, private=private)
+            self._finder = _shared_model("hog", dlib.get_frontal_face_detector, private=private)
         self._pose = _shared_model(
             "pose5",
             lambda: dlib.shape_predictor(
@@ -142,17 +161,20 @@ class FaceModel(Detector):
         )
         #: the embedder (its name and dim); call it only through :meth:`embed`
         self.embedder: Embedder = self._embedder.obj
-        log.debug(
-            "face model ready: %s detector, %s embedder",
-            "cnn" if cnn else "hog",
-            self.embedder.name,
-        )
+        log.debug("face model ready: %s detector, %s embedder", detector, self.embedder.name)
+
+    @property
+    def cnn(self) -> bool:
+        """Whether the detector is a CNN (dlib's MMOD or CenterFace)."""
+        return self.type != "dlib-hog"
 
     @classmethod
     def from_config(cls, cfg: DetectConfig) -> FaceModel:
         return cls(
-            cnn=cfg.model == "dlib-cnn",
+            detector=cfg.model,
             upsample=cfg.upsample,
+            input_scale=cfg.input_scale,
+            model_path=cfg.model_path,
             embedder=cfg.embedder,
             min_face=cfg.min_face,
         )
@@ -163,20 +185,28 @@ class FaceModel(Detector):
         if upsample == self.upsample:
             return self
         return FaceModel(
-            cnn=self.cnn,
+            detector=self.type,
             upsample=upsample,
+            input_scale=self.input_scale,
+            model_path=self.model_path,
             embedder=self._embedder_name,
             min_face=self.min_face,
             private=self.private,
         )
 
     def _rects(self, rgb: np.ndarray) -> tuple[list[Any], list[float]]:
-        if self.cnn:
-            with self._cnn.lock:
-                found = self._cnn.obj(rgb, self.upsample)
+        finder = self._finder
+        if self.type == "centerface":
+            with finder.lock:
+                boxes, scores = finder.obj(rgb, scale=self.input_scale * 2**self.upsample)
+            rects = [dlib.rectangle(*map(int, b)) for b in to_dlib_boxes(boxes)]
+            return rects, [float(s) for s in scores]
+        if self.type == "dlib-cnn":
+            with finder.lock:
+                found = finder.obj(rgb, self.upsample)
             return [d.rect for d in found], [float(d.confidence) for d in found]
-        with self._hog.lock:
-            rects, scores, _ = self._hog.obj.run(rgb, self.upsample, 0.0)
+        with finder.lock:
+            rects, scores, _ = finder.obj.run(rgb, self.upsample, 0.0)
         return list(rects), [float(s) for s in scores]
 
     def locate(self, rgb: np.ndarray) -> tuple[Detections, list[Shape]]:
@@ -225,8 +255,8 @@ class FaceModel(Detector):
         )
 
 
-register("dlib-hog")(FaceModel)
-register("dlib-cnn")(FaceModel)
+for _name in FACE_DETECTORS:
+    register(_name)(FaceModel)
 
 
 @register("opencv-people")

@@ -35,7 +35,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -46,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from sauron import SauronError
-from sauron.cache import cache_root
+from sauron.cache import cache_root, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -664,16 +663,7 @@ def cached_onnx_path(dat_path: str | os.PathLike[str] | None = None) -> Path:
             return out
         t0 = time.perf_counter()
         model = build_onnx(load_face_resnet(dat))
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=out.name, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(model.SerializeToString())
-            os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache is shared
-            os.replace(tmp, out)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(out, model.SerializeToString())
         log.info("converted %s to %s in %.1f s", dat.name, out, time.perf_counter() - t0)
     return out
 
