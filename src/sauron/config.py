@@ -171,8 +171,9 @@ class DetectConfig(Section):
         ge=1,
         le=1000,
         description="With tracking, scan the whole frame for faces on every Nth frame of a "
-        "camera (and at once when the picture changes or a face is lost); in between, "
-        "tracked faces are followed. 1 = scan every frame",
+        "camera; in between, tracked faces are followed one by one (a coarse scan looks for "
+        "newcomers when the picture changed, a full one when nobody was in view). "
+        "1 = scan every frame",
     )
     max_frame_age_s: float | None = Field(
         None,

@@ -90,3 +90,25 @@ def test_track_ids_differ_between_stages(clip: Workload) -> None:
     b = run(DetectStage(cfg(), tracking=True), clip, 1)
     assert a[0] and b[0] and not a[0] & b[0]
     assert max(a[0] | b[0]) < 2**53  # exact as a JSON number anywhere
+
+
+def test_tracking_holds_on_real_footage_with_a_moving_background() -> None:
+    """Faces over real pedestrian footage: the background changes every frame, yet most
+    frames are followed, not scanned, and the faces are still found."""
+    from sauron.bench.realistic import make_realistic_workload
+    from sauron.detect.tracking import iou_matrix
+
+    work = make_realistic_workload(cameras=2, frames=80)
+    stage = DetectStage(cfg(), tracking=True, detect_every=5)
+    found = total = 0
+    for ci in range(len(work.clips)):
+        for n in range(len(work.clips[ci])):
+            det, _ = stage.process(Frame(f"cam{ci}", n, 0.0, work.jpeg(ci, n)))
+            truth = np.array([box for _, box in work.people(ci, n)]).reshape(-1, 4)
+            total += len(truth)
+            if len(truth) and len(det):
+                found += int((iou_matrix(truth, det.xyxy).max(axis=1) >= 0.3).sum())
+    assert total > 100
+    assert found / total >= 0.97
+    assert stage.frames_followed > 2 * stage.frames_scanned
+    assert stage.faces_embedded < 0.2 * stage.faces_seen

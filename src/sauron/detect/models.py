@@ -194,11 +194,12 @@ class FaceModel(Detector):
             private=self.private,
         )
 
-    def _rects(self, rgb: np.ndarray) -> tuple[list[Any], list[float]]:
+    def _rects(self, rgb: np.ndarray, coarse: bool = False) -> tuple[list[Any], list[float]]:
         finder = self._finder
         if self.type == "centerface":
+            scale = self.input_scale * 2**self.upsample * (0.5 if coarse else 1.0)
             with finder.lock:
-                boxes, scores = finder.obj(rgb, scale=self.input_scale * 2**self.upsample)
+                boxes, scores = finder.obj(rgb, scale=scale)
             rects = [dlib.rectangle(*map(int, b)) for b in to_dlib_boxes(boxes)]
             return rects, [float(s) for s in scores]
         if self.type == "dlib-cnn":
@@ -209,10 +210,27 @@ class FaceModel(Detector):
             rects, scores, _ = finder.obj.run(rgb, self.upsample, 0.0)
         return list(rects), [float(s) for s in scores]
 
-    def locate(self, rgb: np.ndarray) -> tuple[Detections, list[Shape]]:
-        """Face boxes (clipped to the image) and landmarks, without embeddings."""
+    def locate(
+        self,
+        rgb: np.ndarray,
+        region: tuple[int, int, int, int] | None = None,
+        *,
+        coarse: bool = False,
+    ) -> tuple[Detections, list[Shape]]:
+        """Face boxes (clipped to the image) and landmarks, without embeddings; with
+        ``region`` (x0, y0, x1, y1), only the faces found inside that part of the image.
+        ``coarse``: a quicker look for larger faces only (CenterFace at half its scale;
+        the same as a normal look for dlib's detectors)."""
         h, w = rgb.shape[:2]
-        rects, scores = self._rects(rgb)
+        if region is None:
+            rects, scores = self._rects(rgb, coarse)
+        else:
+            x0, y0 = max(0, region[0]), max(0, region[1])
+            x1, y1 = min(w, region[2]), min(h, region[3])
+            if x1 - x0 < 8 or y1 - y0 < 8:
+                return Detections.empty(self.embedder.dim), []
+            part, scores = self._rects(np.ascontiguousarray(rgb[y0:y1, x0:x1]))
+            rects = [dlib.translate_rect(r, dlib.point(x0, y0)) for r in part]
         keep = [i for i, r in enumerate(rects) if r.width() >= self.min_face]
         if not keep:
             return Detections.empty(self.embedder.dim), []
@@ -233,6 +251,11 @@ class FaceModel(Detector):
             embeddings=np.full((len(keep), self.embedder.dim), np.nan, np.float32),
         )
         return det, shapes
+
+    def fit_landmarks(self, rgb: np.ndarray, xyxy: Sequence[int]) -> Shape:
+        """dlib's 5 points fitted in a given box (following a tracked face)."""
+        with self._pose.lock:
+            return self._pose.obj(rgb, dlib.rectangle(*(int(v) for v in xyxy)))
 
     def embed(self, rgb: np.ndarray, shapes: Sequence[Shape]) -> np.ndarray:
         """(len(shapes), 128) float32 embeddings of the given faces."""

@@ -5,16 +5,13 @@ from __future__ import annotations
 import secrets
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 import cv2
-import dlib
-import face_recognition_models
 import numpy as np
 
 from sauron.config import DetectConfig, Settings
 from sauron.detect.models import Detector, FaceModel, Shape, create_detector
-from sauron.detect.tracking import FaceTracker, thumbnails
+from sauron.detect.tracking import FaceTracker, iou_matrix, thumbnails
 from sauron.imaging import bgr_to_rgb, decode_jpeg
 from sauron.types import NUM_LANDMARKS, Detections, Frame
 
@@ -25,6 +22,9 @@ from sauron.types import NUM_LANDMARKS, Detections, Frame
 CELL = 8
 CHANGE_LEVEL = 15.0
 CHANGED_CELLS = 24
+#: A tracked face that its landmarks cannot follow is looked for by the detector in its
+#: expected box widened by this many face sizes on each side.
+REGION = 1.0
 
 
 def _eyes(pts: np.ndarray) -> tuple[np.ndarray, float]:
@@ -50,7 +50,9 @@ class _Camera:
     score: dict[int, float] = field(default_factory=dict)
     small: np.ndarray | None = None  # the previous frame's grid of cell means
 
-    def remember(self, ids: np.ndarray, det: Detections, detected: bool) -> None:
+    def remember(self, ids: np.ndarray, det: Detections, detected: np.ndarray) -> None:
+        """Keep each track's box (and, for faces the detector found, not followed, its
+        shape relative to the eyes and its score)."""
         live = set(self.tracker.tracks)
         for key in [k for k in self.shape if k not in live]:
             self.shape.pop(key, None)
@@ -58,7 +60,7 @@ class _Camera:
             self.score.pop(key, None)
         for i, tid in enumerate(ids.tolist()):
             box = det.xyxy[i].astype(np.float64)
-            if detected:
+            if detected[i]:
                 centre, dist = _eyes(det.landmarks[i].astype(np.float64))
                 self.shape[tid] = (box - np.tile(centre, 2)) / dist
                 self.score[tid] = float(det.confidence[i])
@@ -94,12 +96,16 @@ class DetectStage:
     """Frame in, Detections out, with the milliseconds each step took.
 
     With ``tracking`` on (it needs each camera's frames in order, i.e. camera
-    partitioning) faces are embedded only when their track needs it, and the face detector
-    scans the whole frame on every ``detect_every``-th frame of a camera (and whenever a
-    followed face is lost); on the frames in between, each tracked face is followed by
-    fitting its landmarks where it is expected (its last box moved by its last motion),
-    accepted only if its aligned thumbnail still looks like the track's. A new face is so
-    found at most ``detect_every - 1`` frames late. ``detect_every=1`` scans every frame.
+    partitioning) faces are embedded only when their track needs it (see
+    :class:`~sauron.detect.tracking.FaceTracker`), and the detector scans the whole frame on
+    every ``detect_every``-th frame of a camera. In between, each tracked face is followed
+    on its own: its landmarks are fitted where it is expected (its last box moved by its
+    last motion) and kept if its aligned thumbnail still looks like the track's; a face that
+    fails is looked for by the detector in a region around it. When the picture changed
+    away from the tracked faces, a coarse scan (CenterFace at half its scale) looks for
+    larger faces that came into view; smaller ones are found by the next full scan, at
+    most ``detect_every - 1`` frames late. With no face in view, a change in the picture
+    calls for a full scan. ``detect_every=1`` scans every frame.
     """
 
     def __init__(
@@ -118,11 +124,12 @@ class DetectStage:
         # Track ids unique across stages, so a camera moved to another worker (rebalance)
         # never reuses the ids of its old tracks. Kept below 2**53 (exact in JSON/JS).
         self._id_base = secrets.randbits(20) << 32
-        self._pose: Any = None
         self.faces_embedded = 0
         self.faces_seen = 0
         self.frames_scanned = 0
         self.frames_followed = 0
+        self.regions_scanned = 0
+        self.coarse_scans = 0
 
     def process(self, frame: Frame) -> tuple[Detections, dict[str, float]]:
         t0 = time.perf_counter()
@@ -158,16 +165,26 @@ class DetectStage:
         cam = self._camera(frame.camera)
         gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
         changed = _changed_elsewhere(cam, gray)
+        due = cam.since_scan + 1 >= self.detect_every
+        live = [t for t in cam.tracker.tracks.values() if frame.number - t.seen_at <= 1]
+        # Follow faces, not the scene: with faces to follow, only the schedule calls for a
+        # full scan (a moving background changes every frame); with none, a change in the
+        # picture does, since someone may have come into view.
         followed = None
-        if cam.since_scan + 1 < self.detect_every and not changed:
-            followed = self._follow(cam, frame.number, rgb, gray, model)
+        if not due and (live or not changed):
+            if cam.tracker.tracks:
+                followed = self._follow(cam, frame.number, rgb, gray, model, changed)
+            else:  # nobody in view and nothing changed: nothing to look for
+                empty = Detections.empty(model.embedder.dim)
+                followed = empty, [], thumbnails(gray, empty.landmarks), np.zeros(0, bool)
         if followed is None:
             det, shapes = model.locate(rgb)
             thumbs = thumbnails(gray, det.landmarks)
+            detected = np.ones(len(det), bool)
             cam.since_scan, cam.phase = cam.phase, 0
             self.frames_scanned += 1
         else:
-            det, shapes, thumbs = followed
+            det, shapes, thumbs, detected = followed
             cam.since_scan += 1
             self.frames_followed += 1
         t2 = time.perf_counter()
@@ -176,7 +193,7 @@ class DetectStage:
             return det, t2
         tracker = cam.tracker
         ids, need = tracker.assign(frame.number, det.xyxy, thumbs)
-        cam.remember(ids, det, detected=followed is None)
+        cam.remember(ids, det, detected)
         idx = need.nonzero()[0]
         if len(idx):
             fresh = model.embed(rgb, [shapes[i] for i in idx])
@@ -186,47 +203,101 @@ class DetectStage:
         return det, t2
 
     def _follow(
-        self, cam: _Camera, number: int, rgb: np.ndarray, gray: np.ndarray, model: FaceModel
-    ) -> tuple[Detections, list[Shape], np.ndarray] | None:
-        """Every track of the previous frame found again by its landmarks, or None."""
-        tracks = list(cam.tracker.tracks.values())
-        if not tracks or any(
-            t.seen_at != number - 1 or t.thumb is None or t.id not in cam.shape for t in tracks
-        ):
-            return None
-        if self._pose is None:
-            self._pose = dlib.shape_predictor(
-                face_recognition_models.pose_predictor_five_point_model_location()
-            )
+        self,
+        cam: _Camera,
+        number: int,
+        rgb: np.ndarray,
+        gray: np.ndarray,
+        model: FaceModel,
+        changed: bool,
+    ) -> tuple[Detections, list[Shape], np.ndarray, np.ndarray] | None:
+        """Each track found again on its own: by fitting its landmarks where it is expected
+        (kept if its aligned thumbnail still looks like the track's), else by running the
+        detector in a region around it (:data:`REGION`). A track found neither way is not
+        in this frame. (det, shapes, thumbnails, found-by-the-detector mask), or None when
+        nothing was found and the frame should be scanned."""
         h, w = rgb.shape[:2]
-        boxes, shapes, marks = [], [], []
-        for t in tracks:
+        boxes: list[np.ndarray] = []
+        shapes: list[Shape] = []
+        marks: list[np.ndarray] = []
+        scores: list[float] = []
+        detected: list[bool] = []
+        regions: list[np.ndarray] = []
+        for t in list(cam.tracker.tracks.values()):
             last = t.xyxy.astype(np.float64)
-            guess = last + (last - cam.prev.get(t.id, last))
-            x0, y0, x1, y1 = (round(v) for v in guess)
-            shape = self._pose(rgb, dlib.rectangle(x0, y0, x1, y1))
-            pts = np.array([(p.x, p.y) for p in shape.parts()], np.float64)
-            centre, dist = _eyes(pts)
-            box = np.tile(centre, 2) + cam.shape[t.id] * dist
-            box = np.clip(np.round(box), 0, [w - 1, h - 1, w - 1, h - 1])
-            if box[2] - box[0] < max(self.cfg.min_face, 8) or box[3] - box[1] < 8:
-                return None  # the face is leaving the frame: look properly
-            boxes.append(box)
-            shapes.append(shape)
-            marks.append(pts)
-        landmarks = np.array(marks, np.float32).reshape(len(tracks), NUM_LANDMARKS, 2)
-        thumbs = thumbnails(gray, landmarks)
-        previous = np.stack([t.thumb for t in tracks if t.thumb is not None])
-        similar = np.einsum("ij,ij->i", previous, thumbs)
-        if (similar < cam.tracker.min_similarity).any():
-            return None  # someone left or changed: scan the frame
-        det = Detections(
-            xyxy=np.array(boxes, np.int32).reshape(len(tracks), 4),
-            confidence=np.array([cam.score.get(t.id, 0.0) for t in tracks], np.float32),
-            landmarks=landmarks,
-            embeddings=np.full((len(tracks), model.embedder.dim), np.nan, np.float32),
+            guess = last + (last - cam.prev.get(t.id, last)) * (number - t.seen_at)
+            if t.seen_at == number - 1 and t.thumb is not None and t.id in cam.shape:
+                shape = model.fit_landmarks(rgb, [round(v) for v in guess])
+                pts = np.array([(p.x, p.y) for p in shape.parts()], np.float64)
+                centre, dist = _eyes(pts)
+                box = np.clip(
+                    np.round(np.tile(centre, 2) + cam.shape[t.id] * dist), 0, [w - 1, h - 1] * 2
+                )
+                big = box[2] - box[0] >= max(self.cfg.min_face, 8) and box[3] - box[1] >= 8
+                if big:
+                    thumb = thumbnails(gray, pts.astype(np.float32)[None])[0]
+                    if float(t.thumb @ thumb) >= cam.tracker.min_similarity:
+                        boxes.append(box)
+                        shapes.append(shape)
+                        marks.append(pts)
+                        scores.append(cam.score.get(t.id, 0.0))
+                        detected.append(False)
+                        continue
+            regions.append(guess)
+        for guess in regions:
+            fw, fh = guess[2] - guess[0], guess[3] - guess[1]
+            area = np.round(guess + np.array([-fw, -fh, fw, fh]) * REGION).astype(int)
+            found, found_shapes = model.locate(rgb, (area[0], area[1], area[2], area[3]))
+            self.regions_scanned += 1
+            if not len(found):
+                continue
+            overlap = iou_matrix(guess[None], found.xyxy)[0]
+            k = int(np.argmax(overlap))
+            if overlap[k] <= 0:
+                continue
+            boxes.append(found.xyxy[k].astype(np.float64))
+            shapes.append(found_shapes[k])
+            marks.append(found.landmarks[k].astype(np.float64))
+            scores.append(float(found.confidence[k]))
+            detected.append(True)
+        if changed:  # someone may have come into view: a quick look for them
+            found, found_shapes = model.locate(rgb, coarse=True)
+            self.coarse_scans += 1
+            for k in range(len(found)):
+                boxes.append(found.xyxy[k].astype(np.float64))
+                shapes.append(found_shapes[k])
+                marks.append(found.landmarks[k].astype(np.float64))
+                scores.append(float(found.confidence[k]))
+                detected.append(True)
+        if not boxes:
+            return None
+        keep = _distinct(np.array(boxes))  # two tracks that reached the same face: one
+        landmarks = np.array([marks[i] for i in keep], np.float32).reshape(
+            len(keep), NUM_LANDMARKS, 2
         )
-        return det, shapes, thumbs
+        det = Detections(
+            xyxy=np.array([boxes[i] for i in keep], np.int32).reshape(len(keep), 4),
+            confidence=np.array([scores[i] for i in keep], np.float32),
+            landmarks=landmarks,
+            embeddings=np.full((len(keep), model.embedder.dim), np.nan, np.float32),
+        )
+        return (
+            det,
+            [shapes[i] for i in keep],
+            thumbnails(gray, landmarks),
+            np.array([detected[i] for i in keep], bool),
+        )
+
+
+def _distinct(boxes: np.ndarray, overlap: float = 0.5) -> list[int]:
+    """Indices of the boxes left after dropping any that overlaps an earlier one."""
+    keep: list[int] = []
+    if len(boxes):
+        iou = iou_matrix(boxes, boxes)
+        for i in range(len(boxes)):
+            if all(iou[i, j] < overlap for j in keep):
+                keep.append(i)
+    return keep
 
 
 def tracking_enabled(settings: Settings) -> bool:
