@@ -191,6 +191,14 @@ class DetectConfig(Section):
 
 class MatchConfig(Section):
     tolerance: float = Field(0.6, gt=0, le=2, description="Largest distance that names a face")
+    confirm_above: float = Field(
+        0.5,
+        ge=0,
+        le=2,
+        description="Identity voting: a tracked face whose match is farther than this is "
+        "named only once a second embedding of its track agrees; nearer matches name it "
+        "at once. 0 = always wait for two votes",
+    )
     watchlist: Path | None = Field(None, description="Folder with one sub-folder per person")
     largest_face: bool = Field(False, description="Enroll the largest face of multi-face photos")
     in_detect: bool = Field(

@@ -128,7 +128,7 @@ def test_no_boxes() -> None:
 
 
 def test_refresh_every_n_frames() -> None:
-    tracker = FaceTracker(refresh_every=5)
+    tracker = FaceTracker(refresh_every=5, confirm_after=None)
     box = boxes((10, 10, 60, 60))
     needs = []
     for frame_no in range(12):
@@ -192,7 +192,7 @@ def test_shrinking_does_not_trigger_embedding() -> None:
 
 
 def test_appearance_change_triggers_embedding() -> None:
-    tracker = FaceTracker(refresh_every=1000, min_similarity=0.8)
+    tracker = FaceTracker(refresh_every=1000, min_similarity=0.8, confirm_after=None)
     box = boxes((0, 0, 100, 100))
     a = unit(1, 0, 0)
     ids, need = tracker.assign(0, box, a[None])
@@ -207,7 +207,7 @@ def test_appearance_change_triggers_embedding() -> None:
 
 
 def test_appearance_is_compared_with_the_previous_frame() -> None:
-    tracker = FaceTracker(refresh_every=1000, min_similarity=0.8)
+    tracker = FaceTracker(refresh_every=1000, min_similarity=0.8, confirm_after=None)
     box = boxes((0, 0, 100, 100))
     ids, need = tracker.assign(0, box, unit(1, 0)[None])
     embed_needed(tracker, 0, box, ids, need)
@@ -224,7 +224,7 @@ def test_appearance_is_compared_with_the_previous_frame() -> None:
 
 @pytest.mark.parametrize(("gap", "same"), [(1, True), (5, True), (6, False)])
 def test_tracks_expire_after_max_gap(gap: int, same: bool) -> None:
-    tracker = FaceTracker(max_gap=5)
+    tracker = FaceTracker(max_gap=5, confirm_after=None)
     box = boxes((10, 10, 60, 60))
     ids, need = tracker.assign(0, box)
     embed_needed(tracker, 0, box, ids, need)
@@ -326,3 +326,14 @@ def test_thumbnails_of_no_faces() -> None:
         0,
         THUMB * THUMB,
     )
+
+
+def test_a_new_track_is_embedded_once_more_to_confirm_its_identity() -> None:
+    tracker = FaceTracker(refresh_every=1000, confirm_after=3)
+    box = boxes((10, 10, 60, 60))
+    needs = []
+    for frame_no in range(10):
+        ids, need = tracker.assign(frame_no, box)
+        needs.append(bool(need[0]))
+        embed_needed(tracker, frame_no, box, ids, need)
+    assert needs == [True, False, False, True] + [False] * 6

@@ -13,7 +13,7 @@ from sauron.codec import Person
 from sauron.config import MatchConfig
 from sauron.detect.models import FaceModel
 from sauron.imaging import bgr_to_rgb, decode_jpeg, encode_jpeg, resize_max_width
-from sauron.match.stage import MatchStage, draw, sighting_events
+from sauron.match.stage import MatchStage, TrackVotes, draw, sighting_events
 from sauron.match.watchlist import Watchlist
 from sauron.types import NUM_LANDMARKS, Detections, Frame
 
@@ -196,3 +196,54 @@ def test_draw_works_on_a_copy() -> None:
 def test_sighting_events_of_non_faces_are_empty() -> None:
     frame = Frame(camera="c", number=0, captured_at=0.0, jpeg=b"")
     assert sighting_events(frame, Detections.empty(0, label="person")) == []
+
+
+def one_face(track: int, seed: int, scale: float = 0.01) -> Detections:
+    """A face whose embedding is a small step from the others of the same ``scale``."""
+    emb = (np.random.default_rng(seed).normal(size=(1, 128)) * scale).astype(np.float32)
+    return Detections(
+        xyxy=np.array([[10, 10, 60, 60]], np.int32),
+        confidence=np.ones(1, np.float32),
+        landmarks=np.zeros((1, NUM_LANDMARKS, 2), np.float32),
+        embeddings=emb,
+        track_ids=np.array([track], np.int64),
+    )
+
+
+def vote(votes: TrackVotes, det: Detections, name: str | None, dist: float) -> str | None:
+    names, _ = votes("cam", det, [name], np.array([dist], np.float32))
+    return names[0]
+
+
+def test_a_marginal_match_waits_for_a_second_vote() -> None:
+    votes = TrackVotes(confirm_above=0.5, tolerance=0.6)
+    assert vote(votes, one_face(7, 1), "obama", 0.57) is None  # one lucky frame
+    assert vote(votes, one_face(7, 1), "obama", 0.57) is None  # the same embedding again
+    assert vote(votes, one_face(7, 2), "obama", 0.55) == "obama"  # a fresh one agrees
+
+
+def test_a_close_match_names_at_once_and_the_majority_rules() -> None:
+    votes = TrackVotes(confirm_above=0.5, tolerance=0.6)
+    assert vote(votes, one_face(1, 1), "obama", 0.41) == "obama"
+    assert vote(votes, one_face(1, 2), None, 0.8) is None  # a tie goes to the latest
+    assert vote(votes, one_face(1, 3), "obama", 0.45) == "obama"
+    assert vote(votes, one_face(1, 4), None, 0.8) is None
+    assert vote(votes, one_face(1, 5), None, 0.9) is None  # strangers outvote it
+
+
+def test_tracks_vote_apart_and_untracked_faces_are_named_alone() -> None:
+    votes = TrackVotes(confirm_above=0.0, tolerance=0.6)
+    assert vote(votes, one_face(1, 1), "obama", 0.3) is None  # 0: always two votes
+    assert vote(votes, one_face(2, 2), "obama", 0.3) is None  # another track: its own vote
+    assert vote(votes, one_face(-1, 3), "obama", 0.59) == "obama"
+    names, dists = votes("cam", one_face(1, 4), ["obama"], np.array([0.2], np.float32))
+    assert names == ["obama"] and float(dists[0]) == pytest.approx(0.2)
+
+
+def test_someone_else_in_the_tracks_place_starts_a_fresh_vote() -> None:
+    votes = TrackVotes(confirm_above=0.5, tolerance=0.6)
+    for seed in range(3):
+        assert vote(votes, one_face(5, seed), "obama", 0.4) == "obama"
+    # a face far from the track's last embedding (a distance of about 1.1): a new person
+    assert vote(votes, one_face(5, 9, scale=0.1), None, 0.9) is None
+    assert vote(votes, one_face(5, 9, scale=0.1), None, 0.9) is None

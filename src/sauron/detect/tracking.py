@@ -1,12 +1,14 @@
 """Face tracking within one camera, so a face is embedded a few times, not every frame.
 
 Faces are linked frame to frame by box overlap (greedy IoU). A track is embedded when it
-is first seen, when its face has grown markedly since the last embedding (closer to the
-camera, so a better view), and every ``refresh_every`` frames; in between it carries the
-last embedding. A cheap appearance check guards against one person stepping into another's
-place: a small grey thumbnail of each face is compared with the track's thumbnail of the
-previous frame, and a sudden change (normalised correlation below ``min_similarity``)
-re-embeds at once. Needs each camera's frames in order on one worker (camera partitioning).
+is first seen, once more ``confirm_after`` frames later (a second vote for the match
+stage's identity voting), when its face has grown markedly since the last embedding
+(closer to the camera, so a better view), and every ``refresh_every`` frames; in between
+it carries the last embedding. A cheap appearance check guards against one person
+stepping into another's place: a small grey thumbnail of each face is compared with the
+track's thumbnail of the previous frame, and a sudden change (normalised correlation
+below ``min_similarity``) re-embeds at once. Needs each camera's frames in order on one
+worker (camera partitioning).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ class Track:
     embedded_at: int
     seen_at: int
     thumb: np.ndarray | None = None
+    embeds: int = 0
 
 
 THUMB = 24
@@ -75,6 +78,7 @@ class FaceTracker:
         refresh_every: int = 15,
         grow_ratio: float = 1.4,
         min_similarity: float = 0.8,
+        confirm_after: int | None = 3,
         first_id: int = 1,
     ) -> None:
         self.iou_threshold = iou_threshold
@@ -82,6 +86,7 @@ class FaceTracker:
         self.refresh_every = refresh_every
         self.grow_ratio = grow_ratio
         self.min_similarity = min_similarity
+        self.confirm_after = confirm_after
         self.tracks: dict[int, Track] = {}
         self._next_id = first_id
 
@@ -120,6 +125,11 @@ class FaceTracker:
                 t.embedding is None
                 or changed
                 or frame_no - t.embedded_at >= self.refresh_every
+                or (
+                    self.confirm_after is not None
+                    and t.embeds == 1
+                    and frame_no - t.embedded_at >= self.confirm_after
+                )
                 or areas[i] >= self.grow_ratio * t.embedded_area
             )
         return ids, need
@@ -131,6 +141,7 @@ class FaceTracker:
         for tid, box, emb in zip(ids.tolist(), xyxy, embeddings, strict=True):
             t = self.tracks[tid]
             t.embedding = emb
+            t.embeds += 1
             t.embedded_at = frame_no
             t.embedded_area = float((box[2] - box[0]) * (box[3] - box[1]))
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from typing import Any
 
 import cv2
@@ -106,6 +106,68 @@ class TrackSightings:
         return out
 
 
+class TrackVotes:
+    """Identity voting over each track's embeddings, so one lucky frame names nobody.
+
+    Every fresh embedding of a track (the detect stage carries a track's last embedding on
+    the frames in between) casts a vote: the watched person within the tolerance, or no
+    one. The track is named after the person with the most of its last ``window`` votes
+    (a tie goes to the latest) once two votes agree, or at once when the match is close
+    (distance at most ``confirm_above``). The tracker embeds every new track a second time
+    a few frames in, so a marginal match is confirmed or dropped quickly. A fresh embedding
+    farther than ``tolerance`` from the track's previous one is someone else who took the
+    track's place: the vote starts afresh. Faces without a track (tracking off) are named
+    from their own embedding alone.
+    """
+
+    def __init__(
+        self, confirm_above: float, tolerance: float, window: int = 5, capacity: int = 10_000
+    ) -> None:
+        self.confirm_above = confirm_above
+        self.tolerance = tolerance
+        self.window = window
+        self.capacity = capacity
+        self._votes: OrderedDict[
+            tuple[str, int], tuple[np.ndarray, deque[tuple[str | None, float]]]
+        ] = OrderedDict()
+
+    def __call__(
+        self, camera: str, det: Detections, names: list[str | None], dists: np.ndarray
+    ) -> tuple[list[str | None], np.ndarray]:
+        out_names = list(names)
+        out_dists = np.array(dists, np.float32)
+        for i, track in enumerate(det.track_ids.tolist()):
+            if track < 0:
+                continue
+            key = (camera, int(track))
+            emb = det.embeddings[i]
+            last, votes = self._votes.pop(key, (None, deque(maxlen=self.window)))
+            if last is None or not np.array_equal(emb, last):
+                if last is not None and float(np.linalg.norm(emb - last)) > self.tolerance:
+                    votes.clear()
+                votes.append((names[i], float(dists[i])))
+            self._votes[key] = (emb.copy(), votes)
+            out_names[i], d = self._decide(votes)
+            if d is not None:
+                out_dists[i] = d
+        while len(self._votes) > self.capacity:
+            self._votes.popitem(last=False)
+        return out_names, out_dists
+
+    def _decide(self, votes: deque[tuple[str | None, float]]) -> tuple[str | None, float | None]:
+        counts: dict[str | None, int] = {}
+        for name, _ in votes:
+            counts[name] = counts.get(name, 0) + 1
+        top = max(counts.values())
+        winner = next(name for name, _ in reversed(votes) if counts[name] == top)
+        if winner is None:
+            return None, None
+        mine = [d for name, d in votes if name == winner]
+        if top >= 2 or min(mine) <= self.confirm_above:
+            return winner, mine[-1]
+        return None, None
+
+
 class MatchStage:
     """Turns a frame and its detections into a Result and sighting events."""
 
@@ -113,6 +175,7 @@ class MatchStage:
         self.cfg = cfg
         self.watchlist = watchlist
         self.sightings = TrackSightings()
+        self.votes = TrackVotes(cfg.confirm_above, cfg.tolerance)
 
     def process(
         self, frame: Frame, det: Detections, timings: dict[str, float]
@@ -120,7 +183,7 @@ class MatchStage:
         t0 = time.perf_counter()
         if det.label == "face" and len(det):
             names, dists = self.watchlist.match(det.embeddings, self.cfg.tolerance)
-            det = det.with_identities(names, dists)
+            det = det.with_identities(*self.votes(frame.camera, det, names, dists))
         t1 = time.perf_counter()
         annotated = b""
         if self.cfg.draw:
