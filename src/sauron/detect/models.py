@@ -24,6 +24,7 @@ from sauron import SauronError
 from sauron.config import DetectConfig
 from sauron.detect.centerface import CenterFace, to_dlib_boxes
 from sauron.detect.embedders import Embedder, create_embedder, default_embedder_name, extract_chips
+from sauron.detect.tracking import iou_matrix
 from sauron.types import NUM_LANDMARKS, Detections
 
 log = logging.getLogger(__name__)
@@ -216,11 +217,13 @@ class FaceModel(Detector):
         region: tuple[int, int, int, int] | None = None,
         *,
         coarse: bool = False,
+        exclude: np.ndarray | None = None,
     ) -> tuple[Detections, list[Shape]]:
         """Face boxes (clipped to the image) and landmarks, without embeddings; with
         ``region`` (x0, y0, x1, y1), only the faces found inside that part of the image.
         ``coarse``: a quicker look for larger faces only (CenterFace at half its scale;
-        the same as a normal look for dlib's detectors)."""
+        the same as a normal look for dlib's detectors). ``exclude``: xyxy boxes of faces
+        already known; found faces overlapping one of them are left out (and not fitted)."""
         h, w = rgb.shape[:2]
         if region is None:
             rects, scores = self._rects(rgb, coarse)
@@ -232,6 +235,10 @@ class FaceModel(Detector):
             part, scores = self._rects(np.ascontiguousarray(rgb[y0:y1, x0:x1]))
             rects = [dlib.translate_rect(r, dlib.point(x0, y0)) for r in part]
         keep = [i for i, r in enumerate(rects) if r.width() >= self.min_face]
+        if keep and exclude is not None and len(exclude):
+            found = np.array([[r.left(), r.top(), r.right(), r.bottom()] for r in rects])
+            near = iou_matrix(found, exclude).max(axis=1)
+            keep = [i for i in keep if near[i] < 0.3]
         if not keep:
             return Detections.empty(self.embedder.dim), []
         with self._pose.lock:

@@ -25,12 +25,15 @@ CHANGED_CELLS = 24
 #: A tracked face that its landmarks cannot follow is looked for by the detector in its
 #: expected box widened by this many face sizes on each side.
 REGION = 1.0
-
-
-def _eyes(pts: np.ndarray) -> tuple[np.ndarray, float]:
-    """Centre between the eyes and the distance between them (dlib's 5 points)."""
-    a, b = (pts[0] + pts[1]) / 2, (pts[2] + pts[3]) / 2
-    return (a + b) / 2, max(float(np.linalg.norm(a - b)), 1.0)
+#: While faces are followed and the picture changes away from them, a coarse scan for
+#: newcomers runs at most every this many frames (a full scan comes every detect_every).
+COARSE_EVERY = 2
+#: Following: a tracked face is matched as a grey template TEMPLATE px wide within its
+#: expected box widened by SEARCH face sizes on each side, and kept when the normalised
+#: correlation reaches MATCH.
+TEMPLATE = 24
+SEARCH = 0.5
+MATCH = 0.6
 
 
 @dataclass
@@ -43,28 +46,47 @@ class _Camera:
     # cameras of a worker take turns at full scans instead of scanning the same instant
     # (cameras started together would otherwise all scan on every Nth round).
     phase: int = 0
-    # per track: its box relative to the eyes (in eye distances) at the last detection,
-    # its previous box (for a constant-velocity guess) and its last detector score
-    shape: dict[int, np.ndarray] = field(default_factory=dict)
+    since_coarse: int = 0  # frames since the last coarse scan for newcomers
+    # per track: its grey template (its box at TEMPLATE px wide) and landmarks of the last
+    # frame, its previous box (for a constant-velocity guess) and its last detector score
+    template: dict[int, np.ndarray] = field(default_factory=dict)
+    marks: dict[int, np.ndarray] = field(default_factory=dict)
     prev: dict[int, np.ndarray] = field(default_factory=dict)
     score: dict[int, float] = field(default_factory=dict)
     small: np.ndarray | None = None  # the previous frame's grid of cell means
 
-    def remember(self, ids: np.ndarray, det: Detections, detected: np.ndarray) -> None:
-        """Keep each track's box (and, for faces the detector found, not followed, its
-        shape relative to the eyes and its score)."""
+    def remember(
+        self, gray: np.ndarray, ids: np.ndarray, det: Detections, detected: np.ndarray
+    ) -> None:
+        """Keep each track's box, landmarks and template (and, for faces the detector
+        found, not followed, its score); forget tracks that ended."""
         live = set(self.tracker.tracks)
-        for key in [k for k in self.shape if k not in live]:
-            self.shape.pop(key, None)
-            self.prev.pop(key, None)
-            self.score.pop(key, None)
+        for key in [k for k in self.prev if k not in live]:
+            for memory in (self.template, self.marks, self.prev, self.score):
+                memory.pop(key, None)
         for i, tid in enumerate(ids.tolist()):
             box = det.xyxy[i].astype(np.float64)
             if detected[i]:
-                centre, dist = _eyes(det.landmarks[i].astype(np.float64))
-                self.shape[tid] = (box - np.tile(centre, 2)) / dist
                 self.score[tid] = float(det.confidence[i])
             self.prev[tid] = box
+            self.marks[tid] = det.landmarks[i].astype(np.float64)
+            patch = _template(gray, box)
+            if patch is None:
+                self.template.pop(tid, None)
+            else:
+                self.template[tid] = patch
+
+
+def _template(gray: np.ndarray, box: np.ndarray) -> np.ndarray | None:
+    """The box's grey pixels scaled to TEMPLATE px wide (None when it is off the image)."""
+    x0, y0, x1, y1 = (round(v) for v in box)
+    h, w = gray.shape
+    x0, y0, x1, y1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
+    if x1 - x0 < 8 or y1 - y0 < 8:
+        return None
+    k = TEMPLATE / (x1 - x0)
+    size = (TEMPLATE, max(4, round((y1 - y0) * k)))
+    return cv2.resize(gray[y0:y1, x0:x1], size, interpolation=cv2.INTER_AREA)
 
 
 def _changed_elsewhere(cam: _Camera, gray: np.ndarray) -> bool:
@@ -193,10 +215,14 @@ class DetectStage:
             return det, t2
         tracker = cam.tracker
         ids, need = tracker.assign(frame.number, det.xyxy, thumbs)
-        cam.remember(ids, det, detected)
+        cam.remember(gray, ids, det, detected)
         idx = need.nonzero()[0]
         if len(idx):
-            fresh = model.embed(rgb, [shapes[i] for i in idx])
+            fitted = [
+                shapes[i] if shapes[i] is not None else model.fit_landmarks(rgb, det.xyxy[i])
+                for i in idx
+            ]
+            fresh = model.embed(rgb, fitted)
             tracker.store(frame.number, ids[idx], det.xyxy[idx], fresh)
             self.faces_embedded += len(idx)
         det = replace(det, embeddings=tracker.embeddings(ids, model.embedder.dim), track_ids=ids)
@@ -210,39 +236,40 @@ class DetectStage:
         gray: np.ndarray,
         model: FaceModel,
         changed: bool,
-    ) -> tuple[Detections, list[Shape], np.ndarray, np.ndarray] | None:
-        """Each track found again on its own: by fitting its landmarks where it is expected
-        (kept if its aligned thumbnail still looks like the track's), else by running the
-        detector in a region around it (:data:`REGION`). A track found neither way is not
-        in this frame. (det, shapes, thumbnails, found-by-the-detector mask), or None when
-        nothing was found and the frame should be scanned."""
-        h, w = rgb.shape[:2]
+    ) -> tuple[Detections, list[Shape | None], np.ndarray, np.ndarray] | None:
+        """Each track found again on its own: by matching its grey template around where
+        it is expected (:func:`_match_template`; its landmarks move with it), else by
+        running the detector in a region around it (:data:`REGION`). A track found neither
+        way is not in this frame; newcomers are looked for by a coarse scan when the
+        picture changed. (det, shapes (None where not fitted), thumbnails, found-by-the-
+        detector mask), or None when nothing was found and the frame should be scanned."""
         boxes: list[np.ndarray] = []
-        shapes: list[Shape] = []
+        shapes: list[Shape | None] = []
         marks: list[np.ndarray] = []
         scores: list[float] = []
         detected: list[bool] = []
+        thumbs: list[np.ndarray] = []
         regions: list[np.ndarray] = []
         for t in list(cam.tracker.tracks.values()):
             last = t.xyxy.astype(np.float64)
             guess = last + (last - cam.prev.get(t.id, last)) * (number - t.seen_at)
-            if t.seen_at == number - 1 and t.thumb is not None and t.id in cam.shape:
-                shape = model.fit_landmarks(rgb, [round(v) for v in guess])
-                pts = np.array([(p.x, p.y) for p in shape.parts()], np.float64)
-                centre, dist = _eyes(pts)
-                box = np.clip(
-                    np.round(np.tile(centre, 2) + cam.shape[t.id] * dist), 0, [w - 1, h - 1] * 2
-                )
-                big = box[2] - box[0] >= max(self.cfg.min_face, 8) and box[3] - box[1] >= 8
-                if big:
-                    thumb = thumbnails(gray, pts.astype(np.float32)[None])[0]
-                    if float(t.thumb @ thumb) >= cam.tracker.min_similarity:
-                        boxes.append(box)
-                        shapes.append(shape)
-                        marks.append(pts)
-                        scores.append(cam.score.get(t.id, 0.0))
-                        detected.append(False)
-                        continue
+            template = cam.template.get(t.id)
+            if t.seen_at == number - 1 and template is not None and t.id in cam.marks:
+                box = _match_template(gray, template, guess)
+                if box is not None and box[2] - box[0] >= max(self.cfg.min_face, 8):
+                    pts = cam.marks[t.id] + (box[:2] - last[:2])
+                    boxes.append(box)
+                    shapes.append(None)  # fitted only if the face is embedded
+                    marks.append(pts)
+                    scores.append(cam.score.get(t.id, 0.0))
+                    detected.append(False)
+                    # the template matched: the same face, so its thumbnail stands
+                    thumbs.append(
+                        t.thumb
+                        if t.thumb is not None
+                        else thumbnails(gray, pts.astype(np.float32)[None])[0]
+                    )
+                    continue
             regions.append(guess)
         for guess in regions:
             fw, fh = guess[2] - guess[0], guess[3] - guess[1]
@@ -260,8 +287,12 @@ class DetectStage:
             marks.append(found.landmarks[k].astype(np.float64))
             scores.append(float(found.confidence[k]))
             detected.append(True)
-        if changed:  # someone may have come into view: a quick look for them
-            found, found_shapes = model.locate(rgb, coarse=True)
+            thumbs.append(thumbnails(gray, found.landmarks[k : k + 1])[0])
+        cam.since_coarse += 1
+        if changed and cam.since_coarse >= COARSE_EVERY:  # someone may have come in: look
+            cam.since_coarse = 0
+            known = np.array(boxes, np.float64).reshape(-1, 4)
+            found, found_shapes = model.locate(rgb, coarse=True, exclude=known)
             self.coarse_scans += 1
             for k in range(len(found)):
                 boxes.append(found.xyxy[k].astype(np.float64))
@@ -269,6 +300,7 @@ class DetectStage:
                 marks.append(found.landmarks[k].astype(np.float64))
                 scores.append(float(found.confidence[k]))
                 detected.append(True)
+            thumbs.extend(thumbnails(gray, found.landmarks))
         if not boxes:
             return None
         keep = _distinct(np.array(boxes))  # two tracks that reached the same face: one
@@ -284,9 +316,31 @@ class DetectStage:
         return (
             det,
             [shapes[i] for i in keep],
-            thumbnails(gray, landmarks),
+            np.array([thumbs[i] for i in keep], np.float32).reshape(len(keep), -1),
             np.array([detected[i] for i in keep], bool),
         )
+
+
+def _match_template(gray: np.ndarray, template: np.ndarray, guess: np.ndarray) -> np.ndarray | None:
+    """Where the face of ``template`` is near ``guess`` (same size box, xyxy), or None."""
+    h, w = gray.shape
+    fw, fh = guess[2] - guess[0], guess[3] - guess[1]
+    if fw < 8 or fh < 8:
+        return None
+    x0, y0 = max(0, round(guess[0] - SEARCH * fw)), max(0, round(guess[1] - SEARCH * fh))
+    x1, y1 = min(w, round(guess[2] + SEARCH * fw)), min(h, round(guess[3] + SEARCH * fh))
+    k = TEMPLATE / fw
+    ww, wh = round((x1 - x0) * k), round((y1 - y0) * k)
+    th, tw = template.shape
+    if ww < tw or wh < th:
+        return None  # the face is leaving the picture
+    window = cv2.resize(gray[y0:y1, x0:x1], (ww, wh), interpolation=cv2.INTER_AREA)
+    fit = cv2.matchTemplate(window, template, cv2.TM_CCOEFF_NORMED)
+    _, best, _, (bx, by) = cv2.minMaxLoc(fit)
+    if best < MATCH:
+        return None
+    left, top = x0 + bx / k, y0 + by / k
+    return np.array([left, top, left + fw, top + fh])
 
 
 def _distinct(boxes: np.ndarray, overlap: float = 0.5) -> list[int]:
