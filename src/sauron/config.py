@@ -133,8 +133,9 @@ class TopicsConfig(Section):
 class DetectConfig(Section):
     model: Literal["centerface", "dlib-hog", "dlib-cnn", "opencv-people"] = Field(
         "centerface",
-        description="Detector plugin: centerface (CNN, finds faces from 20 px at the default "
-        "scale), dlib-hog (from ~80 px, or ~40 px with upsample 1), dlib-cnn (slow on a CPU), "
+        description="Detector plugin: centerface (CNN, ONNX Runtime; at the default "
+        "input_scale it finds faces of 40 px and up in about 10 ms a 640x360 frame), "
+        "dlib-hog (from ~80 px, or ~40 px with upsample 1), dlib-cnn (slow on a CPU), "
         "opencv-people (person boxes, no faces)",
     )
     upsample: int = Field(
@@ -144,8 +145,9 @@ class DetectConfig(Section):
         0.5,
         gt=0,
         le=4,
-        description="centerface: scale frames by this before detection (0.5 finds faces of "
-        "40 px and up in a 640x360 frame at about 9 ms; 1.0 finds 20 px, 4x the cost)",
+        description="centerface: scale frames by this before detection; the cost grows with "
+        "its square (0.5: about 10 ms a 640x360 frame on one core, 1.0: about 40 ms). Raise "
+        "it for faces under 40 px, lower it for large frames of large faces",
     )
     model_path: Path | None = Field(
         None,
