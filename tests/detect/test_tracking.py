@@ -127,14 +127,19 @@ def test_no_boxes() -> None:
 # ----------------------------------------------------------------------------- when to embed
 
 
-def test_refresh_every_n_frames() -> None:
-    tracker = FaceTracker(refresh_every=5, confirm_after=None)
+def needs_of_a_still_face(tracker: FaceTracker, frames: int) -> list[bool]:
+    """Whether one face that does not move must be embedded, frame by frame."""
     box = boxes((10, 10, 60, 60))
     needs = []
-    for frame_no in range(12):
+    for frame_no in range(frames):
         ids, need = tracker.assign(frame_no, box)
         needs.append(bool(need[0]))
         embed_needed(tracker, frame_no, box, ids, need)
+    return needs
+
+
+def test_refresh_every_n_frames() -> None:
+    needs = needs_of_a_still_face(FaceTracker(refresh_every=5, confirm_after=None), 12)
     assert needs == [
         True,
         False,
@@ -329,11 +334,5 @@ def test_thumbnails_of_no_faces() -> None:
 
 
 def test_a_new_track_is_embedded_once_more_to_confirm_its_identity() -> None:
-    tracker = FaceTracker(refresh_every=1000, confirm_after=3)
-    box = boxes((10, 10, 60, 60))
-    needs = []
-    for frame_no in range(10):
-        ids, need = tracker.assign(frame_no, box)
-        needs.append(bool(need[0]))
-        embed_needed(tracker, frame_no, box, ids, need)
+    needs = needs_of_a_still_face(FaceTracker(refresh_every=1000, confirm_after=3), 10)
     assert needs == [True, False, False, True] + [False] * 6

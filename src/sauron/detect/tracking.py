@@ -13,7 +13,7 @@ worker (camera partitioning).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -67,28 +67,21 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.asarray(inter / np.maximum(area_a + area_b - inter, 1e-9))
 
 
+@dataclass
 class FaceTracker:
-    """Tracks of one camera."""
+    """Tracks of one camera (the thresholds are explained in the module's docstring)."""
 
-    def __init__(
-        self,
-        *,
-        iou_threshold: float = 0.3,
-        max_gap: int = 5,
-        refresh_every: int = 15,
-        grow_ratio: float = 1.4,
-        min_similarity: float = 0.8,
-        confirm_after: int | None = 3,
-        first_id: int = 1,
-    ) -> None:
-        self.iou_threshold = iou_threshold
-        self.max_gap = max_gap
-        self.refresh_every = refresh_every
-        self.grow_ratio = grow_ratio
-        self.min_similarity = min_similarity
-        self.confirm_after = confirm_after
-        self.tracks: dict[int, Track] = {}
-        self._next_id = first_id
+    iou_threshold: float = 0.3
+    max_gap: int = 5
+    refresh_every: int = 15
+    grow_ratio: float = 1.4
+    min_similarity: float = 0.8
+    confirm_after: int | None = 3
+    first_id: int = 1
+    tracks: dict[int, Track] = field(default_factory=dict, init=False)
+
+    def __post_init__(self) -> None:
+        self._next_id = self.first_id
 
     def assign(
         self, frame_no: int, xyxy: np.ndarray, thumbs: np.ndarray | None = None
