@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import asdict, dataclass, fields
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, HTTPException, Query, Response, UploadFile
@@ -14,7 +15,7 @@ from sauron.match.enroll import EnrollError
 from sauron.serve.web.auth import Ctx, Viewer, audit
 from sauron.serve.web.context import from_record
 from sauron.serve.web.enrollment import safe_filename
-from sauron.store.db import AlertInfo, SightingFilter, SightingInfo
+from sauron.store.db import AlertInfo, SightingFields, SightingFilter, SightingInfo
 
 log = logging.getLogger(__name__)
 
@@ -22,15 +23,8 @@ router = APIRouter(prefix="/api", tags=["history"])
 MAX_PAGE = 500
 
 
-class SightingOut(BaseModel):
-    id: int
-    camera: str
-    frame: int
-    ts: float
-    track: int
-    person: str | None
-    distance: float | None
-    box: tuple[int, int, int, int]
+@dataclass(frozen=True)
+class SightingOut(SightingFields):
     snapshot_url: str | None
 
 
@@ -50,6 +44,7 @@ class AlertOut(BaseModel):
     snapshot_url: str | None
 
 
+@dataclass(frozen=True)
 class SearchHit(SightingOut):
     query_distance: float
 
@@ -64,7 +59,8 @@ class SearchOut(BaseModel):
 
 def sighting_out(s: SightingInfo) -> SightingOut:
     url = f"/api/sightings/{s.id}/snapshot.jpg" if s.has_snapshot else None
-    return from_record(SightingOut, s, snapshot_url=url)
+    told = {f.name: getattr(s, f.name) for f in fields(SightingFields)}
+    return SightingOut(**told, snapshot_url=url)
 
 
 def alert_out(a: AlertInfo) -> AlertOut:
@@ -172,9 +168,7 @@ async def search(
     took = (time.perf_counter() - t0) * 1000
     rows = await run_in_threadpool(ctx.store.sightings_by_ids, [h.sighting_id for h in hits])
     items = [
-        SearchHit(
-            **sighting_out(rows[h.sighting_id]).model_dump(), query_distance=round(h.distance, 4)
-        )
+        SearchHit(**asdict(sighting_out(rows[h.sighting_id])), query_distance=round(h.distance, 4))
         for h in hits
         if h.sighting_id in rows
     ]
