@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, HTTPException, Query, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
+from fastapi.types import DecoratedCallable
 from pydantic import BaseModel
 
 from sauron.match.enroll import EnrollError
@@ -68,6 +70,13 @@ def alert_out(a: AlertInfo) -> AlertOut:
     return from_record(AlertOut, a, ts=a.started_at, snapshot_url=url)
 
 
+def _jpeg_route(path: str) -> Callable[[DecoratedCallable], DecoratedCallable]:
+    """A GET route that answers a stored JPEG snapshot."""
+    return router.get(
+        path, response_class=Response, responses={200: {"content": {"image/jpeg": {}}}}
+    )
+
+
 def _jpeg(data: bytes | None, what: str) -> Response:
     if data is None:
         raise HTTPException(404, f"no snapshot for {what}")
@@ -108,11 +117,7 @@ def sightings(
     )
 
 
-@router.get(
-    "/sightings/{sighting_id}/snapshot.jpg",
-    response_class=Response,
-    responses={200: {"content": {"image/jpeg": {}}}},
-)
+@_jpeg_route("/sightings/{sighting_id}/snapshot.jpg")
 def sighting_snapshot(sighting_id: int, ctx: Ctx, _p: Viewer) -> Response:
     return _jpeg(ctx.store.sighting_snapshot(sighting_id), f"sighting {sighting_id}")
 
@@ -134,11 +139,7 @@ def alerts(
     ]
 
 
-@router.get(
-    "/alerts/{alert_id}/snapshot.jpg",
-    response_class=Response,
-    responses={200: {"content": {"image/jpeg": {}}}},
-)
+@_jpeg_route("/alerts/{alert_id}/snapshot.jpg")
 def alert_snapshot(alert_id: int, ctx: Ctx, _p: Viewer) -> Response:
     return _jpeg(ctx.store.alert_snapshot(alert_id), f"alert {alert_id}")
 
