@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
+from annotated_types import Interval
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -42,6 +43,15 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# Kinds of value that several settings share, each with its bounds.
+Port = Annotated[int, Interval(ge=0, le=65535)]
+JpegQuality = Annotated[int, Interval(ge=10, le=100)]
+Megabytes = Annotated[float, Interval(gt=0, le=1024)]
+Replicas = Annotated[int, Interval(ge=1, le=10)]
+#: A time span in seconds, above zero and at most an hour.
+UpToAnHour = Annotated[float, Interval(gt=0, le=3600)]
+
+
 class CameraConfig(Section):
     name: str = Field(description="Camera id: names its frames, results and topic keys")
     source: str = Field(description="Video file, image folder, webcam index, or RTSP/HTTP URL")
@@ -49,7 +59,7 @@ class CameraConfig(Section):
     max_fps: float | None = Field(None, gt=0, le=240, description="Drop frames above this rate")
     realtime: bool = Field(True, description="Play files at their own rate, like a live camera")
     loop: bool = Field(False, description="Start files and folders again at their end")
-    jpeg_quality: int = Field(85, ge=10, le=100, description="JPEG quality of published frames")
+    jpeg_quality: JpegQuality = Field(85, description="JPEG quality of published frames")
 
     @field_validator("name")
     @classmethod
@@ -81,28 +91,19 @@ class BusConfig(Section):
         description="Frames a camera producer holds while the broker is unreachable, in MiB; "
         "beyond it new frames of live cameras are dropped and counted",
     )
-    delivery_timeout_s: float = Field(
-        120.0,
-        gt=0,
-        le=3600,
-        description="A produced frame not acknowledged within this is dropped and counted",
+    delivery_timeout_s: UpToAnHour = Field(
+        120.0, description="A produced frame not acknowledged within this is dropped and counted"
     )
-    transaction_timeout_s: float = Field(
+    transaction_timeout_s: Annotated[float, Interval(ge=1, le=900)] = Field(
         10.0,
-        ge=1,
-        le=900,
         description="Exactly-once: the open transaction of a dead worker is aborted after this",
     )
-    session_timeout_s: float = Field(
+    session_timeout_s: Annotated[float, Interval(ge=3, le=300)] = Field(
         10.0,
-        ge=3,
-        le=300,
         description="A worker that stops heartbeating loses its partitions after this",
     )
-    ready_timeout_s: float = Field(
+    ready_timeout_s: UpToAnHour = Field(
         60.0,
-        gt=0,
-        le=3600,
         description="`sauron run`: cameras start once every detect worker has warmed its "
         "models and the group holds every frames partition, or after this many seconds",
     )
@@ -111,8 +112,8 @@ class BusConfig(Section):
 class TopicsConfig(Section):
     prefix: str = Field("sauron", description="Prefix of every topic name")
     partitions: int = Field(6, ge=1, le=10000, description="Partitions of frames/detections")
-    replication: int = Field(1, ge=1, le=10, description="Replication factor of every topic")
-    min_insync_replicas: int = Field(1, ge=1, le=10, description="min.insync.replicas")
+    replication: Replicas = Field(1, description="Replication factor of every topic")
+    min_insync_replicas: Replicas = Field(1, description="min.insync.replicas")
     partitioning: Literal["camera", "frame"] = Field(
         "camera",
         description="camera: key by camera (ordered, one worker per camera); "
@@ -216,16 +217,14 @@ class MatchConfig(Section):
         "of the annotated topic that want pixels. Off: annotated results carry the frame "
         "and its named boxes, and the web app draws them when a frame is shown",
     )
-    annotated_quality: int = Field(
-        80, ge=10, le=100, description="JPEG quality of drawn frames (matcher and web app)"
+    annotated_quality: JpegQuality = Field(
+        80, description="JPEG quality of drawn frames (matcher and web app)"
     )
 
 
 class MetricsConfig(Section):
-    port: int = Field(
+    port: Port = Field(
         0,
-        ge=0,
-        le=65535,
         description="Serve Prometheus /metrics and /healthz on this port; 0 = off. "
         "A command with several worker processes gives process i port + i",
     )
@@ -250,19 +249,15 @@ class StoreConfig(Section):
         default_factory=default_data_dir,
         description="Folder of the SQLite file and the search index",
     )
-    retention_days: float = Field(
+    retention_days: Annotated[float, Interval(gt=0, le=36500)] = Field(
         30.0,
-        gt=0,
-        le=36500,
         description="Delete sightings, snapshots and alerts older than this many days",
     )
     retention_check_s: float = Field(
         600.0, ge=1, description="Run the retention purge this often (seconds)"
     )
-    sighting_interval_s: float = Field(
+    sighting_interval_s: Annotated[float, Interval(ge=0, le=3600)] = Field(
         1.0,
-        ge=0,
-        le=3600,
         description="Store a tracked face as a sighting at most this often (0 = every frame)",
     )
     snapshot_size: int = Field(
@@ -272,7 +267,7 @@ class StoreConfig(Section):
 
 class WebConfig(Section):
     host: str = Field("127.0.0.1", description="Address the web server binds")
-    port: int = Field(8080, ge=0, le=65535, description="Port of the web server; 0 = any free")
+    port: Port = Field(8080, description="Port of the web server; 0 = any free")
     admin_user: str = Field("admin", description="Name of the first admin account")
     admin_password: SecretStr | None = Field(
         None,
@@ -282,19 +277,13 @@ class WebConfig(Section):
     session_hours: float = Field(
         12.0, gt=0, le=24 * 365, description="Log-in sessions expire after this many hours"
     )
-    max_upload_mb: float = Field(
-        25.0, gt=0, le=1024, description="Largest request body accepted (megabytes)"
-    )
-    max_photo_mb: float = Field(
-        10.0, gt=0, le=1024, description="Largest single photo accepted (megabytes)"
-    )
+    max_upload_mb: Megabytes = Field(25.0, description="Largest request body accepted (megabytes)")
+    max_photo_mb: Megabytes = Field(10.0, description="Largest single photo accepted (megabytes)")
     privacy_blur: bool = Field(
         False, description="Blur faces not on the watchlist in live streams and stored snapshots"
     )
-    alert_gap_s: float = Field(
+    alert_gap_s: UpToAnHour = Field(
         3.0,
-        gt=0,
-        le=3600,
         description="A watched person unseen on a camera this long "
         "(capture time) ends the appearance; the next sighting alerts",
     )

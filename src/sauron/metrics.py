@@ -19,7 +19,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, TypeVar
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -29,6 +29,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.metrics import MetricWrapperBase
 
 from sauron import SauronError
 
@@ -37,75 +38,68 @@ log = logging.getLogger(__name__)
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 PROCESS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10)
 
+M = TypeVar("M", bound=MetricWrapperBase)
+
 
 class Metrics:
     """Every metric family of one process, in its own registry."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
-        r = self.registry
-        self.frames_in = Counter(
-            "sauron_frames_in", "Messages read from the stage's input", ["stage"], registry=r
-        )
-        self.frames_out = Counter(
+
+        def family(kind: type[M], name: str, doc: str, *labels: str, **options: Any) -> M:
+            """A family in this registry, labelled by stage and then by ``labels``."""
+            return kind(name, doc, ["stage", *labels], registry=self.registry, **options)
+
+        self.frames_in = family(Counter, "sauron_frames_in", "Messages read from the stage's input")
+        self.frames_out = family(
+            Counter,
             "sauron_frames_out",
             "Inputs fully handled: outputs acknowledged (or committed, exactly-once)",
-            ["stage"],
-            registry=r,
         )
-        self.messages_out = Counter(
-            "sauron_messages_out", "Messages produced, by topic", ["stage", "topic"], registry=r
+        self.messages_out = family(
+            Counter, "sauron_messages_out", "Messages produced, by topic", "topic"
         )
-        self.errors = Counter(
+        self.errors = family(
+            Counter,
             "sauron_errors",
             "Errors, by kind (delivery, transaction, consumer, ...)",
-            ["stage", "kind"],
-            registry=r,
+            "kind",
         )
-        self.dead_letters = Counter(
+        self.dead_letters = family(
+            Counter,
             "sauron_dead_letters",
             "Inputs sent to the dead-letter topic, by reason",
-            ["stage", "reason"],
-            registry=r,
+            "reason",
         )
-        self.dropped = Counter(
+        self.dropped = family(
+            Counter,
             "sauron_frames_dropped",
             "Frames dropped on purpose, by reason (stale, buffer_full, "
             "delivery_timeout, too_large)",
-            ["stage", "reason"],
-            registry=r,
+            "reason",
         )
-        self.latency = Histogram(
+        self.latency = family(
+            Histogram,
             "sauron_frame_latency_seconds",
             "Capture time to output of the stage",
-            ["stage"],
             buckets=LATENCY_BUCKETS,
-            registry=r,
         )
-        self.process_time = Histogram(
-            "sauron_process_seconds",
-            "Time to handle one input",
-            ["stage"],
-            buckets=PROCESS_BUCKETS,
-            registry=r,
+        self.process_time = family(
+            Histogram, "sauron_process_seconds", "Time to handle one input", buckets=PROCESS_BUCKETS
         )
-        self.lag = Gauge(
+        self.lag = family(
+            Gauge,
             "sauron_consumer_lag",
             "Messages behind the end of each assigned input partition",
-            ["stage", "topic", "partition"],
-            registry=r,
+            "topic",
+            "partition",
         )
-        self.assigned = Gauge(
-            "sauron_assigned_partitions",
-            "Input partitions assigned to this worker",
-            ["stage"],
-            registry=r,
+        self.assigned = family(
+            Gauge, "sauron_assigned_partitions", "Input partitions assigned to this worker"
         )
-        self.buffered = Gauge(
-            "sauron_producer_buffered",
-            "Messages waiting in the producer for the brokers",
-            ["stage"],
-            registry=r,
+        self.buffered = family(
+            Gauge, "sauron_producer_buffered", "Messages waiting in the producer for the brokers"
         )
         self.health = Health()
 

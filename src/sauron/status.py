@@ -87,19 +87,18 @@ def _result(fut: Any, timeout: float, what: str) -> Any:
         raise SauronError(f"cannot read {what}: {exc.args[0]}") from None
 
 
-def _end_offsets(
-    admin: AdminClient, topic: str, parts: list[int], timeout: float
+def _offsets(
+    admin: AdminClient, topic: str, parts: list[int], timeout: float, *, end: bool
 ) -> dict[int, int]:
+    """The end (of committed messages) or else the start offset of each of ``parts``."""
     if not parts:
         return {}
-    req = {TopicPartition(topic, p): OffsetSpec.latest() for p in parts}
-    futs = admin.list_offsets(
-        req, isolation_level=IsolationLevel.READ_COMMITTED, request_timeout=timeout
-    )
-    return {
-        tp.partition: _result(f, timeout, f"end offsets of {topic}").offset
-        for tp, f in futs.items()
-    }
+    spec = OffsetSpec.latest() if end else OffsetSpec.earliest()
+    req = {TopicPartition(topic, p): spec for p in parts}
+    options = {"isolation_level": IsolationLevel.READ_COMMITTED} if end else {}
+    futs = admin.list_offsets(req, request_timeout=timeout, **options)
+    what = f"{'end' if end else 'start'} offsets of {topic}"
+    return {tp.partition: _result(f, timeout, what).offset for tp, f in futs.items()}
 
 
 def _committed(admin: AdminClient, group: str, timeout: float) -> dict[tuple[str, int], int]:
@@ -136,7 +135,7 @@ class _Sample:
 def _sample(
     admin: AdminClient, settings: Settings, parts: dict[str, list[int]], timeout: float
 ) -> _Sample:
-    ends = {topic: _end_offsets(admin, topic, ps, timeout) for topic, ps in parts.items()}
+    ends = {topic: _offsets(admin, topic, ps, timeout, end=True) for topic, ps in parts.items()}
     committed = {group: _committed(admin, group, timeout) for _, group, _ in stage_groups(settings)}
     return _Sample(time.monotonic(), ends, committed)
 
@@ -157,7 +156,7 @@ def collect(settings: Settings, interval: float = 2.0) -> ClusterStatus:
     dt = max(1e-9, last.at - first.at)
     status = ClusterStatus(settings.bus.bootstrap_servers, round(last.at - first.at, 3))
     dl_ends = last.ends.get(topics.deadletter, {})
-    dl_start = _start_offsets(admin, topics.deadletter, list(dl_ends), timeout)
+    dl_start = _offsets(admin, topics.deadletter, list(dl_ends), timeout, end=False)
     status.dead_letters = sum(max(0, e - dl_start.get(p, 0)) for p, e in dl_ends.items())
     for stage, group, topic in stage_groups(settings):
         state, members = _members(admin, group, timeout)
@@ -187,19 +186,6 @@ def collect(settings: Settings, interval: float = 2.0) -> ClusterStatus:
             )
         )
     return status
-
-
-def _start_offsets(
-    admin: AdminClient, topic: str, parts: list[int], timeout: float
-) -> dict[int, int]:
-    if not parts:
-        return {}
-    req = {TopicPartition(topic, p): OffsetSpec.earliest() for p in parts}
-    futs = admin.list_offsets(req, request_timeout=timeout)
-    return {
-        tp.partition: _result(f, timeout, f"start offsets of {topic}").offset
-        for tp, f in futs.items()
-    }
 
 
 def render(status: ClusterStatus, *, partitions: bool = False) -> str:

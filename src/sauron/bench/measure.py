@@ -16,7 +16,7 @@ import platform
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import KW_ONLY, asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -104,42 +104,35 @@ class Collector:
             return out
 
 
+@dataclass(eq=False)
 class Replayer:
     """Feeds the workload's cameras into ``sink``, one thread per camera.
 
     ``fps`` paces each camera like a live one (camera j starts j/(n*fps) s after camera 0,
     so frames arrive evenly); ``fps=None`` hands frames over as fast as the sink takes them.
-    Frame ``k`` of a camera gets number ``start + k`` and its capture time is stamped just
-    before it goes to the sink, as :func:`sauron.ingest.producer.camera_frames` does.
+    Frame ``k`` of a camera gets number ``start_number + k`` and its capture time is stamped
+    just before it goes to the sink, as :func:`sauron.ingest.producer.camera_frames` does.
     ``sink_factory`` makes each camera's sink (e.g. its own producer, as in the seed).
     """
 
-    def __init__(
-        self,
-        workload: Workload,
-        cameras: list[str],
-        sink_factory: Callable[[], Callable[[Frame], Any]],
-        *,
-        frames: int | None,
-        fps: float | None,
-        start: int = 0,
-        duration_s: float | None = None,
-    ) -> None:
-        if frames is None and duration_s is None:
+    workload: Workload
+    cameras: list[str]
+    sink_factory: Callable[[], Callable[[Frame], Any]]
+    _: KW_ONLY
+    frames: int | None
+    fps: float | None
+    start_number: int = 0
+    duration_s: float | None = None
+    sent: int = field(default=0, init=False)
+    stop: threading.Event = field(default_factory=threading.Event, init=False)
+    started_at: float = field(default=0.0, init=False)
+    finished_at: float = field(default=0.0, init=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+    _threads: list[threading.Thread] = field(default_factory=list, init=False)
+
+    def __post_init__(self) -> None:
+        if self.frames is None and self.duration_s is None:
             raise ValueError("give frames or duration_s")
-        self.workload = workload
-        self.cameras = cameras
-        self.sink_factory = sink_factory
-        self.frames = frames
-        self.fps = fps
-        self.start_number = start
-        self.duration_s = duration_s
-        self.sent = 0
-        self.stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads: list[threading.Thread] = []
-        self.started_at = 0.0
-        self.finished_at = 0.0
 
     def _run(self, index: int, t0: float) -> None:
         sink = self.sink_factory()

@@ -16,6 +16,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -258,20 +259,19 @@ class KafkaPipeline:
             tail.join(10)
 
 
+@dataclass(eq=False)
 class EmbeddedPipeline:
     """The embedded bus (detect processes fed by partition queues) and the match stage."""
 
     name = "embedded"
 
-    def __init__(
-        self, settings: Settings, workers: int, people: list[Person], *, block: bool
-    ) -> None:
-        self.settings = settings
-        self.workers = workers
-        self.people = people
-        self.block = block
-        self.collector = Collector()
-        self._bus: Any = None
+    settings: Settings
+    workers: int
+    people: list[Person]
+    _: KW_ONLY
+    block: bool
+    collector: Collector = field(default_factory=Collector, init=False)
+    _bus: Any = field(default=None, init=False)
 
     def start(self) -> EmbeddedPipeline:
         from sauron.bus.embedded import EmbeddedBus

@@ -73,7 +73,7 @@ def measure(
         pipe.sink_factory,
         frames=feed.frames,
         fps=feed.fps,
-        start=WARMUP_FRAMES,
+        start_number=WARMUP_FRAMES,
         duration_s=feed.seconds,
     )
     preload = bool(getattr(pipe, "preload", False))

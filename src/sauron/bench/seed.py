@@ -24,6 +24,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -179,6 +180,7 @@ def _predict_main(
         send(out)
 
 
+@dataclass(eq=False)
 class SeedPipeline:
     """Seed consumers and a seed predictor (processes), and a viewer (thread).
 
@@ -189,29 +191,24 @@ class SeedPipeline:
     name = "seed"
     preload = True
 
-    def __init__(
-        self,
-        bootstrap: str,
-        workers: int,
-        partitions: int,
-        people: list[Person],
-        embedder: str,
-        tolerance: float = 0.6,
-    ) -> None:
-        self.bootstrap = bootstrap
-        self.workers = workers
-        self.partitions = partitions
-        self.people = people
-        self.embedder = embedder
-        self.tolerance = tolerance
+    bootstrap: str
+    workers: int
+    partitions: int
+    people: list[Person]
+    embedder: str
+    tolerance: float = 0.6
+    topics: dict[str, str] = field(init=False)
+    group: str = field(init=False)
+    collector: Collector = field(default_factory=Collector, init=False)
+    _stop: threading.Event = field(default_factory=threading.Event, init=False)
+    _procs: list[Any] = field(default_factory=list, init=False)
+    _threads: list[threading.Thread] = field(default_factory=list, init=False)
+    _producers: list[Any] = field(default_factory=list, init=False)
+
+    def __post_init__(self) -> None:
         prefix = f"seed-{uuid.uuid4().hex[:10]}"
         self.topics = {k: f"{prefix}.{k}" for k in ("frames", "processed", "annotated")}
         self.group = f"{prefix}.detect"
-        self.collector = Collector()
-        self._stop = threading.Event()
-        self._procs: list[Any] = []
-        self._threads: list[threading.Thread] = []
-        self._producers: list[Any] = []
 
     def prepare(self) -> None:
         """Create the topics (before the frames are published)."""

@@ -18,7 +18,7 @@ import queue
 import signal
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, Protocol
 
 from sauron.bus.topics import frame_partition
@@ -69,36 +69,32 @@ class EmbeddedStats:
     failed: int = 0
 
 
+@dataclass(eq=False)
 class EmbeddedBus:
     """Detect processes fed by partition queues; results handed to ``on_output``.
 
     Each process runs the stage ``make_stage`` builds from the settings."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        *,
-        processes: int,
-        make_stage: StageFactory,
-        block: bool,
-        on_output: Callable[[DetectOutput], None],
-        queue_size: int = 16,
-    ) -> None:
-        self.settings = settings
-        self.processes = processes
-        self.block = block
-        self.on_output = on_output
-        self.stats = EmbeddedStats()
+    settings: Settings
+    _: KW_ONLY
+    processes: int
+    make_stage: StageFactory
+    block: bool
+    on_output: Callable[[DetectOutput], None]
+    queue_size: int = 16
+    stats: EmbeddedStats = field(default_factory=EmbeddedStats, init=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+
+    def __post_init__(self) -> None:
         ctx = mp.get_context("spawn")
-        self._inqs = [ctx.Queue(queue_size) for _ in range(processes)]
+        self._inqs = [ctx.Queue(self.queue_size) for _ in range(self.processes)]
         self._outq = ctx.Queue()
-        self._lock = threading.Lock()
         self._procs = [
             ctx.Process(
                 target=_detect_worker,
                 name=f"sauron-detect-{i}",
                 daemon=True,
-                args=(settings.model_dump_json(), make_stage, q, self._outq),
+                args=(self.settings.model_dump_json(), self.make_stage, q, self._outq),
             )
             for i, q in enumerate(self._inqs)
         ]

@@ -92,7 +92,9 @@ class NewSighting:
 
 
 @dataclass(frozen=True)
-class SightingInfo:
+class SightingFields:
+    """What is told of a stored sighting, here and in the web API's answers."""
+
     id: int
     camera: str
     frame: int
@@ -101,6 +103,10 @@ class SightingInfo:
     person: str | None
     distance: float | None
     box: tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class SightingInfo(SightingFields):
     has_snapshot: bool
 
 

@@ -18,8 +18,9 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -60,106 +61,105 @@ class Migration:
 def _v1_initial(conn: Connection) -> None:
     md = MetaData()
 
-    def pk() -> Column[int]:
-        return Column("id", _BigId, primary_key=True)
+    def table(
+        name: str,
+        /,
+        *extra: Any,
+        optional: Collection[str] = (),
+        unique: Collection[str] = (),
+        **columns: Any,
+    ) -> Table:
+        """Table ``name``: an ``id`` key, then a column a keyword (name=type: NOT NULL unless
+        named in ``optional``; a ForeignKey: the indexed reference to the row this one is
+        of), then the constraints and indexes in ``extra``."""
+        cols = [
+            Column(c, _BigId, kind, nullable=False, index=True)
+            if isinstance(kind, ForeignKey)
+            else Column(c, kind, nullable=c in optional, unique=c in unique)
+            for c, kind in columns.items()
+        ]
+        return Table(name, md, Column("id", _BigId, primary_key=True), *cols, *extra)
 
-    Table(
+    table(
         "persons",
-        md,
-        pk(),
-        Column("name", String(64), nullable=False, unique=True),
-        Column("created_at", Float, nullable=False),
-        Column("updated_at", Float, nullable=False),
+        unique=("name",),
+        name=String(64),
+        created_at=Float,
+        updated_at=Float,
     )
-    Table(
+    table(
         "photos",
-        md,
-        pk(),
-        Column(
-            "person_id",
-            _BigId,
-            ForeignKey("persons.id", ondelete="CASCADE"),
-            nullable=False,
-            index=True,
-        ),
-        Column("filename", String(255), nullable=False),
-        Column("content_type", String(64), nullable=False),
-        Column("sha256", String(64), nullable=False),
-        Column("data", LargeBinary, nullable=False),
-        Column("embedding", LargeBinary, nullable=False),
-        Column("width", Integer, nullable=False),
-        Column("height", Integer, nullable=False),
-        Column("created_at", Float, nullable=False),
+        person_id=ForeignKey("persons.id", ondelete="CASCADE"),
+        filename=String(255),
+        content_type=String(64),
+        sha256=String(64),
+        data=LargeBinary,
+        embedding=LargeBinary,
+        width=Integer,
+        height=Integer,
+        created_at=Float,
     )
-    Table(
+    table(
         "sightings",
-        md,
-        pk(),
-        Column("camera", String(64), nullable=False),
-        Column("frame", BigInteger, nullable=False),
-        Column("ts", Float, nullable=False),
-        Column("face", Integer, nullable=False),
-        Column("track", BigInteger, nullable=False),
-        Column("person", String(64)),
-        Column("distance", Float),
-        *(Column(c, Integer, nullable=False) for c in ("x0", "y0", "x1", "y1")),
-        Column("embedding", LargeBinary),
-        Column("snapshot", LargeBinary),
         UniqueConstraint("camera", "ts", "face", name="uq_sightings_camera_ts_face"),
         Index("ix_sightings_ts", "ts"),
         Index("ix_sightings_person_ts", "person", "ts"),
         Index("ix_sightings_camera_ts", "camera", "ts"),
+        optional=("person", "distance", "embedding", "snapshot"),
+        camera=String(64),
+        frame=BigInteger,
+        ts=Float,
+        face=Integer,
+        track=BigInteger,
+        person=String(64),
+        distance=Float,
+        x0=Integer,
+        y0=Integer,
+        x1=Integer,
+        y1=Integer,
+        embedding=LargeBinary,
+        snapshot=LargeBinary,
     )
-    Table(
+    table(
         "alerts",
-        md,
-        pk(),
-        Column("person", String(64), nullable=False),
-        Column("camera", String(64), nullable=False),
-        Column("started_at", Float, nullable=False),
-        Column("last_seen_at", Float, nullable=False),
-        Column("frames", Integer, nullable=False),
-        Column("distance", Float, nullable=False),
-        Column("snapshot", LargeBinary),
         Index("ix_alerts_started_at", "started_at"),
+        optional=("snapshot",),
+        person=String(64),
+        camera=String(64),
+        started_at=Float,
+        last_seen_at=Float,
+        frames=Integer,
+        distance=Float,
+        snapshot=LargeBinary,
     )
-    Table(
+    table(
         "users",
-        md,
-        pk(),
-        Column("username", String(64), nullable=False, unique=True),
-        Column("password_hash", String(255), nullable=False),
-        Column("role", String(16), nullable=False),
-        Column("disabled", Boolean, nullable=False),
-        Column("created_at", Float, nullable=False),
+        unique=("username",),
+        username=String(64),
+        password_hash=String(255),
+        role=String(16),
+        disabled=Boolean,
+        created_at=Float,
     )
-    Table(
+    table(
         "tokens",
-        md,
-        pk(),
-        Column(
-            "user_id",
-            _BigId,
-            ForeignKey("users.id", ondelete="CASCADE"),
-            nullable=False,
-            index=True,
-        ),
-        Column("kind", String(16), nullable=False),
-        Column("name", String(64), nullable=False),
-        Column("token_hash", String(64), nullable=False, unique=True),
-        Column("created_at", Float, nullable=False),
-        Column("expires_at", Float),
+        optional=("expires_at",),
+        unique=("token_hash",),
+        user_id=ForeignKey("users.id", ondelete="CASCADE"),
+        kind=String(16),
+        name=String(64),
+        token_hash=String(64),
+        created_at=Float,
+        expires_at=Float,
     )
-    Table(
+    table(
         "audit",
-        md,
-        pk(),
-        Column("ts", Float, nullable=False),
-        Column("username", String(64), nullable=False),
-        Column("action", String(32), nullable=False),
-        Column("target", String(255), nullable=False),
-        Column("detail", Text, nullable=False),
         Index("ix_audit_ts", "ts"),
+        ts=Float,
+        username=String(64),
+        action=String(32),
+        target=String(255),
+        detail=Text,
     )
     meta = Table(
         "store_meta",

@@ -31,10 +31,15 @@ class Base(DeclarativeBase):
     pass
 
 
-class Person(Base):
+class Keyed:
+    """A row numbered by the database: an auto-incrementing key named ``id``."""
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, sort_order=-1)  # first column
+
+
+class Person(Keyed, Base):
     __tablename__ = "persons"
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[float] = mapped_column(Float)
@@ -46,10 +51,9 @@ class Person(Base):
     )
 
 
-class Photo(Base):
+class Photo(Keyed, Base):
     __tablename__ = "photos"
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
     person_id: Mapped[int] = mapped_column(ForeignKey("persons.id", ondelete="CASCADE"), index=True)
     filename: Mapped[str] = mapped_column(String(255))
     content_type: Mapped[str] = mapped_column(String(64))
@@ -62,7 +66,7 @@ class Photo(Base):
     person: Mapped[Person] = relationship(back_populates="photos")
 
 
-class Sighting(Base):
+class Sighting(Keyed, Base):
     __tablename__ = "sightings"
     __table_args__ = (
         UniqueConstraint("camera", "ts", "face", name="uq_sightings_camera_ts_face"),
@@ -71,7 +75,6 @@ class Sighting(Base):
         Index("ix_sightings_camera_ts", "camera", "ts"),
     )
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
     camera: Mapped[str] = mapped_column(String(64))
     frame: Mapped[int] = mapped_column(BigInteger)
     ts: Mapped[float] = mapped_column(Float)
@@ -87,11 +90,10 @@ class Sighting(Base):
     snapshot: Mapped[bytes | None] = mapped_column(LargeBinary)
 
 
-class Alert(Base):
+class Alert(Keyed, Base):
     __tablename__ = "alerts"
     __table_args__ = (Index("ix_alerts_started_at", "started_at"),)
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
     person: Mapped[str] = mapped_column(String(64))
     camera: Mapped[str] = mapped_column(String(64))
     started_at: Mapped[float] = mapped_column(Float)
@@ -101,10 +103,9 @@ class Alert(Base):
     snapshot: Mapped[bytes | None] = mapped_column(LargeBinary)
 
 
-class User(Base):
+class User(Keyed, Base):
     __tablename__ = "users"
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
     username: Mapped[str] = mapped_column(String(64), unique=True)
     password_hash: Mapped[str] = mapped_column(String(255))
     role: Mapped[str] = mapped_column(String(16))
@@ -112,10 +113,9 @@ class User(Base):
     created_at: Mapped[float] = mapped_column(Float)
 
 
-class Token(Base):
+class Token(Keyed, Base):
     __tablename__ = "tokens"
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     kind: Mapped[str] = mapped_column(String(16))
     name: Mapped[str] = mapped_column(String(64))
@@ -125,11 +125,10 @@ class Token(Base):
     user: Mapped[User] = relationship()
 
 
-class AuditEntry(Base):
+class AuditEntry(Keyed, Base):
     __tablename__ = "audit"
     __table_args__ = (Index("ix_audit_ts", "ts"),)
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
     ts: Mapped[float] = mapped_column(Float)
     username: Mapped[str] = mapped_column(String(64))
     action: Mapped[str] = mapped_column(String(32))

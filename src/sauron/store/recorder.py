@@ -19,7 +19,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -45,24 +45,20 @@ class RecorderStats:
     errors: int = 0
 
 
+@dataclass(eq=False)
 class Recorder:
-    def __init__(
-        self,
-        store: Store,
-        cfg: StoreConfig,
-        *,
-        dispatcher: AlertPublisher | None,
-        alert_gap_s: float = 3.0,
-        privacy_blur: bool = False,
-        queue_size: int = 512,
-    ) -> None:
-        self.store = store
-        self.cfg = cfg
-        self.dispatcher = dispatcher
-        self.privacy_blur = privacy_blur
-        self.tracker = AppearanceTracker(alert_gap_s)
-        self.stats = RecorderStats()
-        self._queue: queue.Queue[tuple[Result, Done | None] | None] = queue.Queue(queue_size)
+    store: Store
+    cfg: StoreConfig
+    _: KW_ONLY
+    dispatcher: AlertPublisher | None
+    alert_gap_s: float = 3.0
+    privacy_blur: bool = False
+    queue_size: int = 512
+    stats: RecorderStats = field(default_factory=RecorderStats, init=False)
+
+    def __post_init__(self) -> None:
+        self.tracker = AppearanceTracker(self.alert_gap_s)
+        self._queue: queue.Queue[tuple[Result, Done | None] | None] = queue.Queue(self.queue_size)
         self._last: dict[tuple[Any, ...], tuple[float, str | None]] = {}
         self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
         # Frames queued or being stored; flush() waits for it to reach zero.

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import asdict, dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
@@ -22,6 +23,7 @@ from sauron.config import check_name
 from sauron.serve.web.context import WebContext, from_record, get_context
 from sauron.store import Conflict, NotFound
 from sauron.store.accounts import MIN_PASSWORD, Principal, Role
+from sauron.store.db import AuditInfo
 
 log = logging.getLogger(__name__)
 
@@ -137,13 +139,10 @@ class TokenOut(BaseModel):
     token: str | None = Field(default=None, description="Shown once, when created")
 
 
-class AuditOut(BaseModel):
-    id: int
-    ts: float
-    username: str
-    action: str
-    target: str
-    detail: str
+# An entry of the audit log as the API answers it: the store's record, under its API name.
+@dataclass(frozen=True)
+class AuditOut(AuditInfo):
+    pass
 
 
 router = APIRouter(prefix="/api", tags=["auth"])
@@ -310,4 +309,4 @@ def delete_token(token_id: int, ctx: Ctx, p: Admin) -> None:
 @router.get("/audit", response_model=list[AuditOut], tags=["admin"])
 def audit_log(ctx: Ctx, _p: Admin, limit: int = 100, before: int | None = None) -> list[AuditOut]:
     limit = max(1, min(limit, 1000))
-    return [from_record(AuditOut, a) for a in ctx.store.audit_log(limit=limit, before_id=before)]
+    return [AuditOut(**asdict(a)) for a in ctx.store.audit_log(limit=limit, before_id=before)]

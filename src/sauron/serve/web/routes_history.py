@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, HTTPException, Query, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
+from fastapi.types import DecoratedCallable
 from pydantic import BaseModel
 
 from sauron.match.enroll import EnrollError
 from sauron.serve.web.auth import Ctx, Viewer, audit
 from sauron.serve.web.context import from_record
 from sauron.serve.web.enrollment import safe_filename
-from sauron.store.db import AlertInfo, SightingFilter, SightingInfo
+from sauron.store.db import AlertInfo, SightingFields, SightingFilter, SightingInfo
 
 log = logging.getLogger(__name__)
 
@@ -22,15 +25,8 @@ router = APIRouter(prefix="/api", tags=["history"])
 MAX_PAGE = 500
 
 
-class SightingOut(BaseModel):
-    id: int
-    camera: str
-    frame: int
-    ts: float
-    track: int
-    person: str | None
-    distance: float | None
-    box: tuple[int, int, int, int]
+@dataclass(frozen=True)
+class SightingOut(SightingFields):
     snapshot_url: str | None
 
 
@@ -50,6 +46,7 @@ class AlertOut(BaseModel):
     snapshot_url: str | None
 
 
+@dataclass(frozen=True)
 class SearchHit(SightingOut):
     query_distance: float
 
@@ -64,12 +61,20 @@ class SearchOut(BaseModel):
 
 def sighting_out(s: SightingInfo) -> SightingOut:
     url = f"/api/sightings/{s.id}/snapshot.jpg" if s.has_snapshot else None
-    return from_record(SightingOut, s, snapshot_url=url)
+    told = {f.name: getattr(s, f.name) for f in fields(SightingFields)}
+    return SightingOut(**told, snapshot_url=url)
 
 
 def alert_out(a: AlertInfo) -> AlertOut:
     url = f"/api/alerts/{a.id}/snapshot.jpg" if a.has_snapshot else None
     return from_record(AlertOut, a, ts=a.started_at, snapshot_url=url)
+
+
+def _jpeg_route(path: str) -> Callable[[DecoratedCallable], DecoratedCallable]:
+    """A GET route that answers a stored JPEG snapshot."""
+    return router.get(
+        path, response_class=Response, responses={200: {"content": {"image/jpeg": {}}}}
+    )
 
 
 def _jpeg(data: bytes | None, what: str) -> Response:
@@ -112,11 +117,7 @@ def sightings(
     )
 
 
-@router.get(
-    "/sightings/{sighting_id}/snapshot.jpg",
-    response_class=Response,
-    responses={200: {"content": {"image/jpeg": {}}}},
-)
+@_jpeg_route("/sightings/{sighting_id}/snapshot.jpg")
 def sighting_snapshot(sighting_id: int, ctx: Ctx, _p: Viewer) -> Response:
     return _jpeg(ctx.store.sighting_snapshot(sighting_id), f"sighting {sighting_id}")
 
@@ -138,11 +139,7 @@ def alerts(
     ]
 
 
-@router.get(
-    "/alerts/{alert_id}/snapshot.jpg",
-    response_class=Response,
-    responses={200: {"content": {"image/jpeg": {}}}},
-)
+@_jpeg_route("/alerts/{alert_id}/snapshot.jpg")
 def alert_snapshot(alert_id: int, ctx: Ctx, _p: Viewer) -> Response:
     return _jpeg(ctx.store.alert_snapshot(alert_id), f"alert {alert_id}")
 
@@ -172,9 +169,7 @@ async def search(
     took = (time.perf_counter() - t0) * 1000
     rows = await run_in_threadpool(ctx.store.sightings_by_ids, [h.sighting_id for h in hits])
     items = [
-        SearchHit(
-            **sighting_out(rows[h.sighting_id]).model_dump(), query_distance=round(h.distance, 4)
-        )
+        SearchHit(**asdict(sighting_out(rows[h.sighting_id])), query_distance=round(h.distance, 4))
         for h in hits
         if h.sighting_id in rows
     ]
