@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sauron.bench.startup import latency_summary, main, table
+from sauron.bench.startup import join_summary, latency_summary, main, table
 
 
 def test_latency_is_summarised_from_the_first_frame_and_split() -> None:
@@ -22,6 +22,34 @@ def test_latency_is_summarised_from_the_first_frame_and_split() -> None:
     assert s["first_seconds_ms"]["max"] == 500.0  # frames 0-9 of each camera
     assert s["after_first_ms"]["max"] == 20.0  # the warmed-up figure leaves them out
     assert latency_summary([], 3.0)["all_frames_ms"] == {}
+
+
+def test_the_join_summary_counts_the_frames_captured_from_the_join_on() -> None:
+    records = [
+        {"camera": c, "frame": n, "ts": 100.0 + n / 10, "latency_ms": 900.0 if n == 30 else 30.0}
+        for c in ("a", "b")
+        for n in range(50)
+    ]
+    s = join_summary(records, joined_at=102.0)
+    assert s["join_after_s"] == 2.0
+    assert s["after_join_ms"]["max"] == 900.0
+    assert s["worst_after_join_ms"] == {"a": 900.0, "b": 900.0}
+    assert join_summary(records, joined_at=104.5)["after_join_ms"]["max"] == 30.0
+
+
+@pytest.mark.slow
+@pytest.mark.kafka
+def test_a_worker_joining_a_running_group_loses_no_frame(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    argv = ["--bootstrap", kafka_bootstrap, "--cameras", "2", "--workers", "1"]
+    assert main([*argv, "--seconds", "10", "--join-after", "1", "--out", str(tmp_path)]) == 0
+    (run,) = json.loads((tmp_path / "startup.json").read_text())["runs"]
+    assert run["frames_in"] == run["frames_out"] == 200
+    assert run["repeated"] == 0
+    assert run["join_after_s"] >= 0.5
+    assert run["after_join_ms"]["p50"] > 0
+    assert set(run["worst_after_join_ms"]) == {"cam1", "cam2"}
 
 
 @pytest.mark.slow

@@ -298,25 +298,14 @@ class Bench:
                 self.embedded_cap[w] = r.fps
                 if not a.kafka:
                     capacity[w] = r.fps
+        variants: list[tuple[str, dict[str, Any]]] = []
         if a.kafka and a.separate_match:  # the match stage as a consumer group of its own
-            for w in sorted({1, self.wmax}):
-                self._try(
-                    f"kafka-separate-match {w}",
-                    self.kafka_flood,
-                    w,
-                    in_detect=False,
-                    label="kafka-separate-match",
-                )
+            variants.append(("kafka-separate-match", {"in_detect": False}))
         if a.kafka and a.per_frame:  # no tracking, frames spread over partitions
+            variants.append(("kafka-per-frame", {"tracking": False, "partitioning": "frame"}))
+        for label, options in variants:
             for w in sorted({1, self.wmax}):
-                self._try(
-                    f"kafka-per-frame {w}",
-                    self.kafka_flood,
-                    w,
-                    tracking=False,
-                    partitioning="frame",
-                    label="kafka-per-frame",
-                )
+                self._try(f"{label} {w}", self.kafka_flood, w, label=label, **options)
         if a.kafka and a.seed:
             for w in sorted({1, self.wmax}):
                 self._try(f"seed {w}", self.seed, w)

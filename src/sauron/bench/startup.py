@@ -1,7 +1,8 @@
 """``sauron bench startup``: ``sauron run --bus kafka`` from a cold start, as a user sees it.
 
     sauron bench startup [--cameras 3] [--workers 1,2,3] [--seconds 30] [--fps 10]
-                         [--placement spread] [--partitioning camera] [--out DIR]
+                         [--placement spread] [--partitioning camera] [--join-after S]
+                         [--out DIR]
 
 Each run is the whole product command, ``sauron run --bus kafka --until-done`` with a
 watchlist, started from nothing (fresh topics and consumer group, worker processes
@@ -12,6 +13,13 @@ all frames from each camera's first, over the first ``--first`` seconds, and aft
 (the warmed-up figure); with each camera's first-frame latency, frames in and out,
 duplicates, frames dropped, the seconds until the workers were ready and how the
 cameras were spread over the workers.
+
+With ``--join-after S``, each run also starts one more detect worker (``sauron worker
+detect``, a process of its own, as an operator adding capacity would) S seconds after
+the first result; the
+group rebalances while the cameras play, and the latency of the frames captured from the
+join on (``after_join_ms``, and each camera's worst frame after it) shows whether any
+camera waited for the rebalance.
 
 It prints a table and writes ``startup.json`` into ``--out``. Without ``--bootstrap`` it
 starts (and stops) its own broker with ``scripts/kafka-broker``.
@@ -25,12 +33,18 @@ import json
 import logging
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from sauron.bench.measure import allowed_cores, cpu_name, percentiles
 
@@ -86,24 +100,30 @@ def run_once(
     placement: str,
     partitioning: str,
     first_s: float,
+    join_after: float = 0.0,
 ) -> dict[str, Any]:
-    """One cold ``sauron run --bus kafka`` over ``cameras`` real-time cameras."""
+    """One cold ``sauron run --bus kafka`` over ``cameras`` real-time cameras (and, with
+    ``join_after``, one more worker process joining the group that many seconds in)."""
     from sauron.config import load_settings
     from sauron.pipeline import RunOptions, run
 
     prefix = f"startup-{uuid.uuid4().hex[:10]}"
-    settings = load_settings(
-        None,
-        {
-            "cameras": camera_sources(clips, cameras),
-            "bus": {"type": "kafka", "bootstrap_servers": bootstrap},
-            "topics": {"prefix": prefix, "placement": placement, "partitioning": partitioning},
-            "match": {"watchlist": str(watchlist)},
-        },
-    )
+    config = {
+        "cameras": camera_sources(clips, cameras),
+        "bus": {"type": "kafka", "bootstrap_servers": bootstrap},
+        "topics": {"prefix": prefix, "placement": placement, "partitioning": partitioning},
+        "match": {"watchlist": str(watchlist)},
+    }
+    settings = load_settings(None, config)
     results = out_dir / f"{prefix}.jsonl"
     log.info("startup run: %d camera(s), %d worker(s), %s", cameras, workers, placement)
-    summary = run(settings, RunOptions(processes=workers, until_done=True, results=results))
+    joiner = None
+    if join_after > 0:
+        joiner = _Joiner(out_dir / f"{prefix}.yaml", config, join_after, results)
+    try:
+        summary = run(settings, RunOptions(processes=workers, until_done=True, results=results))
+    finally:
+        joined_at = joiner.stop() if joiner is not None else None
     records = [json.loads(line) for line in results.read_text().splitlines() if line]
     results.unlink()
     seen = Counter((r["camera"], r["frame"]) for r in records)
@@ -126,6 +146,60 @@ def run_once(
         "camera_partitions": summary.placement,
         "cameras_per_worker": per_member,
         **latency_summary(records, first_s),
+        **({} if joined_at is None else join_summary(records, joined_at)),
+    }
+
+
+class _Joiner:
+    """Starts ``sauron worker detect`` on the run's settings ``after`` seconds after the
+    first result came out (an operator adding a worker to a running group), and stops it
+    at the end."""
+
+    def __init__(self, path: Path, config: dict[str, Any], after: float, results: Path) -> None:
+        path.write_text(yaml.safe_dump(config))
+        self.path = path
+        self.results = results
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.started_at: float | None = None
+        self._cancel = threading.Event()
+        self._thread = threading.Thread(target=self._start, args=(after,), daemon=True)
+        self._thread.start()
+
+    def _start(self, after: float) -> None:
+        while not (self.results.exists() and self.results.stat().st_size > 0):
+            if self._cancel.wait(0.1):
+                return
+        if self._cancel.wait(after):
+            return
+        self.started_at = time.time()
+        cmd = [sys.executable, "-m", "sauron.cli", "worker", "detect", "--config", str(self.path)]
+        log.info("joining worker: %s", " ".join(cmd))
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+
+    def stop(self) -> float | None:
+        """Stop the joined worker (it leaves the group); when it was started."""
+        self._cancel.set()
+        self._thread.join()
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.started_at
+
+
+def join_summary(records: list[dict[str, Any]], joined_at: float) -> dict[str, Any]:
+    """Latency of the frames captured after a worker was started to join the group."""
+    after = [r for r in records if r["ts"] >= joined_at]
+    worst: dict[str, float] = {}
+    for r in after:
+        worst[r["camera"]] = max(worst.get(r["camera"], 0.0), r["latency_ms"])
+    return {
+        "join_after_s": round(joined_at - min((r["ts"] for r in records), default=joined_at), 1),
+        "after_join_ms": percentiles(r["latency_ms"] for r in after),
+        "worst_after_join_ms": {c: round(v, 1) for c, v in sorted(worst.items())},
     }
 
 
@@ -146,6 +220,16 @@ def table(runs: list[dict[str, Any]]) -> str:
             f"{f.get('p99')} | {w.get('p50')} / {w.get('p99')} "
             f"| {max(r['first_frame_ms'].values(), default=None)} | {spread} | {r['ready_s']} |"
         )
+    joins = [r for r in runs if "after_join_ms" in r]
+    if joins:
+        lines += ["", "| cameras | workers + 1 joining at | after the join p50 / p99 / max |"]
+        lines.append("|---|---|---|")
+        for r in joins:
+            j = r["after_join_ms"]
+            lines.append(
+                f"| {r['cameras']} | {r['workers']} + 1 at {r['join_after_s']} s "
+                f"| {j.get('p50')} / {j.get('p99')} / {j.get('max')} |"
+            )
     return "\n".join(lines)
 
 
@@ -162,6 +246,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--first", type=float, default=3.0, help="seconds reported apart")
     p.add_argument("--placement", type=_words, default=["spread"], help="spread,hash")
     p.add_argument("--partitioning", type=_words, default=["camera"], help="camera,frame")
+    p.add_argument(
+        "--join-after",
+        type=float,
+        default=0.0,
+        help="start one more detect worker this many seconds after each run's first "
+        "result (0 = none)",
+    )
     p.add_argument("--bootstrap", help="use this Kafka broker instead of starting one")
     p.add_argument("--out", type=Path, default=Path("sauron-bench"), help="folder of the JSON")
     return p
@@ -205,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
                         placement=place,
                         partitioning=mode,
                         first_s=args.first,
+                        join_after=args.join_after,
                     )
                 )
         finally:
