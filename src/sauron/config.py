@@ -100,7 +100,16 @@ class BusConfig(Section):
     )
     session_timeout_s: Annotated[float, Interval(ge=3, le=300)] = Field(
         10.0,
-        description="A worker that stops heartbeating loses its partitions after this",
+        description="A worker that stops heartbeating loses its partitions after this "
+        "(classic group protocol; with `consumer` the broker's "
+        "group.consumer.session.timeout.ms decides)",
+    )
+    group_protocol: Literal["classic", "consumer"] = Field(
+        "classic",
+        description="Consumer group protocol: classic = cooperative-sticky rebalancing in "
+        "join/sync rounds, works with any broker; consumer = KIP-848 (Kafka 4.0+ brokers), "
+        "the broker assigns partitions through heartbeats, so a joining worker takes over "
+        "in about one broker heartbeat interval instead of about a second (docs/kafka.md)",
     )
     ready_timeout_s: UpToAnHour = Field(
         60.0,

@@ -39,12 +39,15 @@ def test_the_join_summary_counts_the_frames_captured_from_the_join_on() -> None:
 
 @pytest.mark.slow
 @pytest.mark.kafka
+@pytest.mark.parametrize("protocol", ["classic", "consumer"])
 def test_a_worker_joining_a_running_group_loses_no_frame(
-    kafka_bootstrap: str, tmp_path: Path
+    kafka_bootstrap: str, tmp_path: Path, protocol: str
 ) -> None:
     argv = ["--bootstrap", kafka_bootstrap, "--cameras", "2", "--workers", "1"]
-    assert main([*argv, "--seconds", "10", "--join-after", "1", "--out", str(tmp_path)]) == 0
+    argv += ["--group-protocol", protocol, "--seconds", "10", "--join-after", "1"]
+    assert main([*argv, "--out", str(tmp_path)]) == 0
     (run,) = json.loads((tmp_path / "startup.json").read_text())["runs"]
+    assert run["group_protocol"] == protocol
     assert run["frames_in"] == run["frames_out"] == 200
     assert run["repeated"] == 0
     assert run["join_after_s"] >= 0.5

@@ -19,7 +19,9 @@ from .scoring import read_results
 pytestmark = [pytest.mark.slow, pytest.mark.kafka]
 
 
+@pytest.mark.parametrize("protocol", ["classic", "consumer"])
 def test_live_cameras_start_without_a_backlog(
+    protocol: str,
     clips: list[ClipTruth],
     watchlist_dir: Path,
     kafka_bootstrap: str,
@@ -28,7 +30,8 @@ def test_live_cameras_start_without_a_backlog(
 ) -> None:
     """Three live cameras (real-time playback, two of them hashing to one partition)
     over two workers: the cameras start only once both workers are warm and hold every
-    partition, so the first frame of each camera is out within a second."""
+    partition, so the first frame of each camera is out within a second; with either
+    consumer group protocol."""
     cams = [(f"cam{i + 1}", clips[i % len(clips)]) for i in range(3)]
     settings = load_settings(
         None,
@@ -36,7 +39,11 @@ def test_live_cameras_start_without_a_backlog(
             "cameras": [
                 {"name": name, "source": str(clip.path), "realtime": True} for name, clip in cams
             ],
-            "bus": {"type": "kafka", "bootstrap_servers": kafka_bootstrap},
+            "bus": {
+                "type": "kafka",
+                "bootstrap_servers": kafka_bootstrap,
+                "group_protocol": protocol,
+            },
             "topics": {"prefix": topic_prefix},
             "match": {"watchlist": str(watchlist_dir)},
         },

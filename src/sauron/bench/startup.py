@@ -101,6 +101,7 @@ def run_once(
     partitioning: str,
     first_s: float,
     join_after: float = 0.0,
+    group_protocol: str = "classic",
 ) -> dict[str, Any]:
     """One cold ``sauron run --bus kafka`` over ``cameras`` real-time cameras (and, with
     ``join_after``, one more worker process joining the group that many seconds in)."""
@@ -110,7 +111,11 @@ def run_once(
     prefix = f"startup-{uuid.uuid4().hex[:10]}"
     config = {
         "cameras": camera_sources(clips, cameras),
-        "bus": {"type": "kafka", "bootstrap_servers": bootstrap},
+        "bus": {
+            "type": "kafka",
+            "bootstrap_servers": bootstrap,
+            "group_protocol": group_protocol,
+        },
         "topics": {"prefix": prefix, "placement": placement, "partitioning": partitioning},
         "match": {"watchlist": str(watchlist)},
     }
@@ -136,6 +141,7 @@ def run_once(
         "workers": workers,
         "placement": placement if partitioning == "camera" else "-",
         "partitioning": partitioning,
+        "group_protocol": group_protocol,
         "frames_in": sum(summary.frames_in.values()),
         "frames_out": len(seen),
         "repeated": sum(n - 1 for n in seen.values()),
@@ -222,13 +228,18 @@ def table(runs: list[dict[str, Any]]) -> str:
         )
     joins = [r for r in runs if "after_join_ms" in r]
     if joins:
-        lines += ["", "| cameras | workers + 1 joining at | after the join p50 / p99 / max |"]
-        lines.append("|---|---|---|")
+        lines += [
+            "",
+            "| group protocol | cameras | workers + 1 joining at "
+            "| after the join p50 / p99 / max | worst camera after the join |",
+            "|---|---|---|---|---|",
+        ]
         for r in joins:
             j = r["after_join_ms"]
             lines.append(
-                f"| {r['cameras']} | {r['workers']} + 1 at {r['join_after_s']} s "
-                f"| {j.get('p50')} / {j.get('p99')} / {j.get('max')} |"
+                f"| {r['group_protocol']} | {r['cameras']} | {r['workers']} + 1 at "
+                f"{r['join_after_s']} s | {j.get('p50')} / {j.get('p99')} / {j.get('max')} "
+                f"| {max(r['worst_after_join_ms'].values(), default=None)} |"
             )
     return "\n".join(lines)
 
@@ -252,6 +263,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="start one more detect worker this many seconds after each run's first "
         "result (0 = none)",
+    )
+    p.add_argument(
+        "--group-protocol",
+        type=_words,
+        default=["classic"],
+        help="consumer group protocols to run, classic,consumer (bus.group_protocol)",
     )
     p.add_argument("--bootstrap", help="use this Kafka broker instead of starting one")
     p.add_argument("--out", type=Path, default=Path("sauron-bench"), help="folder of the JSON")
@@ -281,8 +298,10 @@ def main(argv: list[str] | None = None) -> int:
             bootstrap = broker.bootstrap
         runs = []
         try:
-            plan = itertools.product(args.cameras, args.workers, args.partitioning, args.placement)
-            for cams, workers, mode, place in plan:
+            plan = itertools.product(
+                args.group_protocol, args.cameras, args.workers, args.partitioning, args.placement
+            )
+            for protocol, cams, workers, mode, place in plan:
                 if mode == "frame" and place != args.placement[0]:
                     continue  # placement means nothing with frame partitioning
                 runs.append(
@@ -297,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
                         partitioning=mode,
                         first_s=args.first,
                         join_after=args.join_after,
+                        group_protocol=protocol,
                     )
                 )
         finally:

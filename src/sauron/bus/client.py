@@ -95,7 +95,8 @@ def make_producer(bus: BusConfig, **extra: Any) -> Producer:
 
 
 def make_consumer(bus: BusConfig, group: str, **extra: Any) -> Consumer:
-    """A cooperative-sticky group member that stores offsets only when told to.
+    """A group member (cooperative-sticky, or KIP-848 with ``bus.group_protocol``) that
+    stores offsets only when told to.
 
     ``read_committed`` always: outputs of aborted transactions (exactly-once mode) are
     never seen; for topics written without transactions it changes nothing.
@@ -109,22 +110,32 @@ def make_consumer(bus: BusConfig, group: str, **extra: Any) -> Consumer:
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
             "isolation.level": "read_committed",
-            "partition.assignment.strategy": "cooperative-sticky",
             "fetch.max.bytes": 64 * 1024 * 1024,
             "max.partition.fetch.bytes": MAX_MESSAGE_BYTES,
             "queued.max.messages.kbytes": 32 * 1024,
             # A fetch waits at the broker until data arrives (then it is answered at once);
             # the wait bounds only how often an idle consumer asks again.
             "fetch.wait.max.ms": 100,
-            "session.timeout.ms": int(bus.session_timeout_s * 1000),
-            # Members of the classic group protocol hear of a rebalance in a heartbeat
-            # answer, and a cooperative one takes two rounds: beating often makes a
-            # joining worker take over its partitions in well under a second.
-            "heartbeat.interval.ms": min(250, int(bus.session_timeout_s * 1000) // 3),
+            **_group_protocol(bus),
             **extra,
         },
     )
     return Consumer(conf)
+
+
+def _group_protocol(bus: BusConfig) -> dict[str, Any]:
+    """Settings of the group protocol. Classic: members hear of a rebalance in a
+    heartbeat answer and a cooperative one takes two join rounds, so they beat often (a
+    joining worker then takes over in about a second, most of it librdkafka's one-second
+    spacing of a member's joins). Consumer (KIP-848): the broker assigns, and its
+    ``group.consumer.*`` settings fix heartbeat and session; the client may not set them."""
+    if bus.group_protocol == "consumer":
+        return {"group.protocol": "consumer"}
+    return {
+        "partition.assignment.strategy": "cooperative-sticky",
+        "session.timeout.ms": int(bus.session_timeout_s * 1000),
+        "heartbeat.interval.ms": min(250, int(bus.session_timeout_s * 1000) // 3),
+    }
 
 
 def consume_ready(consumer: Consumer, most: int, timeout: float = 0.2) -> list[Message]:
