@@ -275,3 +275,27 @@ def test_sections_validate_on_their_own() -> None:
     assert MatchConfig(tolerance=0.2).tolerance == 0.2
     assert DetectConfig(model="opencv-people").model == "opencv-people"
     assert Settings().match == MatchConfig()
+
+
+def test_the_example_config_loads_and_keeps_to_the_defaults_it_restates() -> None:
+    """examples/sauron.yaml is what newcomers copy: it must load, and every section key
+    it sets that is not a per-site choice (cameras, paths) must equal the default, so the
+    example never steers a user away from the measured defaults."""
+    import yaml
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "sauron.yaml"
+    loaded = load_settings(path)
+    raw = yaml.safe_load(path.read_text())
+    defaults = Settings()
+    site = {("match", "watchlist"), ("bus", "type")}
+    compared = 0
+    for section, values in raw.items():
+        if not isinstance(values, dict):
+            continue
+        for key, value in values.items():
+            got = getattr(getattr(loaded, section), key)
+            assert (str(got) if isinstance(got, Path) else got) == value, f"{section}.{key}"
+            if (section, key) not in site:
+                assert getattr(getattr(defaults, section), key) == value, f"{section}.{key}"
+                compared += 1
+    assert compared >= 10
