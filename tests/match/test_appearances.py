@@ -8,20 +8,23 @@ from sauron.match.appearances import AppearanceTracker, alert_event
 def test_sightings_within_the_gap_extend_one_appearance() -> None:
     tracker = AppearanceTracker(gap_s=3.0)
     first, new = tracker.observe("door", "ann", 10.0, 0.41)
-    assert new and first.frames == 1 and not first.dirty
+    assert new and first.span.frames == 1 and not first.dirty
     again, new = tracker.observe("door", "ann", 12.5, 0.35)
     assert not new and again is first
-    assert (first.frames, first.last_seen_at, first.distance) == (2, 12.5, 0.35)
+    span = first.span
+    assert (span.frames, span.last_seen_at, span.distance) == (2, 12.5, 0.35)
     # a later, worse match keeps the best distance; an out-of-order frame keeps the newest time
     tracker.observe("door", "ann", 11.0, 0.5)
-    assert (first.frames, first.last_seen_at, first.distance) == (3, 12.5, 0.35)
+    span = first.span
+    assert (span.frames, span.last_seen_at, span.distance) == (3, 12.5, 0.35)
+    assert (span.person, span.camera, span.started_at) == ("ann", "door", 10.0)
 
 
 def test_a_gap_longer_than_the_limit_starts_a_new_appearance() -> None:
     tracker = AppearanceTracker(gap_s=3.0)
     first, _ = tracker.observe("door", "ann", 10.0, 0.4)
     second, new = tracker.observe("door", "ann", 13.5, 0.4)
-    assert new and second is not first and second.started_at == 13.5
+    assert new and second is not first and second.span.started_at == 13.5
 
 
 def test_cameras_and_people_are_tracked_apart() -> None:

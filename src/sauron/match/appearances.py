@@ -11,18 +11,30 @@ The recorder (``store/recorder.py``) groups named faces with an
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 
-@dataclass
-class Appearance:
+@dataclass(frozen=True)
+class AppearanceSpan:
+    """Who was seen on which camera, from when to when (capture time), in how many
+    frames, at the best (lowest) distance. A stored alert is a span with an id
+    (``store.db.AlertInfo``)."""
+
     person: str
     camera: str
     started_at: float
     last_seen_at: float
     frames: int
     distance: float
+
+
+@dataclass
+class Appearance:
+    """An open appearance: its span so far, the alert that stores it once stored, and
+    whether the span grew since the store last heard of it."""
+
+    span: AppearanceSpan
     alert_id: int | None = None
     dirty: bool = False
 
@@ -40,13 +52,17 @@ class AppearanceTracker:
         """The appearance this sighting belongs to, and whether it starts a new one."""
         key = (camera, person)
         app = self._open.get(key)
-        if app is None or ts - app.last_seen_at > self.gap_s:
-            app = Appearance(person, camera, ts, ts, 1, distance)
+        if app is None or ts - app.span.last_seen_at > self.gap_s:
+            app = Appearance(AppearanceSpan(person, camera, ts, ts, 1, distance))
             self._open[key] = app
             return app, True
-        app.frames += 1
-        app.last_seen_at = max(app.last_seen_at, ts)
-        app.distance = min(app.distance, distance)
+        span = app.span
+        app.span = replace(
+            span,
+            frames=span.frames + 1,
+            last_seen_at=max(span.last_seen_at, ts),
+            distance=min(span.distance, distance),
+        )
         app.dirty = True
         return app, False
 
@@ -61,7 +77,7 @@ class AppearanceTracker:
         for key in [
             k
             for k, a in self._open.items()
-            if newest_ts - a.last_seen_at > 10 * self.gap_s and not a.dirty
+            if newest_ts - a.span.last_seen_at > 10 * self.gap_s and not a.dirty
         ]:
             del self._open[key]
 

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from sauron.codec import Person as WirePerson
 from sauron.config import StoreConfig
+from sauron.match.appearances import AppearanceSpan
 from sauron.store import Conflict, NotFound, StoreError
 from sauron.store.migrations import migrate
 from sauron.store.models import Alert, AuditEntry, Person, Photo, Sighting, StoreMeta, Token
@@ -111,14 +112,10 @@ class SightingInfo(SightingFields):
 
 
 @dataclass(frozen=True)
-class AlertInfo:
+class AlertInfo(AppearanceSpan):
+    """A stored alert: the appearance it records, its id and whether a snapshot is kept."""
+
     id: int
-    person: str
-    camera: str
-    started_at: float
-    last_seen_at: float
-    frames: int
-    distance: float
     has_snapshot: bool
 
 
@@ -178,9 +175,9 @@ def _sighting_info(s: Sighting, has_snapshot: bool) -> SightingInfo:
 
 
 def _alert_info(a: Alert, has_snapshot: bool) -> AlertInfo:
-    return AlertInfo(
-        a.id, a.person, a.camera, a.started_at, a.last_seen_at, a.frames, a.distance, has_snapshot
-    )
+    # AppearanceSpan's fields first, then the alert's own
+    span = (a.person, a.camera, a.started_at, a.last_seen_at, a.frames, a.distance)
+    return AlertInfo(*span, a.id, has_snapshot)
 
 
 def database_url(cfg: StoreConfig) -> str:

@@ -150,8 +150,9 @@ class Recorder:
         try:
             for app in self.tracker.dirty():
                 if app.alert_id is not None:
+                    span = app.span
                     self.store.extend_alert(
-                        app.alert_id, app.last_seen_at, app.frames, app.distance
+                        app.alert_id, span.last_seen_at, span.frames, span.distance
                     )
         except Exception:
             self.stats.errors += 1
