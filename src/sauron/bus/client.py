@@ -131,10 +131,11 @@ def _group_protocol(bus: BusConfig) -> dict[str, Any]:
     ``group.consumer.*`` settings fix heartbeat and session; the client may not set them."""
     if bus.group_protocol == "consumer":
         return {"group.protocol": "consumer"}
+    session_ms = int(bus.session_timeout_s * 1000)
     return {
         "partition.assignment.strategy": "cooperative-sticky",
-        "session.timeout.ms": int(bus.session_timeout_s * 1000),
-        "heartbeat.interval.ms": min(250, int(bus.session_timeout_s * 1000) // 3),
+        "session.timeout.ms": session_ms,
+        "heartbeat.interval.ms": min(250, session_ms // 3),
     }
 
 

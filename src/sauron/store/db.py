@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -175,9 +175,8 @@ def _sighting_info(s: Sighting, has_snapshot: bool) -> SightingInfo:
 
 
 def _alert_info(a: Alert, has_snapshot: bool) -> AlertInfo:
-    # AppearanceSpan's fields first, then the alert's own
-    span = (a.person, a.camera, a.started_at, a.last_seen_at, a.frames, a.distance)
-    return AlertInfo(*span, a.id, has_snapshot)
+    span = {f.name: getattr(a, f.name) for f in fields(AppearanceSpan)}
+    return AlertInfo(**span, id=a.id, has_snapshot=has_snapshot)
 
 
 def database_url(cfg: StoreConfig) -> str:
