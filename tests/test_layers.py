@@ -3,6 +3,10 @@
 Read from the source with ``ast`` (nothing is imported), every import counts: at the top
 of a module, inside a function, or under ``TYPE_CHECKING``. The layers, lowest first, are
 the table in docs/architecture.md; a new module must be placed in one of them.
+
+The benchmarks (``benchmarks/src/sauron_bench``) stand beside the product: the product
+names nothing of them, they take no private name of the product, and inside them the
+same rule holds, lowest first (``BENCH_ORDER``).
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ from pathlib import Path
 
 import pytest
 
-SRC = Path(__file__).resolve().parents[1] / "src" / "sauron"
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src" / "sauron"
+BENCH = ROOT / "benchmarks" / "src" / "sauron_bench"
 
 #: Lowest first. A room is a top-level module or a sub-package of ``sauron``; a room may
 #: import its own layer's rooms (without a circle among rooms) and the layers below it.
@@ -23,14 +29,15 @@ LAYERS: dict[str, set[str]] = {
     "stages": {"bus", "ingest", "detect", "match", "store"},
     "serve": {"serve", "status"},
     "pipeline": {"pipeline"},
-    "tools": {"demo", "bench"},
+    "tools": {"demo"},
     "cli": {"cli"},
 }
 
 #: Inside the stage layer, lowest first: a stage imports only the stages before it.
 STAGE_ORDER = ["bus", "ingest", "detect", "match", "store"]
 
-#: Inside the bench, lowest first: a module imports its own group and the groups before it.
+#: Inside the benchmarks, lowest first: a module imports its own group and the groups
+#: before it.
 BENCH_ORDER: list[set[str]] = [
     {
         "workload",
@@ -42,7 +49,8 @@ BENCH_ORDER: list[set[str]] = [
     {"pipelines", "floor", "seed"},  # the systems under test
     {"runner", "pipeline"},  # one measured run; the runs of `sauron bench pipeline`
     {"report"},  # the JSON document, the table, the figure
-    {"command", "detectors", "embedder", "soak", "startup", "threads"},  # the commands
+    {"command", "detectors", "embedder", "search", "soak", "startup", "threads"},  # the commands
+    {"commands"},  # `sauron bench`: which command runs which
 ]
 
 
@@ -61,10 +69,11 @@ def module_name(path: Path, root: Path) -> str:
     return ".".join(parts)
 
 
-def read_imports(root: Path) -> tuple[set[str], list[Import]]:
-    """Every module below ``root`` and every import of one of them by another."""
+def read_imports(root: Path, beside: Iterable[str] = ()) -> tuple[set[str], list[Import]]:
+    """Every module below ``root`` and every import of one of them, or of one of the
+    modules ``beside`` (another package's), by a module below ``root``."""
     paths = {module_name(p, root): p for p in sorted(root.rglob("*.py"))}
-    modules = set(paths)
+    modules = set(paths) | set(beside)
     found: list[Import] = []
     for source, path in paths.items():
         package = source if path.name == "__init__.py" else source.rpartition(".")[0]
@@ -89,7 +98,30 @@ def read_imports(root: Path) -> tuple[set[str], list[Import]]:
                         plain.append(alias.name)
                 if plain:
                     found.append(Import(source, base, tuple(plain), node.lineno))
-    return modules, [i for i in found if i.source != i.target]
+    return set(paths), [i for i in found if i.source != i.target]
+
+
+def names_of(root: Path, package: str) -> list[str]:
+    """Every place below ``root`` that names ``package`` or one of its modules: an import,
+    or a string that could load it (``importlib.import_module``, an entry point)."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                names = [node.value]
+            else:
+                continue
+            found += [
+                f"{module_name(path, root)} (line {node.lineno}) names {name!r}, of the "
+                f"benchmarks: the product must not depend on them"
+                for name in names
+                if name == package or name.startswith((f"{package}.", f"{package}:"))
+            ]
+    return found
 
 
 def room(module: str) -> str:
@@ -186,14 +218,32 @@ def violations(root: Path) -> list[str]:
         a, b = room(i.source), room(i.target)
         if a in STAGE_ORDER and b in STAGE_ORDER and STAGE_ORDER.index(b) > STAGE_ORDER.index(a):
             problems.append(f"{i.source} (line {i.line}) imports {i.target}, a later stage")
-        if room(i.source) == room(i.target) == "bench":
+        problems.extend(_private(i))
+    return problems + names_of(root, "sauron_bench")
+
+
+def bench_violations(root: Path, product: Path) -> list[str]:
+    """Every broken rule of the benchmarks' package at ``root`` beside ``product``."""
+    modules, imports = read_imports(root, beside=read_imports(product)[0])
+    problems = [
+        f"{m}: a bench module in no group: add it to BENCH_ORDER"
+        for m in sorted(modules)
+        if m.count(".") == 1 and _bench_rank(m) is None
+    ]
+    ours = [i for i in imports if i.target in modules]
+    problems += circles("modules", graph((i.source, i.target) for i in ours))
+    for i in imports:
+        problems.extend(_private(i))
+        if i.target in modules:
             problems.extend(_bench_rule(i))
-        private = [n for n in i.names if n.startswith("_") and not n.startswith("__")]
-        if private:
-            problems.append(
-                f"{i.source} (line {i.line}) imports private {', '.join(private)} from {i.target}"
-            )
     return problems
+
+
+def _private(i: Import) -> list[str]:
+    private = [n for n in i.names if n.startswith("_") and not n.startswith("__")]
+    if private:
+        return [f"{i.source} (line {i.line}) imports private {', '.join(private)} from {i.target}"]
+    return []
 
 
 def _placed(module: str) -> list[str]:
@@ -201,8 +251,6 @@ def _placed(module: str) -> list[str]:
         layer_of(module)
     except AssertionError as exc:
         return [str(exc)]
-    if room(module) == "bench" and module.count(".") == 2 and _bench_rank(module) is None:
-        return ["a bench module in no group: add it to BENCH_ORDER"]
     return []
 
 
@@ -232,8 +280,12 @@ def test_the_package_imports_point_one_way() -> None:
     assert violations(SRC) == []
 
 
-def write(root: Path, files: dict[str, str]) -> Path:
-    pkg = root / "sauron"
+def test_the_benchmarks_import_point_one_way() -> None:
+    assert bench_violations(BENCH, SRC) == []
+
+
+def write(root: Path, files: dict[str, str], package: str = "sauron") -> Path:
+    pkg = root / package
     for rel, text in files.items():
         path = pkg / rel
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -290,18 +342,53 @@ def test_a_clean_tree_passes(tmp_path: Path) -> None:
             {"store/db.py": "from sauron.store.recorder import _helper\n"},
             "sauron.store.db (line 1) imports private _helper from sauron.store.recorder",
         ),
+        # the product reaching for the benchmarks, by an import or by name
         (
-            {
-                "bench/__init__.py": "",
-                "bench/workload.py": "from sauron.bench.report import table\n",
-                "bench/report.py": "",
-                "bench/measure.py": "from sauron.bench.workload import Workload\n",
-            },
-            "sauron.bench.workload (line 1) imports sauron.bench.report: the bench points "
-            "the other way",
+            {"cli.py": "def main():\n    from sauron_bench.commands import main\n"},
+            "sauron.cli (line 2) names 'sauron_bench.commands', of the benchmarks",
+        ),
+        (
+            {"cli.py": "import importlib\nB = importlib.import_module('sauron_bench')\n"},
+            "sauron.cli (line 2) names 'sauron_bench', of the benchmarks",
         ),
     ],
 )
 def test_each_broken_rule_is_reported(tmp_path: Path, extra: dict[str, str], expected: str) -> None:
     problems = violations(write(tmp_path, {**CLEAN, **extra}))
     assert any(p.startswith(expected) for p in problems), problems
+
+
+BENCH_CLEAN = {
+    "__init__.py": "",
+    "workload.py": "from sauron.types import Frame\n",
+    "report.py": "from sauron_bench.workload import Workload\n",
+}
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (
+            {"workload.py": "from sauron_bench.report import table\n"},
+            "sauron_bench.workload (line 1) imports sauron_bench.report: the bench points "
+            "the other way",
+        ),
+        (
+            {"measure.py": "from sauron.store.recorder import _helper\n"},
+            "sauron_bench.measure (line 1) imports private _helper from sauron.store.recorder",
+        ),
+        ({"gadget.py": ""}, "sauron_bench.gadget: a bench module in no group"),
+    ],
+)
+def test_each_broken_bench_rule_is_reported(
+    tmp_path: Path, extra: dict[str, str], expected: str
+) -> None:
+    product = write(tmp_path, CLEAN)
+    bench = write(tmp_path, {**BENCH_CLEAN, **extra}, package="sauron_bench")
+    problems = bench_violations(bench, product)
+    assert any(p.startswith(expected) for p in problems), problems
+
+
+def test_a_clean_bench_passes(tmp_path: Path) -> None:
+    product = write(tmp_path, CLEAN)
+    assert bench_violations(write(tmp_path, BENCH_CLEAN, package="sauron_bench"), product) == []

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any
 
@@ -361,30 +362,56 @@ def cmd_web(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    if args.what == "search":
-        from sauron.store.bench import main as bench_search
+#: Commands other packages add to ``sauron``: entry points of this group, named after the
+#: command, each a function taking the command's arguments and returning the exit status.
+COMMANDS_GROUP = "sauron.commands"
 
-        return bench_search(args.rest)
-    if args.what == "embedder":
-        from sauron.bench.embedder import main as bench_embedder
+#: Commands that come with a package of their own: their help line, and how to get them.
+OPTIONAL_COMMANDS = {
+    "bench": (
+        "benchmarks (see docs/benchmarks.md)",
+        "the sauron-bench package, in the benchmarks/ folder of Sauron's repository: "
+        "`scripts/bootstrap --dev` installs it, or `pip install -e benchmarks` there",
+    ),
+}
 
-        return bench_embedder(args.rest)
-    if args.what == "threads":
-        from sauron.bench.threads import main as bench_threads
 
-        return bench_threads(args.rest)
-    if args.what == "startup":
-        from sauron.bench.startup import main as bench_startup
+def extra_commands() -> dict[str, EntryPoint]:
+    """The installed commands of the ``sauron.commands`` group, by name."""
+    return {ep.name: ep for ep in entry_points(group=COMMANDS_GROUP)}
 
-        return bench_startup(args.rest)
-    if args.what == "detectors":
-        from sauron.bench.detectors import main as bench_detectors
 
-        return bench_detectors(args.rest)
-    from sauron.bench.command import main as bench_pipeline
+def cmd_extra(args: argparse.Namespace) -> int:
+    run = args.entry_point.load()
+    return int(run(args.rest))
 
-    return bench_pipeline(args.rest)
+
+def cmd_missing(args: argparse.Namespace) -> int:
+    print(
+        f"error: `sauron {args.command}` is not installed; it comes with "
+        f"{OPTIONAL_COMMANDS[args.command][1]}",
+        file=sys.stderr,
+    )
+    return 2
+
+
+def _extras(sub: Any, builtin: set[str]) -> None:
+    """A sub-command for each installed extra command (its arguments pass through as they
+    are), and one that says how to install each optional command that is not."""
+    found = extra_commands()
+    for name in sorted(found.keys() | OPTIONAL_COMMANDS.keys()):
+        ep = found.get(name)
+        if name in builtin:
+            log.warning("ignoring the extra command %r (%s): a built-in one", name, ep)
+            continue
+        if ep is None:
+            help_text = f"{OPTIONAL_COMMANDS[name][0]} (not installed)"
+        elif name in OPTIONAL_COMMANDS:
+            help_text = OPTIONAL_COMMANDS[name][0]
+        else:
+            help_text = ep.dist.metadata["Summary"] if ep.dist else ep.value
+        p = sub.add_parser(name, help=help_text, add_help=False)
+        p.set_defaults(func=cmd_extra if ep else cmd_missing, entry_point=ep, takes_rest=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -466,17 +493,16 @@ def build_parser() -> argparse.ArgumentParser:
     _cameras(p)  # listed in the live views (the cameras themselves run elsewhere)
     p.set_defaults(func=cmd_web)
 
-    p = sub.add_parser("bench", help="benchmarks (see docs/benchmarks.md)")
-    p.add_argument(
-        "what", choices=["detectors", "embedder", "pipeline", "search", "startup", "threads"]
-    )
-    p.add_argument("rest", nargs=argparse.REMAINDER, help="options of that benchmark")
-    p.set_defaults(func=cmd_bench)
+    _extras(sub, set(sub.choices))
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)  # the rest: an extra command's arguments
+    if rest and not getattr(args, "takes_rest", False):
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    args.rest = rest
     setup_logging(args.log_level)
     if args.command == "enroll" and not args.from_dir and (not args.name or not args.photos):
         print("error: give NAME and at least one PHOTO, or --from-dir DIR", file=sys.stderr)

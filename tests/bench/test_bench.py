@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from sauron.bench.command import main
-from sauron.bench.floor import agreement
-from sauron.bench.measure import Record, Usage, percentiles, stage_means, summarize, throughput
-from sauron.bench.workload import Clip, camera_names
+from sauron_bench.command import main
+from sauron_bench.floor import agreement
+from sauron_bench.measure import Record, Usage, percentiles, stage_means, summarize, throughput
+from sauron_bench.workload import Clip, camera_names
 
 
 def test_camera_names_spread_evenly_over_partitions() -> None:
@@ -138,10 +138,10 @@ def test_no_waste_one_decode_per_stage_and_compact_messages(
     import sauron.detect.stage as detect_stage
     import sauron.match.stage as match_stage
     from sauron import codec
-    from sauron.bench.workload import make_workload
     from sauron.config import DetectConfig, MatchConfig
     from sauron.match.watchlist import Watchlist
     from sauron.types import Frame
+    from sauron_bench.workload import make_workload
 
     calls = {"detect": 0, "match": 0}
 

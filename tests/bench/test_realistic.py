@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sauron.bench.detectors import centerface_finder, hog_finder, measure_detector
-from sauron.bench.realistic import face_widths, make_realistic_workload
-from sauron.bench.workload import WATCHED
 from sauron.imaging import decode_jpeg
+from sauron_bench.detectors import centerface_finder, hog_finder, measure_detector
+from sauron_bench.realistic import face_widths, make_realistic_workload
+from sauron_bench.workload import WATCHED
 
 
 @pytest.fixture(scope="module")
@@ -52,3 +52,29 @@ def test_centerface_at_half_size_finds_the_small_faces_hog_misses(work) -> None:
     small = "40-59px"
     if hog["recall_by_width"][small] is not None:
         assert cnn["recall_by_width"][small] > hog["recall_by_width"][small]
+
+
+@pytest.mark.slow
+def test_tracking_holds_on_real_footage_with_a_moving_background() -> None:
+    """The detect stage on this workload: the background changes every frame, yet most
+    frames are followed, not scanned, and the faces are still found."""
+    from sauron.config import DetectConfig
+    from sauron.detect.stage import DetectStage
+    from sauron.detect.tracking import iou_matrix
+    from sauron.types import Frame
+
+    work = make_realistic_workload(cameras=2, frames=80)
+    cfg = DetectConfig.model_validate({"embedder": "onnx"})
+    stage = DetectStage(cfg, tracking=True, detect_every=5)
+    found = total = 0
+    for ci in range(len(work.clips)):
+        for n in range(len(work.clips[ci])):
+            det, _ = stage.process(Frame(f"cam{ci}", n, 0.0, work.jpeg(ci, n)))
+            truth = np.array([box for _, box in work.people(ci, n)]).reshape(-1, 4)
+            total += len(truth)
+            if len(truth) and len(det):
+                found += int((iou_matrix(truth, det.xyxy).max(axis=1) >= 0.3).sum())
+    assert total > 100
+    assert found / total >= 0.97
+    assert stage.frames_followed > 2 * stage.frames_scanned
+    assert stage.faces_embedded < 0.2 * stage.faces_seen

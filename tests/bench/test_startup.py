@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sauron.bench.startup import join_summary, latency_summary, main, table
+from sauron_bench.startup import join_summary, latency_summary, main, table
 
 
 def test_latency_is_summarised_from_the_first_frame_and_split() -> None:

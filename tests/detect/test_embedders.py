@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import cv2
@@ -292,21 +291,6 @@ def test_reader_rejects_other_files() -> None:
     path = face_recognition_models.pose_predictor_five_point_model_location()
     with pytest.raises(resnet.DlibFormatError):
         resnet.parse_network(Path(path).read_bytes(), resnet.face_resnet_chain())
-
-
-@pytest.mark.slow
-def test_benchmark_main(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from sauron.bench import embedder as bench
-
-    out = tmp_path / "bench.json"
-    assert (
-        bench.main(["--faces", "2", "--batches", "1,2", "--repeat", "1", "--json", str(out)]) == 0
-    )
-    result = json.loads(out.read_text())
-    assert set(result["onnx_ms_per_face"]) == {"1", "2"}
-    assert result["dlib_ms_per_face"] > 0 and result["speedup"] > 0
-    assert result["max_abs_diff"] <= PARITY_TOL
-    assert "ms/face" in capsys.readouterr().out
 
 
 def test_bad_thread_count() -> None:

@@ -125,3 +125,36 @@ def test_config_check_names_the_bad_key(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert "cameras.0.max_fps" in proc.stderr
     assert "match.tolerence" in proc.stderr
+
+
+def test_bench_comes_from_the_benchmarks_package() -> None:
+    """``sauron bench`` is the benchmarks' package's command, found by its entry point."""
+    listed = sauron("bench", "--help")
+    assert listed.returncode == 0, listed.stderr
+    assert "search" in listed.stdout and "pipeline" in listed.stdout
+    run = sauron("bench", "search", "--rows", "2000", "--queries", "3", "--json")
+    assert run.returncode == 0, run.stderr
+    doc = json.loads(run.stdout)
+    assert doc["rows"] == 2000 and doc["queries"] == 3
+
+
+def test_bench_not_installed_says_how_to_get_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sauron import cli
+
+    monkeypatch.setattr(cli, "extra_commands", dict)  # as if sauron-bench were not installed
+    assert cli.main(["bench", "pipeline", "--quick"]) == 2
+    err = capsys.readouterr().err
+    assert "not installed" in err and "pip install -e benchmarks" in err
+
+
+def test_unknown_options_of_a_built_in_command_are_refused(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from sauron import cli
+
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["config", "check", "sauron.yaml", "--bogus"])
+    assert stop.value.code == 2
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err

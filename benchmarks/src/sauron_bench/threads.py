@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import psutil
 
-from sauron.bench.measure import allowed_cores, cpu_name
+from sauron_bench.measure import allowed_cores, cpu_name
 
 log = logging.getLogger(__name__)
 

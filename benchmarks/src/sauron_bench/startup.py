@@ -46,7 +46,7 @@ from typing import Any
 
 import yaml
 
-from sauron.bench.measure import allowed_cores, cpu_name, percentiles
+from sauron_bench.measure import allowed_cores, cpu_name, percentiles
 
 log = logging.getLogger(__name__)
 
@@ -292,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         broker = None
         bootstrap = args.bootstrap
         if bootstrap is None:
-            from sauron.bench.broker import LocalBroker
+            from sauron_bench.broker import LocalBroker
 
             broker = LocalBroker().start()
             bootstrap = broker.bootstrap

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import sauron
 from sauron import SauronError
-from sauron.bench.probes import port_free
+from sauron_bench.probes import port_free
 
 log = logging.getLogger(__name__)
 

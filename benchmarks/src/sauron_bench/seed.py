@@ -29,12 +29,12 @@ from typing import Any
 
 import numpy as np
 
-from sauron.bench.measure import Collector, Record
-from sauron.bench.pipelines import BenchError, Sink, wait_for_group
 from sauron.bus.admin import wait_for_leaders
 from sauron.bus.topics import camera_partition
 from sauron.codec import Person
 from sauron.types import Frame
+from sauron_bench.measure import Collector, Record
+from sauron_bench.pipelines import BenchError, Sink, wait_for_group
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ def _single_core(argv: list[str]) -> None:
             "SAURON_BENCH_CHILD": "1",
         }
         raise SystemExit(
-            subprocess.call([sys.executable, "-m", "sauron.store.bench", *argv], env=env)
+            subprocess.call([sys.executable, "-m", "sauron_bench.search", *argv], env=env)
         )
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})

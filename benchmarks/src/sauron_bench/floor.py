@@ -16,8 +16,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sauron.bench.measure import Record, ResourceMonitor, RunResult, summarize
-from sauron.bench.workload import WATCHED, Workload
 from sauron.codec import Person
 from sauron.config import DetectConfig, MatchConfig
 from sauron.detect.stage import DetectStage
@@ -26,6 +24,8 @@ from sauron.imaging import decode_jpeg, encode_jpeg
 from sauron.match.stage import MatchStage, draw
 from sauron.match.watchlist import Watchlist
 from sauron.types import Frame, Result
+from sauron_bench.measure import Record, ResourceMonitor, RunResult, summarize
+from sauron_bench.workload import WATCHED, Workload
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +192,7 @@ def run_baseline(
 ) -> RunResult:
     """The bare one-core face_recognition-style loop on the same frames: HOG with one
     upsampling, dlib's own embedder on every face of every frame, no tracking."""
-    from sauron.bench.workload import watchlist_people
+    from sauron_bench.workload import watchlist_people
 
     del people  # the baseline matches with dlib's embeddings of the enrolled photo
     run = run_floor(

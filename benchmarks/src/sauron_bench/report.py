@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from sauron import codec
-from sauron.bench.seed import np_to_json
 from sauron.imaging import decode_jpeg
 from sauron.types import Frame
+from sauron_bench.seed import np_to_json
 
 if TYPE_CHECKING:
-    from sauron.bench.pipeline import Bench
+    from sauron_bench.pipeline import Bench
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
 """The runs of ``sauron bench pipeline``: the floor, throughput, the seed, latency.
 
 :class:`Bench` holds the options, the workload and every result of one benchmark run, in
-the order ``sauron.bench.command`` (its options, what it measures) starts them;
-``sauron.bench.report`` turns them into the JSON document, the table and the figure.
+the order ``sauron_bench.command`` (its options, what it measures) starts them;
+``sauron_bench.report`` turns them into the JSON document, the table and the figure.
 """
 
 from __future__ import annotations
@@ -16,17 +16,17 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sauron.bench.floor import FloorRun, agreement, run_floor
-from sauron.bench.measure import RunResult, allowed_cores, cpu_name
-from sauron.bench.pipelines import (
+from sauron.codec import Person
+from sauron_bench.floor import FloorRun, agreement, run_floor
+from sauron_bench.measure import RunResult, allowed_cores, cpu_name
+from sauron_bench.pipelines import (
     EmbeddedPipeline,
     KafkaPipeline,
     embedded_settings,
     kafka_settings,
 )
-from sauron.bench.runner import Feed, measure
-from sauron.bench.workload import Workload, camera_names, make_workload, watchlist_people
-from sauron.codec import Person
+from sauron_bench.runner import Feed, measure
+from sauron_bench.workload import Workload, camera_names, make_workload, watchlist_people
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ class Bench:
         self.floor_track, self.floor_per = track, per
         self.out["tracking"] = {self.embedder: self._tracking_entry(track, per)}
         if a.baseline_frames > 0:
-            from sauron.bench.floor import run_baseline
+            from sauron_bench.floor import run_baseline
 
             assert self.workload is not None
             self.baseline = self._record(
@@ -201,7 +201,7 @@ class Bench:
         return self._measure(pipe, Feed(frames=self._flood_frames(est)), workers)
 
     def seed(self, workers: int) -> RunResult:
-        from sauron.bench.seed import SeedPipeline
+        from sauron_bench.seed import SeedPipeline
 
         assert self.workload is not None and self.bootstrap is not None
         est = self.floor_per.result.fps * workers * 0.6
@@ -245,27 +245,27 @@ class Bench:
     # ---- the whole run ----------------------------------------------------------------
 
     def run(self) -> None:
-        """Every run, in order; ``sauron.bench.report.assemble`` makes the document."""
+        """Every run, in order; ``sauron_bench.report.assemble`` makes the document."""
         a = self.args
         t0 = time.monotonic()
         self.out["machine"] = _machine()
         if a.workload == "light":
             self.workload = make_workload(clips=a.clips, frames=a.clip_frames)
         else:
-            from sauron.bench.realistic import make_realistic_workload
+            from sauron_bench.realistic import make_realistic_workload
 
             self.workload = make_realistic_workload(cameras=a.clips, frames=a.clip_frames)
         self.people = watchlist_people(self.embedder)
         self.floor()
         broker = None
         if a.kafka and self.bootstrap is None:
-            from sauron.bench.broker import LocalBroker
+            from sauron_bench.broker import LocalBroker
 
             broker = LocalBroker().start()
             self.bootstrap, self.broker_pid = broker.bootstrap, broker.pid
         try:
             if a.kafka and self.bootstrap is not None and a.warm_broker > 0:
-                from sauron.bench.broker import warm_up
+                from sauron_bench.broker import warm_up
 
                 warm_up(self.bootstrap, a.warm_broker)
             self._pipelines()

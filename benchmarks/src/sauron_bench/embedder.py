@@ -1,6 +1,6 @@
 """Face-embedder benchmark: dlib's ResNet against the same network in ONNX Runtime.
 
-    python -m sauron.bench.embedder [--faces N] [--batches 1,4,8,16] [--repeat R] [--json PATH]
+    python -m sauron_bench.embedder [--faces N] [--batches 1,4,8,16] [--repeat R] [--json PATH]
 
 Everything runs in one process pinned to one CPU core (``sched_setaffinity``), with
 OMP/OpenBLAS/MKL threads set to 1 and ONNX Runtime's intra- and inter-op pools at 1 thread;
@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from sauron.bench.measure import allowed_cores, cpu_name
+from sauron_bench.measure import allowed_cores, cpu_name
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +173,7 @@ def _table(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sauron.bench.embedder", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m sauron_bench.embedder", description=__doc__)
     parser.add_argument("--faces", type=int, default=16, help="chips timed per configuration")
     parser.add_argument(
         "--batches", default="1,4,8,16", help="comma-separated ONNX batch sizes (default 1,4,8,16)"

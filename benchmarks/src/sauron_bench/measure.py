@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import psutil
 
-from sauron.bench.workload import Workload
 from sauron.types import Frame
+from sauron_bench.workload import Workload
 
 log = logging.getLogger(__name__)
 

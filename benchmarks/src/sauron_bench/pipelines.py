@@ -22,11 +22,11 @@ from typing import Any
 import numpy as np
 
 from sauron import SauronError, codec
-from sauron.bench.measure import Collector, Record
 from sauron.bus.topics import Topics, frame_partition
 from sauron.codec import Person
 from sauron.config import Settings, load_settings
 from sauron.types import Frame
+from sauron_bench.measure import Collector, Record
 
 log = logging.getLogger(__name__)
 

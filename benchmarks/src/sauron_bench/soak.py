@@ -1,6 +1,6 @@
 """Soak: the Kafka pipeline fed above its capacity for minutes; memory and drop counters.
 
-    python -m sauron.bench.soak --minutes 10 --json soak.json [--bootstrap HOST:PORT]
+    python -m sauron_bench.soak --minutes 10 --json soak.json [--bootstrap HOST:PORT]
 
 1. A broker is started for the run (``scripts/kafka-broker``) unless one is given; detect
    workers run as processes (each serving /metrics), the match worker in this process.
@@ -35,13 +35,13 @@ from pathlib import Path
 from typing import Any
 
 from sauron import codec
-from sauron.bench.broker import LocalBroker
-from sauron.bench.probes import counter, free_ports, rss_mb, scrape
-from sauron.bench.workload import camera_names, make_workload
 from sauron.config import Settings, load_settings
 from sauron.logs import setup_logging
 from sauron.metrics import Metrics
 from sauron.types import Frame
+from sauron_bench.broker import LocalBroker
+from sauron_bench.probes import counter, free_ports, rss_mb, scrape
+from sauron_bench.workload import camera_names, make_workload
 
 log = logging.getLogger(__name__)
 
@@ -371,7 +371,7 @@ def _growth(values: list[float | None], sample_s: float) -> dict[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m sauron.bench.soak", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m sauron_bench.soak", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--minutes", type=float, default=10.0, help="length of the soak")
     p.add_argument("--json", type=Path, required=True, help="write the results here")

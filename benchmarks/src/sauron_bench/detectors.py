@@ -2,7 +2,7 @@
 
     sauron bench detectors [--frames 40] [--cnn-frames 6] [--out DIR]
 
-For each detector, over the same frames of :mod:`sauron.bench.realistic`: milliseconds per
+For each detector, over the same frames of :mod:`sauron_bench.realistic`: milliseconds per
 640x360 frame (the boxes only, no landmarks or embedding), faces found (IoU >= 0.3 with a
 ground-truth face) by face-width band, and boxes that match no face. The detectors:
 CenterFace (the default, :mod:`sauron.detect.centerface`) on the frame scaled 0.5, 0.75
@@ -28,11 +28,11 @@ import dlib
 import face_recognition_models
 import numpy as np
 
-from sauron.bench.realistic import make_realistic_workload
-from sauron.bench.workload import Workload
 from sauron.detect.centerface import CenterFace
 from sauron.detect.tracking import iou_matrix
 from sauron.imaging import bgr_to_rgb, decode_jpeg
+from sauron_bench.realistic import make_realistic_workload
+from sauron_bench.workload import Workload
 
 log = logging.getLogger(__name__)
 

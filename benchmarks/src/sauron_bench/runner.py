@@ -8,9 +8,9 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sauron.bench.measure import Collector, Replayer, ResourceMonitor, RunResult, summarize
-from sauron.bench.pipelines import BenchError, Sink
-from sauron.bench.workload import Workload
+from sauron_bench.measure import Collector, Replayer, ResourceMonitor, RunResult, summarize
+from sauron_bench.pipelines import BenchError, Sink
+from sauron_bench.workload import Workload
 
 log = logging.getLogger(__name__)
 

@@ -3,8 +3,8 @@
     sauron bench pipeline [--workers 1,2] [--out DIR] [--bootstrap HOST:PORT] [--quick]
 
 One run, on one machine, with one workload (``--workload realistic``, the default: faces
-walking over real footage, see :mod:`sauron.bench.realistic`; ``light``: a generated scene
-with 1-3 persistent faces, see :mod:`sauron.bench.workload`), measures:
+walking over real footage, see :mod:`sauron_bench.realistic`; ``light``: a generated scene
+with 1-3 persistent faces, see :mod:`sauron_bench.workload`), measures:
 
 1. the floor: the frames through a bare single-process loop (decode, detect, embed,
    match), with tracking and with per-frame embedding (and the same with dlib's embedder),
@@ -30,9 +30,9 @@ import argparse
 import json
 from pathlib import Path
 
-from sauron.bench.measure import allowed_cores
-from sauron.bench.pipeline import Bench
-from sauron.bench.report import assemble, render
+from sauron_bench.measure import allowed_cores
+from sauron_bench.pipeline import Bench
+from sauron_bench.report import assemble, render
 
 
 def _workers(text: str) -> list[int]:
@@ -130,8 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--workload",
         choices=["realistic", "light"],
         default="realistic",
-        help="realistic: faces over real footage (see sauron.bench.realistic); light: the "
-        "generated scene of sauron.bench.workload",
+        help="realistic: faces over real footage (see sauron_bench.realistic); light: the "
+        "generated scene of sauron_bench.workload",
     )
     p.add_argument(
         "--clips", type=int, default=None, help="distinct clips (default: 3 realistic, 4 light)"
