@@ -46,10 +46,11 @@ BENCH_ORDER: list[set[str]] = [
         "probes",
         "broker",
     },  # what is fed, what is measured, the broker
-    {"pipelines", "floor", "seed"},  # the systems under test
-    {"runner", "pipeline"},  # one measured run; the runs of `sauron bench pipeline`
+    {"product_pipelines", "bare_loop", "seed_pipeline"},  # the systems under test
+    {"runner", "pipeline_runs"},  # one measured run; the runs of `sauron bench pipeline`
     {"report"},  # the JSON document, the table, the figure
-    {"command", "detectors", "embedder", "search", "soak", "startup", "threads"},  # the commands
+    # the commands
+    {"pipeline_command", "detectors", "embedder", "search", "soak", "startup", "threads"},
     {"commands"},  # `sauron bench`: which command runs which
 ]
 
@@ -328,7 +329,7 @@ def test_a_clean_tree_passes(tmp_path: Path) -> None:
                 "bus/embedded.py": "from sauron.detect.stage import S\n",
                 "detect/__init__.py": "",
                 "detect/stage.py": "",
-                "detect/worker.py": "from sauron.bus import embedded\n",
+                "detect/kafka_worker.py": "from sauron.bus import embedded\n",
             },
             "import circle among rooms: bus -> detect -> bus",
         ),

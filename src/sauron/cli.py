@@ -217,13 +217,14 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     if args.stage == "detect":
-        from sauron.match.worker import run_detect_worker, spawn_detect_workers
+        from sauron.detect.kafka_worker import run_detect_worker, spawn_detect_workers
+        from sauron.match.kafka_worker import topic_namer
 
         if args.processes > 1:
             import signal
 
             procs = spawn_detect_workers(
-                settings, args.processes, metrics_base=settings.metrics.port
+                settings, args.processes, namer=topic_namer, metrics_base=settings.metrics.port
             )
 
             def forward(signum: int, _frame: object) -> None:
@@ -236,9 +237,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
             for p in procs:
                 p.join()
             return 0
-        run_detect_worker(settings)
+        run_detect_worker(settings, namer=topic_namer)
     else:
-        from sauron.match.worker import run_match_worker
+        from sauron.match.kafka_worker import run_match_worker
 
         run_match_worker(settings)
     return 0
@@ -290,7 +291,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         people = [enroll_into_dir(model, root, args.name, args.photos, largest=args.largest)]
     if kafka:
         from sauron.bus.admin import ensure_topics
-        from sauron.match.worker import publish_person
+        from sauron.match.watchlist_topic import publish_person
 
         ensure_topics(settings)
         for person in people:
@@ -303,7 +304,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 def cmd_unenroll(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     if settings.bus.type == "kafka":
-        from sauron.match.worker import publish_person
+        from sauron.match.watchlist_topic import publish_person
 
         publish_person(settings, None, args.name)
         print(f"removed {args.name}")

@@ -170,12 +170,9 @@ def run_kafka(settings: Settings, opts: RunOptions) -> RunSummary:
     from sauron.bus.client import end_offsets
     from sauron.bus.tail import TopicTail
     from sauron.bus.topics import Topics
-    from sauron.match.worker import (
-        DetectSignals,
-        build_match_worker,
-        publish_person,
-        spawn_detect_workers,
-    )
+    from sauron.detect.kafka_worker import DetectSignals, spawn_detect_workers
+    from sauron.match.kafka_worker import build_match_worker, topic_namer
+    from sauron.match.watchlist_topic import publish_person
     from sauron.metrics import Metrics, serve
 
     started = time.monotonic()
@@ -208,7 +205,9 @@ def run_kafka(settings: Settings, opts: RunOptions) -> RunSummary:
     server = serve(metrics, port, settings.metrics.host)
     n = worker_count(opts.processes)
     signals = DetectSignals(n)
-    procs = spawn_detect_workers(settings, n, metrics_base=port + 1 if port else 0, signals=signals)
+    procs = spawn_detect_workers(
+        settings, n, namer=topic_namer, metrics_base=port + 1 if port else 0, signals=signals
+    )
     matcher: Any = None
     if not settings.match.in_detect:  # else the detect workers name the faces
         matcher, watch_tail = build_match_worker(settings, metrics=metrics)

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from sauron_bench.command import main
-from sauron_bench.floor import agreement
+from sauron_bench.bare_loop import agreement
 from sauron_bench.measure import Record, Usage, percentiles, stage_means, summarize, throughput
+from sauron_bench.pipeline_command import main
 from sauron_bench.workload import Clip, camera_names
 
 

@@ -31,16 +31,12 @@ from sauron.bus.client import consume_ready
 from sauron.bus.producer import FrameProducer
 from sauron.bus.worker import Output
 from sauron.config import Settings, load_settings
+from sauron.detect.frame_checks import FrameRejected, check_frame, jpeg_dimensions
+from sauron.detect.kafka_worker import detect_handler
 from sauron.detect.stage import DetectStage
-from sauron.detect.worker import (
-    FrameRejected,
-    check_frame,
-    detect_handler,
-    jpeg_dimensions,
-)
+from sauron.match.kafka_worker import match_handler
 from sauron.match.stage import MatchStage
 from sauron.match.watchlist import Watchlist
-from sauron.match.worker import match_handler
 from sauron.metrics import Metrics, MetricsServer
 from sauron.types import Detections, Frame
 

@@ -35,8 +35,9 @@ from sauron.bus.client import wait_until
 from sauron.bus.topics import Topics
 from sauron.bus.worker import StageWorker
 from sauron.config import Settings, load_settings
-from sauron.detect.worker import MAX_JPEG_BYTES
-from sauron.match.worker import build_detect_worker, build_match_worker
+from sauron.detect.frame_checks import MAX_JPEG_BYTES
+from sauron.detect.kafka_worker import build_detect_worker
+from sauron.match.kafka_worker import build_match_worker, topic_namer
 from sauron.metrics import Metrics
 from sauron.types import Detections, Frame
 
@@ -193,7 +194,9 @@ def detect_run(kafka_bootstrap: str, photos: dict[str, Path]) -> Iterator[Detect
     topics = Topics.from_config(settings.topics)
     ensure_topics(settings)
     metrics = Metrics()
-    run = start_worker(build_detect_worker(settings, metrics=metrics), settings, metrics)
+    run = start_worker(
+        build_detect_worker(settings, namer=topic_namer, metrics=metrics), settings, metrics
+    )
     jpeg = good_jpeg(photos["obama.jpg"])
     cases = bad_frame_cases(jpeg)
     assert list(cases) == FRAME_CASES

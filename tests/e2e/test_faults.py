@@ -46,8 +46,9 @@ from sauron.bus.topics import Topics
 from sauron.bus.worker import OffsetTracker, StageWorker
 from sauron.config import CameraConfig, Settings, load_settings
 from sauron.demo.synth import ClipTruth
+from sauron.detect.kafka_worker import build_detect_worker
 from sauron.ingest.producer import camera_frames
-from sauron.match.worker import build_detect_worker, build_match_worker
+from sauron.match.kafka_worker import build_match_worker, topic_namer
 from sauron.metrics import Metrics
 from sauron.types import Frame
 
@@ -704,7 +705,7 @@ def test_stale_frames_are_dropped_and_counted_not_detected(
         producer.publish(Frame("cam", i, now - 60 if i < 12 else now, jpegs[0]))
     assert producer.flush(30) == 0
     metrics = Metrics()
-    worker = build_detect_worker(s, metrics=metrics)
+    worker = build_detect_worker(s, namer=topic_namer, metrics=metrics)
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
     try:

@@ -14,7 +14,7 @@ import importlib
 BENCHMARKS: dict[str, tuple[str, str]] = {
     "detectors": ("detectors", "face detectors on the realistic workload, one core"),
     "embedder": ("embedder", "dlib's ResNet against the same network in ONNX Runtime"),
-    "pipeline": ("command", "the pipeline against the floor and the seed's way"),
+    "pipeline": ("pipeline_command", "the pipeline against the floor and the seed's way"),
     "search": ("search", "query time of the search-by-photo index at a given size"),
     "startup": ("startup", "`sauron run --bus kafka` from a cold start"),
     "threads": ("threads", "models under threads: shared with a lock, or one set each"),

@@ -13,10 +13,10 @@ import numpy as np
 from sauron import codec
 from sauron.imaging import decode_jpeg
 from sauron.types import Frame
-from sauron_bench.seed import np_to_json
+from sauron_bench.seed_pipeline import np_to_json
 
 if TYPE_CHECKING:
-    from sauron_bench.pipeline import Bench
+    from sauron_bench.pipeline_runs import Bench
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from sauron_bench.measure import Collector, Replayer, ResourceMonitor, RunResult, summarize
-from sauron_bench.pipelines import BenchError, Sink
+from sauron_bench.product_pipelines import BenchError, Sink
 from sauron_bench.workload import Workload
 
 log = logging.getLogger(__name__)

@@ -125,14 +125,17 @@ class Soak:
         from sauron.bus.producer import FrameProducer
         from sauron.bus.tail import TopicTail
         from sauron.bus.topics import Topics
-        from sauron.match.worker import build_match_worker, spawn_detect_workers
+        from sauron.detect.kafka_worker import spawn_detect_workers
+        from sauron.match.kafka_worker import build_match_worker, topic_namer
 
         a = self.args
         work = make_workload(clips=2, frames=60, size=(640, 360))
         counts = ensure_topics(self.settings)
         topics = Topics.from_config(self.settings.topics)
         cameras = camera_names(a.cameras, counts[topics.frames])
-        procs = spawn_detect_workers(self.settings, a.workers, metrics_base=a.metrics_port)
+        procs = spawn_detect_workers(
+            self.settings, a.workers, namer=topic_namer, metrics_base=a.metrics_port
+        )
         matcher, watch_tail = build_match_worker(self.settings, metrics=self.metrics)
         match_thread = threading.Thread(target=matcher.run, name="soak-match", daemon=True)
         match_thread.start()

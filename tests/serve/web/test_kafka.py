@@ -19,7 +19,7 @@ from sauron.bus.topics import Topics, camera_partition
 from sauron.detect.stage import DetectStage
 from sauron.match.stage import MatchStage
 from sauron.match.watchlist import Watchlist
-from sauron.match.worker import follow_watchlist
+from sauron.match.watchlist_topic import follow_watchlist
 from sauron.serve.web.server import WebServer, WebServices
 from sauron.types import Frame
 

@@ -125,7 +125,7 @@ class WatchlistSync:
 
     def upsert(self, person: WirePerson) -> None:
         if self.kafka:
-            from sauron.match.worker import publish_person
+            from sauron.match.watchlist_topic import publish_person
 
             publish_person(self.settings, person, person.name)
         with self._lock:
@@ -134,7 +134,7 @@ class WatchlistSync:
 
     def remove(self, name: str) -> None:
         if self.kafka:
-            from sauron.match.worker import publish_person
+            from sauron.match.watchlist_topic import publish_person
 
             publish_person(self.settings, None, name)
         with self._lock:

@@ -1,7 +1,7 @@
 """The runs of ``sauron bench pipeline``: the floor, throughput, the seed, latency.
 
 :class:`Bench` holds the options, the workload and every result of one benchmark run, in
-the order ``sauron_bench.command`` (its options, what it measures) starts them;
+the order ``sauron_bench.pipeline_command`` (its options, what it measures) starts them;
 ``sauron_bench.report`` turns them into the JSON document, the table and the figure.
 """
 
@@ -17,9 +17,9 @@ from collections.abc import Callable
 from typing import Any
 
 from sauron.codec import Person
-from sauron_bench.floor import FloorRun, agreement, run_floor
+from sauron_bench.bare_loop import FloorRun, agreement, run_floor
 from sauron_bench.measure import RunResult, allowed_cores, cpu_name
-from sauron_bench.pipelines import (
+from sauron_bench.product_pipelines import (
     EmbeddedPipeline,
     KafkaPipeline,
     embedded_settings,
@@ -136,7 +136,7 @@ class Bench:
         self.floor_track, self.floor_per = track, per
         self.out["tracking"] = {self.embedder: self._tracking_entry(track, per)}
         if a.baseline_frames > 0:
-            from sauron_bench.floor import run_baseline
+            from sauron_bench.bare_loop import run_baseline
 
             assert self.workload is not None
             self.baseline = self._record(
@@ -201,7 +201,7 @@ class Bench:
         return self._measure(pipe, Feed(frames=self._flood_frames(est)), workers)
 
     def seed(self, workers: int) -> RunResult:
-        from sauron_bench.seed import SeedPipeline
+        from sauron_bench.seed_pipeline import SeedPipeline
 
         assert self.workload is not None and self.bootstrap is not None
         est = self.floor_per.result.fps * workers * 0.6

@@ -31,7 +31,7 @@ import json
 from pathlib import Path
 
 from sauron_bench.measure import allowed_cores
-from sauron_bench.pipeline import Bench
+from sauron_bench.pipeline_runs import Bench
 from sauron_bench.report import assemble, render
 
 

@@ -34,7 +34,7 @@ from sauron.bus.topics import camera_partition
 from sauron.codec import Person
 from sauron.types import Frame
 from sauron_bench.measure import Collector, Record
-from sauron_bench.pipelines import BenchError, Sink, wait_for_group
+from sauron_bench.product_pipelines import BenchError, Sink, wait_for_group
 
 log = logging.getLogger(__name__)
 
