@@ -53,7 +53,7 @@ def photos() -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def face_model() -> FaceModel:
     """dlib HOG detection + dlib's reference embedder; loading models is slow, so share it."""
-    return FaceModel(embedder="dlib")
+    return FaceModel(detector="dlib-hog", embedder="dlib")
 
 
 @pytest.fixture(scope="session")

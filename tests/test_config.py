@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
 from sauron import SauronError
 from sauron.config import (
+    DETECTORS,
     CameraConfig,
+    CenterFaceSettings,
     ConfigError,
     DetectConfig,
+    DlibCnnSettings,
+    DlibHogSettings,
     MatchConfig,
+    OpenCVPeopleSettings,
     Settings,
     TopicsConfig,
     check_name,
@@ -46,7 +53,7 @@ def test_defaults() -> None:
     assert s.topics.prefix == "sauron"
     assert s.topics.partitions == 6
     assert s.topics.partitioning == "camera"
-    assert s.detect.model == "centerface"
+    assert s.detect.detector == CenterFaceSettings(type="centerface", input_scale=0.5)
     assert s.detect.embedder == "auto"
     assert s.detect.tracking is True
     assert s.detect.track_refresh == 15
@@ -131,8 +138,58 @@ def test_good_names(name: str) -> None:
 
 
 def test_bad_detector_name_is_impossible() -> None:
-    with pytest.raises(ConfigError, match=r"detect\.model: Input should be"):
-        load_settings(overrides={"detect": {"model": "yolo"}})
+    expected = r"detect\.detector: Input tag 'yolo' .* expected tags: 'centerface', 'dlib-hog'"
+    with pytest.raises(ConfigError, match=expected):
+        load_settings(overrides={"detect": {"detector": {"type": "yolo"}}})
+    with pytest.raises(ConfigError, match=expected):
+        load_settings(overrides={"detect": {"model": "yolo"}})  # the flat key of before
+
+
+def test_each_detector_takes_only_its_own_settings() -> None:
+    s = load_settings(overrides={"detect": {"detector": {"type": "dlib-hog", "upsample": 1}}})
+    assert s.detect.detector == DlibHogSettings(upsample=1)
+    with pytest.raises(ConfigError, match=r"detect\.detector\.dlib-hog\.input_scale: Extra"):
+        load_settings(overrides={"detect": {"detector": {"type": "dlib-hog", "input_scale": 1}}})
+    with pytest.raises(ConfigError, match=r"detect\.detector\.opencv-people\.upsample: Extra"):
+        load_settings(overrides={"detect": {"detector": {"type": "opencv-people", "upsample": 1}}})
+    # without a type, the default detector's settings
+    s = load_settings(overrides={"detect": {"detector": {"input_scale": 1.0}}})
+    assert s.detect.detector == CenterFaceSettings(input_scale=1.0)
+
+
+def test_the_detector_list_is_the_settings_union() -> None:
+    assert list(DETECTORS) == ["centerface", "dlib-hog", "dlib-cnn", "opencv-people"]
+    for name, settings in DETECTORS.items():
+        assert settings.model_fields["type"].default == name
+        assert DetectConfig.model_validate({"detector": {"type": name}}).detector.type == name
+
+
+def test_flat_detector_keys_of_before_still_load(tmp_path: Path) -> None:
+    """``model``, ``upsample``, ``input_scale`` and ``model_path`` right under ``detect``
+    (configurations of before, the --model and --upsample flags) reach the detector."""
+    old = tmp_path / "old.yaml"
+    old.write_text("detect:\n  model: dlib-hog\n  upsample: 1\n  input_scale: 0.75\n")
+    assert load_settings(old).detect.detector == DlibHogSettings(upsample=1)  # no input_scale
+    old.write_text("detect:\n  model: centerface\n  input_scale: 0.75\n")
+    assert load_settings(old).detect.detector == CenterFaceSettings(input_scale=0.75)
+
+
+def test_flags_and_environment_beat_the_file_detector(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text("detect:\n  detector:\n    type: centerface\n    input_scale: 1.0\n")
+    # --model naming another detector starts its settings afresh (the file's are not its)
+    flag = load_settings(path, overrides={"detect": {"model": "dlib-cnn", "upsample": 1}})
+    assert flag.detect.detector == DlibCnnSettings(upsample=1)
+    # --upsample alone keeps the file's detector and its settings
+    flag = load_settings(path, overrides={"detect": {"upsample": 2}})
+    assert flag.detect.detector == CenterFaceSettings(input_scale=1.0, upsample=2)
+    # an environment variable of one key changes that key, not the file's detector
+    monkeypatch.setenv("SAURON_DETECT__DETECTOR__UPSAMPLE", "1")
+    assert load_settings(path).detect.detector == CenterFaceSettings(input_scale=1.0, upsample=1)
+    monkeypatch.setenv("SAURON_DETECT__TRACKING", "false")
+    assert load_settings(path).detect.detector == CenterFaceSettings(input_scale=1.0, upsample=1)
 
 
 def test_every_bad_key_is_listed() -> None:
@@ -273,7 +330,7 @@ def test_unknown_nested_environment_key(monkeypatch: pytest.MonkeyPatch) -> None
 
 def test_sections_validate_on_their_own() -> None:
     assert MatchConfig(tolerance=0.2).tolerance == 0.2
-    assert DetectConfig(model="opencv-people").model == "opencv-people"
+    assert DetectConfig(detector={"type": "opencv-people"}).detector == OpenCVPeopleSettings()
     assert Settings().match == MatchConfig()
 
 
@@ -289,13 +346,23 @@ def test_the_example_config_loads_and_keeps_to_the_defaults_it_restates() -> Non
     defaults = Settings()
     site = {("match", "watchlist"), ("bus", "type")}
     compared = 0
+
+    def plain(value: Any) -> Any:  # a sub-section as the mapping a file writes
+        if isinstance(value, BaseModel):
+            return value.model_dump()
+        return str(value) if isinstance(value, Path) else value
+
     for section, values in raw.items():
         if not isinstance(values, dict):
             continue
         for key, value in values.items():
-            got = getattr(getattr(loaded, section), key)
-            assert (str(got) if isinstance(got, Path) else got) == value, f"{section}.{key}"
+            got = plain(getattr(getattr(loaded, section), key))
+            default = plain(getattr(getattr(defaults, section), key))
+            if isinstance(value, dict):  # a sub-section: the keys the example sets
+                got = {k: got[k] for k in value}
+                default = {k: default[k] for k in value}
+            assert got == value, f"{section}.{key}"
             if (section, key) not in site:
-                assert getattr(getattr(defaults, section), key) == value, f"{section}.{key}"
+                assert default == value, f"{section}.{key}"
                 compared += 1
     assert compared >= 10

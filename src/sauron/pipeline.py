@@ -73,7 +73,7 @@ def load_watchlist(settings: Settings) -> tuple[Watchlist, WatchlistDirWatcher |
     from sauron.match.enroll import WatchlistDirWatcher, load_watchlist_dir
 
     root = settings.match.watchlist
-    model = FaceModel(embedder=settings.detect.embedder)
+    model = FaceModel(detector="dlib-hog", embedder=settings.detect.embedder)
     largest = settings.match.largest_face
     watchlist = Watchlist(load_watchlist_dir(model, root, largest=largest))
     watcher = WatchlistDirWatcher(model, root, watchlist, largest=largest)
@@ -379,7 +379,7 @@ def _watchlist_people(settings: Settings) -> list[codec.Person]:
     from sauron.match.enroll import load_watchlist_dir
 
     assert settings.match.watchlist is not None
-    model = FaceModel(embedder=settings.detect.embedder)
+    model = FaceModel(detector="dlib-hog", embedder=settings.detect.embedder)
     return load_watchlist_dir(model, settings.match.watchlist, largest=settings.match.largest_face)
 
 

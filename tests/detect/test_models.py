@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
-import typing
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from sauron.config import DetectConfig
+from sauron.config import DETECTORS, DetectConfig
 from sauron.demo.samples import astronaut_photo
 from sauron.detect.models import (
+    FACE_DETECTORS,
     Detector,
     FaceModel,
+    ModelError,
     PeopleModel,
     available_detectors,
     create_detector,
+    register,
 )
 from sauron.imaging import bgr_to_rgb, resize_max_width
 from sauron.types import EMBEDDING_DIM, NUM_LANDMARKS, Detections
@@ -143,9 +145,9 @@ def test_min_face_drops_small_faces(
     face_model: FaceModel, rgbs: dict[str, np.ndarray], found: dict[str, Detections]
 ) -> None:
     width = int(found["obama.jpg"].xyxy[0, 2] - found["obama.jpg"].xyxy[0, 0])
-    strict = FaceModel(embedder="dlib", min_face=width + 20)
+    strict = FaceModel(detector="dlib-hog", embedder="dlib", min_face=width + 20)
     assert len(strict.detect(rgbs["obama.jpg"])) == 0
-    lenient = FaceModel(embedder="dlib", min_face=width - 20)
+    lenient = FaceModel(detector="dlib-hog", embedder="dlib", min_face=width - 20)
     assert len(lenient.detect(rgbs["obama.jpg"])) == 1
 
 
@@ -161,7 +163,7 @@ def test_two_faces_side_by_side(face_model: FaceModel, rgbs: dict[str, np.ndarra
 
 
 def test_cnn_detector_finds_the_face(photos: dict[str, Path]) -> None:
-    model = create_detector(DetectConfig(model="dlib-cnn", embedder="dlib"))
+    model = create_detector(DetectConfig(detector={"type": "dlib-cnn"}, embedder="dlib"))
     assert isinstance(model, FaceModel)
     assert model.cnn
     rgb = read_rgb(photos["obama.jpg"], max_width=320)
@@ -194,8 +196,18 @@ def test_people_model_on_a_blank_image() -> None:
 
 
 def test_registry_matches_the_config_choices() -> None:
-    choices = typing.get_args(DetectConfig.model_fields["model"].annotation)
-    assert available_detectors() == sorted(choices)
+    """Every detector of the configuration has its plugin, and no plugin is without one."""
+    assert available_detectors() == sorted(DETECTORS)
+    assert set(FACE_DETECTORS) == {"centerface", "dlib-hog", "dlib-cnn"}
+
+
+def test_a_plugin_without_settings_is_refused() -> None:
+    with pytest.raises(ModelError, match=r"no settings for detector\(s\) \['yolo'\]"):
+        register("yolo")
+
+
+def test_face_model_defaults_to_the_configured_detector() -> None:
+    assert FaceModel().type == DetectConfig().detector.type == "centerface"
 
 
 @pytest.mark.parametrize(
@@ -210,7 +222,7 @@ def test_registry_matches_the_config_choices() -> None:
 def test_create_detector_picks_each_registered_name(
     name: str, cls: type[Detector], label: str
 ) -> None:
-    model = create_detector(DetectConfig(model=name, embedder="dlib"))  # type: ignore[arg-type]
+    model = create_detector(DetectConfig(detector={"type": name}, embedder="dlib"))
     assert type(model) is cls
     assert model.label == label
     if isinstance(model, FaceModel):
@@ -220,13 +232,17 @@ def test_create_detector_picks_each_registered_name(
 
 
 def test_detector_type_names_its_plugin() -> None:
-    model = create_detector(DetectConfig(model="dlib-hog", embedder="dlib"))
+    model = create_detector(DetectConfig(detector={"type": "dlib-hog"}, embedder="dlib"))
     assert model.type == "dlib-hog"
 
 
 def test_create_detector_passes_settings_through() -> None:
     model = create_detector(
-        DetectConfig(model="dlib-hog", upsample=2, min_face=33, embedder="dlib")
+        DetectConfig(detector={"type": "dlib-hog", "upsample": 2}, min_face=33, embedder="dlib")
     )
     assert isinstance(model, FaceModel)
     assert (model.upsample, model.min_face, model.cnn) == (2, 33, False)
+    cfg = {"type": "centerface", "input_scale": 0.75, "upsample": 1}
+    model = create_detector(DetectConfig(detector=cfg, embedder="dlib"))
+    assert isinstance(model, FaceModel)
+    assert (model.type, model.input_scale, model.upsample) == ("centerface", 0.75, 1)

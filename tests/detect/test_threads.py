@@ -65,7 +65,7 @@ def _context(photos: dict[str, Path], tmp: Path) -> dict[str, object]:
     from sauron.serve.web.enrollment import Enroller
     from sauron.store.index import FaceIndex
 
-    ctx: dict[str, object] = {"model": FaceModel()}
+    ctx: dict[str, object] = {"model": FaceModel(detector="dlib-hog")}
     for name in PHOTOS[:-1]:
         ctx[f"bytes:{name}"] = photos[name].read_bytes()
         bgr = cv2.imread(str(photos[name]))

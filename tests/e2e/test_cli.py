@@ -158,3 +158,18 @@ def test_unknown_options_of_a_built_in_command_are_refused(
         cli.main(["config", "check", "sauron.yaml", "--bogus"])
     assert stop.value.code == 2
     assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
+def test_model_and_upsample_flags_pick_the_detector(tmp_path: Path) -> None:
+    from sauron import cli
+    from sauron.config import CenterFaceSettings, DlibHogSettings
+
+    config = tmp_path / "s.yaml"
+    config.write_text("detect:\n  detector:\n    type: centerface\n    input_scale: 1.0\n")
+    args = cli.build_parser().parse_args(
+        ["run", "--config", str(config), "--model", "dlib-hog", "--upsample", "1"]
+    )
+    assert cli.settings_from(args).detect.detector == DlibHogSettings(upsample=1)
+    args = cli.build_parser().parse_args(["run", "--config", str(config), "--upsample", "1"])
+    expected = CenterFaceSettings(input_scale=1.0, upsample=1)
+    assert cli.settings_from(args).detect.detector == expected

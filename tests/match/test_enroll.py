@@ -265,7 +265,7 @@ def test_two_faces_largest_takes_the_bigger_one(
 @pytest.fixture(scope="module")
 def small_face_model() -> FaceModel:
     """Upsampling twice finds faces down to about 20 px (shares the loaded models)."""
-    return FaceModel(embedder="dlib", upsample=2)
+    return FaceModel(detector="dlib-hog", embedder="dlib", upsample=2)
 
 
 def _shrunk(photos: dict[str, Path], width: int) -> np.ndarray:

@@ -203,7 +203,7 @@ def run_baseline(
         tracking=False,
         frames_per_camera=frames_per_camera,
         warmup=1,
-        detect_options={"upsample": 1},
+        detect_options={"detector": {"upsample": 1}},
     )
     run.result.name = "baseline"
     return run.result

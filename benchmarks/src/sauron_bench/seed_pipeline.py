@@ -120,7 +120,7 @@ def _detect_main(bootstrap: str, topics: dict[str, str], group: str, embedder: s
     from sauron.detect.models import FaceModel
     from sauron.imaging import bgr_to_rgb
 
-    model = FaceModel(embedder=embedder)
+    model = FaceModel(detector="dlib-hog", embedder=embedder)
     for t0, d, pixels, send in _seed_loop(bootstrap, group, topics["frames"], topics["processed"]):
         rgb = bgr_to_rgb(pixels)
         t1 = time.perf_counter()

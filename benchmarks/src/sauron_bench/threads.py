@@ -49,7 +49,7 @@ def run_mode(private: bool, threads: int, rounds: int, photos: list[np.ndarray])
     from sauron.detect.models import FaceModel
 
     before = _rss_mib()
-    models = [FaceModel(private=private) for _ in range(threads)]
+    models = [FaceModel(detector="dlib-hog", private=private) for _ in range(threads)]
     grown = _rss_mib() - before
     for m in models:  # first use: lazy initialisation is not part of the figure
         m.detect(photos[0])

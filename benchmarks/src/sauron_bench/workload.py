@@ -173,5 +173,5 @@ def watchlist_people(embedder: str) -> list[Person]:
     from sauron.detect.models import FaceModel
     from sauron.match.enroll import person_from_photos
 
-    model = FaceModel(embedder=embedder)
+    model = FaceModel(detector="dlib-hog", embedder=embedder)
     return [person_from_photos(model, WATCHED, [sample_photos()[ENROLLED_PHOTO]])]

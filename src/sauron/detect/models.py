@@ -1,4 +1,8 @@
-"""Detector plugins: a small interface and a registry keyed by the config's ``detect.model``.
+"""Detector plugins: a small interface and a registry keyed by ``detect.detector.type``.
+
+The detectors are listed once, in the configuration (:data:`sauron.config.DETECTORS`, each
+with its own settings); every plugin registers under one of those names, and a test checks
+that each has its plugin.
 
 A plugin turns an RGB image into a :class:`~sauron.types.Detections`. Face plugins split
 the work in two steps so a tracker can skip the expensive one: :meth:`FaceModel.locate`
@@ -21,7 +25,7 @@ import face_recognition_models
 import numpy as np
 
 from sauron import SauronError
-from sauron.config import DetectConfig
+from sauron.config import DETECTORS, DetectConfig, FaceDetectorSettings
 from sauron.detect.centerface import CenterFace, to_dlib_boxes
 from sauron.detect.embedders import Embedder, create_embedder, default_embedder_name, extract_chips
 from sauron.detect.tracking import iou_matrix
@@ -31,8 +35,11 @@ log = logging.getLogger(__name__)
 
 Shape = Any  # dlib.full_object_detection (dlib ships no type stubs)
 
-#: face detectors a FaceModel can run (docs/models.md, "Detectors")
-FACE_DETECTORS = ("centerface", "dlib-hog", "dlib-cnn")
+#: face detectors a FaceModel can run (docs/models.md, "Detectors"): those of the
+#: configuration whose settings are a face detector's
+FACE_DETECTORS = tuple(
+    name for name, settings in DETECTORS.items() if issubclass(settings, FaceDetectorSettings)
+)
 
 
 class ModelError(SauronError):
@@ -53,19 +60,26 @@ class Detector(ABC):
 _REGISTRY: dict[str, Callable[[DetectConfig], Detector]] = {}
 
 
-def register(name: str) -> Callable[[type[Detector]], type[Detector]]:
+def register(*names: str) -> Callable[[type[Detector]], type[Detector]]:
+    """Register a plugin class under detector names of the configuration."""
+    unknown = [n for n in names if n not in DETECTORS]
+    if unknown:
+        raise ModelError(f"no settings for detector(s) {unknown} in sauron.config.DETECTORS")
+
     def deco(cls: type[Detector]) -> type[Detector]:
-        _REGISTRY[name] = cls.from_config  # type: ignore[attr-defined]
+        for name in names:
+            _REGISTRY[name] = cls.from_config  # type: ignore[attr-defined]
         return cls
 
     return deco
 
 
 def create_detector(cfg: DetectConfig) -> Detector:
+    kind = cfg.detector.type
     try:
-        factory = _REGISTRY[cfg.model]
+        factory = _REGISTRY[kind]
     except KeyError:
-        raise ModelError(f"unknown detector {cfg.model!r}; known: {sorted(_REGISTRY)}") from None
+        raise ModelError(f"no plugin for detector {kind!r}; known: {sorted(_REGISTRY)}") from None
     return factory(cfg)
 
 
@@ -103,15 +117,17 @@ def _shared_model(key: str, factory: Callable[[], Any], *, private: bool = False
         return _shared[key]
 
 
+@register(*FACE_DETECTORS)
 class FaceModel(Detector):
-    """dlib face detection + 5-point landmarks + a pluggable 128-d embedder."""
+    """Face detection (CenterFace or dlib) + dlib's 5-point landmarks + a pluggable 128-d
+    embedder."""
 
     label = "face"
 
     def __init__(
         self,
         *,
-        detector: str = "dlib-hog",
+        detector: str = "centerface",
         upsample: int = 0,
         input_scale: float = 0.5,
         model_path: str | Path | None = None,
@@ -171,14 +187,9 @@ class FaceModel(Detector):
 
     @classmethod
     def from_config(cls, cfg: DetectConfig) -> FaceModel:
-        return cls(
-            detector=cfg.model,
-            upsample=cfg.upsample,
-            input_scale=cfg.input_scale,
-            model_path=cfg.model_path,
-            embedder=cfg.embedder,
-            min_face=cfg.min_face,
-        )
+        """The detector's own settings (``detect.detector``) are this class's arguments."""
+        own = cfg.detector.model_dump(exclude={"type"})
+        return cls(detector=cfg.detector.type, embedder=cfg.embedder, min_face=cfg.min_face, **own)
 
     def with_upsample(self, upsample: int) -> FaceModel:
         """The same kind of model scanning at another upsampling (shared models are not
@@ -283,10 +294,6 @@ class FaceModel(Detector):
             landmarks=det.landmarks,
             embeddings=self.embed(rgb, shapes),
         )
-
-
-for _name in FACE_DETECTORS:
-    register(_name)(FaceModel)
 
 
 @register("opencv-people")

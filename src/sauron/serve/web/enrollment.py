@@ -59,7 +59,7 @@ class Enroller:
             if self._model is None:
                 from sauron.detect.models import FaceModel
 
-                self._model = FaceModel(embedder=self.embedder)
+                self._model = FaceModel(detector="dlib-hog", embedder=self.embedder)
             return self._model
 
     def embedding(
