@@ -383,7 +383,11 @@ def extra_commands() -> dict[str, EntryPoint]:
 
 
 def cmd_extra(args: argparse.Namespace) -> int:
-    run = args.entry_point.load()
+    ep = args.entry_point
+    try:
+        run = ep.load()
+    except ImportError as exc:  # a package installed in part, or for another Sauron
+        raise SauronError(f"`sauron {ep.name}` ({ep.value}) cannot be loaded: {exc}") from None
     return int(run(args.rest))
 
 

@@ -173,3 +173,17 @@ def test_model_and_upsample_flags_pick_the_detector(tmp_path: Path) -> None:
     args = cli.build_parser().parse_args(["run", "--config", str(config), "--upsample", "1"])
     expected = CenterFaceSettings(input_scale=1.0, upsample=1)
     assert cli.settings_from(args).detect.detector == expected
+
+
+def test_an_extra_command_that_cannot_load_is_an_error_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from importlib.metadata import EntryPoint
+
+    from sauron import cli
+
+    broken = EntryPoint("bench", "sauron_bench_gone.commands:main", cli.COMMANDS_GROUP)
+    monkeypatch.setattr(cli, "extra_commands", lambda: {"bench": broken})
+    assert cli.main(["bench", "pipeline"]) == 1
+    err = capsys.readouterr().err
+    assert "`sauron bench` (sauron_bench_gone.commands:main) cannot be loaded" in err
