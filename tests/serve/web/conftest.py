@@ -22,7 +22,7 @@ from sauron.match.watchlist import Watchlist
 from sauron.serve.web.server import WebServer, WebServices
 from sauron.types import Frame
 
-ADMIN_PASSWORD = "test-admin-" + uuid.uuid4().hex[:12]
+ADMIN_PASSWORD = "sentinel-" + uuid.uuid4().hex[:12]
 
 
 def read_alerts(
@@ -69,7 +69,7 @@ class LiveApp:
         return self.login("admin", ADMIN_PASSWORD)
 
     def add_viewer(self, name: str = "viewer") -> dict[str, str]:
-        pw = "viewer-" + uuid.uuid4().hex
+        pw = "watch-" + uuid.uuid4().hex
         r = self.client.post(
             "/api/users",
             headers=self.admin,
