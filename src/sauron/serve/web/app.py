@@ -4,12 +4,13 @@
 and ``sauron run``/``sauron web`` build the app the same way. The pages (``static/``)
 are plain HTML/JS/CSS served by the app itself and use the same JSON API
 (OpenAPI document at ``/api/openapi.json``, browsable at ``/api/docs`` with the Swagger UI
-of the ``swagger-ui-bundle`` package, served from here under the same CSP: no CDN).
+of the ``swagger-ui-py`` package, served from here under the same CSP: no CDN).
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 from importlib import resources
 from pathlib import Path
@@ -21,7 +22,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from swagger_ui_bundle import swagger_ui_path
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from sauron import __version__
@@ -31,6 +31,16 @@ from sauron.serve.web.context import WebContext
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(str(resources.files("sauron.serve.web") / "static"))
+
+
+def swagger_ui_dir() -> Path:
+    """Swagger UI's files as the ``swagger-ui-py`` package ships them (found, not imported:
+    its Python side is for other frameworks)."""
+    spec = importlib.util.find_spec("swagger_ui")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the swagger-ui-py package is missing: pip install swagger-ui-py")
+    return Path(next(iter(spec.submodule_search_locations))) / "static"
+
 
 _SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
@@ -129,7 +139,7 @@ def create_app(ctx: WebContext) -> FastAPI:
         return {"ok": True, "version": __version__, "cameras": len(ctx.hub.cameras())}
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    app.mount("/api/docs/assets", StaticFiles(directory=str(swagger_ui_path)), name="swagger-ui")
+    app.mount("/api/docs/assets", StaticFiles(directory=swagger_ui_dir()), name="swagger-ui")
 
     @app.get("/api/docs", include_in_schema=False)
     def docs() -> FileResponse:
