@@ -382,6 +382,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from sauron.bench.detectors import main as bench_detectors
 
         return bench_detectors(args.rest)
+    if args.what == "security":
+        from sauron.bench.security import main as bench_security
+
+        return bench_security(args.rest)
     from sauron.bench.command import main as bench_pipeline
 
     return bench_pipeline(args.rest)
@@ -468,7 +472,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="benchmarks (see docs/benchmarks.md)")
     p.add_argument(
-        "what", choices=["detectors", "embedder", "pipeline", "search", "startup", "threads"]
+        "what",
+        choices=["detectors", "embedder", "pipeline", "search", "security", "startup", "threads"],
     )
     p.add_argument("rest", nargs=argparse.REMAINDER, help="options of that benchmark")
     p.set_defaults(func=cmd_bench)

@@ -310,11 +310,18 @@ class WebConfig(Section):
         description="Largest photo accepted, in megapixels, checked from the file's header "
         "before any pixel is decoded (a face photo needs far less)",
     )
+    photo_work_megapixels: float = Field(
+        4.0,
+        gt=0,
+        le=100,
+        description="A larger photo is decoded at a reduced size (a JPEG by its decoder) "
+        "of about this many megapixels before faces are looked for",
+    )
     photo_decode_slots: int = Field(
-        2, ge=1, le=64, description="Uploaded photos decoded and searched at once"
+        1, ge=1, le=64, description="Uploaded photos decoded and searched at once"
     )
     password_hash_slots: int = Field(
-        2, ge=1, le=64, description="Password hashes (64 MiB each) computed at once"
+        1, ge=1, le=64, description="Password hashes (19 MiB and one core each) computed at once"
     )
     login_lock_minutes: float = Field(
         5.0, gt=0, le=24 * 60, description="How long failed log-ins count towards a lock"

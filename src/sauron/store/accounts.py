@@ -4,9 +4,9 @@ A token is 32 random bytes (URL-safe text); only its SHA-256 is stored, so a cop
 database cannot be used to log in. Log-in sessions and API tokens are both tokens, told
 apart by ``kind``; every token expires (at the latest ``max_token_s`` after it was made).
 
-Argon2id is slow and takes 64 MiB per hash on purpose, so at most ``hash_slots`` hashes
-run at once in a process: a flood of log-ins queues instead of taking all memory. A new
-password must pass :func:`check_password_policy`.
+Argon2id is slow and takes 19 MiB per hash on purpose, so at most ``hash_slots`` hashes
+run at once in a process: a flood of log-ins queues instead of taking all memory and
+cores. A new password must pass :func:`check_password_policy`.
 """
 
 from __future__ import annotations
@@ -33,7 +33,10 @@ log = logging.getLogger(__name__)
 
 Role = Literal["viewer", "admin"]
 ROLES: tuple[Role, ...] = ("viewer", "admin")
-_hasher = PasswordHasher()
+# OWASP's Argon2id setting (19 MiB, 2 passes, 1 lane): one hash uses one core, so
+# ``hash_slots`` bounds both the memory and the cores a flood of log-ins can take. Hashes
+# made with other settings still verify, and are redone at the next log-in.
+_hasher = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
 # Verifying against this keeps a log-in for an unknown user as slow as for a known one.
 _DUMMY_HASH = _hasher.hash(secrets.token_hex(16))
 MIN_PASSWORD = 10
@@ -110,7 +113,7 @@ def _user_info(u: User) -> UserInfo:
 
 class Accounts:
     def __init__(
-        self, store: Store, *, hash_slots: int = 2, max_token_s: float | None = None
+        self, store: Store, *, hash_slots: int = 1, max_token_s: float | None = None
     ) -> None:
         self.store = store
         self.max_token_s = max_token_s

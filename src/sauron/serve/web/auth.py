@@ -198,8 +198,7 @@ async def checked_password(
             headers={"Retry-After": str(exc.retry_after_s)},
         ) from None
     try:
-        async with ctx.hash_gate.slot():
-            user = await run_in_threadpool(ctx.accounts.check_password, username, password)
+        user = await ctx.hash_gate.run(lambda: ctx.accounts.check_password(username, password))
     except BaseException:
         ctx.throttle.cancel(attempt)
         raise
@@ -320,15 +319,14 @@ async def change_password(
         if checked is None:
             raise HTTPException(status.HTTP_403_FORBIDDEN, "the current password is wrong")
     try:
-        async with ctx.hash_gate.slot():
-            revoked = await run_in_threadpool(
-                lambda: ctx.accounts.set_password(
-                    username,
-                    body.new_password,
-                    keep_token=getattr(request.state, "token", None) if own else None,
-                    keep_api_tokens=body.keep_api_tokens,
-                )
+        revoked = await ctx.hash_gate.run(
+            lambda: ctx.accounts.set_password(
+                username,
+                body.new_password,
+                keep_token=getattr(request.state, "token", None) if own else None,
+                keep_api_tokens=body.keep_api_tokens,
             )
+        )
     except PasswordRejected as exc:
         raise HTTPException(422, str(exc)) from None
     except NotFound as exc:

@@ -21,7 +21,13 @@ import numpy as np
 from sauron.codec import Person as WirePerson
 from sauron.config import Settings
 from sauron.imaging import ImageDecodeError, encode_jpeg, image_size, resize_max_width
-from sauron.match.enroll import EnrollError, enrollment_embedding, load_photo
+from sauron.match.enroll import (
+    EnrollError,
+    enrollment_embedding,
+    load_photo,
+    photo_embedding,
+    photo_upsample,
+)
 from sauron.match.watchlist import Watchlist
 from sauron.store.db import NewPhoto, Store
 
@@ -53,6 +59,7 @@ class Enroller:
         self.embedder = settings.detect.embedder
         self.max_photo_bytes = max_photo_bytes
         self.max_megapixels = settings.web.max_photo_megapixels
+        self.work_pixels = int(settings.web.photo_work_megapixels * 1_000_000)
         self._lock = threading.Lock()
         self._model: FaceModel | None = None
 
@@ -65,9 +72,11 @@ class Enroller:
             return self._model
 
     def embedding(
-        self, data: bytes, source: str, *, largest: bool = False
+        self, data: bytes, source: str, *, largest: bool = False, remember: bool = True
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(upright RGB image, 128-d embedding) of the one face in a photo."""
+        """(upright RGB image, 128-d embedding) of the one face in a photo. ``remember``:
+        keep the embedding in the enrollment cache (not for a search: a flood of photos
+        would fill the disk)."""
         if len(data) > self.max_photo_bytes:
             raise EnrollError(
                 f"{source}: the file is too large ({len(data)} bytes, the "
@@ -83,8 +92,13 @@ class Enroller:
                 f"{width * height / 1e6:.1f} megapixels; the limit is "
                 f"{self.max_megapixels:g} megapixels)"
             )
-        rgb = load_photo(data, source)
-        emb = enrollment_embedding(self.model(), data, largest=largest, source=source, rgb=rgb)
+        rgb = load_photo(data, source, max_pixels=self.work_pixels)
+        model = self.model()
+        if remember:
+            emb = enrollment_embedding(model, data, largest=largest, source=source, rgb=rgb)
+        else:
+            sized = model.with_upsample(photo_upsample(rgb))
+            emb = photo_embedding(sized, rgb, largest=largest, source=source)
         return rgb, np.asarray(emb, np.float32)
 
     def check(self, data: bytes, filename: str | None) -> NewPhoto:

@@ -164,8 +164,9 @@ async def search(
     data = await photo.read(ctx.enroller.max_photo_bytes + 1)
     name = safe_filename(photo.filename)
     try:
-        async with ctx.decode_gate.slot():
-            _, emb = await run_in_threadpool(ctx.enroller.embedding, data, name, largest=largest)
+        _, emb = await ctx.decode_gate.run(
+            lambda: ctx.enroller.embedding(data, name, largest=largest, remember=False)
+        )
     except EnrollError as exc:
         raise HTTPException(
             422, {"message": "photo refused", "refused": [{"file": name, "reason": str(exc)}]}

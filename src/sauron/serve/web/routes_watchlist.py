@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, HTTPException, Response, UploadFile
@@ -87,8 +88,7 @@ async def _checked(ctx: Ctx, photos: list[UploadFile]) -> list[NewPhoto]:
     for up in photos:
         data = await up.read(limit + 1)
         try:
-            async with ctx.decode_gate.slot():
-                good.append(await run_in_threadpool(ctx.enroller.check, data, up.filename))
+            good.append(await ctx.decode_gate.run(partial(ctx.enroller.check, data, up.filename)))
         except EnrollError as exc:
             refused.append({"file": up.filename or "", "reason": str(exc)})
     if refused:

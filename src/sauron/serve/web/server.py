@@ -172,6 +172,8 @@ class WebServices:
         self.dispatcher.close()
         for t in self._threads:
             t.join(5)
+        self.ctx.hash_gate.close()
+        self.ctx.decode_gate.close()
         try:
             self.ctx.failures.flush(force=True)
         except Exception:  # the database is gone: the counts are lost, the server stops

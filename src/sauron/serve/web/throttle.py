@@ -4,8 +4,8 @@
   address and per user name. An attempt is counted *before* its password is checked, under
   one lock, so guesses sent at once cannot all get past the limit; a success takes its
   count back.
-* :class:`Gate` lets a bounded number of slow jobs (password hashes, photo decodes) run at
-  once; the requests waiting for it hold no thread, and when too many wait the next one is
+* :class:`Gate` runs slow jobs (password hashes, photo decodes) on a few threads of their
+  own; the requests waiting for it hold no thread, and when too many wait the next one is
   answered 503 at once instead of queueing without end.
 * :class:`FailureLog` writes failed log-ins to the audit log: the first of each user name
   and address at once, the rest as one row per period with their count, so a flood writes
@@ -21,17 +21,20 @@ import logging
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 from fastapi import HTTPException, Request, status
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 #: how many distinct counters (user names, addresses, pairs) are kept at most; the least
 #: recently touched are forgotten first, so a flood of made-up names cannot grow memory
-MAX_KEYS = 100_000
+MAX_KEYS = 20_000
 
 
 def client_address(request: Request) -> str:
@@ -138,6 +141,8 @@ class LoginThrottle:
             q = self._fails.get(key)
             if q is not None and attempt.stamp in q:
                 q.remove(attempt.stamp)
+                if not q:
+                    del self._fails[key]
 
     def cancel(self, attempt: Attempt) -> None:
         """The password was never checked (server busy): the attempt does not count."""
@@ -184,33 +189,35 @@ class LoginThrottle:
 
 
 class Gate:
-    """At most ``slots`` jobs at once; at most ``max_waiting`` requests wait for a slot
-    (more: 503 with Retry-After). For the event loop: waiting holds no thread."""
+    """Slow jobs (password hashes, photo decodes) on ``slots`` threads of their own, at
+    most ``max_waiting`` more queued (beyond: 503 with Retry-After at once). Requests
+    waiting hold no thread, and the jobs' memory stays in those few threads' heaps
+    instead of spreading over every thread of the server's pool."""
 
     def __init__(self, slots: int, max_waiting: int, what: str) -> None:
         self.slots = slots
         self.max_waiting = max_waiting
         self.what = what
-        self._sem = asyncio.Semaphore(slots)
-        self._waiting = 0
+        self._pool = ThreadPoolExecutor(slots, thread_name_prefix=f"web-{what}")
+        self._pending = 0  # queued or running; touched on the event loop only
 
-    @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        if self._waiting >= self.max_waiting:
+    async def run(self, fn: Callable[[], T]) -> T:
+        if self._pending >= self.slots + self.max_waiting:
             raise HTTPException(
                 status.HTTP_503_SERVICE_UNAVAILABLE,
                 f"the server is busy with other {self.what}; try again in a moment",
                 headers={"Retry-After": "1"},
             )
-        self._waiting += 1
-        try:
-            await self._sem.acquire()
-        finally:
-            self._waiting -= 1
-        try:
-            yield
-        finally:
-            self._sem.release()
+        self._pending += 1
+        job = asyncio.wrap_future(self._pool.submit(fn))
+        job.add_done_callback(self._done)
+        return await job
+
+    def _done(self, _job: object) -> None:
+        self._pending -= 1
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 AuditWriter = Callable[[str, str, str, str], None]
