@@ -1,7 +1,7 @@
 """``sauron bench security``: the web app under a flood of failed log-ins and uploads.
 
     sauron bench security [--seconds 20] [--logins 32] [--uploads 4] [--out DIR]
-                          [--server-src DIR]
+                          [--server-src DIR] [--baseline-src DIR]
 
 Starts ``sauron web`` (a process of its own, SQLite in a temporary folder, loopback only),
 warms it up (log-in, a search by photo, so the face models are loaded), then measures:
@@ -17,8 +17,10 @@ warms it up (log-in, a search by photo, so the face models are loaded), then mea
 It prints the figures (idle and peak RSS, their ratio, health p50/p99 idle and during
 the flood, the answers by status) and writes ``security.json`` into ``--out``. The
 targets: peak RSS under 1.5x idle, health p99 under 100 ms during the flood.
-``--server-src`` runs the server from another source tree (e.g. an older checkout's
-``src``) to compare. Every request goes to 127.0.0.0/8; every loop ends by itself.
+``--server-src`` runs the server from another source tree; ``--baseline-src`` floods a
+second server, run from another tree (e.g. an older checkout's ``src``), the same way
+right after, and reports both. Every request goes to 127.0.0.0/8; every loop ends by
+itself.
 """
 
 from __future__ import annotations
@@ -168,6 +170,7 @@ class Samples:
     rss: dict[str, list[float]] = field(default_factory=lambda: {"idle": [], "flood": []})
     health: dict[str, list[float]] = field(default_factory=lambda: {"idle": [], "flood": []})
     health_failed: int = 0
+    flood_cpu_s: float = 0.0  # CPU seconds the server used during the flood
 
 
 def sample_rss(pid: int, samples: Samples, stop: threading.Event) -> None:
@@ -272,7 +275,9 @@ def _pct(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(np.asarray(values), q)), 1)
 
 
-def summarize(samples: Samples, counts: Counter[str], args: argparse.Namespace) -> dict[str, Any]:
+def summarize(
+    samples: Samples, counts: Counter[str], args: argparse.Namespace, src: Path | None
+) -> dict[str, Any]:
     idle_rss = statistics.median(samples.rss["idle"]) if samples.rss["idle"] else None
     peak_rss = max(samples.rss["flood"], default=None)
     ratio = round(peak_rss / idle_rss, 3) if idle_rss and peak_rss else None
@@ -281,7 +286,8 @@ def summarize(samples: Samples, counts: Counter[str], args: argparse.Namespace) 
         "seconds": args.seconds,
         "login_threads": args.logins,
         "upload_threads": args.uploads,
-        "server_src": str(args.server_src) if args.server_src else None,
+        "server_src": str(src) if src else "this installation",
+        "server_cpu_cores_in_flood": round(samples.flood_cpu_s / args.seconds, 2),
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "cpus": os.cpu_count(),
         "rss_mb": {
@@ -320,8 +326,9 @@ def summarize(samples: Samples, counts: Counter[str], args: argparse.Namespace) 
 def render(result: dict[str, Any]) -> str:
     rss, health = result["rss_mb"], result["health_ms"]
     lines = [
-        f"security flood: {result['seconds']:g} s, {result['login_threads']} log-in and "
-        f"{result['upload_threads']} upload threads; load average {result['load_average']}",
+        f"security flood ({result['server_src']}): {result['seconds']:g} s, "
+        f"{result['login_threads']} log-in and {result['upload_threads']} upload threads; "
+        f"load average {result['load_average']}",
         f"  server RSS: idle {rss['idle_median']} MB, peak {rss['flood_peak']} MB during the "
         f"flood = {rss['peak_over_idle']}x idle (target < {TARGET_RSS_RATIO}x)",
     ]
@@ -332,6 +339,7 @@ def render(result: dict[str, Any]) -> str:
             f"({h['n']} asked)"
         )
     lines.append(f"  /api/health failed: {result['health_failed']}")
+    lines.append(f"  server CPU during the flood: {result['server_cpu_cores_in_flood']} cores")
     lines.append("  answers: " + ", ".join(f"{k}: {v}" for k, v in result["answers"].items()))
     lines.append(f"  targets met: {result['targets']['met']}")
     return "\n".join(lines)
@@ -351,17 +359,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--megapixels", type=float, default=15.5, help="size of the large face photo sent"
     )
     p.add_argument("--out", type=Path, default=Path("sauron-bench"), help="folder for the JSON")
-    p.add_argument("--server-src", type=Path, help="run the server from this source tree (compare)")
+    p.add_argument("--server-src", type=Path, help="run the server from this source tree instead")
+    p.add_argument(
+        "--baseline-src",
+        type=Path,
+        help="then flood a server run from this source tree (e.g. an older checkout's src) "
+        "the same way, and report both",
+    )
     return p
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: argparse.Namespace, src: Path | None) -> dict[str, Any]:
     password = "bench-" + secrets.token_urlsafe(18)
     viewer_pw = "watcher-" + secrets.token_urlsafe(18)
     large = _large_face(args.megapixels)
     payloads = [("png7000", _unique(_png_bomb())), ("face", _unique(large))]
     with tempfile.TemporaryDirectory(prefix="sauron-bench-security-") as tmp:
-        server = start_server(Path(tmp), password, args.server_src)
+        server = start_server(Path(tmp), password, src)
         samples, counts, lock = Samples(), Counter[str](), threading.Lock()
         stop_sampling, stop_flood = threading.Event(), threading.Event()
         try:
@@ -397,6 +411,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             time.sleep(1.0)
             samples.phase = "idle"
             time.sleep(args.idle_seconds)
+            cpu0 = psutil.Process(server.pid).cpu_times()
             samples.phase = "flood"
             flooders = [
                 threading.Thread(
@@ -417,6 +432,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for t in flooders:
                 t.join(180)
             samples.phase = "done"
+            cpu1 = psutil.Process(server.pid).cpu_times()
+            samples.flood_cpu_s = cpu1.user + cpu1.system - cpu0.user - cpu0.system
             stop_sampling.set()
             for t in samplers:
                 t.join(30)
@@ -424,18 +441,30 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             stop_flood.set()
             stop_sampling.set()
             server.stop()
-    return summarize(samples, counts, args)
+    return summarize(samples, counts, args, src)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.seconds <= 0 or args.logins < 0 or args.uploads < 0:
         build_parser().error("--seconds must be > 0; --logins and --uploads >= 0")
-    result = run(args)
+    result = run(args, args.server_src)
+    print(render(result))
+    doc: dict[str, Any] = {"this": result}
+    if args.baseline_src is not None:
+        base = run(args, args.baseline_src)
+        print(render(base))
+        doc["baseline"] = base
+        peak, base_peak = result["rss_mb"]["flood_peak"], base["rss_mb"]["flood_peak"]
+        p99, base_p99 = result["health_ms"]["flood"]["p99"], base["health_ms"]["flood"]["p99"]
+        doc["baseline_over_this"] = {
+            "rss_peak": round(base_peak / peak, 2) if peak and base_peak else None,
+            "health_p99": round(base_p99 / p99, 2) if p99 and base_p99 else None,
+        }
+        print(f"baseline / this: {doc['baseline_over_this']}")
     args.out.mkdir(parents=True, exist_ok=True)
     out = args.out / "security.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(render(result))
+    out.write_text(json.dumps(doc, indent=2) + "\n")
     print(f"wrote {out}")
     return 0
 
