@@ -199,7 +199,7 @@ async def checked_password(
         ) from None
     try:
         user = await ctx.hash_gate.run(lambda: ctx.accounts.check_password(username, password))
-    except BaseException:
+    except HTTPException:  # busy (503): the password was never checked
         ctx.throttle.cancel(attempt)
         raise
     if user is None:
