@@ -511,3 +511,27 @@ def test_face_images_are_not_cached_and_unknown_cameras_are_404(
     assert photo.status_code == 200 and photo.headers["cache-control"] == "no-store"
     r = app.client.get("/api/cameras/nope/stream.mjpeg", headers=admin)
     assert r.status_code == 404
+
+
+@pytest.mark.parametrize("trusted", [False, True])
+def test_forwarded_for_counts_only_from_a_trusted_proxy(
+    start_app: Callable[..., LiveApp], sqlite_url: str, trusted: bool
+) -> None:
+    """A client cannot dodge the limits by naming itself in X-Forwarded-For, unless the
+    request comes from a proxy listed in web.trusted_proxies."""
+    proxies = ["127.0.0.1"] if trusted else []
+    app = start_app(sqlite_url, web={"trusted_proxies": proxies})
+    _add_user(app, "vera")
+    for i in range(5):
+        r = app.client.post(
+            "/api/login",
+            json={"username": "vera", "password": f"wrong-guess-{i}"},
+            headers={"X-Forwarded-For": "198.51.100.1"},
+        )
+        assert r.status_code == 401
+    r = app.client.post(
+        "/api/login",
+        json={"username": "vera", "password": VERA_PW},
+        headers={"X-Forwarded-For": "198.51.100.2"},
+    )
+    assert r.status_code == (200 if trusted else 429), r.text
