@@ -399,6 +399,58 @@ class WebConfig(Section):
     live_fps: float = Field(
         15.0, gt=0, le=60, description="Most frames per second sent to one live viewer"
     )
+    max_photo_megapixels: float = Field(
+        16.0,
+        gt=0,
+        le=100,
+        description="Largest photo accepted, in megapixels, checked from the file's header "
+        "before any pixel is decoded (a face photo needs far less)",
+    )
+    photo_work_megapixels: float = Field(
+        4.0,
+        gt=0,
+        le=100,
+        description="A larger photo is decoded at a reduced size (a JPEG by its decoder) "
+        "of about this many megapixels before faces are looked for",
+    )
+    photo_decode_slots: int = Field(
+        1, ge=1, le=64, description="Uploaded photos decoded and searched at once"
+    )
+    password_hash_slots: int = Field(
+        1, ge=1, le=64, description="Password hashes (19 MiB and one core each) computed at once"
+    )
+    login_lock_minutes: float = Field(
+        5.0, gt=0, le=24 * 60, description="How long failed log-ins count towards a lock"
+    )
+    login_fails_per_user: int = Field(
+        5,
+        ge=1,
+        le=1000,
+        description="Failed log-ins of one user name from one address "
+        "before that address is locked out of that account",
+    )
+    login_fails_per_address: int = Field(
+        20,
+        ge=1,
+        le=100_000,
+        description="Failed log-ins from one address (any user name) "
+        "before the address is locked out",
+    )
+    login_fails_per_user_total: int = Field(
+        100,
+        ge=1,
+        le=1_000_000,
+        description="Failed log-ins of one user name from all "
+        "addresses together before it is locked, except from addresses it logged in from",
+    )
+    max_token_days: float = Field(
+        365.0, gt=0, le=3650, description="Longest life of any token (no token never expires)"
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Addresses of reverse proxies whose X-Forwarded-For names the client "
+        "(the limits per address key on it); empty: the connecting address is the client",
+    )
 
     @field_validator("admin_user")
     @classmethod

@@ -1,15 +1,52 @@
-"""JPEG encoding and decoding: the only place pixels are turned into bytes and back."""
+"""JPEG encoding and decoding: the only place pixels are turned into bytes and back.
+
+:func:`image_size` reads an untrusted file's dimensions from its header alone, so a caller
+can refuse one too large for the memory it would take before any pixel is decoded.
+"""
 
 from __future__ import annotations
 
+import io
+import warnings
+
 import cv2
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from sauron import SauronError
 
 
 class ImageDecodeError(SauronError):
     """Bytes that should hold an image could not be decoded."""
+
+
+#: the formats of photos people upload (Pillow reads more, with more attack surface)
+PHOTO_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
+
+
+def image_size(data: bytes, formats: tuple[str, ...] = PHOTO_FORMATS) -> tuple[int, int]:
+    """(width, height) from the header of an image file, without decoding its pixels."""
+    if not data:
+        raise ImageDecodeError("empty image payload")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data), formats=list(formats)) as img:
+                width, height = img.size
+    except Image.DecompressionBombError:
+        raise ImageDecodeError(
+            f"the image is over {2 * (Image.MAX_IMAGE_PIXELS or 0) // 1_000_000} "
+            "megapixels (decompression bomb?)"
+        ) from None
+    except UnidentifiedImageError:
+        raise ImageDecodeError(
+            f"not a usable image (a photo must be one of {', '.join(formats)})"
+        ) from None
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise ImageDecodeError(f"corrupt or truncated image ({exc})") from None
+    if width < 1 or height < 1:
+        raise ImageDecodeError(f"corrupt image: its header says {width}x{height} pixels")
+    return width, height
 
 
 def encode_jpeg(bgr: np.ndarray, quality: int = 80) -> bytes:

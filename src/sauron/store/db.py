@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import stat
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -17,7 +19,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import CursorResult, Engine, create_engine, delete, event, func, select, update
+from sqlalchemy import (
+    CursorResult,
+    Engine,
+    create_engine,
+    delete,
+    event,
+    func,
+    make_url,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
@@ -179,10 +191,38 @@ def _alert_info(a: Alert, has_snapshot: bool) -> AlertInfo:
     return AlertInfo(**span, id=a.id, has_snapshot=has_snapshot)
 
 
+def private_dir(path: Path) -> Path:
+    """Create ``path`` readable by its owner only (0700), or make it so: it holds faces,
+    embeddings and password hashes."""
+    path = Path(path)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if stat.S_IMODE(path.stat().st_mode) & 0o077:
+        log.info("store: %s was readable by others; now by its owner only", path)
+        path.chmod(0o700)
+    return path
+
+
+def _private_sqlite_file(url: str) -> None:
+    """Create the SQLite file (and tighten an existing one and its journal files) with
+    mode 0600, before SQLite opens it; a missing folder is a clear error."""
+    database = make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database)
+    if not path.parent.is_dir():
+        raise StoreError(f"cannot open the store {path}: the folder {path.parent} does not exist")
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for f in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if f.exists() and stat.S_IMODE(f.stat().st_mode) & 0o077:
+            f.chmod(0o600)
+    if stat.S_IMODE(path.parent.stat().st_mode) & 0o077:
+        log.warning("store: the folder %s of %s is readable by others", path.parent, path.name)
+
+
 def database_url(cfg: StoreConfig) -> str:
     if cfg.url:
         return cfg.url
-    cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(cfg.data_dir)
     return f"sqlite:///{Path(cfg.data_dir) / 'sauron.db'}"
 
 
@@ -211,6 +251,7 @@ class Store:
     def __init__(self, url: str) -> None:
         self.url = url
         if url.startswith("sqlite"):
+            _private_sqlite_file(url)
             self.engine = create_engine(
                 url, connect_args={"check_same_thread": False, "timeout": 10}
             )

@@ -22,7 +22,7 @@ from sauron.match.watchlist import Watchlist
 from sauron.serve.web.server import WebServer, WebServices
 from sauron.types import Frame
 
-ADMIN_PASSWORD = "test-admin-" + uuid.uuid4().hex[:12]
+ADMIN_PASSWORD = "sentinel-" + uuid.uuid4().hex[:12]
 
 
 def read_alerts(
@@ -69,7 +69,7 @@ class LiveApp:
         return self.login("admin", ADMIN_PASSWORD)
 
     def add_viewer(self, name: str = "viewer") -> dict[str, str]:
-        pw = "viewer-" + uuid.uuid4().hex
+        pw = "watch-" + uuid.uuid4().hex
         r = self.client.post(
             "/api/users",
             headers=self.admin,
@@ -79,13 +79,15 @@ class LiveApp:
         return self.login(name, pw)
 
 
-def make_settings(db_url: str, tmp: Path, **sections: dict[str, Any]) -> Settings:
+def make_settings(db_url: str | None, tmp: Path, **sections: Any) -> Settings:
+    """Test settings; a section given as a dict is merged into the defaults here, any
+    other value (a list of cameras) replaces them."""
     base: dict[str, Any] = {
         "store": {"url": db_url, "data_dir": str(tmp / "data")},
         "web": {"port": 0, "admin_password": ADMIN_PASSWORD, "alert_gap_s": 2.0},
     }
     for key, value in sections.items():
-        base[key] = {**base.get(key, {}), **value}
+        base[key] = {**base.get(key, {}), **value} if isinstance(value, dict) else value
     return load_settings(None, base)
 
 
@@ -93,7 +95,7 @@ def make_settings(db_url: str, tmp: Path, **sections: dict[str, Any]) -> Setting
 def start_app(tmp_path: Path) -> Iterator[Callable[..., LiveApp]]:
     started: list[tuple[WebServices, WebServer, httpx.Client]] = []
 
-    def start(db_url: str, **sections: dict[str, Any]) -> LiveApp:
+    def start(db_url: str | None, **sections: Any) -> LiveApp:
         settings = make_settings(db_url, tmp_path, **sections)
         services = WebServices(settings)
         assert services.bootstrap_admin() is None, "the configured password is used"

@@ -231,7 +231,7 @@ def test_hostile_uploads_are_refused_with_the_reason(
     cases = {
         "not an image": (b"this is not an image at all", "not a usable image"),
         "too large": (b"\xff\xd8" + bytes(1024 * 1024 + 10), "too large"),
-        "bomb": (_bomb(), "decompression bomb"),
+        "bomb": (_bomb(), "12000x6000 pixels, 72.0 megapixels; the limit is 16 megapixels"),
         "no face": (_no_face(), "no face"),
         "several faces": (_two_faces(photos), "2 faces found"),
         "small face": (_small_face(photos), "too small to be useful"),
@@ -364,7 +364,7 @@ def _works(app: LiveApp, headers: dict[str, str]) -> bool:
 
 
 def test_user_changes_own_password_and_other_sessions_end(app: LiveApp) -> None:
-    old, new = "carol-old-password", "carol-new-password"
+    old, new = "amber-quilt-lantern", "violet-harbor-compass"
     _add_user(app, "carol", old)
     mine, other = app.login("carol", old), app.login("carol", old)
     script = _api_token(app, "carol")
@@ -407,17 +407,17 @@ def test_user_changes_own_password_and_other_sessions_end(app: LiveApp) -> None:
 
 
 def test_wrong_current_passwords_count_towards_the_login_lock(app: LiveApp) -> None:
-    pw = "dave-password-1"
+    pw = "mossy-cedar-ticket-1"
     _add_user(app, "dave", pw)
     dave = app.login("dave", pw)
-    body = {"current_password": "not-the-password", "new_password": "dave-password-2"}
+    body = {"current_password": "not-the-password", "new_password": "mossy-cedar-ticket-2"}
     for _ in range(5):
         r = app.client.post("/api/users/dave/password", headers=dave, json=body)
         assert r.status_code == 403
     r = app.client.post(
         "/api/users/dave/password",
         headers=dave,
-        json={"current_password": pw, "new_password": "dave-password-2"},
+        json={"current_password": pw, "new_password": "mossy-cedar-ticket-2"},
     )
     assert r.status_code == 429, "locked even with the right password"
     r = app.client.post("/api/login", json={"username": "dave", "password": pw})
@@ -426,7 +426,7 @@ def test_wrong_current_passwords_count_towards_the_login_lock(app: LiveApp) -> N
 
 
 def test_admin_resets_another_users_password(app: LiveApp) -> None:
-    old = "erin-old-password"
+    old = "granite-owl-meadow"
     _add_user(app, "erin", old)
     session, script = app.login("erin", old), _api_token(app, "erin")
     admin = app.admin
@@ -445,7 +445,7 @@ def test_admin_resets_another_users_password(app: LiveApp) -> None:
     r = app.client.post(
         "/api/users/erin/password",
         headers=admin,
-        json={"new_password": "erin-reset-password", "keep_api_tokens": True},
+        json={"new_password": "copper-fern-signal", "keep_api_tokens": True},
     )
     assert r.status_code == 200, r.text
     assert r.json()["revoked_tokens"] == 1
@@ -454,10 +454,10 @@ def test_admin_resets_another_users_password(app: LiveApp) -> None:
     assert _works(app, admin)
     r = app.client.post("/api/login", json={"username": "erin", "password": old})
     assert r.status_code == 401
-    erin = app.login("erin", "erin-reset-password")
+    erin = app.login("erin", "copper-fern-signal")
 
     r = app.client.post(
-        "/api/users/erin/password", headers=admin, json={"new_password": "erin-third-password"}
+        "/api/users/erin/password", headers=admin, json={"new_password": "saffron-dune-railway"}
     )
     assert r.status_code == 200 and r.json()["revoked_tokens"] == 2
     assert not _works(app, erin) and not _works(app, script)

@@ -3,20 +3,26 @@
 ``create_app(ctx)`` takes everything the routes use in one :class:`WebContext`, so tests
 and ``sauron run``/``sauron web`` build the app the same way. The pages (``static/``)
 are plain HTML/JS/CSS served by the app itself and use the same JSON API
-(OpenAPI document at ``/api/openapi.json``, browsable at ``/api/docs``).
+(OpenAPI document at ``/api/openapi.json``, browsable at ``/api/docs`` with the Swagger UI
+of the ``swagger-ui-py`` package, served from here under the same CSP: no CDN).
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import logging
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from sauron import __version__
 from sauron.serve.web import auth, routes_history, routes_live, routes_watchlist
@@ -25,6 +31,16 @@ from sauron.serve.web.context import WebContext
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(str(resources.files("sauron.serve.web") / "static"))
+
+
+def swagger_ui_dir() -> Path:
+    """Swagger UI's files as the ``swagger-ui-py`` package ships them (found, not imported:
+    its Python side is for other frameworks)."""
+    spec = importlib.util.find_spec("swagger_ui")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the swagger-ui-py package is missing: pip install swagger-ui-py")
+    return Path(next(iter(spec.submodule_search_locations))) / "static"
+
 
 _SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
@@ -40,7 +56,9 @@ _SECURITY_HEADERS = [
 
 class BodyLimit:
     """Refuses a request body over ``max_bytes`` with 413, before it is parsed: by its
-    Content-Length when given, else by counting the chunks as they arrive."""
+    Content-Length when given, else by counting the chunks as they arrive (whatever the
+    app would answer to the cut-off body, the client gets the 413). Adds the security
+    headers to every response."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -50,43 +68,54 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = dict(scope.get("headers") or [])
-        length = headers.get(b"content-length")
         too_big = JSONResponse(
             {"detail": f"the request is too large: the limit is {self.max_bytes} bytes"},
             status_code=413,
         )
-        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
-            await too_big(scope, receive, send)
-            return
-        seen = 0
-        started = False
+        started = over = False
 
-        async def limited() -> Message:
-            nonlocal seen
-            msg = await receive()
-            if msg["type"] == "http.request":
-                seen += len(msg.get("body", b""))
-                if seen > self.max_bytes:
-                    raise _TooLarge
-            return msg
-
-        async def tracking_send(msg: Message) -> None:
+        async def secure_send(msg: Message) -> None:
             nonlocal started
             if msg["type"] == "http.response.start":
                 started = True
                 msg = {**msg, "headers": [*msg.get("headers", []), *_SECURITY_HEADERS]}
             await send(msg)
 
-        try:
-            await self.app(scope, limited, tracking_send)
-        except _TooLarge:
-            if not started:
-                await too_big(scope, receive, send)
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+            await too_big(scope, receive, secure_send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen, over
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > self.max_bytes:
+                    over = True
+                    raise _TooLarge
+            return msg
+
+        async def app_send(msg: Message) -> None:
+            if not over:
+                await secure_send(msg)
+
+        with contextlib.suppress(_TooLarge):  # answered below
+            await self.app(scope, limited, app_send)
+        if over and not started:
+            await too_big(scope, receive, secure_send)
 
 
 class _TooLarge(Exception):
     pass
+
+
+async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
+    """422 naming each bad field, without echoing what was sent (it may be a password)."""
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    told = [{k: v for k, v in e.items() if k != "input"} for e in errors]
+    return JSONResponse({"detail": jsonable_encoder(told)}, status_code=422)
 
 
 def create_app(ctx: WebContext) -> FastAPI:
@@ -97,10 +126,11 @@ def create_app(ctx: WebContext) -> FastAPI:
         "photo. Authenticate with `Authorization: Bearer <token>` (POST "
         "/api/login or an API token from POST /api/tokens).",
         openapi_url="/api/openapi.json",
-        docs_url="/api/docs",
+        docs_url=None,
         redoc_url=None,
     )
     app.state.ctx = ctx
+    app.add_exception_handler(RequestValidationError, _invalid_request)
     for router in (auth.router, routes_watchlist.router, routes_live.router, routes_history.router):
         app.include_router(router)
 
@@ -109,6 +139,11 @@ def create_app(ctx: WebContext) -> FastAPI:
         return {"ok": True, "version": __version__, "cameras": len(ctx.hub.cameras())}
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.mount("/api/docs/assets", StaticFiles(directory=swagger_ui_dir()), name="swagger-ui")
+
+    @app.get("/api/docs", include_in_schema=False)
+    def docs() -> FileResponse:
+        return FileResponse(STATIC_DIR / "docs.html")
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:
@@ -116,4 +151,6 @@ def create_app(ctx: WebContext) -> FastAPI:
 
     max_bytes = int(ctx.settings.web.max_upload_mb * 1024 * 1024)
     app.add_middleware(BodyLimit, max_bytes=max_bytes)
+    if ctx.settings.web.trusted_proxies:  # the client named by X-Forwarded-For
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=ctx.settings.web.trusted_proxies)
     return app

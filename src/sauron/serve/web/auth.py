@@ -6,7 +6,11 @@ Bearer <token>`` (API tokens, scripts) or the ``sauron_session`` cookie set by l
 send ``X-Requested-With: sauron``, which a cross-site form cannot (CSRF). Viewers may
 watch, read history and search; admins also change the watchlist and accounts. Anyone
 may change their own password (giving the current one); admins set anyone's. A change
-revokes the user's other tokens.
+revokes the user's other tokens. Log-out revokes the token it was sent with.
+
+Password checks go through :mod:`sauron.serve.web.throttle`: each attempt is counted
+before the (slow, bounded) hash is computed, per user name and address, per address and
+per user name; an admin can lift a user's lock.
 """
 
 from __future__ import annotations
@@ -16,13 +20,21 @@ import logging
 from dataclasses import asdict, dataclass
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 from sauron.config import check_name
-from sauron.serve.web.context import WebContext, from_record, get_context
+from sauron.serve.web.context import (
+    BeforeId,
+    IdPath,
+    WebContext,
+    from_record,
+    get_context,
+)
+from sauron.serve.web.throttle import Lockout, Throttled, client_address
 from sauron.store import Conflict, NotFound
-from sauron.store.accounts import MIN_PASSWORD, Principal, Role
+from sauron.store.accounts import PasswordRejected, Principal, Role, UserInfo
 from sauron.store.db import AuditInfo
 
 log = logging.getLogger(__name__)
@@ -98,7 +110,7 @@ class SessionOut(BaseModel):
 
 class UserIn(BaseModel):
     username: str = Field(max_length=64)
-    password: str = Field(min_length=MIN_PASSWORD, max_length=1024)
+    password: str = Field(max_length=1024, description="At least 10 characters, not common")
     role: Role = "viewer"
 
 
@@ -113,7 +125,7 @@ class PasswordIn(BaseModel):
     current_password: str | None = Field(
         default=None, max_length=1024, description="Needed to change your own password"
     )
-    new_password: str = Field(min_length=MIN_PASSWORD, max_length=1024)
+    new_password: str = Field(max_length=1024, description="At least 10 characters, not common")
     keep_api_tokens: bool = Field(
         default=False, description="Keep the user's API tokens (log-in sessions always end)"
     )
@@ -127,7 +139,12 @@ class PasswordOut(BaseModel):
 class TokenIn(BaseModel):
     name: str = Field(max_length=64)
     username: str | None = Field(default=None, description="Whose token; default: the caller")
-    days: float | None = Field(90.0, gt=0, le=3650, description="None = never expires")
+    days: float | None = Field(
+        90.0,
+        gt=0,
+        le=3650,
+        description="Life in days, at most web.max_token_days (every token expires)",
+    )
 
 
 class TokenOut(BaseModel):
@@ -145,30 +162,62 @@ class AuditOut(AuditInfo):
     pass
 
 
+# A lock the log-in limits hold now, as the API answers it.
+@dataclass(frozen=True)
+class LockoutOut(Lockout):
+    pass
+
+
+class UnlockOut(BaseModel):
+    username: str
+    cleared: int = Field(description="Counters cleared (one per address, and the user's own)")
+
+
 router = APIRouter(prefix="/api", tags=["auth"])
+
+_LOCKED = {
+    "pair": "too many failed log-ins for this user from your address",
+    "address": "too many failed log-ins from your address",
+    "user": "too many failed log-ins for this user",
+}
+
+
+async def checked_password(
+    ctx: WebContext, username: str, password: str, request: Request, failure: str
+) -> UserInfo | None:
+    """The user if ``password`` is theirs. The attempt counts against the limits before
+    the hash is computed (429 past them; 503 when too many hashes wait), and a failure
+    goes to the audit log as ``failure``."""
+    address = client_address(request)
+    try:
+        attempt = ctx.throttle.begin(username, address)
+    except Throttled as exc:
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            f"{_LOCKED[exc.scope]}; try again in {exc.retry_after_s} s or ask an admin to unlock",
+            headers={"Retry-After": str(exc.retry_after_s)},
+        ) from None
+    try:
+        user = await ctx.hash_gate.run(lambda: ctx.accounts.check_password(username, password))
+    except HTTPException:  # busy (503): the password was never checked
+        ctx.throttle.cancel(attempt)
+        raise
+    if user is None:
+        await run_in_threadpool(ctx.failures.record, failure, username, address)
+        return None
+    ctx.throttle.succeeded(attempt)
+    return user
 
 
 @router.post("/login", response_model=SessionOut)
-def login(body: LoginRequest, response: Response, request: Request, ctx: Ctx) -> SessionOut:
-    if ctx.login_guard.blocked(body.username):
-        raise HTTPException(
-            status.HTTP_429_TOO_MANY_REQUESTS,
-            "too many failed log-ins for this user; wait a few minutes",
-        )
-    user = ctx.accounts.check_password(body.username, body.password)
+async def login(body: LoginRequest, response: Response, request: Request, ctx: Ctx) -> SessionOut:
+    user = await checked_password(ctx, body.username, body.password, request, "login_failed")
     if user is None:
-        ctx.login_guard.failed(body.username)
-        audit(
-            ctx,
-            body.username[:64],
-            "login_failed",
-            body.username[:64],
-            client=request.client.host if request.client else None,
-        )
         raise _unauthorized("wrong user name or password")
-    ctx.login_guard.succeeded(body.username)
     ttl = ctx.settings.web.session_hours * 3600
-    token, info = ctx.accounts.issue_token(user.id, kind="session", name="web", ttl_s=ttl)
+    token, info = await run_in_threadpool(
+        ctx.accounts.issue_token, user.id, kind="session", name="web", ttl_s=ttl
+    )
     response.set_cookie(
         SESSION_COOKIE,
         token,
@@ -178,7 +227,9 @@ def login(body: LoginRequest, response: Response, request: Request, ctx: Ctx) ->
         secure=request.url.scheme == "https",
         path="/",
     )
-    audit(ctx, user.username, "login", user.username)
+    await run_in_threadpool(
+        audit, ctx, user.username, "login", user.username, client=client_address(request)
+    )
     return SessionOut(
         username=user.username, role=user.role, token=token, expires_at=info.expires_at
     )
@@ -186,9 +237,11 @@ def login(body: LoginRequest, response: Response, request: Request, ctx: Ctx) ->
 
 @router.post("/logout", status_code=204)
 def logout(request: Request, response: Response, ctx: Ctx, _p: Viewer) -> None:
-    token = request.cookies.get(SESSION_COOKIE)
-    if token:
-        ctx.accounts.revoke(token)
+    """End the session: the token this request was sent with (cookie or bearer) is
+    revoked, and so is the cookie's if both were sent."""
+    for token in {request.state.token, request.cookies.get(SESSION_COOKIE)}:
+        if token:
+            ctx.accounts.revoke(token)
     response.delete_cookie(SESSION_COOKIE, path="/")
 
 
@@ -210,7 +263,7 @@ def create_user(body: UserIn, ctx: Ctx, p: Admin) -> UserOut:
     try:
         check_name(body.username, "user name")
         u = ctx.accounts.create_user(body.username, body.password, body.role)
-    except ValueError as exc:
+    except ValueError as exc:  # the name, or the password policy (never the password)
         raise HTTPException(422, str(exc)) from None
     except Conflict as exc:
         raise HTTPException(409, str(exc)) from None
@@ -229,8 +282,23 @@ def delete_user(username: str, ctx: Ctx, p: Admin) -> None:
     audit(ctx, p, "delete_user", username)
 
 
+@router.post("/users/{username}/unlock", response_model=UnlockOut, tags=["admin"])
+def unlock_user(username: str, ctx: Ctx, p: Admin) -> UnlockOut:
+    """Lift the log-in locks of ``username`` from every address (not an address's own
+    lock over all user names)."""
+    cleared = ctx.throttle.unlock(username)
+    audit(ctx, p, "unlock", username, cleared=cleared)
+    return UnlockOut(username=username, cleared=cleared)
+
+
+@router.get("/lockouts", response_model=list[LockoutOut], tags=["admin"])
+def lockouts(ctx: Ctx, _p: Admin) -> list[LockoutOut]:
+    """The log-in locks in force now: per user name and address, per address, per user."""
+    return [LockoutOut(**asdict(x)) for x in ctx.throttle.lockouts()]
+
+
 @router.post("/users/{username}/password", response_model=PasswordOut)
-def change_password(
+async def change_password(
     username: str, body: PasswordIn, request: Request, ctx: Ctx, p: Viewer
 ) -> PasswordOut:
     """Change your own password (``current_password`` needed), or, as an admin, set
@@ -244,35 +312,27 @@ def change_password(
     if own:
         if body.current_password is None:
             raise HTTPException(422, "give current_password to change your own password")
-        if ctx.login_guard.blocked(p.username):
-            raise HTTPException(
-                status.HTTP_429_TOO_MANY_REQUESTS,
-                "too many wrong passwords for this user; wait a few minutes",
-            )
-        # 403, not 401: the caller's token is fine, and 401 logs the pages out.
-        if ctx.accounts.check_password(p.username, body.current_password) is None:
-            ctx.login_guard.failed(p.username)
-            audit(
-                ctx,
-                p,
-                "password_change_failed",
-                p.username,
-                client=request.client.host if request.client else None,
-            )
-            raise HTTPException(status.HTTP_403_FORBIDDEN, "the current password is wrong")
-        ctx.login_guard.succeeded(p.username)
-    try:
-        revoked = ctx.accounts.set_password(
-            username,
-            body.new_password,
-            keep_token=getattr(request.state, "token", None) if own else None,
-            keep_api_tokens=body.keep_api_tokens,
+        checked = await checked_password(
+            ctx, p.username, body.current_password, request, "password_change_failed"
         )
-    except ValueError as exc:
+        # 403, not 401: the caller's token is fine, and 401 logs the pages out.
+        if checked is None:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "the current password is wrong")
+    try:
+        revoked = await ctx.hash_gate.run(
+            lambda: ctx.accounts.set_password(
+                username,
+                body.new_password,
+                keep_token=getattr(request.state, "token", None) if own else None,
+                keep_api_tokens=body.keep_api_tokens,
+            )
+        )
+    except PasswordRejected as exc:
         raise HTTPException(422, str(exc)) from None
     except NotFound as exc:
         raise HTTPException(404, str(exc)) from None
-    audit(ctx, p, "change_password" if own else "reset_password", username, revoked=revoked)
+    action = "change_password" if own else "reset_password"
+    await run_in_threadpool(audit, ctx, p, action, username, revoked=revoked)
     return PasswordOut(username=username, revoked_tokens=revoked)
 
 
@@ -283,30 +343,39 @@ def list_tokens(ctx: Ctx, _p: Admin) -> list[TokenOut]:
 
 @router.post("/tokens", response_model=TokenOut, status_code=201, tags=["admin"])
 def create_token(body: TokenIn, ctx: Ctx, p: Admin) -> TokenOut:
-    """An API token (shown once) for ``username``, by default the calling admin."""
-    user_id = p.user_id
-    if body.username and body.username != p.username:
-        user = next((u for u in ctx.accounts.list_users() if u.username == body.username), None)
-        if user is None:
-            raise HTTPException(404, f"no user {body.username!r}")
-        user_id = user.id
+    """An API token (shown once) for ``username``, by default the calling admin. It
+    expires after ``days``, at most ``web.max_token_days``; the audit log names its owner."""
+    max_days = ctx.settings.web.max_token_days
+    if body.days is None or body.days > max_days:
+        raise HTTPException(
+            422, f"every token expires: give days, at most {max_days:g} (web.max_token_days)"
+        )
+    owner = body.username or p.username
+    try:
+        user_id = ctx.accounts.user_id(owner)
+    except NotFound as exc:
+        raise HTTPException(404, str(exc)) from None
     token, t = ctx.accounts.issue_token(
-        user_id, kind="api", name=body.name, ttl_s=None if body.days is None else body.days * 86400
+        user_id, kind="api", name=body.name, ttl_s=body.days * 86400
     )
-    audit(ctx, p, "create_token", body.name, expires_at=t.expires_at)
+    audit(ctx, p, "create_token", body.name, owner=owner, id=t.id, expires_at=t.expires_at)
     return from_record(TokenOut, t, token=token)
 
 
 @router.delete("/tokens/{token_id}", status_code=204, tags=["admin"])
-def delete_token(token_id: int, ctx: Ctx, p: Admin) -> None:
+def delete_token(token_id: IdPath, ctx: Ctx, p: Admin) -> None:
     try:
-        ctx.accounts.delete_token(token_id)
+        owner = ctx.accounts.delete_token(token_id)
     except NotFound as exc:
         raise HTTPException(404, str(exc)) from None
-    audit(ctx, p, "delete_token", str(token_id))
+    audit(ctx, p, "delete_token", str(token_id), owner=owner)
 
 
 @router.get("/audit", response_model=list[AuditOut], tags=["admin"])
-def audit_log(ctx: Ctx, _p: Admin, limit: int = 100, before: int | None = None) -> list[AuditOut]:
-    limit = max(1, min(limit, 1000))
+def audit_log(
+    ctx: Ctx,
+    _p: Admin,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    before: BeforeId = None,
+) -> list[AuditOut]:
     return [AuditOut(**asdict(a)) for a in ctx.store.audit_log(limit=limit, before_id=before)]

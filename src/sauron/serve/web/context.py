@@ -3,23 +3,29 @@
 from __future__ import annotations
 
 import threading
-import time
-from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from fastapi import Request
+from fastapi import Path, Query, Request
 from pydantic import BaseModel
 
 from sauron.config import Settings
 from sauron.serve.alerts import Broadcaster
 from sauron.serve.web.enrollment import Enroller, WatchlistSync
 from sauron.serve.web.live import LiveHub
+from sauron.serve.web.throttle import FailureLog, Gate, LoginThrottle
 from sauron.store.accounts import Accounts
 from sauron.store.db import Store
 from sauron.store.index import FaceIndex
 
 Out = TypeVar("Out", bound=BaseModel)
+
+#: database ids are signed 64-bit: a larger number is refused (422) at the edge
+MAX_ID = 2**63 - 1
+IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
+BeforeId = Annotated[
+    int | None, Query(ge=1, le=MAX_ID, description="next_before of the previous page")
+]
 
 
 def from_record(model: type[Out], record: Any, **extra: Any) -> Out:
@@ -27,33 +33,6 @@ def from_record(model: type[Out], record: Any, **extra: Any) -> Out:
     under the same name, then ``extra`` (computed or renamed fields)."""
     values = {k: getattr(record, k) for k in model.model_fields if hasattr(record, k)}
     return model(**{**values, **extra})
-
-
-class LoginGuard:
-    """Slows password guessing: after ``limit`` failures for a name within ``window_s``,
-    further attempts are refused until the window has passed."""
-
-    def __init__(self, limit: int = 5, window_s: float = 300.0) -> None:
-        self.limit = limit
-        self.window_s = window_s
-        self._lock = threading.Lock()
-        self._fails: dict[str, deque[float]] = {}
-
-    def blocked(self, username: str) -> bool:
-        now = time.monotonic()
-        with self._lock:
-            q = self._fails.get(username)
-            while q and now - q[0] > self.window_s:
-                q.popleft()
-            return bool(q) and len(q) >= self.limit  # type: ignore[arg-type]
-
-    def failed(self, username: str) -> None:
-        with self._lock:
-            self._fails.setdefault(username, deque(maxlen=self.limit)).append(time.monotonic())
-
-    def succeeded(self, username: str) -> None:
-        with self._lock:
-            self._fails.pop(username, None)
 
 
 @dataclass
@@ -66,8 +45,24 @@ class WebContext:
     broadcaster: Broadcaster
     enroller: Enroller
     watchlists: WatchlistSync
-    login_guard: LoginGuard = field(default_factory=LoginGuard)
     index_lock: threading.Lock = field(default_factory=threading.Lock)
+    throttle: LoginThrottle = field(init=False)
+    hash_gate: Gate = field(init=False)
+    decode_gate: Gate = field(init=False)
+    failures: FailureLog = field(init=False)
+
+    def __post_init__(self) -> None:
+        web = self.settings.web
+        self.throttle = LoginThrottle(
+            per_pair=web.login_fails_per_user,
+            per_address=web.login_fails_per_address,
+            per_user=web.login_fails_per_user_total,
+            window_s=web.login_lock_minutes * 60,
+        )
+        # a few requests per slot may wait; the rest are told to come back (503)
+        self.hash_gate = Gate(web.password_hash_slots, 8 * web.password_hash_slots, "log-ins")
+        self.decode_gate = Gate(web.photo_decode_slots, 4 * web.photo_decode_slots, "photos")
+        self.failures = FailureLog(self.store.audit)
 
     def sync_index(self) -> int:
         with self.index_lock:

@@ -1,9 +1,10 @@
 """Checking uploaded photos and keeping running matchers in step with the store.
 
-A photo is refused, with the reason, when it is too large, not an image, a decompression
-bomb, corrupt, or holds no face, several faces, or a face too small to be useful (the
-checks of :mod:`sauron.match.enroll`). An accepted photo is stored re-encoded as JPEG
-(upright, at most 1024 px, no EXIF), never as the bytes that were sent.
+A photo is refused, with the reason, when it is too large (bytes, or pixels as its header
+says, read before any pixel is decoded), not an image, corrupt, or holds no face, several
+faces, or a face too small to be useful (the checks of :mod:`sauron.match.enroll`). An
+accepted photo is stored re-encoded as JPEG (upright, at most 1024 px, no EXIF), never as
+the bytes that were sent.
 """
 
 from __future__ import annotations
@@ -19,8 +20,14 @@ import numpy as np
 
 from sauron.codec import Person as WirePerson
 from sauron.config import Settings
-from sauron.imaging import encode_jpeg, resize_max_width
-from sauron.match.enroll import EnrollError, enrollment_embedding, load_photo
+from sauron.imaging import ImageDecodeError, encode_jpeg, image_size, resize_max_width
+from sauron.match.enroll import (
+    EnrollError,
+    enrollment_embedding,
+    load_photo,
+    photo_embedding,
+    photo_upsample,
+)
 from sauron.match.watchlist import Watchlist
 from sauron.store.db import NewPhoto, Store
 
@@ -51,6 +58,8 @@ class Enroller:
     def __init__(self, settings: Settings, max_photo_bytes: int) -> None:
         self.embedder = settings.detect.embedder
         self.max_photo_bytes = max_photo_bytes
+        self.max_megapixels = settings.web.max_photo_megapixels
+        self.work_pixels = int(settings.web.photo_work_megapixels * 1_000_000)
         self._lock = threading.Lock()
         self._model: FaceModel | None = None
 
@@ -63,16 +72,33 @@ class Enroller:
             return self._model
 
     def embedding(
-        self, data: bytes, source: str, *, largest: bool = False
+        self, data: bytes, source: str, *, largest: bool = False, remember: bool = True
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(upright RGB image, 128-d embedding) of the one face in a photo."""
+        """(upright RGB image, 128-d embedding) of the one face in a photo. ``remember``:
+        keep the embedding in the enrollment cache (not for a search: a flood of photos
+        would fill the disk)."""
         if len(data) > self.max_photo_bytes:
             raise EnrollError(
                 f"{source}: the file is too large ({len(data)} bytes, the "
                 f"limit is {self.max_photo_bytes})"
             )
-        rgb = load_photo(data, source)
-        emb = enrollment_embedding(self.model(), data, largest=largest, source=source, rgb=rgb)
+        try:
+            width, height = image_size(data)
+        except ImageDecodeError as exc:
+            raise EnrollError(f"{source}: {exc}") from None
+        if width * height > self.max_megapixels * 1_000_000:
+            raise EnrollError(
+                f"{source}: the photo is too large ({width}x{height} pixels, "
+                f"{width * height / 1e6:.1f} megapixels; the limit is "
+                f"{self.max_megapixels:g} megapixels)"
+            )
+        rgb = load_photo(data, source, max_pixels=self.work_pixels)
+        model = self.model()
+        if remember:
+            emb = enrollment_embedding(model, data, largest=largest, source=source, rgb=rgb)
+        else:
+            sized = model.with_upsample(photo_upsample(rgb))
+            emb = photo_embedding(sized, rgb, largest=largest, source=source)
         return rgb, np.asarray(emb, np.float32)
 
     def check(self, data: bytes, filename: str | None) -> NewPhoto:

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from sauron.match.enroll import EnrollError
 from sauron.serve.web.auth import Ctx, Viewer, audit
-from sauron.serve.web.context import from_record
+from sauron.serve.web.context import BeforeId, IdPath, from_record
 from sauron.serve.web.enrollment import safe_filename
 from sauron.store.db import AlertInfo, SightingFields, SightingFilter, SightingInfo
 
@@ -80,10 +80,16 @@ def _jpeg_route(path: str) -> Callable[[DecoratedCallable], DecoratedCallable]:
 def _jpeg(data: bytes | None, what: str) -> Response:
     if data is None:
         raise HTTPException(404, f"no snapshot for {what}")
+    return face_image(data, "image/jpeg")
+
+
+def face_image(data: bytes, media_type: str) -> Response:
+    """A face photo or snapshot: never kept by the browser or a proxy (after log-out,
+    another user of the machine must not find it in the cache)."""
     return Response(
         data,
-        media_type="image/jpeg",
-        headers={"Cache-Control": "private, max-age=86400", "X-Content-Type-Options": "nosniff"},
+        media_type=media_type,
+        headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"},
     )
 
 
@@ -97,7 +103,7 @@ def sightings(
     until: Annotated[float | None, Query(description="Unix time, exclusive")] = None,
     named: bool = False,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
-    before: Annotated[int | None, Query(description="next_before of the previous page")] = None,
+    before: BeforeId = None,
 ) -> SightingPage:
     """Face sightings, newest first, filtered by person, camera and capture time."""
     rows = ctx.store.sightings(
@@ -118,7 +124,7 @@ def sightings(
 
 
 @_jpeg_route("/sightings/{sighting_id}/snapshot.jpg")
-def sighting_snapshot(sighting_id: int, ctx: Ctx, _p: Viewer) -> Response:
+def sighting_snapshot(sighting_id: IdPath, ctx: Ctx, _p: Viewer) -> Response:
     return _jpeg(ctx.store.sighting_snapshot(sighting_id), f"sighting {sighting_id}")
 
 
@@ -129,7 +135,7 @@ def alerts(
     person: str | None = None,
     camera: str | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
-    before: int | None = None,
+    before: BeforeId = None,
 ) -> list[AlertOut]:
     return [
         alert_out(a)
@@ -140,7 +146,7 @@ def alerts(
 
 
 @_jpeg_route("/alerts/{alert_id}/snapshot.jpg")
-def alert_snapshot(alert_id: int, ctx: Ctx, _p: Viewer) -> Response:
+def alert_snapshot(alert_id: IdPath, ctx: Ctx, _p: Viewer) -> Response:
     return _jpeg(ctx.store.alert_snapshot(alert_id), f"alert {alert_id}")
 
 
@@ -158,7 +164,9 @@ async def search(
     data = await photo.read(ctx.enroller.max_photo_bytes + 1)
     name = safe_filename(photo.filename)
     try:
-        _, emb = await run_in_threadpool(ctx.enroller.embedding, data, name, largest=largest)
+        _, emb = await ctx.decode_gate.run(
+            lambda: ctx.enroller.embedding(data, name, largest=largest, remember=False)
+        )
     except EnrollError as exc:
         raise HTTPException(
             422, {"message": "photo refused", "refused": [{"file": name, "reason": str(exc)}]}

@@ -66,6 +66,8 @@ def latest(camera: str, ctx: Ctx, _p: Viewer) -> Response:
 async def stream(camera: str, request: Request, ctx: Ctx, _p: Viewer) -> StreamingResponse:
     """The camera's annotated frames in frame order, as an MJPEG stream for an <img>."""
     camera = _camera(camera)
+    if ctx.settings.cameras and camera not in ctx.hub.cameras():
+        raise HTTPException(404, f"no camera {camera!r}")  # a server told its cameras
     feed = getattr(request.app.state, "kafka_feed", None)
     if feed is not None:
         feed.want(camera)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, HTTPException, Response, UploadFile
@@ -18,7 +19,8 @@ from pydantic import BaseModel, Field
 from sauron.config import check_name
 from sauron.match.enroll import EnrollError
 from sauron.serve.web.auth import Admin, Ctx, Viewer, audit
-from sauron.serve.web.context import WebContext
+from sauron.serve.web.context import IdPath, WebContext
+from sauron.serve.web.routes_history import face_image
 from sauron.store import Conflict, NotFound
 from sauron.store.accounts import Principal
 from sauron.store.db import NewPhoto, PersonInfo
@@ -86,7 +88,7 @@ async def _checked(ctx: Ctx, photos: list[UploadFile]) -> list[NewPhoto]:
     for up in photos:
         data = await up.read(limit + 1)
         try:
-            good.append(await run_in_threadpool(ctx.enroller.check, data, up.filename))
+            good.append(await ctx.decode_gate.run(partial(ctx.enroller.check, data, up.filename)))
         except EnrollError as exc:
             refused.append({"file": up.filename or "", "reason": str(exc)})
     if refused:
@@ -185,7 +187,7 @@ def delete_person(name: str, ctx: Ctx, p: Admin) -> None:
 
 
 @router.delete("/people/{name}/photos/{photo_id}", response_model=PersonOut)
-def delete_photo(name: str, photo_id: int, ctx: Ctx, p: Admin) -> PersonOut:
+def delete_photo(name: str, photo_id: IdPath, ctx: Ctx, p: Admin) -> PersonOut:
     with _store_refusals():
         person = ctx.store.delete_photo(name, photo_id)
     ctx.watchlists.upsert(ctx.store.wire_person(name))
@@ -196,12 +198,8 @@ def delete_photo(name: str, photo_id: int, ctx: Ctx, p: Admin) -> PersonOut:
 @router.get(
     "/photos/{photo_id}", response_class=Response, responses={200: {"content": {"image/jpeg": {}}}}
 )
-def photo(photo_id: int, ctx: Ctx, _p: Viewer) -> Response:
+def photo(photo_id: IdPath, ctx: Ctx, _p: Viewer) -> Response:
     got = ctx.store.photo(photo_id)
     if got is None:
         raise HTTPException(404, f"no photo {photo_id}")
-    return Response(
-        got[0],
-        media_type=got[1],
-        headers={"Cache-Control": "private, max-age=3600", "X-Content-Type-Options": "nosniff"},
-    )
+    return face_image(*got)

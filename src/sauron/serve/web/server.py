@@ -26,7 +26,7 @@ from sauron.serve.web.context import WebContext
 from sauron.serve.web.enrollment import Enroller, WatchlistSync, import_watchlist_dir
 from sauron.serve.web.live import LiveHub
 from sauron.store.accounts import Accounts
-from sauron.store.db import Store
+from sauron.store.db import Store, private_dir
 from sauron.store.index import FaceIndex
 from sauron.store.recorder import Recorder
 from sauron.store.retention import RetentionWorker
@@ -44,6 +44,7 @@ class WebServices:
         self.settings = settings
         web = settings.web
         self.store = store or Store.open(settings.store)
+        private_dir(settings.store.data_dir)  # the search index holds every embedding
         index_dir = (
             settings.store.data_dir
             / "index"
@@ -66,7 +67,11 @@ class WebServices:
         self.ctx = WebContext(
             settings=settings,
             store=self.store,
-            accounts=Accounts(self.store),
+            accounts=Accounts(
+                self.store,
+                hash_slots=web.password_hash_slots,
+                max_token_s=web.max_token_days * 86400,
+            ),
             index=self.index,
             hub=self.hub,
             broadcaster=self.broadcaster,
@@ -132,6 +137,7 @@ class WebServices:
             try:
                 self.ctx.sync_index()
                 self.ctx.watchlists.reconcile()
+                self.ctx.failures.flush()
             except Exception:  # database briefly away: try again on the next tick
                 log.exception("web: index/watchlist sync failed")
 
@@ -166,6 +172,12 @@ class WebServices:
         self.dispatcher.close()
         for t in self._threads:
             t.join(5)
+        self.ctx.hash_gate.close()
+        self.ctx.decode_gate.close()
+        try:
+            self.ctx.failures.flush(force=True)
+        except Exception:  # the database is gone: the counts are lost, the server stops
+            log.warning("web: the last failed log-ins could not be written to the audit log")
         self.store.close()
 
 
@@ -177,8 +189,14 @@ class WebServer:
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((host, port))
         self.host, self.port = host, self.sock.getsockname()[1]
+        # proxy_headers off: only web.trusted_proxies may name the client (create_app)
         config = uvicorn.Config(
-            app, log_level="warning", lifespan="off", timeout_graceful_shutdown=2, access_log=False
+            app,
+            log_level="warning",
+            lifespan="off",
+            timeout_graceful_shutdown=2,
+            access_log=False,
+            proxy_headers=False,
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(

@@ -343,9 +343,10 @@ async function viewAdmin(show = render) {
   const users = await api("/api/users");
   const tokens = await api("/api/tokens");
   const audit = await api("/api/audit?limit=100");
+  const lockouts = await api("/api/lockouts");
   const msg = el("p", { class: "error" });
   const uname = el("input", { placeholder: "user name", required: true });
-  const upw = el("input", { type: "password", placeholder: "password (10+ characters)", required: true });
+  const upw = el("input", { type: "password", placeholder: "password (10+ characters, not common)", required: true });
   const urole = el("select", {}, el("option", { value: "viewer", text: "viewer" }), el("option", { value: "admin", text: "admin" }));
   const uform = el("form", { class: "row" }, uname, upw, urole, el("button", { type: "submit", text: "Add user" }));
   uform.addEventListener("submit", async (ev) => {
@@ -362,8 +363,11 @@ async function viewAdmin(show = render) {
           shown.textContent = `Token (shown once): ${t.token}`; }
     catch (e) { msg.textContent = errorText(e); }
   });
+  const locked = new Set(lockouts.filter(l => l.username).map(l => l.username));
   show(el("h2", { text: "Users" }), uform, msg,
     el("table", {}, users.map(u => el("tr", {}, el("td", { text: u.username }), el("td", { text: u.role }),
+      el("td", {}, locked.has(u.username) ? el("button", { type: "button", text: "Unlock log-in",
+        onclick: async () => { await api(`/api/users/${encodeURIComponent(u.username)}/unlock`, { method: "POST" }); viewAdmin(); } }) : null),
       el("td", {}, u.username === state.me.username ? null : el("button", { type: "button", class: "danger", text: "Delete",
         onclick: async () => { if (confirm(`Delete user ${u.username}?`)) { await api(`/api/users/${encodeURIComponent(u.username)}`, { method: "DELETE" }); viewAdmin(); } } }))))),
     el("h2", { text: "API tokens" }), tform, shown,
