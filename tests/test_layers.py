@@ -50,7 +50,16 @@ BENCH_ORDER: list[set[str]] = [
     {"runner", "pipeline_runs"},  # one measured run; the runs of `sauron bench pipeline`
     {"report"},  # the JSON document, the table, the figure
     # the commands
-    {"pipeline_command", "detectors", "embedder", "search", "security", "soak", "startup", "threads"},
+    {
+        "pipeline_command",
+        "detectors",
+        "embedder",
+        "search",
+        "security",
+        "soak",
+        "startup",
+        "threads",
+    },
     {"commands"},  # `sauron bench`: which command runs which
 ]
 
