@@ -144,12 +144,18 @@ def _print_summary(summary: Any) -> None:
         "dropped": summary.dropped,
         "dropped_stale": getattr(summary, "dropped_stale", 0),
         "failed": summary.dead_letters,
+        "lost": summary.lost,
+        "restarts": summary.restarts,
         "camera_errors": summary.camera_errors,
         "seconds": round(summary.seconds, 2),
     }
+    if summary.error is not None:
+        fields["error"] = summary.error
     print(json.dumps(fields, indent=2), flush=True)
     for cam, err in summary.camera_errors.items():
         print(f"error: camera {cam}: {err}", file=sys.stderr)
+    if summary.error is not None:
+        print(f"error: {summary.error}", file=sys.stderr)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -184,7 +190,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             from sauron.demo.run import print_report
 
             print_report(clips, results, summary.seconds)
-            if web is not None and not args.until_done:
+            if summary.error is not None:
+                print(f"error: {summary.error}", file=sys.stderr)
+            elif web is not None and not args.until_done:
                 # Keep the cameras going (looped) so the web app shows them live.
                 print(f"web: serving the demo at {web[1].url}; Ctrl-C to stop", flush=True)
                 looped = [c.model_copy(update={"loop": True}) for c in settings.cameras]
