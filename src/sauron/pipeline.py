@@ -159,7 +159,7 @@ def run_embedded(settings: Settings, opts: RunOptions) -> RunSummary:
         for cb in opts.on_result:
             cb(result)
 
-    def on_lost(frame: Frame) -> None:
+    def on_skipped(frame: Frame) -> None:  # dropped or lost: the writer waits no more
         writer.skip(frame.camera, frame.number)
 
     b = settings.bus
@@ -169,7 +169,7 @@ def run_embedded(settings: Settings, opts: RunOptions) -> RunSummary:
         make_stage=worker_stage,
         block=opts.until_done,
         on_output=on_output,
-        on_lost=on_lost,
+        on_skipped=on_skipped,
         standby=b.standby_processes,
         max_restarts=b.max_restarts,
         metrics=metrics,
@@ -199,7 +199,7 @@ def run_embedded(settings: Settings, opts: RunOptions) -> RunSummary:
             server.stop()
     summary = _summary(ingest, writer, started, bus.stats.dropped, bus.stats.failed)
     summary.lost, summary.restarts, summary.error = bus.stats.lost, bus.stats.restarts, bus.failure
-    summary.placement = bus.placement
+    summary.placement = dict(bus.history)
     return summary
 
 

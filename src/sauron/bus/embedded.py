@@ -13,7 +13,7 @@ parent always knows which frames a process holds.
 
 Supervision: the collector also watches every process. A process that dies is noticed at
 once (its pipe closes), logged with its exit code or signal, the frames it held are
-counted as lost (``on_lost`` is called with each), and a process that is already warm (a
+counted as lost (``on_skipped`` is called with each), and a process that is already warm (a
 standby, ``standby`` of them) takes its slot, its cameras and its waiting frames; a new
 standby is started behind it. More than ``max_restarts`` deaths within a minute ends the
 bus with one error (``failure``) instead of a restart loop. A process that cannot load its
@@ -33,7 +33,7 @@ import signal
 import sys
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass, field
 from multiprocessing.connection import wait as wait_any
@@ -156,7 +156,9 @@ class EmbeddedBus:
     make_stage: StageFactory
     block: bool
     on_output: Callable[[DetectOutput], None]
-    on_lost: Callable[[Frame], None] | None = None
+    #: called with every frame that will never come out: dropped (a live camera's
+    #: oldest waiting frame) or lost (held by a process that died)
+    on_skipped: Callable[[Frame], None] | None = None
     queue_size: int = 16
     standby: int = 1
     max_restarts: int = 5
@@ -172,9 +174,14 @@ class EmbeddedBus:
         self._slots = [_Slot(i) for i in range(self.processes)]
         self._workers: list[_Worker] = []  # every live process, standbys included
         self._placement: dict[str, int] = {}
+        #: every camera seen -> the slot it was last placed on
+        self.history: dict[str, int] = {}
+        #: frames handled, by (slot, camera)
+        self.handled: Counter[tuple[int, str]] = Counter()
         self._deaths: deque[float] = deque()
         self._spawned = 0
         self._closing = False
+        self._started = False  # every slot was ready once: deaths are restarts from then on
         self._settings_json = self.settings.model_dump_json()
         self._collector = threading.Thread(
             target=self._collect, name="embedded-collect", daemon=True
@@ -205,6 +212,7 @@ class EmbeddedBus:
             self.close()
             raise SauronError(failure)
         with self._cond:
+            self._started = True
             for _ in range(self.standby):
                 self._spawn()
         log.info("embedded bus: %d detect process(es) ready", self.processes)
@@ -239,27 +247,37 @@ class EmbeddedBus:
     # ------------------------------------------------------------------ frames in
 
     def submit(self, frame: Frame) -> None:
+        dropped: list[Frame] = []
         with self._cond:
             slot = self._slots[self._slot_of(frame)]
             self.stats.submitted += 1
             while len(slot.waiting) >= self.queue_size:
                 if self._closing or self.failure is not None:
-                    self.stats.dropped += 1
-                    return
+                    dropped.append(frame)
+                    break
                 if self.block:
                     self._cond.wait(0.5)
                     continue
-                slot.waiting.popleft()
-                self.stats.dropped += 1
-            slot.waiting.append(frame)
-            self._cond.notify_all()
+                dropped.append(slot.waiting.popleft())
+            else:
+                slot.waiting.append(frame)
+                self._cond.notify_all()
+            self.stats.dropped += len(dropped)
+        if dropped and self.metrics is not None:
+            self.metrics.dropped.labels(stage="detect", reason="queue_full").inc(len(dropped))
+        self._skipped(dropped)
+
+    def _skipped(self, frames: list[Frame]) -> None:
+        if self.on_skipped is not None:
+            for frame in frames:
+                self.on_skipped(frame)
 
     def _slot_of(self, frame: Frame) -> int:
         index = self._placement.get(frame.camera)
         if index is None:
             index = min(self._slots, key=lambda s: (len(s.cameras), s.index)).index
             self._slots[index].cameras.add(frame.camera)
-            self._placement[frame.camera] = index
+            self._placement[frame.camera] = self.history[frame.camera] = index
             log.info("camera %s placed on detect process slot %d", frame.camera, index)
         if self.settings.topics.partitioning == "frame":
             return (index + frame.number) % self.processes
@@ -395,6 +413,8 @@ class EmbeddedBus:
         with self._cond:
             if worker.in_flight:
                 worker.in_flight.popleft()
+            if worker.slot is not None:
+                self.handled[worker.slot.index, frame.camera] += 1
             self._cond.notify_all()
         if error is not None:
             log.warning(
@@ -436,9 +456,7 @@ class EmbeddedBus:
             "%s (%s) died: %s; %d frame(s) it held are lost; %s",
             *(worker.name, where, how, len(lost), takeover),
         )
-        for frame in lost:
-            if self.on_lost is not None:
-                self.on_lost(frame)
+        self._skipped(lost)
 
     def _replace(self, dead: _Worker, how: str) -> str:
         """Restart after a death (caller holds the lock); what happened, for the log."""
@@ -446,8 +464,7 @@ class EmbeddedBus:
         self._deaths.append(now)
         while self._deaths and now - self._deaths[0] > RESTART_WINDOW_S:
             self._deaths.popleft()
-        starting = not dead.ready and dead.slot is not None and not self._slots_ready()
-        if starting and self.failure is None:  # a start-up failure
+        if not self._started and self.failure is None:  # a start-up failure
             self.failure = f"{dead.name} died while loading its models: {how}"
             return "the bus stops"
         if len(self._deaths) > self.max_restarts:
@@ -470,9 +487,6 @@ class EmbeddedBus:
             self._spawn()
         state = "warm" if took.ready else "starting"
         return f"{took.name} ({state}) takes its cameras {sorted(dead.slot.cameras)}"
-
-    def _slots_ready(self) -> bool:
-        return all(s.worker is not None and s.worker.ready for s in self._slots)
 
     def _beat(self) -> None:
         if self.metrics is None:
