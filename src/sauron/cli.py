@@ -184,6 +184,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if web is not None:
         opts.on_result.append(web[0].on_result)
         opts.on_watchlist.append(web[0].attach_watchlist)
+        opts.on_parts.append(web[0].attach_parts)
     try:
         summary = run(settings, opts)
         if args.demo:
@@ -203,6 +204,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                         processes=args.processes,
                         on_result=opts.on_result,
                         on_watchlist=opts.on_watchlist,
+                        on_parts=opts.on_parts,
                     ),
                 )
         else:
@@ -252,9 +254,16 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from sauron.status import collect, render
+    from sauron.status import collect, read_parts, render, render_parts
 
-    status = collect(settings_from(args), interval=args.interval)
+    settings = settings_from(args)
+    if args.url or settings.bus.type == "embedded":
+        # a running `sauron run` / `sauron web`: which of its parts are alive
+        url = args.url or f"http://{settings.web.host}:{settings.web.port}"
+        health = read_parts(url)
+        print(json.dumps(health, indent=2) if args.json else render_parts(url, health))
+        return 0 if health.get("ok") else 1
+    status = collect(settings, interval=args.interval)
     if args.json:
         print(json.dumps(status.to_json(), indent=2))
     else:
@@ -433,13 +442,20 @@ def build_parser() -> argparse.ArgumentParser:
     _reliability(p)
     p.set_defaults(func=cmd_worker)
 
-    p = sub.add_parser("status", help="each Kafka stage's workers, lag and throughput")
+    p = sub.add_parser(
+        "status", help="each Kafka stage's workers, lag and throughput; or a run's parts"
+    )
     _common(p)
     p.add_argument(
         "--interval", type=float, default=2.0, help="seconds between the samples (throughput)"
     )
     p.add_argument("--per-partition", action="store_true", help="lag and owner of each partition")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument(
+        "--url",
+        help="the web app of a running `sauron run`/`sauron web`: show which of its parts "
+        "are alive (the default with the embedded bus, at web.host:web.port)",
+    )
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("topics", help="create, describe or delete the Kafka topics")

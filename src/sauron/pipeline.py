@@ -37,6 +37,9 @@ class RunOptions:
     # Called with the embedded matcher's live Watchlist before matching starts (the web
     # app fills it from the store and sends enrollments and deletions to it).
     on_watchlist: list[Callable[[Watchlist], None]] = field(default_factory=list)
+    # Called with a function that gives the state of each camera and detect process (the
+    # web app's /api/health shows them).
+    on_parts: list[Callable[[Callable[[], dict[str, str]]], None]] = field(default_factory=list)
 
 
 @dataclass
@@ -175,6 +178,13 @@ def run_embedded(settings: Settings, opts: RunOptions) -> RunSummary:
         metrics=metrics,
     )
     ingest = IngestGroup(settings.cameras, sink=bus.submit, on_end=bus.release, health=metrics)
+
+    def parts() -> dict[str, str]:
+        cams = {f"camera-{k}": s.state for k, s in list(ingest.status.items())}
+        return {**cams, **bus.parts()}
+
+    for attach_parts in opts.on_parts:
+        attach_parts(parts)
     server = serve(metrics, settings.metrics.port, settings.metrics.host)
     try:
         bus.start(stop=stopper.event)

@@ -148,7 +148,8 @@ def start_run(clips: list[ClipTruth], watchlist_dir: Path, tmp_path: Path) -> It
         proc = subprocess.Popen(
             [sys.executable, "-m", "sauron.cli", "run",
              *(a for c in cams for a in ("--camera", c)),
-             "--watchlist", str(watchlist_dir), "--results", str(results), "--no-web", *extra],
+             "--watchlist", str(watchlist_dir), "--results", str(results), *extra,
+             *([] if "--web-port" in extra else ["--no-web"])],
             stdout=subprocess.PIPE, stderr=fh, env={**os.environ, **(env or {})},
         )  # fmt: skip
         run = Run(proc, err, results)
@@ -269,3 +270,42 @@ def test_detect_process_that_cannot_load_its_model_fails_the_run_at_once(
     assert len(errors) == 1, proc.stderr[-3000:]
     assert "could not start" in errors[0] and str(missing) in errors[0], errors
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+
+
+def test_status_names_each_live_part_of_a_run(start_run: object, tmp_path: Path) -> None:
+    """``sauron status --url`` (and the web app's /api/health it reads) list the cameras,
+    the detect processes and the web app's own threads, each with its state."""
+    run: Run = start_run(  # type: ignore[operator]
+        "--loop", "--processes", "1", "--web-port", "0",
+        env={"XDG_DATA_HOME": str(tmp_path / "data")}, cameras=2,
+    )  # fmt: skip
+    run.wait_ready()
+    _wait_for(lambda: "web: http://" in run.log(), 30, "no web address")
+    url = run.log().split("web: ", 1)[1].split()[0]
+    want = {
+        "camera-lobby": "running",
+        "camera-gate": "running",
+        "detect-0": "running",
+        "recorder": "alive",
+        "retention": "alive",
+        "index": "alive",
+    }
+
+    def status() -> dict[str, object]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "sauron.cli", "status", "--url", url, "--json"],
+            capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        got: dict[str, object] = json.loads(proc.stdout)
+        return got
+
+    _wait_for(lambda: status()["parts"] == want, 30, f"parts not as expected: {status()}")
+    assert status()["ok"] is True
+    table = subprocess.run(
+        [sys.executable, "-m", "sauron.cli", "status", "--url", url],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert f"{url}: ok" in table.stdout and "detect-0" in table.stdout, table.stdout
+    rc, summary = run.stop()
+    assert rc == 0 and summary["restarts"] == 0, run.log()[-3000:]

@@ -302,13 +302,18 @@ class EmbeddedBus:
             s = self.stats
             return s.submitted - s.completed - s.dropped - s.lost
 
-    @property
-    def alive(self) -> dict[str, bool]:
-        """Slot -> whether a ready process serves it now."""
+    def parts(self) -> dict[str, str]:
+        """``detect-I`` -> running (a ready process serves slot I), restarting (its new
+        process is loading its models), stopped, or failed (the bus gave up)."""
         with self._cond:
-            return {
-                f"detect-{s.index}": s.worker is not None and s.worker.ready for s in self._slots
-            }
+            return {f"detect-{s.index}": self._state(s) for s in self._slots}
+
+    def _state(self, slot: _Slot) -> str:
+        if self.failure is not None:
+            return "failed"
+        if self._closing or slot.worker is None:
+            return "stopped"
+        return "running" if slot.worker.ready else "restarting"
 
     # ------------------------------------------------------------------ processes
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import FileResponse, JSONResponse
@@ -105,8 +104,12 @@ def create_app(ctx: WebContext) -> FastAPI:
         app.include_router(router)
 
     @app.get("/api/health", tags=["meta"])
-    def health() -> dict[str, Any]:
-        return {"ok": True, "version": __version__, "cameras": len(ctx.hub.cameras())}
+    def health() -> JSONResponse:
+        """Which long-running parts are alive; 503 when one is dead or failed."""
+        parts = ctx.health() if ctx.health is not None else {}
+        ok = not any(state in ("dead", "failed") for state in parts.values())
+        body = {"ok": ok, "version": __version__, "cameras": len(ctx.hub.cameras())}
+        return JSONResponse({**body, "parts": parts}, status_code=200 if ok else 503)
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -68,6 +69,8 @@ class WebContext:
     watchlists: WatchlistSync
     login_guard: LoginGuard = field(default_factory=LoginGuard)
     index_lock: threading.Lock = field(default_factory=threading.Lock)
+    #: the long-running parts and their states, for /api/health (``WebServices.parts``)
+    health: Callable[[], dict[str, str]] | None = None
 
     def sync_index(self) -> int:
         with self.index_lock:
