@@ -139,7 +139,7 @@ def run_embedded(settings: Settings, opts: RunOptions) -> RunSummary:
     state (the summary says how far it got), ends with an error when the detect
     processes cannot start or keep dying."""
     from sauron.bus.embedded import DetectOutput, EmbeddedBus
-    from sauron.detect.stage import worker_stage
+    from sauron.detect.stage import warm_worker_stage
     from sauron.match.stage import MatchStage
     from sauron.metrics import Metrics, serve
 
@@ -169,7 +169,7 @@ def run_embedded(settings: Settings, opts: RunOptions) -> RunSummary:
     bus = EmbeddedBus(
         settings,
         processes=worker_count(opts.processes),
-        make_stage=worker_stage,
+        make_stage=warm_worker_stage,
         block=opts.until_done,
         on_output=on_output,
         on_skipped=on_skipped,

@@ -52,6 +52,9 @@ DetectOutput = tuple[Frame, Detections | None, dict[str, float], str | None]
 CREDIT = 2
 #: Deaths counted against ``max_restarts`` within this many seconds.
 RESTART_WINDOW_S = 60.0
+#: A new standby starts this long after a takeover, so that loading its models does not
+#: slow the processes catching up.
+STANDBY_DELAY_S = 3.0
 
 
 class FrameStage(Protocol):
@@ -182,6 +185,7 @@ class EmbeddedBus:
         self._spawned = 0
         self._closing = False
         self._started = False  # every slot was ready once: deaths are restarts from then on
+        self._standby_due: float | None = None  # when to start missing standbys
         self._settings_json = self.settings.model_dump_json()
         self._collector = threading.Thread(
             target=self._collect, name="embedded-collect", daemon=True
@@ -396,6 +400,17 @@ class EmbeddedBus:
                     continue
                 self._handle(worker, msg)
             self._beat()
+            self._top_up()
+
+    def _top_up(self) -> None:
+        """Start the standbys that are missing once it is time."""
+        with self._cond:
+            due = self._standby_due
+            if due is None or time.monotonic() < due or self._closing:
+                return
+            self._standby_due = None
+            while sum(w.slot is None for w in self._workers) < self.standby:
+                self._spawn()
 
     def _handle(self, worker: _Worker, msg: Any) -> None:
         kind = msg[0]
@@ -481,15 +496,13 @@ class EmbeddedBus:
         if self.failure is not None:
             return "the bus stops"
         self.stats.restarts += dead.slot is not None
-        if dead.slot is None:  # a standby: start another
-            self._spawn()
-            return "a new standby process starts"
+        self._standby_due = now + STANDBY_DELAY_S
+        if dead.slot is None:
+            return f"a new standby starts in {STANDBY_DELAY_S:.0f} s"
         spare = next((w for w in self._workers if w.slot is None and w.ready), None)
         spare = spare or next((w for w in self._workers if w.slot is None), None)
         took = spare if spare is not None else self._spawn()
         self._attach(dead.slot, took)
-        while sum(w.slot is None for w in self._workers) < self.standby:
-            self._spawn()
         state = "warm" if took.ready else "starting"
         return f"{took.name} ({state}) takes its cameras {sorted(dead.slot.cameras)}"
 

@@ -35,8 +35,8 @@ from sauron.bus.tail import TopicTail
 from sauron.bus.topics import Topics, camera_partition
 from sauron.bus.worker import Output, StageWorker
 from sauron.config import Settings
-from sauron.detect.stage import worker_stage
-from sauron.detect.worker import Matcher, check_frame, detect_stage_worker, warm_up
+from sauron.detect.stage import warm_up, worker_stage
+from sauron.detect.worker import Matcher, check_frame, detect_stage_worker
 from sauron.logs import setup_logging
 from sauron.match.stage import MatchStage
 from sauron.match.watchlist import Watchlist
