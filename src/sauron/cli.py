@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,10 @@ from sauron.config import Settings, load_settings
 from sauron.logs import setup_logging
 
 log = logging.getLogger("sauron")
+
+#: ``sauron worker --processes N``: seconds a worker has to finish its batch and leave
+#: its group after SIGTERM/SIGINT before it is killed.
+WORKER_STOP_S = 20.0
 
 
 def _camera(spec: str) -> dict[str, Any]:
@@ -235,15 +240,24 @@ def cmd_worker(args: argparse.Namespace) -> int:
                 settings, args.processes, metrics_base=settings.metrics.port
             )
 
+            asked: list[float] = []
+
             def forward(signum: int, _frame: object) -> None:
+                asked.append(time.monotonic())
                 for p in procs:  # each worker finishes its batch, commits, leaves the group
                     if p.pid is not None and p.is_alive():
                         os.kill(p.pid, signum)
 
             signal.signal(signal.SIGTERM, forward)
             signal.signal(signal.SIGINT, forward)
-            for p in procs:
-                p.join()
+            while any(p.is_alive() for p in procs):
+                for p in procs:
+                    p.join(0.2)
+                if asked and time.monotonic() - asked[0] > WORKER_STOP_S:
+                    for p in procs:  # one that is stuck does not hold the command
+                        if p.is_alive():
+                            log.warning("worker %s did not stop; terminating it", p.pid)
+                            p.kill()
             return 0
         run_detect_worker(settings)
     else:

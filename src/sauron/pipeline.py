@@ -187,7 +187,8 @@ def run_embedded(settings: Settings, opts: RunOptions) -> RunSummary:
         attach_parts(parts)
     server = serve(metrics, settings.metrics.port, settings.metrics.host)
     try:
-        bus.start(stop=stopper.event)
+        if not stopper.event.is_set():  # a signal while the watchlist loaded
+            bus.start(stop=stopper.event)
         if not stopper.event.is_set():
             ingest.start()
             _wait(
