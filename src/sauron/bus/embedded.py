@@ -72,7 +72,7 @@ def _detect_worker(settings_json: str, make_stage: StageFactory, inbox: Any, out
     """Body of a detect process: ("ready",) or ("error", why) first, then frames in and
     ("out", frame, detections, timings, error) out until a None or the parent is gone."""
     # Ctrl-C reaches the whole process group; the parent stops this process once it has
-    # stopped the cameras, so the signal is not ours to act on.
+    # stopped the cameras, so the signal is not ours to act on (see _start_ignoring_ctrl_c).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     setup_logging()
     try:
@@ -333,7 +333,7 @@ class EmbeddedBus:
             daemon=True,
             args=(self._settings_json, self.make_stage, their_in, their_out),
         )
-        proc.start()
+        _start_ignoring_ctrl_c(proc)
         their_in.close()  # so that a dead process shows as a closed pipe here
         their_out.close()
         worker = _Worker(number, proc, our_in, our_out)
@@ -517,6 +517,25 @@ class EmbeddedBus:
                 comp.beat(pid=worker.proc.pid, in_flight=len(worker.in_flight))
             else:
                 comp.state = "restarting" if worker is not None else "stopped"
+
+
+def _start_ignoring_ctrl_c(proc: Any) -> None:
+    """Start ``proc`` so that it ignores SIGINT from its first instruction on.
+
+    A spawned process imports for a second or more before its body runs, and a Ctrl-C
+    meanwhile would end it with a KeyboardInterrupt traceback. An ignored signal stays
+    ignored across exec, so the main thread starts it with SIGINT ignored for the moment
+    of the start (signal dispositions can only be changed there); a process started from
+    another thread (a replacement) ignores it once its body runs."""
+    if threading.current_thread() is not threading.main_thread():
+        proc.start()
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        proc.start()
+    finally:
+        if previous is not None:  # None: a handler not set from Python, left alone
+            signal.signal(signal.SIGINT, previous)
 
 
 def _close_quietly(conn: Any) -> None:
