@@ -7,8 +7,9 @@ until the first result of a frame captured after the kill reaches the results fi
 
 ``cpu``: ``sauron run --fast --until-done`` of 3 cameras named ``cam1``-``cam3`` (all
 three hash to the same process of 2) over 2 processes: the CPU used by the whole process
-tree (% of one core) between its first and its last result. With ``--baseline SRC`` the
-same run first with the package at SRC (e.g. an export of an earlier commit's ``src``).
+tree and by each process (% of one core) from its first result to 90 % of them. With
+``--baseline SRC`` the same run first with the package at SRC (e.g. an export of an
+earlier commit's ``src``).
 
 Run with the project's interpreter: ``.venv/bin/python scripts/bench_embedded.py kills``.
 Prints a summary and writes the figures as JSON (``--json``).
@@ -183,16 +184,19 @@ def bench_kills(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def _tree_cpu(pid: int) -> dict[int, float]:
-    """CPU seconds used so far by each process of the tree under ``pid``."""
-    out: dict[int, float] = {}
+def _tree_cpu(pid: int) -> dict[int, tuple[str, float]]:
+    """CPU seconds used so far by each process of the tree under ``pid``, with its role
+    (main, detect, other)."""
+    out: dict[int, tuple[str, float]] = {}
     try:
         procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
     except psutil.Error:
         return out
     for p in procs:
         with contextlib.suppress(psutil.Error):
-            out[p.pid] = sum(p.cpu_times()[:2])
+            args = " ".join(p.cmdline())
+            role = "main" if p.pid == pid else "detect" if "spawn_main" in args else "other"
+            out[p.pid] = (role, sum(p.cpu_times()[:2]))
     return out
 
 
@@ -202,7 +206,7 @@ def _cpu_run(clips: list[Path], src: str | None, frames: int) -> dict[str, Any]:
     env = {"PYTHONPATH": src} if src else {}
     proc, err, results = _start(cams, root, ["--fast", "--until-done", "--processes", "2"], env)
     tail = Tail(results)
-    samples: list[tuple[float, dict[int, float], int]] = []  # (time, cpu by pid, results)
+    samples: list[tuple[float, dict[int, tuple[str, float]], int]] = []  # time, cpu, results
     count = 0
     while proc.poll() is None:
         count += len(tail.poll())
@@ -210,15 +214,20 @@ def _cpu_run(clips: list[Path], src: str | None, frames: int) -> dict[str, Any]:
         time.sleep(0.25)
     if proc.returncode != 0:
         raise SystemExit(err.read_text()[-3000:])
-    busy = [s for s in samples if 0 < s[2] < 3 * frames]  # first to last result
+    # from the first result to 90 % of them: every process alive at both ends
+    busy = [s for s in samples if 0 < s[2] <= 0.9 * 3 * frames]
     (t0, c0, n0), (t1, c1, n1) = busy[0], busy[-1]
-    used = {pid: c1[pid] - c0.get(pid, 0.0) for pid in c1}
     dt = t1 - t0
+    used = {
+        pid: (role, 100 * (cpu - c0.get(pid, (role, 0.0))[1]) / dt)
+        for pid, (role, cpu) in c1.items()
+    }
     return {
         "package": src or "this checkout",
-        "cpu_percent": round(100 * sum(used.values()) / dt, 1),
-        "per_process_cpu_percent": sorted(
-            (round(100 * u / dt, 1) for u in used.values()), reverse=True
+        "cpu_percent": round(sum(u for _, u in used.values()), 1),
+        "main_cpu_percent": round(sum(u for r, u in used.values() if r == "main"), 1),
+        "detect_cpu_percent": sorted(
+            (round(u, 1) for r, u in used.values() if r == "detect"), reverse=True
         ),
         "frames_per_s": round((n1 - n0) / dt, 1),
         "seconds_measured": round(dt, 2),

@@ -48,8 +48,9 @@ log = logging.getLogger(__name__)
 
 DetectOutput = tuple[Frame, Detections | None, dict[str, float], str | None]
 
-#: Frames handed to one process at a time: one being processed, one waiting in its pipe.
-CREDIT = 2
+#: Frames handed to one process at a time: one being processed, the others waiting in
+#: its pipe, so that it never waits for the main process between two frames.
+CREDIT = 4
 #: Deaths counted against ``max_restarts`` within this many seconds.
 RESTART_WINDOW_S = 60.0
 #: A new standby starts this long after a takeover, so that loading its models does not
@@ -142,6 +143,8 @@ class _Slot:
     """A place for cameras: the frames waiting for it and the process that serves it."""
 
     index: int
+    space: threading.Condition  # a frame left ``waiting`` (cameras wait on it)
+    work: threading.Condition  # a frame to send, or room for one (the sender waits on it)
     worker: _Worker | None = None
     waiting: deque[Frame] = field(default_factory=deque)
     cameras: set[str] = field(default_factory=set)
@@ -173,8 +176,13 @@ class EmbeddedBus:
         if self.processes < 1:
             raise ValueError(f"processes must be >= 1, got {self.processes}")
         self._ctx = mp.get_context("spawn")
-        self._cond = threading.Condition()
-        self._slots = [_Slot(i) for i in range(self.processes)]
+        # one lock; conditions on it for start-up and deaths, and per slot for its frames
+        lock = threading.RLock()
+        self._cond = threading.Condition(lock)
+        self._slots = [
+            _Slot(i, threading.Condition(lock), threading.Condition(lock))
+            for i in range(self.processes)
+        ]
         self._workers: list[_Worker] = []  # every live process, standbys included
         self._placement: dict[str, int] = {}
         #: every camera seen -> the slot it was last placed on
@@ -228,7 +236,7 @@ class EmbeddedBus:
         with self._cond:
             self._closing = True
             workers = list(self._workers)
-            self._cond.notify_all()
+            self._wake_all()
         for w in workers:  # a serving process gets a None from its sender; a standby
             if w.slot is None:  # sees its pipe close; one still loading holds nothing
                 _close_quietly(w.inbox)
@@ -260,12 +268,12 @@ class EmbeddedBus:
                     dropped.append(frame)
                     break
                 if self.block:
-                    self._cond.wait(0.5)
+                    slot.space.wait(0.5)
                     continue
                 dropped.append(slot.waiting.popleft())
             else:
                 slot.waiting.append(frame)
-                self._cond.notify_all()
+                slot.work.notify()
             self.stats.dropped += len(dropped)
         if dropped and self.metrics is not None:
             self.metrics.dropped.labels(stage="detect", reason="queue_full").inc(len(dropped))
@@ -363,7 +371,7 @@ class EmbeddedBus:
                     or self._closing
                     or (slot.waiting and len(worker.in_flight) < CREDIT)
                 ):
-                    self._cond.wait()
+                    slot.work.wait()
                 if worker.gone:
                     return
                 if self._closing:
@@ -371,7 +379,7 @@ class EmbeddedBus:
                 else:
                     frame = slot.waiting.popleft()
                     worker.in_flight.append(frame)
-                    self._cond.notify_all()
+                    slot.space.notify()
             try:
                 worker.inbox.send(frame)
             except (OSError, ValueError):  # the process died: the collector handles it
@@ -426,7 +434,7 @@ class EmbeddedBus:
             with self._cond:
                 if self.failure is None:
                     self.failure = f"a detect process could not start: {msg[1]}"
-                self._cond.notify_all()
+                self._wake_all()
             return
         item: DetectOutput = msg[1:]
         frame, _det, _timings, error = item
@@ -435,7 +443,7 @@ class EmbeddedBus:
                 worker.in_flight.popleft()
             if worker.slot is not None:
                 self.handled[worker.slot.index, frame.camera] += 1
-            self._cond.notify_all()
+                worker.slot.work.notify()
         if error is not None:
             log.warning(
                 "camera %s frame %d failed in detect: %s", frame.camera, frame.number, error
@@ -464,7 +472,7 @@ class EmbeddedBus:
             closing = self._closing
             if not closing:
                 takeover = self._replace(worker, how)
-            self._cond.notify_all()
+            self._wake_all()
         if closing:
             return
         if self.metrics is not None:
@@ -505,6 +513,14 @@ class EmbeddedBus:
         self._attach(dead.slot, took)
         state = "warm" if took.ready else "starting"
         return f"{took.name} ({state}) takes its cameras {sorted(dead.slot.cameras)}"
+
+    def _wake_all(self) -> None:
+        """After a death, a failure or the close (caller holds the lock): every waiter
+        looks again."""
+        self._cond.notify_all()
+        for slot in self._slots:
+            slot.space.notify_all()
+            slot.work.notify_all()
 
     def _beat(self) -> None:
         if self.metrics is None:
