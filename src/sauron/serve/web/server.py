@@ -180,6 +180,7 @@ class WebServices:
     def attach_parts(self, parts: Callable[[], dict[str, str]]) -> None:
         """``sauron run`` hands over the states of its cameras and detect processes."""
         self._pipeline_parts = parts
+        self.hub.source_states = parts
 
     def on_result(self, result: Result) -> None:
         """The pipeline's ``on_result`` callback: live view and recorder."""
