@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+import time
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,10 @@ from sauron.config import Settings, load_settings
 from sauron.logs import setup_logging
 
 log = logging.getLogger("sauron")
+
+#: ``sauron worker --processes N``: seconds a worker has to finish its batch and leave
+#: its group after SIGTERM/SIGINT before it is killed.
+WORKER_STOP_S = 20.0
 
 
 def _camera(spec: str) -> dict[str, Any]:
@@ -145,12 +150,18 @@ def _print_summary(summary: Any) -> None:
         "dropped": summary.dropped,
         "dropped_stale": getattr(summary, "dropped_stale", 0),
         "failed": summary.dead_letters,
+        "lost": summary.lost,
+        "restarts": summary.restarts,
         "camera_errors": summary.camera_errors,
         "seconds": round(summary.seconds, 2),
     }
+    if summary.error is not None:
+        fields["error"] = summary.error
     print(json.dumps(fields, indent=2), flush=True)
     for cam, err in summary.camera_errors.items():
         print(f"error: camera {cam}: {err}", file=sys.stderr)
+    if summary.error is not None:
+        print(f"error: {summary.error}", file=sys.stderr)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -179,13 +190,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     if web is not None:
         opts.on_result.append(web[0].on_result)
         opts.on_watchlist.append(web[0].attach_watchlist)
+        opts.on_parts.append(web[0].attach_parts)
     try:
         summary = run(settings, opts)
         if args.demo:
             from sauron.demo.run import print_report
 
             print_report(clips, results, summary.seconds)
-            if web is not None and not args.until_done:
+            if summary.error is not None:
+                print(f"error: {summary.error}", file=sys.stderr)
+            elif web is not None and not args.until_done:
                 # Keep the cameras going (looped) so the web app shows them live.
                 print(f"web: serving the demo at {web[1].url}; Ctrl-C to stop", flush=True)
                 looped = [c.model_copy(update={"loop": True}) for c in settings.cameras]
@@ -196,6 +210,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                         processes=args.processes,
                         on_result=opts.on_result,
                         on_watchlist=opts.on_watchlist,
+                        on_parts=opts.on_parts,
                     ),
                 )
         else:
@@ -227,15 +242,24 @@ def cmd_worker(args: argparse.Namespace) -> int:
                 settings, args.processes, namer=topic_namer, metrics_base=settings.metrics.port
             )
 
+            asked: list[float] = []
+
             def forward(signum: int, _frame: object) -> None:
+                asked.append(time.monotonic())
                 for p in procs:  # each worker finishes its batch, commits, leaves the group
                     if p.pid is not None and p.is_alive():
                         os.kill(p.pid, signum)
 
             signal.signal(signal.SIGTERM, forward)
             signal.signal(signal.SIGINT, forward)
-            for p in procs:
-                p.join()
+            while any(p.is_alive() for p in procs):
+                for p in procs:
+                    p.join(0.2)
+                if asked and time.monotonic() - asked[0] > WORKER_STOP_S:
+                    for p in procs:  # one that is stuck does not hold the command
+                        if p.is_alive():
+                            log.warning("worker %s did not stop; terminating it", p.pid)
+                            p.kill()
             return 0
         run_detect_worker(settings, namer=topic_namer)
     else:
@@ -246,9 +270,16 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from sauron.status import collect, render
+    from sauron.status import collect, read_parts, render, render_parts
 
-    status = collect(settings_from(args), interval=args.interval)
+    settings = settings_from(args)
+    if args.url or settings.bus.type == "embedded":
+        # a running `sauron run` / `sauron web`: which of its parts are alive
+        url = args.url or f"http://{settings.web.host}:{settings.web.port}"
+        health = read_parts(url)
+        print(json.dumps(health, indent=2) if args.json else render_parts(url, health))
+        return 0 if health.get("ok") else 1
+    status = collect(settings, interval=args.interval)
     if args.json:
         print(json.dumps(status.to_json(), indent=2))
     else:
@@ -457,13 +488,20 @@ def build_parser() -> argparse.ArgumentParser:
     _reliability(p)
     p.set_defaults(func=cmd_worker)
 
-    p = sub.add_parser("status", help="each Kafka stage's workers, lag and throughput")
+    p = sub.add_parser(
+        "status", help="each Kafka stage's workers, lag and throughput; or a run's parts"
+    )
     _common(p)
     p.add_argument(
         "--interval", type=float, default=2.0, help="seconds between the samples (throughput)"
     )
     p.add_argument("--per-partition", action="store_true", help="lag and owner of each partition")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument(
+        "--url",
+        help="the web app of a running `sauron run`/`sauron web`: show which of its parts "
+        "are alive (the default with the embedded bus, at web.host:web.port)",
+    )
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("topics", help="create, describe or delete the Kafka topics")

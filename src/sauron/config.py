@@ -119,6 +119,20 @@ class BusConfig(Section):
         description="`sauron run`: cameras start once every detect worker has warmed its "
         "models and the group holds every frames partition, or after this many seconds",
     )
+    standby_processes: int = Field(
+        1,
+        ge=0,
+        le=16,
+        description="Embedded bus: warm detect processes kept aside, one takes over at once "
+        "when a detect process dies (0: a new one starts and loads its models first)",
+    )
+    max_restarts: int = Field(
+        5,
+        ge=0,
+        le=1000,
+        description="Embedded bus: detect processes replaced within a minute before the run "
+        "gives up with an error (a crash loop)",
+    )
 
 
 class TopicsConfig(Section):

@@ -37,6 +37,9 @@ class RunOptions:
     # Called with the embedded matcher's live Watchlist before matching starts (the web
     # app fills it from the store and sends enrollments and deletions to it).
     on_watchlist: list[Callable[[Watchlist], None]] = field(default_factory=list)
+    # Called with a function that gives the state of each camera and detect process (the
+    # web app's /api/health shows them).
+    on_parts: list[Callable[[Callable[[], dict[str, str]]], None]] = field(default_factory=list)
 
 
 @dataclass
@@ -55,10 +58,15 @@ class RunSummary:
     ready_s: float | None = None
     placement: dict[str, int] = field(default_factory=dict)
     members: dict[str, list[int]] = field(default_factory=dict)  # group member -> partitions
+    # Embedded bus: frames held by detect processes that died, processes replaced, and
+    # the error that ended the run (processes that cannot start or keep dying)
+    lost: int = 0
+    restarts: int = 0
+    error: str | None = None
 
     @property
     def ok(self) -> bool:
-        return not self.camera_errors
+        return not self.camera_errors and self.error is None
 
 
 def worker_count(requested: int) -> int:
@@ -82,13 +90,21 @@ def load_watchlist(settings: Settings) -> tuple[Watchlist, WatchlistDirWatcher |
 
 
 class _Stopper:
-    """Ends a run on SIGINT/SIGTERM (in the main thread) or when told to."""
+    """Ends a run on SIGINT/SIGTERM (in the main thread) or when told to. The first
+    signal asks for a clean stop (the summary is still written); a second one, while the
+    clean stop is under way, interrupts at once."""
 
     def __init__(self) -> None:
         self.event = threading.Event()
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(sig, lambda *_: self.event.set())
+                signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        if self.event.is_set():
+            raise KeyboardInterrupt
+        log.info("%s: stopping", signal.Signals(signum).name)
+        self.event.set()
 
 
 def _wait(done: Callable[[], bool], stopper: _Stopper, timeout: float | None) -> None:
@@ -119,16 +135,22 @@ def _summary(
 
 
 def run_embedded(settings: Settings, opts: RunOptions) -> RunSummary:
+    """Every stage in this machine's processes; stops cleanly on SIGINT/SIGTERM in every
+    state (the summary says how far it got), ends with an error when the detect
+    processes cannot start or keep dying."""
     from sauron.bus.embedded import DetectOutput, EmbeddedBus
-    from sauron.detect.stage import worker_stage
+    from sauron.detect.stage import warm_worker_stage
     from sauron.match.stage import MatchStage
+    from sauron.metrics import Metrics, serve
 
     started = time.monotonic()
+    stopper = _Stopper()
     watchlist, watcher = load_watchlist(settings)
     for attach in opts.on_watchlist:
         attach(watchlist)
     stage = MatchStage(settings.match, watchlist)
     writer = ResultsWriter(opts.results)
+    metrics = Metrics()
 
     def on_output(item: DetectOutput) -> None:
         frame, det, timings, _error = item
@@ -136,33 +158,60 @@ def run_embedded(settings: Settings, opts: RunOptions) -> RunSummary:
             return
         result, _ = stage.process(frame, det, timings)
         writer.add(result)
+        metrics.frames_out.labels(stage="detect").inc()
         for cb in opts.on_result:
             cb(result)
 
-    n = worker_count(opts.processes)
+    def on_skipped(frame: Frame) -> None:  # dropped or lost: the writer waits no more
+        writer.skip(frame.camera, frame.number)
+
+    b = settings.bus
     bus = EmbeddedBus(
         settings,
-        processes=n,
-        make_stage=worker_stage,
+        processes=worker_count(opts.processes),
+        make_stage=warm_worker_stage,
         block=opts.until_done,
         on_output=on_output,
-    ).start()
-    ingest = IngestGroup(settings.cameras, sink=bus.submit).start()
-    stopper = _Stopper()
+        on_skipped=on_skipped,
+        standby=b.standby_processes,
+        max_restarts=b.max_restarts,
+        metrics=metrics,
+    )
+    ingest = IngestGroup(settings.cameras, sink=bus.submit, on_end=bus.release, health=metrics)
+
+    def parts() -> dict[str, str]:
+        cams = {f"camera-{k}": s.state for k, s in list(ingest.status.items())}
+        return {**cams, **bus.parts()}
+
+    for attach_parts in opts.on_parts:
+        attach_parts(parts)
+    server = serve(metrics, settings.metrics.port, settings.metrics.host)
     try:
-        _wait(
-            lambda: opts.until_done and ingest.done() and bus.outstanding == 0,
-            stopper,
-            opts.timeout_s,
-        )
+        if not stopper.event.is_set():  # a signal while the watchlist loaded
+            bus.start(stop=stopper.event)
+        if not stopper.event.is_set():
+            ingest.start()
+            _wait(
+                lambda: (
+                    bus.failure is not None
+                    or (opts.until_done and ingest.done() and bus.outstanding == 0)
+                ),
+                stopper,
+                opts.timeout_s,
+            )
     finally:
         ingest.stop.set()
-        ingest.join(5)
         bus.close()
+        ingest.join(5)
         writer.close()
         if watcher is not None:
             watcher.stop_event.set()
-    return _summary(ingest, writer, started, bus.stats.dropped, bus.stats.failed)
+        if server is not None:
+            server.stop()
+    summary = _summary(ingest, writer, started, bus.stats.dropped, bus.stats.failed)
+    summary.lost, summary.restarts, summary.error = bus.stats.lost, bus.stats.restarts, bus.failure
+    summary.placement = dict(bus.history)
+    return summary
 
 
 def run_kafka(settings: Settings, opts: RunOptions) -> RunSummary:

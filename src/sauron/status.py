@@ -1,4 +1,5 @@
-"""``sauron status``: each stage's workers, lag and throughput, read from the brokers.
+"""``sauron status``: each stage's workers, lag and throughput, read from the brokers;
+or, for one running ``sauron run``/``sauron web``, which of its parts are alive.
 
 Nothing here talks to the workers themselves: the consumer group of a stage says which
 workers are alive (members) and what each owns (assignment), its committed offsets say
@@ -208,4 +209,36 @@ def render(status: ClusterStatus, *, partitions: bool = False) -> str:
                     f"lag {p.lag} owner {p.owner or '-'}"
                 )
     lines.append(f"dead letters: {status.dead_letters}")
+    return "\n".join(lines)
+
+
+def read_parts(url: str, timeout: float = 5.0) -> dict[str, Any]:
+    """The health answer (``/api/health``) of the web app of a running ``sauron run`` or
+    ``sauron web``: ``ok`` and each long-running part's state."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/api/health", timeout=timeout) as r:
+            body = r.read()
+    except urllib.error.HTTPError as exc:  # 503: a part is dead, the body says which
+        body = exc.read()
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise SauronError(
+            f"cannot reach {url}: {reason}; is `sauron run` (with its web app) or "
+            "`sauron web` running there? (--url to name another address)"
+        ) from None
+    try:
+        got: dict[str, Any] = json.loads(body)
+    except ValueError:
+        raise SauronError(f"{url}/api/health did not answer with JSON") from None
+    return got
+
+
+def render_parts(url: str, health: dict[str, Any]) -> str:
+    """A plain-text table of :func:`read_parts`' answer."""
+    lines = [f"{url}: {'ok' if health.get('ok') else 'NOT OK'} (version {health.get('version')})"]
+    lines += [f"  {name:<28}{state}" for name, state in sorted(health.get("parts", {}).items())]
     return "\n".join(lines)

@@ -7,6 +7,7 @@ import functools
 import http.server
 import itertools
 import logging
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -18,6 +19,8 @@ import cv2
 import numpy as np
 import pytest
 
+from sauron.config import CameraConfig
+from sauron.ingest.producer import IngestGroup
 from sauron.ingest.sources import (
     FolderSource,
     SourceError,
@@ -26,6 +29,7 @@ from sauron.ingest.sources import (
     VideoFileSource,
     open_source,
 )
+from sauron.types import Frame
 
 FPS = 25
 N_FRAMES = 30
@@ -241,3 +245,59 @@ def test_options_are_validated() -> None:
     for bad in ({"max_fps": 0}, {"max_width": -1}, {"folder_fps": 0}, {"max_reconnects": -1}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             SourceOptions(**bad)  # type: ignore[arg-type]
+
+
+def test_live_camera_down_at_start_is_picked_up_when_it_comes(tmp_path: Path) -> None:
+    """A stream that is not there yet is retried like one that dropped: the camera says
+    ``reconnecting``, then delivers frames once the server is up."""
+    _write_clip(tmp_path / "cam.ts")
+    with socket.socket() as probe:  # a free loopback port, nothing listening on it yet
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    frames: list[Frame] = []
+    cam = CameraConfig(name="door", source=f"http://127.0.0.1:{port}/cam.ts", max_width=160)
+    group = IngestGroup([cam], sink=frames.append).start()
+    server = None
+    try:
+        deadline = time.monotonic() + 10
+        while group.status["door"].state != "reconnecting":
+            assert time.monotonic() < deadline, group.status["door"]
+            time.sleep(0.05)
+        assert not frames and group.status["door"].error is None
+        handler = functools.partial(_Quiet, directory=str(tmp_path))
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        deadline = time.monotonic() + 15
+        while not frames:
+            assert time.monotonic() < deadline, group.status["door"]
+            time.sleep(0.05)
+        assert group.status["door"].state in ("running", "reconnecting")  # the clip ends
+        assert frames[0].camera == "door" and frames[0].number == 0
+    finally:
+        group.stop.set()
+        group.join(15)
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+    assert group.status["door"].state == "stopped"
+
+
+def test_camera_thread_that_fails_is_restarted_and_reported(clip: Path) -> None:
+    frames: list[Frame] = []
+    failed = []
+
+    def sink(frame: Frame) -> None:
+        if len(frames) == 2 and not failed:  # a bug somewhere downstream, once
+            failed.append(frame)
+            raise RuntimeError("sink broke")
+        frames.append(frame)
+
+    cam = CameraConfig(name="desk", source=str(clip), realtime=False)
+    ended: list[str] = []
+    group = IngestGroup([cam], sink=sink, on_end=ended.append).start()
+    group.join(30)
+    st = group.status["desk"]
+    assert st.finished and st.error is None and st.restarts == 1
+    assert ended == ["desk"]
+    # the restarted camera read its file again and numbered on: no number twice
+    assert [f.number for f in frames] == list(range(2 + N_FRAMES))

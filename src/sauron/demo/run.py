@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from sauron.cache import cache_dir
+from sauron.cache import CacheLock, cache_dir
 from sauron.config import Settings, load_settings
 from sauron.demo.samples import sample_photos
 from sauron.demo.synth import ClipTruth, demo_clips
@@ -27,12 +27,15 @@ WATCHED = "obama"
 
 
 def prepare(root: Path, frames: int = 60) -> tuple[list[ClipTruth], Path]:
-    """Render the demo clips and a one-person watchlist under ``root``."""
-    clips = demo_clips(root / "clips", frames=frames)
-    watchlist = root / "watchlist"
-    shutil.rmtree(watchlist, ignore_errors=True)
-    (watchlist / WATCHED).mkdir(parents=True)
-    shutil.copyfile(sample_photos()["obama.jpg"], watchlist / WATCHED / "obama.jpg")
+    """Render the demo clips and a one-person watchlist under ``root`` (one demo at a
+    time per cache folder prepares them)."""
+    photo = sample_photos()["obama.jpg"]
+    with CacheLock(root / "prepare"):
+        clips = demo_clips(root / "clips", frames=frames)
+        watchlist = root / "watchlist"
+        shutil.rmtree(watchlist, ignore_errors=True)
+        (watchlist / WATCHED).mkdir(parents=True)
+        shutil.copyfile(photo, watchlist / WATCHED / "obama.jpg")
     return clips, watchlist
 
 

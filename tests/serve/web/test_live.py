@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from sauron.imaging import decode_jpeg
+from sauron.serve.web.live import LiveHub
 
 from .conftest import Feed, LiveApp
 
@@ -205,3 +206,15 @@ def test_alerts_reach_the_webhook_and_old_sightings_expire(
         time.sleep(0.2)
     assert [s["frame"] for s in items] == [1], "the hour-old sighting was deleted"
     assert len(app.client.get("/api/alerts", headers=app.admin).json()) == 1
+
+
+def test_a_camera_without_frames_that_is_reconnecting_says_so() -> None:
+    hub = LiveHub()
+    hub.register("door")
+    hub.register("desk")
+    assert {c["camera"]: c["state"] for c in hub.status()} == {"door": "waiting", "desk": "waiting"}
+    hub.source_states = lambda: {"camera-door": "reconnecting", "camera-desk": "running"}
+    assert {c["camera"]: c["state"] for c in hub.status()} == {
+        "door": "reconnecting",
+        "desk": "waiting",
+    }

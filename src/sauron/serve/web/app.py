@@ -14,7 +14,6 @@ import importlib.util
 import logging
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
@@ -135,8 +134,12 @@ def create_app(ctx: WebContext) -> FastAPI:
         app.include_router(router)
 
     @app.get("/api/health", tags=["meta"])
-    def health() -> dict[str, Any]:
-        return {"ok": True, "version": __version__, "cameras": len(ctx.hub.cameras())}
+    def health() -> JSONResponse:
+        """Which long-running parts are alive; 503 when one is dead or failed."""
+        parts = ctx.health() if ctx.health is not None else {}
+        ok = not any(state in ("dead", "failed") for state in parts.values())
+        body = {"ok": ok, "version": __version__, "cameras": len(ctx.hub.cameras())}
+        return JSONResponse({**body, "parts": parts}, status_code=200 if ok else 503)
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.mount("/api/docs/assets", StaticFiles(directory=swagger_ui_dir()), name="swagger-ui")

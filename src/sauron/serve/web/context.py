@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, TypeVar
 
@@ -50,6 +51,8 @@ class WebContext:
     hash_gate: Gate = field(init=False)
     decode_gate: Gate = field(init=False)
     failures: FailureLog = field(init=False)
+    #: the long-running parts and their states, for /api/health (``WebServices.parts``)
+    health: Callable[[], dict[str, str]] | None = None
 
     def __post_init__(self) -> None:
         web = self.settings.web

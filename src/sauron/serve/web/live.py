@@ -16,7 +16,7 @@ import statistics
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +54,9 @@ class LiveHub:
         self._lock = threading.Lock()
         self._feeds: dict[str, _Feed] = {}
         self._waiters: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
+        #: the cameras' own states when the pipeline runs here (``camera-NAME`` ->
+        #: ``reconnecting``, ...): a camera without frames that is reconnecting says so
+        self.source_states: Callable[[], dict[str, str]] | None = None
 
     def register(self, camera: str) -> None:
         """A camera that should be listed even before its first frame."""
@@ -86,9 +89,11 @@ class LiveHub:
                 loop.call_soon_threadsafe(event.set)
 
     def status(self) -> list[dict[str, Any]]:
-        """Per camera: state (live/stopped/waiting), frames/s, latency, names in view."""
+        """Per camera: state (live/stopped/waiting/reconnecting), frames/s, latency, names
+        in view."""
         now = time.monotonic()
         out = []
+        sources = self.source_states() if self.source_states is not None else {}
         with self._lock:
             feeds = list(self._feeds.values())
             for f in feeds:
@@ -99,6 +104,8 @@ class LiveHub:
                     state = "stopped"
                 else:
                     state = "live"
+                if state != "live" and sources.get(f"camera-{f.name}") == "reconnecting":
+                    state = "reconnecting"
                 span = min(_WINDOW_S, now - recent[0]) if len(recent) > 1 else 0.0
                 fps = (len(recent) - 1) / span if span > 0 else 0.0
                 names = sorted({n for n in f.result.detections.names if n}) if f.result else []

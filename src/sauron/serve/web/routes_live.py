@@ -42,7 +42,8 @@ def _camera(name: str) -> str:
 
 @router.get("/cameras", response_model=list[CameraOut])
 def cameras(ctx: Ctx, _p: Viewer) -> list[dict[str, Any]]:
-    """Every camera with its state (live, stopped, waiting), frames/s and latency."""
+    """Every camera with its state (live, stopped, waiting, reconnecting), frames/s and
+    latency."""
     return ctx.hub.status()
 
 

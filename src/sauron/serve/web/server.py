@@ -14,6 +14,7 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import uvicorn
@@ -93,6 +94,8 @@ class WebServices:
         self._threads: list[threading.Thread] = []
         self._kafka: list[Any] = []
         self.pipeline = pipeline
+        self._pipeline_parts: Callable[[], dict[str, str]] | None = None
+        self.ctx.health = self.parts
 
     def bootstrap_admin(self) -> str | None:
         """Create the first admin if there is no account; the generated password or None."""
@@ -132,8 +135,10 @@ class WebServices:
             self.ctx.watchlists.publish_all()
 
     def _maintain(self) -> None:
-        """Keep the search index and the running watchlists in step with the store."""
+        """Keep the search index and the running watchlists in step with the store, and
+        restart the recorder or the retention thread if one died."""
         while not self._stop.wait(2.0):
+            self._watch()
             try:
                 self.ctx.sync_index()
                 self.ctx.watchlists.reconcile()
@@ -154,6 +159,34 @@ class WebServices:
         self.app.state.kafka_feed = live
         self._kafka.append(live)
         self._kafka.append(KafkaRecorderFeed(self.settings, self.recorder).start())
+
+    def _watch(self) -> None:
+        if not self.recorder.alive:
+            log.error("web: the recorder thread died; restarting it")
+            self.recorder.restart()
+        if not self.retention.is_alive():
+            log.error("web: the retention thread died; restarting it")
+            old = self.retention
+            self.retention = RetentionWorker(old.store, old.retention_days, old.every_s, old.index)
+            self.retention.start()
+
+    def parts(self) -> dict[str, str]:
+        """Each long-running part and its state (``alive``/``dead`` for threads; cameras
+        and detect processes as the pipeline reports them)."""
+        threads = {
+            "recorder": self.recorder.alive,
+            "retention": self.retention.is_alive(),
+            "index": any(t.name == "web-maintain" and t.is_alive() for t in self._threads),
+        }
+        out = {k: "alive" if v else "dead" for k, v in threads.items()}
+        if self._pipeline_parts is not None:
+            out.update(self._pipeline_parts())
+        return out
+
+    def attach_parts(self, parts: Callable[[], dict[str, str]]) -> None:
+        """``sauron run`` hands over the states of its cameras and detect processes."""
+        self._pipeline_parts = parts
+        self.hub.source_states = parts
 
     def on_result(self, result: Result) -> None:
         """The pipeline's ``on_result`` callback: live view and recorder."""
