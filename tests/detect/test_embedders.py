@@ -219,7 +219,9 @@ def test_conversion_is_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     stamp = first.stat().st_mtime_ns
     assert resnet.cached_onnx_path() == first
     assert first.stat().st_mtime_ns == stamp
-    assert [p.name for p in first.parent.iterdir()] == [first.name]  # no temp files left
+    # no temp files left; the lock that guarded the conversion stays beside it
+    left = sorted(p.name for p in first.parent.iterdir())
+    assert left == [first.name, f"{first.name}.lock"]
 
 
 # ------------------------------------------------------------------------------------------
