@@ -134,8 +134,10 @@ def create_app(ctx: WebContext) -> FastAPI:
         app.include_router(router)
 
     @app.get("/api/health", tags=["meta"])
-    def health() -> JSONResponse:
-        """Which long-running parts are alive; 503 when one is dead or failed."""
+    async def health() -> JSONResponse:
+        """Which long-running parts are alive; 503 when one is dead or failed. Run on the
+        event loop (it only reads a few flags under short locks), so a busy thread pool
+        (uploads, password hashes) does not make the health check wait."""
         parts = ctx.health() if ctx.health is not None else {}
         ok = not any(state in ("dead", "failed") for state in parts.values())
         body = {"ok": ok, "version": __version__, "cameras": len(ctx.hub.cameras())}
