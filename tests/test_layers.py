@@ -57,6 +57,7 @@ BENCH_ORDER: list[set[str]] = [
         "search",
         "security",
         "soak",
+        "supervision",
         "startup",
         "threads",
     },

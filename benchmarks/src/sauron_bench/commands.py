@@ -17,6 +17,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "pipeline": ("pipeline_command", "the pipeline against the floor and the seed's way"),
     "search": ("search", "query time of the search-by-photo index at a given size"),
     "security": ("security", "the web server under a flood of log-ins and photo uploads"),
+    "supervision": ("supervision", "the embedded bus: resume after kill -9, CPU of 3 cameras"),
     "startup": ("startup", "`sauron run --bus kafka` from a cold start"),
     "threads": ("threads", "models under threads: shared with a lock, or one set each"),
 }

@@ -11,8 +11,8 @@ tree and by each process (% of one core) from its first result to 90 % of them. 
 ``--baseline SRC`` the same run first with the package at SRC (e.g. an export of an
 earlier commit's ``src``).
 
-Run with the project's interpreter: ``.venv/bin/python scripts/bench_embedded.py kills``.
-Prints a summary and writes the figures as JSON (``--json``).
+Run as ``sauron bench supervision kills`` (or ``cpu``). Prints a summary and writes the
+figures as JSON (``--json``).
 """
 
 from __future__ import annotations
@@ -146,10 +146,10 @@ def bench_kills(args: argparse.Namespace) -> dict[str, Any]:
                     "delay_before_s": statistics.median(before) if before else None,
                 }
             )
-            worst = max(back.values()) if len(back) == len(cams) else float("inf")
+            slowest = max(back.values()) if len(back) == len(cams) else float("inf")
             print(
                 f"kill {i + 1}: pid {victim.pid}, every camera's results back after "
-                f"{worst:.2f} s, fresh frames after {max(fresh.values(), default=0):.2f} s"
+                f"{slowest:.2f} s, fresh frames after {max(fresh.values(), default=0):.2f} s"
             )
             # the next kill once a new standby has loaded its models
             deadline = time.monotonic() + 60
@@ -247,8 +247,10 @@ def bench_cpu(args: argparse.Namespace) -> dict[str, Any]:
     return {"runs": runs, "load_average": os.getloadavg(), "cores": os.cpu_count()}
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="sauron bench supervision", description=(__doc__ or "").split("\n\n")[0]
+    )
     sub = parser.add_subparsers(dest="what", required=True)
     k = sub.add_parser("kills", help="resume time after kill -9 of a detect process")
     k.add_argument("--kills", type=int, default=20)
@@ -259,7 +261,7 @@ def main() -> int:
     c.add_argument("--baseline", help="PYTHONPATH of the package to compare with")
     for p in (k, c):
         p.add_argument("--json", type=Path, help="write the figures here")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     out = bench_kills(args) if args.what == "kills" else bench_cpu(args)
     if args.json:
         args.json.write_text(json.dumps(out, indent=2))
@@ -273,7 +275,3 @@ def main() -> int:
             )
         print(f"delay capture -> results file while healthy: {out['delay_before_median_s']} s")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
