@@ -8,7 +8,9 @@ Every frame is checked before any pixel is decoded (see :func:`check_frame`): a 
 is empty, not a JPEG, truncated, too large in bytes or in pixels, or from a camera id that
 is not a valid name is refused with a :class:`FrameRejected` and lands in the dead-letter
 topic with that reason. With ``detect.max_frame_age_s`` set, frames older than that are
-dropped and counted instead of detected, so a worker that fell behind catches up.
+dropped and counted instead of detected, so a worker that fell behind catches up; frames
+of live cameras are dropped so once older than ``detect.live_frame_age_s`` (by default),
+before they are decoded (:class:`sauron.bus.worker.StageWorker`).
 
 A worker is ready before it joins the group: its models are loaded and have run once on
 a dummy frame (:func:`warm_up`), so the first real frame pays no start-up cost.
@@ -16,6 +18,7 @@ a dummy frame (:func:`warm_up`), so the first real frame pays no start-up cost.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -175,6 +178,12 @@ def detect_stage_worker(
     """The detect stage on the frames topic (``partitions``: the detections topic's); with
     a ``matcher`` it names the faces too (``sauron.match.worker.build_detect_worker``)."""
     topics = Topics.from_config(settings.topics)
+
+    def stale(msg: Any) -> None:  # a live frame the worker dropped unread for its age
+        if on_stale is not None:
+            with contextlib.suppress(codec.CodecError):
+                on_stale(codec.decode_frame(msg.value() or b""))
+
     return StageWorker(
         settings,
         topic=topics.frames,
@@ -183,4 +192,6 @@ def detect_stage_worker(
         handler=detect_handler(settings, stage, partitions, matcher, on_stale),
         batch_size=settings.detect.batch_size,
         metrics=metrics,
+        live_max_age_s=settings.detect.live_frame_age_s,
+        on_stale=stale,
     )
