@@ -42,7 +42,7 @@ BENCH_ORDER: list[set[str]] = [
     {"pipelines", "floor", "seed"},  # the systems under test
     {"runner", "pipeline"},  # one measured run; the runs of `sauron bench pipeline`
     {"report"},  # the JSON document, the table, the figure
-    {"command", "detectors", "embedder", "soak", "startup", "threads"},  # the commands
+    {"command", "detectors", "embedder", "scale", "soak", "startup", "threads"},  # the commands
 ]
 
 

@@ -378,6 +378,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from sauron.bench.startup import main as bench_startup
 
         return bench_startup(args.rest)
+    if args.what == "scale":
+        from sauron.bench.scale import main as bench_scale
+
+        return bench_scale(args.rest)
     if args.what == "detectors":
         from sauron.bench.detectors import main as bench_detectors
 
@@ -468,7 +472,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="benchmarks (see docs/benchmarks.md)")
     p.add_argument(
-        "what", choices=["detectors", "embedder", "pipeline", "search", "startup", "threads"]
+        "what",
+        choices=["detectors", "embedder", "pipeline", "scale", "search", "startup", "threads"],
     )
     p.add_argument("rest", nargs=argparse.REMAINDER, help="options of that benchmark")
     p.set_defaults(func=cmd_bench)
