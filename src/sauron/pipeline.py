@@ -277,9 +277,12 @@ def run_kafka(settings: Settings, opts: RunOptions) -> RunSummary:
     summary.dropped_stale, summary.ready_s = stale[0], ready_s
     summary.placement, summary.members = placement, members
     if stale[0]:
+        d = settings.detect
         log.info(
-            "%d frame(s) dropped as older than %s s", stale[0], settings.detect.max_frame_age_s
-        )
+            "%d frame(s) dropped as too old (live cameras: detect.live_frame_age_s = %s s; "
+            "all: detect.max_frame_age_s = %s s)",
+            stale[0], d.live_frame_age_s, d.max_frame_age_s,
+        )  # fmt: skip
     return summary
 
 

@@ -312,6 +312,9 @@ def run_point(
         "frames_out": len(records),
         "dropped": summary.dropped,
         "dropped_stale": summary.dropped_stale,
+        # neither out nor counted as dropped by `sauron run`: e.g. dropped as stale by a
+        # joined worker, which reports to no one but its metrics
+        "unaccounted": frames_in - len(records) - summary.dropped,
         "drop_share": round(1 - len(records) / frames_in, 4) if frames_in else None,
         "latency_ms": {k: lat[k] for k in ("p50", "p99", "max") if k in lat},
         "cpu_percent": cpu,
