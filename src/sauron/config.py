@@ -197,9 +197,11 @@ class DetectConfig(Section):
         1.0,
         gt=0,
         description="Stay live: a frame of a live camera (one played in real time by `sauron "
-        "run` or `sauron ingest`) older than this (capture time) when a detect worker takes it "
-        "is dropped and counted, never detected late; the results file skips it. None = never "
-        "drop (then a worker that falls behind delivers every frame, late)",
+        "run` or `sauron ingest`) that a detect worker could not finish within this many "
+        "seconds of its capture (its age when taken plus the recent time per frame, counted "
+        "as at most half of this) is dropped and counted, never detected late; the results "
+        "file skips it. None = never drop (a worker that falls behind delivers every frame, "
+        "late)",
     )
     max_frame_pixels: int = Field(
         9_000_000,

@@ -16,8 +16,9 @@ An input a handler cannot process (corrupt frame, unknown message version, too l
 goes to the dead-letter topic with the reason in its headers; the worker carries on.
 
 Staying live: a frame of a live camera (it carries :data:`~sauron.bus.client.LIVE_HEADER`,
-and its message timestamp is its capture time) that is older than ``live_max_age_s`` when
-it is taken is dropped and counted as ``stale`` before anything of it is decoded, so a
+and its message timestamp is its capture time) whose result would be older than
+``live_max_age_s`` (its age when taken plus the recent handling time, at most half the
+limit) is dropped and counted as ``stale`` before anything of it is decoded, so a
 worker that fell behind (a burst, a machine busy with other work, more cameras than it
 can take) skips the backlog in a moment and is live again, instead of delivering every
 later frame late.
@@ -239,6 +240,7 @@ class StageWorker:
         self.batch_size = batch_size
         self.live_max_age_s = live_max_age_s
         self.on_stale = on_stale
+        self._handle_s = 0.0  # moving average of the handler's wall time per input
         self.exactly_once = settings.bus.exactly_once if exactly_once is None else exactly_once
         self.deadletter = Topics.from_config(settings.topics).deadletter
         self.stats = WorkerStats()
@@ -282,7 +284,9 @@ class StageWorker:
     # ---- one input
 
     def _stale(self, msg: Message) -> bool:
-        """A live input older than ``live_max_age_s`` (by its message timestamp)."""
+        """A live input whose result would be older than ``live_max_age_s``: its age (by
+        its message timestamp) plus the recent handling time, counted as at most half the
+        limit, so a fresh input is always handled however slow the last ones were."""
         if self.live_max_age_s is None:
             return False
         headers = msg.headers()
@@ -291,7 +295,8 @@ class StageWorker:
         kind, ts = msg.timestamp()
         if kind == TIMESTAMP_NOT_AVAILABLE or ts <= 0:
             return False
-        return time.time() - ts / 1000.0 > self.live_max_age_s
+        ahead = min(self._handle_s, self.live_max_age_s / 2)
+        return time.time() - ts / 1000.0 + ahead > self.live_max_age_s
 
     def _handle(self, msg: Message) -> tuple[list[Output], str | None, str | None]:
         """(outputs, dead-letter reason, drop reason) for one input message."""
@@ -307,7 +312,9 @@ class StageWorker:
         except Exception as exc:  # any failure on one message must not stop the stream
             return [], f"{type(exc).__name__}: {exc}", None
         finally:
-            self.metrics.process_time.labels(self.name).observe(time.perf_counter() - t0)
+            took = time.perf_counter() - t0
+            self._handle_s += 0.2 * (took - self._handle_s)
+            self.metrics.process_time.labels(self.name).observe(took)
         for out in outputs:
             if out.value is not None and len(out.value) > MAX_VALUE_BYTES:
                 return (
