@@ -54,6 +54,7 @@ BENCH_ORDER: list[set[str]] = [
         "pipeline_command",
         "detectors",
         "embedder",
+        "scale",
         "search",
         "security",
         "soak",

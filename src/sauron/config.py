@@ -276,6 +276,16 @@ class DetectConfig(Section):
         description="Stay live: frames older than this (capture time) are dropped and counted "
         "instead of detected; None = never drop, fall behind (lag bounded by retention)",
     )
+    live_frame_age_s: float | None = Field(
+        1.0,
+        gt=0,
+        description="Stay live: a frame of a live camera (one played in real time by `sauron "
+        "run` or `sauron ingest`) that a detect worker could not finish within this many "
+        "seconds of its capture (its age when taken plus the recent time per frame, counted "
+        "as at most half of this) is dropped and counted, never detected late; the results "
+        "file skips it. None = never drop (a worker that falls behind delivers every frame, "
+        "late)",
+    )
     max_frame_pixels: int = Field(
         9_000_000,
         ge=1,

@@ -230,7 +230,12 @@ def run_kafka(settings: Settings, opts: RunOptions) -> RunSummary:
     if settings.match.watchlist is not None:
         for person in _watchlist_people(settings):
             publish_person(settings, person, person.name)
-    writer = ResultsWriter(opts.results)
+    # Live cameras' frames dropped upstream are marked skipped (stale, queue full), and the
+    # writer waits at most a second for any other; files read as fast as possible are
+    # never dropped, so their frames are waited for.
+    writer = ResultsWriter(
+        opts.results, patient={c.name for c in settings.cameras if not c.realtime}
+    )
 
     last_result = [time.monotonic()]
 
@@ -266,7 +271,12 @@ def run_kafka(settings: Settings, opts: RunOptions) -> RunSummary:
     ready_s = time.monotonic() - started
     ingest_stop = threading.Event()
     producer, sink = kafka_frame_sink(
-        settings, counts[topics.frames], metrics=metrics, stop=ingest_stop, placement=placement
+        settings,
+        counts[topics.frames],
+        metrics=metrics,
+        stop=ingest_stop,
+        placement=placement,
+        on_drop=lambda f: writer.skip(f.camera, f.number),
     )
     ingest = IngestGroup(settings.cameras, sink=sink, stop=ingest_stop).start()
     stopper = _Stopper()
@@ -315,9 +325,12 @@ def run_kafka(settings: Settings, opts: RunOptions) -> RunSummary:
     summary.dropped_stale, summary.ready_s = stale[0], ready_s
     summary.placement, summary.members = placement, members
     if stale[0]:
+        d = settings.detect
         log.info(
-            "%d frame(s) dropped as older than %s s", stale[0], settings.detect.max_frame_age_s
-        )
+            "%d frame(s) dropped as too old (live cameras: detect.live_frame_age_s = %s s; "
+            "all: detect.max_frame_age_s = %s s)",
+            stale[0], d.live_frame_age_s, d.max_frame_age_s,
+        )  # fmt: skip
     return summary
 
 
@@ -376,20 +389,30 @@ def kafka_frame_sink(
     metrics: Any = None,
     stop: threading.Event | None = None,
     placement: dict[str, int] | None = None,
+    on_drop: Callable[[Frame], None] | None = None,
 ) -> tuple[Any, Callable[[Frame], None]]:
     """A frame producer and the function that publishes one frame to the frames topic.
 
     Frames wait in the producer while the brokers are unreachable, at most
     ``bus.producer_buffer_mb`` MiB and ``bus.delivery_timeout_s`` s; then frames of live
-    (``realtime``) cameras are dropped and counted, files read as fast as possible wait.
-    Both returned values are the same :class:`sauron.bus.producer.FrameProducer` (its
-    ``stats`` count what was acknowledged and dropped).
+    (``realtime``) cameras are dropped and counted (and told to ``on_drop``), files read as
+    fast as possible wait. Frames of live cameras are marked so that detect workers drop
+    them once older than ``detect.live_frame_age_s``. Both returned values are the same
+    :class:`sauron.bus.producer.FrameProducer` (its ``stats`` count what was acknowledged
+    and dropped).
     """
     from sauron.bus.producer import FrameProducer
 
     blocking = {c.name for c in settings.cameras if not c.realtime}
     producer = FrameProducer(
-        settings, partitions, metrics=metrics, blocking=blocking, stop=stop, placement=placement
+        settings,
+        partitions,
+        metrics=metrics,
+        blocking=blocking,
+        stop=stop,
+        placement=placement,
+        live={c.name for c in settings.cameras if c.realtime},
+        on_drop=on_drop,
     )
     return producer, producer
 

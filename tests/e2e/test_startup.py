@@ -46,6 +46,8 @@ def test_live_cameras_start_without_a_backlog(
             },
             "topics": {"prefix": topic_prefix},
             "match": {"watchlist": str(watchlist_dir)},
+            # every frame is checked below: none may be dropped as stale on a busy machine
+            "detect": {"live_frame_age_s": None},
         },
     )
     out = tmp_path / "results.jsonl"

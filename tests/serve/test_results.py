@@ -1,4 +1,5 @@
-"""The results file: once per frame, in frame order per camera, gaps skipped in time."""
+"""The results file: once per frame, in frame order per camera, gaps skipped in time
+(frames marked dropped, or a later frame waiting a second at most)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 import logging
 import random
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +54,7 @@ def test_records_are_the_results_contract(tmp_path: Path) -> None:
 
 def test_shuffled_input_comes_out_in_order_per_camera(tmp_path: Path) -> None:
     path = tmp_path / "results.jsonl"
-    writer = ResultsWriter(path, reorder_window=256)
+    writer = ResultsWriter(path, reorder_window=256, max_wait_s=None)
     items = [result(cam, n) for cam in ("a", "b", "c") for n in range(60)]
     random.Random(5).shuffle(items)
     assert all(writer.add(r) for r in items)
@@ -68,7 +70,7 @@ def test_shuffled_input_comes_out_in_order_per_camera(tmp_path: Path) -> None:
 
 
 def test_frames_wait_for_the_missing_one(tmp_path: Path) -> None:
-    writer = ResultsWriter(tmp_path / "r.jsonl", reorder_window=10)
+    writer = ResultsWriter(tmp_path / "r.jsonl", reorder_window=10, max_wait_s=None)
     for n in (1, 2, 3):
         writer.add(result("a", n))
     assert writer.written["a"] == 0
@@ -80,7 +82,7 @@ def test_frames_wait_for_the_missing_one(tmp_path: Path) -> None:
 
 def test_duplicates_are_dropped_and_counted(tmp_path: Path) -> None:
     path = tmp_path / "results.jsonl"
-    writer = ResultsWriter(path, reorder_window=10)
+    writer = ResultsWriter(path, reorder_window=10, max_wait_s=None)
     assert writer.add(result("a", 0)) is True
     assert writer.add(result("a", 2)) is True
     assert writer.add(result("a", 0)) is False  # already written
@@ -99,7 +101,7 @@ def test_a_gap_is_skipped_once_the_window_overflows(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = tmp_path / "results.jsonl"
-    writer = ResultsWriter(path, reorder_window=3)
+    writer = ResultsWriter(path, reorder_window=3, max_wait_s=None)
     for n in (0, 1, 3, 4, 5):
         writer.add(result("a", n))
     assert writer.written["a"] == 2  # 3, 4, 5 wait for 2: the window is not yet exceeded
@@ -119,7 +121,7 @@ def test_a_missing_first_frame_is_skipped_too(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = tmp_path / "results.jsonl"
-    writer = ResultsWriter(path, reorder_window=2)
+    writer = ResultsWriter(path, reorder_window=2, max_wait_s=None)
     with caplog.at_level(logging.WARNING, logger="sauron.serve.results"):
         for n in (10, 11, 12):
             writer.add(result("a", n))
@@ -130,7 +132,7 @@ def test_a_missing_first_frame_is_skipped_too(
 
 def test_close_flushes_everything_in_order(tmp_path: Path) -> None:
     path = tmp_path / "results.jsonl"
-    writer = ResultsWriter(path, reorder_window=100)
+    writer = ResultsWriter(path, reorder_window=100, max_wait_s=None)
     for cam, n in [("a", 7), ("a", 2), ("b", 5), ("a", 0), ("b", 1)]:
         writer.add(result(cam, n))
     assert writer.written["a"] == 1
@@ -155,7 +157,7 @@ def test_named_people_are_counted(tmp_path: Path) -> None:
 
 
 def test_without_a_file_only_counts() -> None:
-    writer = ResultsWriter(None, reorder_window=5)
+    writer = ResultsWriter(None, reorder_window=5, max_wait_s=None)
     for n in (2, 0, 1, 1):
         writer.add(result("x", n))
     assert writer.written["x"] == 3
@@ -175,7 +177,7 @@ def test_property_each_frame_once_and_sorted(
         arrivals.insert((i * 7) % (len(arrivals) + 1), n)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "r.jsonl"
-        writer = ResultsWriter(path, reorder_window=window)
+        writer = ResultsWriter(path, reorder_window=window, max_wait_s=None)
         accepted = sum(writer.add(result("cam", n)) for n in arrivals)
         writer.close()
         frames = order(read(path), "cam")
@@ -190,7 +192,7 @@ def test_a_skipped_frame_lets_the_next_ones_out_and_counts(tmp_path: Path) -> No
     """A frame dropped on purpose (stale) is never waited for: the frames after it are
     written at once, and it counts as accounted for."""
     path = tmp_path / "results.jsonl"
-    writer = ResultsWriter(path, reorder_window=10)
+    writer = ResultsWriter(path, reorder_window=10, max_wait_s=None)
     writer.add(result("a", 0))
     writer.add(result("a", 2))
     assert writer.written["a"] == 1  # frame 2 waits for frame 1
@@ -205,3 +207,82 @@ def test_a_skipped_frame_lets_the_next_ones_out_and_counts(tmp_path: Path) -> No
     writer.close()
     assert order(read(path), "a") == [0, 2, 4]
     assert writer.skipped["a"] == 2
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_frame_dropped_unmarked_is_waited_for_at_most_max_wait(tmp_path: Path) -> None:
+    """A live camera's frame dropped upstream without being marked (e.g. in a stream's
+    opening burst) holds the later frames back for ``max_wait_s``, not for 256 frames."""
+    path = tmp_path / "results.jsonl"
+    clock = FakeClock()
+    writer = ResultsWriter(path, max_wait_s=1.0, clock=clock)
+    writer.add(result("door", 0))
+    for n in (2, 3, 4):  # frame 1 never comes
+        writer.add(result("door", n))
+    writer.add(result("desk", 0))
+    clock.now += 0.5
+    writer.flush_due()
+    assert order(read(path), "door") == [0]  # still within the wait
+    clock.now += 0.6
+    writer.flush_due()
+    # written before close, in order, without frame 1; the other camera was not held
+    assert order(read(path), "door") == [0, 2, 3, 4]
+    assert order(read(path), "desk") == [0]
+    assert writer.given_up["door"] == 1
+    assert writer.count("door") == 5  # the frame passed over is accounted for
+    # a later gap gets its own wait, counted from when the frames stopped at it
+    writer.add(result("door", 6))
+    clock.now += 0.9
+    writer.flush_due()
+    assert writer.written["door"] == 4
+    clock.now += 0.2
+    writer.flush_due()
+    assert writer.written["door"] == 5
+    assert writer.add(result("door", 1)) is False  # too late: not reordered into the file
+    writer.close()
+    assert order(read(path), "door") == [0, 2, 3, 4, 6]
+
+
+def test_patient_cameras_wait_on_the_window_only(tmp_path: Path) -> None:
+    """Files read as fast as possible are never dropped: their frames wait for a late one
+    however long it takes (up to the reorder window)."""
+    path = tmp_path / "results.jsonl"
+    clock = FakeClock()
+    writer = ResultsWriter(path, max_wait_s=1.0, patient={"archive"}, clock=clock)
+    for n in (0, 2, 3):
+        writer.add(result("archive", n))
+    clock.now += 60
+    writer.flush_due()
+    assert order(read(path), "archive") == [0]
+    writer.add(result("archive", 1))
+    writer.close()
+    assert order(read(path), "archive") == [0, 1, 2, 3]
+
+
+def test_the_background_thread_writes_past_a_gap_while_nothing_arrives(tmp_path: Path) -> None:
+    """With the real clock, frames held at a gap reach the file with no later result and
+    no close(): a script following the file sees them."""
+    path = tmp_path / "results.jsonl"
+    writer = ResultsWriter(path, max_wait_s=0.2)
+    for n in (1, 2):  # frame 0 was dropped before it reached the bus
+        writer.add(result("door", n))
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and writer.written["door"] < 2:
+        time.sleep(0.05)
+    assert order(read(path), "door") == [1, 2]  # flushed to the file, not just buffered
+    writer.close()
+
+
+def test_every_line_is_in_the_file_as_soon_as_it_is_written(tmp_path: Path) -> None:
+    path = tmp_path / "results.jsonl"
+    writer = ResultsWriter(path, max_wait_s=None)
+    writer.add(result("door", 0))
+    assert order(read(path), "door") == [0]
+    writer.close()

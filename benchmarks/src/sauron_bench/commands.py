@@ -15,6 +15,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "detectors": ("detectors", "face detectors on the realistic workload, one core"),
     "embedder": ("embedder", "dlib's ResNet against the same network in ONNX Runtime"),
     "pipeline": ("pipeline_command", "the pipeline against the floor and the seed's way"),
+    "scale": ("scale", "live cameras over both buses: latency against offered load, the knee"),
     "search": ("search", "query time of the search-by-photo index at a given size"),
     "security": ("security", "the web server under a flood of log-ins and photo uploads"),
     "supervision": ("supervision", "the embedded bus: resume after kill -9, CPU of 3 cameras"),

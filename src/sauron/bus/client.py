@@ -27,6 +27,10 @@ MAX_MESSAGE_BYTES = 10 * 1024 * 1024
 MESSAGE_HEADROOM = 64 * 1024
 MAX_VALUE_BYTES = MAX_MESSAGE_BYTES - MESSAGE_HEADROOM
 
+# Header of a frame from a live camera: a detect worker drops it once it is older than
+# ``detect.live_frame_age_s`` (its capture time is the message timestamp).
+LIVE_HEADER = "sauron.live"
+
 # Delivery errors after which the message is produced again.
 RETRIABLE = {
     KafkaError._MSG_TIMED_OUT,

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from confluent_kafka import KafkaError, KafkaException, Message
 
 from sauron import codec
-from sauron.bus.client import MAX_VALUE_BYTES, PURGED, make_producer
+from sauron.bus.client import LIVE_HEADER, MAX_VALUE_BYTES, PURGED, make_producer
 from sauron.bus.topics import Topics, frame_partition
 from sauron.config import Settings
 from sauron.metrics import Metrics
@@ -47,7 +47,12 @@ class FrameProducer:
     dropped (``buffer_full``). ``placement`` pins cameras to partitions (camera
     partitioning, see :func:`sauron.bus.ready.spread_cameras`). A frame not acknowledged
     within ``bus.delivery_timeout_s`` is dropped (``delivery_timeout``). Every drop is
-    counted in ``stats`` and the metrics. Callable from several camera threads at once.
+    counted in ``stats`` and the metrics, and told to ``on_drop``. Callable from several
+    camera threads at once.
+
+    Every frame's message timestamp is its capture time; frames of the cameras in ``live``
+    carry the :data:`~sauron.bus.client.LIVE_HEADER`, so detect workers drop them once they
+    are older than ``detect.live_frame_age_s`` instead of detecting them late.
     """
 
     def __init__(
@@ -59,6 +64,8 @@ class FrameProducer:
         blocking: Collection[str] = (),
         stop: threading.Event | None = None,
         placement: Mapping[str, int] | None = None,
+        live: Collection[str] = (),
+        on_drop: Callable[[Frame], None] | None = None,
     ) -> None:
         bus = settings.bus
         self.producer = make_producer(
@@ -72,6 +79,8 @@ class FrameProducer:
         self.partitions = partitions
         self.mode = settings.topics.partitioning
         self.blocking = frozenset(blocking)
+        self.live = frozenset(live)
+        self.on_drop = on_drop
         # camera -> its partition (camera partitioning); cameras not in it are hashed
         self.placement = dict(placement or {})
         self.stop = stop or threading.Event()
@@ -87,6 +96,8 @@ class FrameProducer:
             self.stats.dropped[reason] += 1
         self.metrics.dropped.labels("ingest", reason).inc()
         log.debug("camera %s frame %d dropped: %s", frame.camera, frame.number, reason)
+        if self.on_drop is not None:
+            self.on_drop(frame)
 
     def _on_delivery(self, frame: Frame) -> Callable[[KafkaError | None, Message], None]:
         def cb(err: KafkaError | None, _msg: Message) -> None:
@@ -131,6 +142,9 @@ class FrameProducer:
             else frame_partition(frame.camera, frame.number, self.partitions, self.mode)
         )
         block = frame.camera in self.blocking
+        headers: list[tuple[str, str | bytes | None]] | None = (
+            [(LIVE_HEADER, b"1")] if frame.camera in self.live else None
+        )
         while True:
             try:
                 self.producer.produce(
@@ -139,6 +153,8 @@ class FrameProducer:
                     key=frame.camera,
                     partition=part,
                     on_delivery=self._on_delivery(frame),
+                    timestamp=round(frame.captured_at * 1000),
+                    headers=headers,
                 )
                 break
             except BufferError:

@@ -14,6 +14,14 @@ Delivery (docs/reliability.md has the whole story):
 
 An input a handler cannot process (corrupt frame, unknown message version, too large)
 goes to the dead-letter topic with the reason in its headers; the worker carries on.
+
+Staying live: a frame of a live camera (it carries :data:`~sauron.bus.client.LIVE_HEADER`,
+and its message timestamp is its capture time) whose result would be older than
+``live_max_age_s`` (its age when taken plus the recent handling time, at most half the
+limit) is dropped and counted as ``stale`` before anything of it is decoded, so a
+worker that fell behind (a burst, a machine busy with other work, more cameras than it
+can take) skips the backlog in a moment and is live again, instead of delivering every
+later frame late.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from typing import Any
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
+    TIMESTAMP_NOT_AVAILABLE,
     Consumer,
     KafkaError,
     KafkaException,
@@ -41,6 +50,7 @@ from confluent_kafka import (
 
 from sauron import SauronError
 from sauron.bus.client import (
+    LIVE_HEADER,
     MAX_VALUE_BYTES,
     PURGED,
     RETRIABLE,
@@ -202,7 +212,9 @@ class StageWorker:
     dead-letter topic with the reason in its headers, and the worker carries on.
     ``stop_event`` ends the loop after the current batch: its outputs are flushed (or its
     transaction committed), offsets committed and the group left; then the ``on_stop``
-    callables run (e.g. stopping a watchlist reader the handler uses).
+    callables run (e.g. stopping a watchlist reader the handler uses). With
+    ``live_max_age_s``, inputs marked live that are older than that are dropped as
+    ``stale`` unhandled, and told to ``on_stale``.
     """
 
     def __init__(
@@ -216,6 +228,8 @@ class StageWorker:
         batch_size: int = 8,
         metrics: Metrics | None = None,
         exactly_once: bool | None = None,
+        live_max_age_s: float | None = None,
+        on_stale: Callable[[Message], None] | None = None,
     ) -> None:
         self.settings = settings
         self.bus = settings.bus
@@ -224,6 +238,9 @@ class StageWorker:
         self.handler = handler
         self.name = name
         self.batch_size = batch_size
+        self.live_max_age_s = live_max_age_s
+        self.on_stale = on_stale
+        self._handle_s = 0.0  # moving average of the handler's wall time per input
         self.exactly_once = settings.bus.exactly_once if exactly_once is None else exactly_once
         self.deadletter = Topics.from_config(settings.topics).deadletter
         self.stats = WorkerStats()
@@ -266,8 +283,27 @@ class StageWorker:
 
     # ---- one input
 
+    def _stale(self, msg: Message) -> bool:
+        """A live input whose result would be older than ``live_max_age_s``: its age (by
+        its message timestamp) plus the recent handling time, counted as at most half the
+        limit, so a fresh input is always handled however slow the last ones were."""
+        if self.live_max_age_s is None:
+            return False
+        headers = msg.headers()
+        if not headers or (LIVE_HEADER, b"1") not in headers:
+            return False
+        kind, ts = msg.timestamp()
+        if kind == TIMESTAMP_NOT_AVAILABLE or ts <= 0:
+            return False
+        ahead = min(self._handle_s, self.live_max_age_s / 2)
+        return time.time() - ts / 1000.0 + ahead > self.live_max_age_s
+
     def _handle(self, msg: Message) -> tuple[list[Output], str | None, str | None]:
         """(outputs, dead-letter reason, drop reason) for one input message."""
+        if self._stale(msg):
+            if self.on_stale is not None:
+                self.on_stale(msg)
+            return [], None, "stale"
         t0 = time.perf_counter()
         try:
             outputs = self.handler(msg.value() or b"")
@@ -276,7 +312,9 @@ class StageWorker:
         except Exception as exc:  # any failure on one message must not stop the stream
             return [], f"{type(exc).__name__}: {exc}", None
         finally:
-            self.metrics.process_time.labels(self.name).observe(time.perf_counter() - t0)
+            took = time.perf_counter() - t0
+            self._handle_s += 0.2 * (took - self._handle_s)
+            self.metrics.process_time.labels(self.name).observe(took)
         for out in outputs:
             if out.value is not None and len(out.value) > MAX_VALUE_BYTES:
                 return (

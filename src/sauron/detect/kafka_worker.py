@@ -10,14 +10,18 @@ import it.
 Every frame is checked before any pixel is decoded (:mod:`sauron.detect.frame_checks`); a
 refused frame lands in the dead-letter topic with the reason. With
 ``detect.max_frame_age_s`` set, frames older than that are dropped and counted instead of
-detected, so a worker that fell behind catches up.
+detected, so a worker that fell behind catches up; frames of live cameras are dropped so
+once older than ``detect.live_frame_age_s`` (by default), before they are decoded
+(:class:`sauron.bus.worker.StageWorker`).
 
 A worker is ready before it joins the group: its models are loaded and have run once on
-a dummy frame (:func:`sauron.detect.stage.warm_up`), so the first real frame pays no start-up cost.
+a dummy frame (:func:`sauron.detect.stage.warm_up`), so the first real frame pays no
+start-up cost.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing as mp
 import os
@@ -109,6 +113,12 @@ def build_detect_worker(
                 "(sauron.match.kafka_worker.topic_namer)"
             )
         matcher, stop = namer(settings, counts[topics.annotated])
+
+    def stale(msg: Any) -> None:  # a live frame the worker dropped unread for its age
+        if on_stale is not None:
+            with contextlib.suppress(codec.CodecError):
+                on_stale(codec.decode_frame(msg.value() or b""))
+
     worker = StageWorker(
         settings,
         topic=topics.frames,
@@ -117,6 +127,8 @@ def build_detect_worker(
         handler=detect_handler(settings, stage, counts[topics.detections], matcher, on_stale),
         batch_size=settings.detect.batch_size,
         metrics=metrics,
+        live_max_age_s=settings.detect.live_frame_age_s,
+        on_stale=stale,
     )
     if stop is not None:
         worker.on_stop.append(stop)
