@@ -118,6 +118,9 @@ def run_once(
         },
         "topics": {"prefix": prefix, "placement": placement, "partitioning": partitioning},
         "match": {"watchlist": str(watchlist)},
+        # Every frame is measured, a late one too: with the live age limit on, frames held
+        # up by a start or a join would be dropped and the stall would not show.
+        "detect": {"live_frame_age_s": None},
     }
     settings = load_settings(None, config)
     results = out_dir / f"{prefix}.jsonl"
