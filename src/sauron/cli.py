@@ -14,7 +14,7 @@ from typing import Any
 
 from sauron import SauronError, __version__
 from sauron.config import Settings, load_settings
-from sauron.logs import setup_logging
+from sauron.logs import redact, setup_logging
 
 log = logging.getLogger("sauron")
 
@@ -157,11 +157,11 @@ def _print_summary(summary: Any) -> None:
     }
     if summary.error is not None:
         fields["error"] = summary.error
-    print(json.dumps(fields, indent=2), flush=True)
+    print(redact(json.dumps(fields, indent=2)), flush=True)
     for cam, err in summary.camera_errors.items():
-        print(f"error: camera {cam}: {err}", file=sys.stderr)
+        print(redact(f"error: camera {cam}: {err}"), file=sys.stderr)
     if summary.error is not None:
-        print(f"error: {summary.error}", file=sys.stderr)
+        print(redact(f"error: {summary.error}"), file=sys.stderr)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -198,7 +198,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
             print_report(clips, results, summary.seconds)
             if summary.error is not None:
-                print(f"error: {summary.error}", file=sys.stderr)
+                print(redact(f"error: {summary.error}"), file=sys.stderr)
             elif web is not None and not args.until_done:
                 # Keep the cameras going (looped) so the web app shows them live.
                 print(f"web: serving the demo at {web[1].url}; Ctrl-C to stop", flush=True)
@@ -553,7 +553,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except SauronError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(redact(f"error: {exc}"), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -225,6 +225,7 @@ def run_kafka(settings: Settings, opts: RunOptions) -> RunSummary:
     from sauron.metrics import Metrics, serve
 
     started = time.monotonic()
+    stopper = _Stopper()  # from the start: a signal while the workers load ends the run too
     counts = ensure_topics(settings)
     topics = Topics.from_config(settings.topics)
     if settings.match.watchlist is not None:
@@ -267,7 +268,9 @@ def run_kafka(settings: Settings, opts: RunOptions) -> RunSummary:
         matcher, watch_tail = build_match_worker(settings, metrics=metrics)
         match_thread = threading.Thread(target=matcher.run, name="match", daemon=True)
         match_thread.start()
-    placement, members = wait_for_workers(settings, signals, counts[topics.frames], matcher)
+    placement, members = wait_for_workers(
+        settings, signals, counts[topics.frames], matcher, stop=stopper.event
+    )
     ready_s = time.monotonic() - started
     ingest_stop = threading.Event()
     producer, sink = kafka_frame_sink(
@@ -279,7 +282,6 @@ def run_kafka(settings: Settings, opts: RunOptions) -> RunSummary:
         on_drop=lambda f: writer.skip(f.camera, f.number),
     )
     ingest = IngestGroup(settings.cameras, sink=sink, stop=ingest_stop).start()
-    stopper = _Stopper()
     stale = [0]
 
     def done() -> bool:
@@ -335,30 +337,43 @@ def run_kafka(settings: Settings, opts: RunOptions) -> RunSummary:
 
 
 def wait_for_workers(
-    settings: Settings, signals: Any, partitions: int, matcher: Any = None
+    settings: Settings,
+    signals: Any,
+    partitions: int,
+    matcher: Any = None,
+    stop: threading.Event | None = None,
 ) -> tuple[dict[str, int], dict[str, list[int]]]:
     """Block until the detect workers are ready (models warm, group stable, every frames
-    partition assigned), at most ``bus.ready_timeout_s``. Returns the camera placement
-    (camera -> partition, empty for hash placement or frame partitioning) and the
-    group's assignment (member -> partitions, empty if it was not reached)."""
+    partition assigned), at most ``bus.ready_timeout_s``, or until ``stop`` is set.
+    Returns the camera placement (camera -> partition, empty for hash placement or frame
+    partitioning) and the group's assignment (member -> partitions, empty if it was not
+    reached)."""
     from sauron.bus.ready import spread_cameras, wait_for_assignment
     from sauron.bus.topics import Topics, camera_partition
 
     t0 = time.monotonic()
     timeout = settings.bus.ready_timeout_s
+    stop = stop or threading.Event()
     n = len(signals.ready)
-    warm = signals.wait_ready(timeout)
-    if matcher is not None:
-        matcher.ready.wait(max(0.0, timeout - (time.monotonic() - t0)))
-    got = wait_for_assignment(
-        settings.bus,
-        settings.topics.name("detect"),
-        Topics.from_config(settings.topics).frames,
-        members=n,
-        partitions=partitions,
-        timeout=max(1.0, timeout - (time.monotonic() - t0)),
-    )
-    if got is None:
+    events = [*signals.ready, *([matcher.ready] if matcher is not None else [])]
+    while not stop.is_set() and time.monotonic() - t0 < timeout:
+        if all(ev.wait(0.1) for ev in events):
+            break
+    warm = sum(ev.is_set() for ev in signals.ready)
+    got = None
+    if not stop.is_set():
+        got = wait_for_assignment(
+            settings.bus,
+            settings.topics.name("detect"),
+            Topics.from_config(settings.topics).frames,
+            members=n,
+            partitions=partitions,
+            timeout=max(1.0, timeout - (time.monotonic() - t0)),
+            stop=stop,
+        )
+    if stop.is_set():
+        log.info("stopped while the detect workers were starting")
+    elif got is None:
         log.warning(
             "detect workers not ready after %.0f s (%d of %d warmed up, not every partition "
             "assigned): starting the cameras anyway, their first frames may wait",

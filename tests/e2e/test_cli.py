@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -187,3 +188,73 @@ def test_an_extra_command_that_cannot_load_is_an_error_not_a_traceback(
     assert cli.main(["bench", "pipeline"]) == 1
     err = capsys.readouterr().err
     assert "`sauron bench` (sauron_bench_gone.commands:main) cannot be loaded" in err
+
+
+def test_camera_passwords_are_never_shown(tmp_path: Path) -> None:
+    """A camera URL's password appears in no log line, error or summary of a run, while
+    the camera is retried (nothing listens where it points)."""
+    with socket.socket() as probe:  # a free loopback port, nothing listening on it
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"rtsp://admin:s3cretpw@127.0.0.1:{port}/stream1"
+    err, out = tmp_path / "stderr.log", tmp_path / "stdout.log"
+    with err.open("wb") as fe, out.open("wb") as fo:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sauron.cli", "run", "--camera", f"door={url}",
+             "--no-web", "--processes", "1"],
+            stdout=fo, stderr=fe,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while err.read_text().count("reconnect attempt") < 2:
+            assert proc.poll() is None, err.read_text()[-2000:]
+            assert time.monotonic() < deadline, err.read_text()[-2000:]
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    text = err.read_text() + out.read_text()
+    assert "s3cretpw" not in text
+    assert f"admin:***@127.0.0.1:{port}" in text, text[-2000:]
+
+
+@pytest.mark.kafka
+def test_sigterm_while_kafka_workers_start_ends_the_run_with_a_summary(
+    clips: list[ClipTruth],
+    watchlist_dir: Path,
+    tmp_path: Path,
+    kafka_bootstrap: str,
+    topic_prefix: str,
+) -> None:
+    """SIGTERM as the detect workers come up (models loaded, the group forming) stops
+    ``sauron run --bus kafka`` within seconds, cleanly, with its summary."""
+    err = tmp_path / "stderr.log"
+    with err.open("wb") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sauron.cli", "run", *_camera_args(clips),
+             "--bus", "kafka", "--bootstrap", kafka_bootstrap, "--topic-prefix", topic_prefix,
+             "--watchlist", str(watchlist_dir), "--no-web", "--processes", "2"],
+            stdout=subprocess.PIPE, stderr=fh, text=True,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while "models loaded" not in err.read_text():
+            assert proc.poll() is None, err.read_text()[-2000:]
+            assert time.monotonic() < deadline, err.read_text()[-2000:]
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        t0 = time.monotonic()
+        stdout, _ = proc.communicate(timeout=60)
+        stopped_s = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    text = err.read_text()
+    assert proc.returncode == 0, text[-2000:]
+    assert "Traceback" not in text, text[-3000:]
+    assert stopped_s < 30, text[-2000:]
+    assert set(json.loads(stdout)["frames_out"]) <= {c.camera for c in clips}

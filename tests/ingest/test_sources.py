@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import functools
 import http.server
@@ -27,6 +28,7 @@ from sauron.ingest.sources import (
     SourceOptions,
     StreamSource,
     VideoFileSource,
+    expand_secrets,
     open_source,
 )
 from sauron.types import Frame
@@ -301,3 +303,56 @@ def test_camera_thread_that_fails_is_restarted_and_reported(clip: Path) -> None:
     assert ended == ["desk"]
     # the restarted camera read its file again and numbered on: no number twice
     assert [f.number for f in frames] == list(range(2 + N_FRAMES))
+
+
+class _Guarded(_Quiet):
+    """Serves files only with HTTP basic auth as ``cam`` / ``PASSWORD``."""
+
+    PASSWORD = "p@ss:w0rd/é"
+
+    def do_GET(self) -> None:
+        creds = base64.b64encode(f"cam:{self.PASSWORD}".encode()).decode()
+        if self.headers.get("Authorization") != f"Basic {creds}":
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="camera"')
+            self.end_headers()
+            return
+        super().do_GET()
+
+
+def test_stream_password_from_the_environment_reaches_the_camera_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``${SAURON_...}`` in a URL is the camera's password (any characters); it opens the
+    stream and is never shown. A wrong password fails with the URL redacted."""
+    _write_clip(tmp_path / "cam.ts")
+    handler = functools.partial(_Guarded, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    try:
+        monkeypatch.setenv("SAURON_TEST_CAMERA_PASSWORD", _Guarded.PASSWORD)
+        url = f"http://cam:${{SAURON_TEST_CAMERA_PASSWORD}}@127.0.0.1:{port}/cam.ts"
+        frames = _read(url, reconnect=False, max_width=160)
+        assert frames and frames[0].shape == (120, 160, 3)
+
+        wrong = f"http://cam:s3cretpw@127.0.0.1:{port}/cam.ts"
+        src = open_source(wrong, SourceOptions(timeout_s=2, max_reconnects=1))
+        with (
+            caplog.at_level(logging.INFO, logger="sauron.ingest.sources"),
+            pytest.raises(SourceError) as err,
+        ):
+            next(src.frames())
+        src.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    shown = [str(err.value), repr(src), *(r.getMessage() for r in caplog.records)]
+    assert all("s3cretpw" not in line for line in shown), shown
+    assert "cam:***@127.0.0.1" in str(err.value)
+
+
+def test_a_missing_secret_is_named() -> None:
+    with pytest.raises(SourceError, match=r"\$\{SAURON_NO_SUCH_SECRET\}, which is not set"):
+        expand_secrets("rtsp://admin:${SAURON_NO_SUCH_SECRET}@192.0.2.1/s1")
+    assert expand_secrets("rtsp://192.0.2.1/${NOT_OURS}") == "rtsp://192.0.2.1/${NOT_OURS}"

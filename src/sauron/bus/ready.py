@@ -13,6 +13,7 @@ Two causes of a start-up backlog are handled here (docs/kafka.md, "Start-up"):
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -58,10 +59,18 @@ def describe_assignment(admin: AdminClient, group: str, topic: str) -> GroupAssi
 
 
 def wait_for_assignment(
-    bus: BusConfig, group: str, topic: str, *, members: int, partitions: int, timeout: float
+    bus: BusConfig,
+    group: str,
+    topic: str,
+    *,
+    members: int,
+    partitions: int,
+    timeout: float,
+    stop: threading.Event | None = None,
 ) -> GroupAssignment | None:
     """Wait until ``group`` is stable with ``members`` members holding all ``partitions``
-    of ``topic`` between them; the assignment, or None after ``timeout`` seconds."""
+    of ``topic`` between them; the assignment, or None after ``timeout`` seconds or once
+    ``stop`` is set."""
     admin = AdminClient(client_config(bus))
     deadline = time.monotonic() + timeout
     while True:
@@ -72,7 +81,7 @@ def wait_for_assignment(
             got = None
         if got is not None and len(got.members) >= members and len(got.assigned) >= partitions:
             return got
-        if time.monotonic() > deadline:
+        if time.monotonic() > deadline or (stop is not None and stop.is_set()):
             return None
         time.sleep(0.1)
 

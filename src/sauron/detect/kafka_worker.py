@@ -186,13 +186,6 @@ class DetectSignals:
     def report_stale(self, frame: codec.Frame) -> None:
         self.stale.put((frame.camera, frame.number))
 
-    def wait_ready(self, timeout: float) -> int:
-        """Wait up to ``timeout`` s for every worker; how many are ready."""
-        deadline = time.monotonic() + timeout
-        for ev in self.ready:
-            ev.wait(max(0.0, deadline - time.monotonic()))
-        return sum(ev.is_set() for ev in self.ready)
-
     def drain_stale(self) -> list[tuple[str, int]]:
         out: list[tuple[str, int]] = []
         while True:

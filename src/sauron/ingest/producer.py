@@ -18,6 +18,7 @@ from typing import Any
 from sauron.config import CameraConfig
 from sauron.imaging import encode_jpeg
 from sauron.ingest.sources import Source, SourceError, SourceOptions, open_source
+from sauron.logs import redact
 from sauron.types import Frame
 
 log = logging.getLogger(__name__)
@@ -106,7 +107,9 @@ class IngestGroup:
                 except Exception as exc:  # a bug or a library failure: restart, report
                     failures = 0 if st.frames > before else failures + 1
                     if failures > MAX_THREAD_RESTARTS:
-                        st.error = f"camera thread failed {failures} times in a row: {exc!r}"
+                        st.error = redact(
+                            f"camera thread failed {failures} times in a row: {exc!r}"
+                        )
                         log.error("camera %s: %s; giving up", cam.name, st.error)
                         return
                     st.restarts += 1

@@ -8,6 +8,11 @@
 * a directory: its images (jpg, jpeg, png, bmp, webp) sorted by name;
 * any other path: a video file.
 
+A URL may name its credentials instead of holding them: ``${SAURON_...}`` is replaced by
+that environment variable (percent-encoded) when the stream is opened, as in
+``rtsp://admin:${SAURON_DOOR_PASSWORD}@192.0.2.10/stream1``. Wherever a URL is shown
+(logs, errors, the run's summary) its password is replaced by ``***``.
+
 Webcams and network streams are *live*: a background thread keeps only the newest frame,
 so a consumer slower than the camera sees fresh frames instead of a growing backlog, and
 a stream that fails or ends is reopened with exponential backoff. Files and folders are
@@ -17,6 +22,7 @@ a stream that fails or ends is reopened with exponential backoff. Files and fold
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import re
 import threading
@@ -27,6 +33,7 @@ from contextlib import closing, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import av
 import cv2
@@ -34,6 +41,7 @@ import numpy as np
 
 from sauron import SauronError
 from sauron.imaging import ImageDecodeError, decode_jpeg, resize_max_width
+from sauron.logs import redact
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +51,27 @@ _EPS = 1e-3  # seconds of timestamp jitter tolerated by the max_fps filter
 
 
 class SourceError(SauronError):
-    """A camera source could not be opened or was lost for good."""
+    """A camera source could not be opened or was lost for good (the message never holds
+    a URL's password)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(redact(message))
+
+
+_SECRET_REF = re.compile(r"\$\{(SAURON_[A-Z0-9_]+)\}")
+
+
+def expand_secrets(url: str) -> str:
+    """``url`` with each ``${SAURON_NAME}`` replaced by that environment variable,
+    percent-encoded so that any character may be in a password."""
+
+    def value(m: re.Match[str]) -> str:
+        found = os.environ.get(m[1])
+        if found is None:
+            raise SourceError(f"camera source {url!r} names ${{{m[1]}}}, which is not set")
+        return quote(found, safe="")
+
+    return _SECRET_REF.sub(value, url)
 
 
 @dataclass(frozen=True)
@@ -424,13 +452,17 @@ class StreamSource(_LiveSource):
     threaded decoding."""
 
     def __init__(self, url: str, options: SourceOptions) -> None:
-        super().__init__(url, options)
-        self.url = url
+        super().__init__(redact(url), options)
+        self._url = url  # as given: ``${SAURON_...}`` is expanded at each opening
 
     def _open(self) -> _Reader:
-        opts = {"rtsp_transport": "tcp"} if self.url.lower().startswith("rtsp") else {}
+        url = expand_secrets(self._url)
+        opts = {"rtsp_transport": "tcp"} if url.lower().startswith("rtsp") else {}
         timeout = self.options.timeout_s
-        container = av.open(self.url, options=opts, timeout=(timeout, timeout))
+        try:
+            container = av.open(url, options=opts, timeout=(timeout, timeout))
+        except av.FFmpegError as exc:  # its text names the URL, password included
+            raise OSError(redact(str(exc))) from None
         if not container.streams.video:
             container.close()
             raise OSError("no video stream")
