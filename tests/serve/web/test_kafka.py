@@ -1,6 +1,7 @@
 """``sauron web`` over a real Kafka broker: watchlist changes reach matchers through the
-compacted topic, live views read only the watched camera's partition, the recorder group
-stores sightings, alerts go through the alerts topic to the pages."""
+compacted topic, live views read only the watched camera's partition, a record worker
+(``sauron worker record``'s group) stores sightings, alerts go through the alerts topic
+to the pages."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from sauron.detect.stage import DetectStage
 from sauron.match.stage import MatchStage
 from sauron.match.watchlist import Watchlist
 from sauron.match.watchlist_topic import follow_watchlist
+from sauron.record.kafka_worker import RecordFeed
+from sauron.record.stage import RecordStage
 from sauron.serve.web.server import WebServer, WebServices
 from sauron.types import Frame
 
@@ -66,6 +69,8 @@ def test_web_over_kafka(
     services.bootstrap_admin()
     services.start()
     server = WebServer(services.app, "127.0.0.1", 0).start()
+    record = RecordStage(settings).start()  # what `sauron worker record` runs
+    record_feed = RecordFeed(settings, record.recorder).start()
     client = httpx.Client(base_url=server.url, timeout=30)
     matcher_list = Watchlist()  # what a running `sauron worker match` holds
     tail = follow_watchlist(settings, matcher_list)
@@ -142,7 +147,7 @@ def test_web_over_kafka(
         def stored() -> int:
             return len(client.get("/api/sightings", headers=admin).json()["items"])
 
-        assert wait_until(lambda: stored() >= 2, 30), "the recorder group stored sightings"
+        assert wait_until(lambda: stored() >= 2, 30), "the record worker stored sightings"
         people = {s["person"] for s in client.get("/api/sightings", headers=admin).json()["items"]}
         assert people == {"obama", None}
         alerts = client.get("/api/alerts", headers=admin).json()
@@ -155,6 +160,9 @@ def test_web_over_kafka(
         tail.stop()
         producer.flush(5)
         client.close()
+        record_feed.stop()
+        record_feed.join(30)
+        record.stop()
         server.stop()
         services.stop()
 
@@ -174,6 +182,9 @@ class _Holding:
         else:
             self.waiting.append(on_done)
 
+    def flush(self, timeout: float = 10.0) -> bool:
+        return not self.waiting
+
 
 def test_recorder_group_rereads_frames_the_recorder_had_not_finished(
     bootstrap: str, tmp_path: Path, photo_frames: dict[str, bytes]
@@ -183,7 +194,6 @@ def test_recorder_group_rereads_frames_the_recorder_had_not_finished(
     import numpy as np
 
     from sauron.bus.admin import ensure_topics
-    from sauron.serve.web.kafka_feed import KafkaRecorderFeed
     from sauron.types import NUM_LANDMARKS, Detections, Result
 
     settings = make_settings(
@@ -207,7 +217,7 @@ def test_recorder_group_rereads_frames_the_recorder_had_not_finished(
     assert producer.flush(30) == 0
 
     def run_feed(recorder: _Holding, until: Any, then: Any = None) -> None:
-        feed = KafkaRecorderFeed(settings, recorder).start()  # type: ignore[arg-type]
+        feed = RecordFeed(settings, recorder).start()  # type: ignore[arg-type]
         try:
             assert wait_until(until, 60), recorder.frames
             if then is not None:
@@ -230,7 +240,7 @@ def test_recorder_group_rereads_frames_the_recorder_had_not_finished(
     assert second.frames == [2, 3, 4, 5], "the unfinished frames, read again; no others"
 
     third = _Holding(finish_at_once=True)
-    feed = KafkaRecorderFeed(settings, third).start()  # type: ignore[arg-type]
+    feed = RecordFeed(settings, third).start()  # type: ignore[arg-type]
     time.sleep(4)
     feed.stop()
     feed.join(30)
