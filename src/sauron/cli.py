@@ -276,6 +276,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
         if settings.bus.type != "kafka":
             raise SauronError("`sauron worker record` reads Kafka: give --bootstrap HOST:PORT")
+        if args.processes != 1:
+            raise SauronError(
+                "`sauron worker record` runs one process: start more workers for more"
+            )
         run_record_worker(settings)
     else:
         from sauron.match.kafka_worker import run_match_worker
@@ -513,6 +517,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("stage", choices=["detect", "match", "record"])
     _common(p)
     p.add_argument("--processes", type=int, default=1, help="worker processes to start")
+    p.add_argument("--db", help="record: store database URL (default: SQLite in store.data_dir)")
     _reliability(p)
     p.set_defaults(func=cmd_worker)
 
