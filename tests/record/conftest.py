@@ -4,12 +4,14 @@ the same port (a broker outage)."""
 
 from __future__ import annotations
 
+import getpass
 import shutil
 import socket
 import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import paho.mqtt.client as paho
@@ -31,19 +33,76 @@ def _binary() -> str:
 
 
 class Mosquitto:
-    """One broker process at a time on ``port``, anonymous, nothing kept on disk."""
+    """One broker process at a time on ``port``, nothing kept on disk: anonymous, or with
+    :meth:`secure` a user and password over TLS (a CA made for the test)."""
 
     def __init__(self, folder: Path) -> None:
+        self.folder = folder
         self.port = _free_port()
         self.conf = folder / "mosquitto.conf"
         self.log = folder / "mosquitto.log"
+        self.ca: Path | None = None
+        self._write("allow_anonymous true\n")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def _write(self, extra: str) -> None:
         self.conf.write_text(
             f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
             "persistence false\n"
             f"log_dest file {self.log}\n"
+            f"user {getpass.getuser()}\n" + extra  # started as root: keep reading our files
         )
-        self.proc: subprocess.Popen[bytes] | None = None
+
+    def secure(self, user: str, password: str) -> Mosquitto:
+        """Ask for ``user``/``password`` and speak TLS only, with a certificate for
+        127.0.0.1 signed by a CA made here (``self.ca``)."""
+        d = self.folder
+        passwd = d / "passwd"
+        run = partial(subprocess.run, check=True, capture_output=True, timeout=60)
+        run(["mosquitto_passwd", "-b", "-c", str(passwd), user, password])
+        run(
+            [
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=sauron test CA",
+                "-keyout",
+                str(d / "ca.key"),
+                "-out",
+                str(d / "ca.crt"),
+            ]
+        )
+        run(
+            [
+                "openssl",
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                "/CN=127.0.0.1",
+                "-keyout",
+                str(d / "server.key"),
+                "-out",
+                str(d / "server.csr"),
+            ]
+        )
+        (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+        run(["openssl", "x509", "-req", "-in", str(d / "server.csr"), "-days", "1",
+             "-CA", str(d / "ca.crt"), "-CAkey", str(d / "ca.key"), "-CAcreateserial",
+             "-extfile", str(d / "san.ext"), "-out", str(d / "server.crt")])  # fmt: skip
+        self.ca = d / "ca.crt"
+        self._write(
+            f"allow_anonymous false\npassword_file {passwd}\n"
+            f"cafile {self.ca}\ncertfile {d / 'server.crt'}\nkeyfile {d / 'server.key'}\n"
+        )
+        return self
 
     def start(self) -> Mosquitto:
         assert self.proc is None
@@ -89,11 +148,17 @@ class Listener:
     """A subscriber to every topic (what Home Assistant would read): the latest payload of
     each topic, and every message in order. Reconnects (and subscribes again) by itself."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(
+        self, port: int, broker: Mosquitto | None = None, login: tuple[str, str] | None = None
+    ) -> None:
         self.lock = threading.Lock()
         self.latest: dict[str, bytes] = {}
         self.messages: list[tuple[str, bytes, bool]] = []
         self.client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv311)
+        if broker is not None and broker.ca is not None:
+            self.client.tls_set(ca_certs=str(broker.ca))
+        if login is not None:
+            self.client.username_pw_set(*login)
         self.client.on_connect = lambda c, *_: c.subscribe("#", qos=1)
         self.client.on_message = self._on_message
         self.client.reconnect_delay_set(min_delay=1, max_delay=2)
@@ -115,11 +180,13 @@ class Listener:
 
 
 @pytest.fixture
-def listen() -> Iterator[Callable[[int], Listener]]:
+def listen() -> Iterator[Callable[..., Listener]]:
     made: list[Listener] = []
 
-    def make(port: int) -> Listener:
-        made.append(Listener(port))
+    def make(
+        port: int, broker: Mosquitto | None = None, login: tuple[str, str] | None = None
+    ) -> Listener:
+        made.append(Listener(port, broker, login))
         return made[-1]
 
     yield make

@@ -200,3 +200,40 @@ def test_a_full_queue_drops_the_oldest_event_and_says_so(
     ha = listen(mosquitto.port)
     assert wait_until(lambda: len(events(ha, "start")) == 2, 30)
     assert [e["camera"] for e in events(ha, "start")] == ["c", "d"], "the newest were kept"
+
+
+def test_a_user_and_password_over_tls(
+    mosquitto: Mosquitto,
+    listen: Callable[..., Listener],
+    recording: Callable[..., RecordStage],
+    photos: dict[str, Path],
+) -> None:
+    mosquitto.secure("sauron", "pw-" + "x" * 12).start()
+    assert mosquitto.ca is not None
+    ha = listen(mosquitto.port, mosquitto, ("sauron", "pw-" + "x" * 12))
+    record = recording(
+        mosquitto.port,
+        username="sauron",
+        password="pw-" + "x" * 12,
+        tls=True,
+        ca_file=str(mosquitto.ca),
+    )
+    assert wait_until(lambda: record.mqtt is not None and record.mqtt.connected, 15)
+    record.on_result(face_result(photos["obama.jpg"].read_bytes(), "lobby", 0, "obama"))
+    assert wait_until(lambda: events(ha, "start"), 15), mosquitto.log.read_text()
+    assert events(ha, "start")[0]["person"] == "obama"
+
+
+def test_a_wrong_password_is_refused_and_said(
+    mosquitto: Mosquitto,
+    recording: Callable[..., RecordStage],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    mosquitto.secure("sauron", "right-password").start()
+    assert mosquitto.ca is not None
+    record = recording(
+        mosquitto.port, username="sauron", password="wrong", tls=True, ca_file=str(mosquitto.ca)
+    )
+    assert wait_until(lambda: "refused the connection" in caplog.text, 15)
+    assert record.mqtt is not None and not record.mqtt.connected
+    assert record.parts()["mqtt"] == "reconnecting"

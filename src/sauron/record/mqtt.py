@@ -121,6 +121,14 @@ class MqttPublisher:
         return self._connected.is_set()
 
     @property
+    def state(self) -> str:
+        """``alive`` (connected), ``reconnecting`` (the broker is away) or ``dead`` (a
+        thread of this publisher died)."""
+        if not (self._sender.is_alive() and self._ticker.is_alive()):
+            return "dead"
+        return "alive" if self.connected else "reconnecting"
+
+    @property
     def queued(self) -> int:
         with self._lock:
             return len(self._events)

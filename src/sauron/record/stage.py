@@ -96,11 +96,13 @@ class RecordStage:
                 self.retention.start()
 
     def parts(self) -> dict[str, str]:
-        """Each of its threads, ``alive`` or ``dead`` (the web app's /api/health)."""
+        """Each of its threads, ``alive`` or ``dead``, and MQTT's connection (``alive``,
+        ``reconnecting``: the broker is away, or ``dead``) for the web app's /api/health."""
         alive = {"recorder": self.recorder.alive, "retention": self.retention.is_alive()}
+        out = {k: "alive" if v else "dead" for k, v in alive.items()}
         if self.mqtt is not None:
-            alive["mqtt"] = self.mqtt.connected
-        return {k: "alive" if v else "dead" for k, v in alive.items()}
+            out["mqtt"] = self.mqtt.state
+        return out
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every frame handed over is stored."""
