@@ -7,7 +7,8 @@ What makes an alert (one per appearance of a watched person on a camera) lives i
 Sinks: the Kafka alerts topic ``<prefix>.alerts`` (JSON, ``{"v": 1, ...}``, key = camera;
 the web servers relay it to their pages) or, with the embedded bus, the functions that
 subscribed in this process (the web app's pages); when configured, a webhook that
-receives the same JSON by POST, and MQTT (``record/mqtt.py``).
+receives the same JSON by POST. MQTT hears of appearances from the recorder itself
+(``record/mqtt.py``).
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ import json
 import logging
 import queue
 import threading
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from typing import Any
+
+import httpx
 
 log = logging.getLogger(__name__)
 
@@ -27,71 +28,119 @@ ALERT_SCHEMA_VERSION = 1
 
 
 class Webhook(threading.Thread):
-    """POSTs alert JSON to a URL from a background thread, with a bounded queue."""
+    """POSTs alert JSON to a URL from a background thread (httpx), oldest first.
 
-    def __init__(self, url: str, *, timeout_s: float = 5.0, retries: int = 2) -> None:
+    A failed POST (no connection, a timeout, a 5xx or 429 answer) is tried again after
+    ``backoff_s``, doubling up to ``max_backoff_s``, at most ``retries`` more times; any
+    other answer is final. Events wait in a queue of ``queue_size``: when it is full the
+    oldest is dropped, counted in ``failed`` and logged."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout_s: float = 5.0,
+        retries: int = 4,
+        backoff_s: float = 0.5,
+        max_backoff_s: float = 30.0,
+        queue_size: int = 1000,
+    ) -> None:
         super().__init__(name="alert-webhook", daemon=True)
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"webhook URL must be http:// or https://, but got {url!r}")
         self.url = url
-        self.timeout_s = timeout_s
         self.retries = retries
-        self.queue: queue.Queue[dict[str, Any] | None] = queue.Queue(1000)
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.queue: queue.Queue[dict[str, Any] | None] = queue.Queue(queue_size)
+        self.client = httpx.Client(timeout=httpx.Timeout(timeout_s), follow_redirects=False)
+        self._halt = threading.Event()
         self.sent = 0
         self.failed = 0
 
     def submit(self, event: dict[str, Any]) -> None:
-        try:
-            self.queue.put_nowait(event)
-        except queue.Full:
-            self.failed += 1
-            log.warning("webhook queue full, alert %s not sent", event.get("id"))
+        while True:
+            try:
+                self.queue.put_nowait(event)
+                return
+            except queue.Full:
+                try:
+                    old = self.queue.get_nowait()
+                except queue.Empty:
+                    continue
+                self.failed += 1
+                log.warning(
+                    "webhook %s: %d alerts wait, the oldest (%s) is dropped",
+                    self.url,
+                    self.queue.maxsize,
+                    old.get("id") if old else None,
+                )
 
     def _post(self, event: dict[str, Any]) -> bool:
-        body = json.dumps(event).encode()
-        req = urllib.request.Request(
-            self.url, data=body, method="POST", headers={"Content-Type": "application/json"}
-        )
+        wait = self.backoff_s
         for attempt in range(self.retries + 1):
+            if attempt:
+                if self._halt.wait(wait):  # stopping: no more waiting
+                    return False
+                wait = min(wait * 2, self.max_backoff_s)
             try:
-                with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
-                    if 200 <= resp.status < 300:
-                        return True
-            except (urllib.error.URLError, OSError) as exc:
+                resp = self.client.post(self.url, json=event)
+            except httpx.HTTPError as exc:
                 log.warning("webhook %s: attempt %d failed: %s", self.url, attempt + 1, exc)
+                continue
+            if resp.is_success:
+                return True
+            if resp.status_code != 429 and resp.status_code < 500:
+                log.warning(
+                    "webhook %s: alert %s refused with HTTP %d",
+                    self.url, event.get("id"), resp.status_code,
+                )  # fmt: skip
+                return False
+            log.warning(
+                "webhook %s: attempt %d answered HTTP %d", self.url, attempt + 1, resp.status_code
+            )
         return False
 
     def run(self) -> None:
-        while True:
-            event = self.queue.get()
-            if event is None:
-                return
-            if self._post(event):
-                self.sent += 1
-            else:
-                self.failed += 1
+        try:
+            while not self._halt.is_set():
+                try:
+                    event = self.queue.get(timeout=0.5)
+                except queue.Empty:
+                    continue
+                if event is None:
+                    return
+                if self._post(event):
+                    self.sent += 1
+                else:
+                    self.failed += 1
+                    log.error("webhook %s: alert %s not delivered", self.url, event.get("id"))
+        finally:
+            self.client.close()
 
     def stop(self) -> None:
-        self.queue.put(None)
+        """Deliver what is queued, then stop (at once if the queue is full)."""
+        try:
+            self.queue.put_nowait(None)
+        except queue.Full:
+            self.abort()
+
+    def abort(self) -> None:
+        """Stop now: no more retrying, what is queued is left (an unreachable URL no
+        longer holds up the stop)."""
+        self._halt.set()
 
 
 Sink = Callable[[dict[str, Any]], None]
 
 
 class AlertDispatcher:
-    """Sends every new alert to Kafka or this process's subscribers, the webhook and the
-    other sinks (those configured)."""
+    """Sends every new alert to Kafka or this process's subscribers, and to the webhook
+    (those configured)."""
 
-    def __init__(
-        self,
-        *,
-        webhook: Webhook | None = None,
-        kafka: Sink | None = None,
-        sinks: list[Sink] | None = None,
-    ) -> None:
+    def __init__(self, *, webhook: Webhook | None = None, kafka: Sink | None = None) -> None:
         self.webhook = webhook
         self.kafka = kafka
-        self.sinks = list(sinks or [])  # always fed (MQTT)
         self._local: list[Sink] = []  # fed when there is no Kafka topic to relay
         self.sent = 0
 
@@ -111,18 +160,16 @@ class AlertDispatcher:
         else:
             for sink in self._local:
                 sink(event)
-        for sink in self.sinks:
-            try:
-                sink(event)
-            except Exception:  # one sink's failure must not stop the others
-                log.exception("alert %s not handed to %r", event.get("id"), sink)
         if self.webhook is not None:
             self.webhook.submit(event)
 
-    def close(self) -> None:
+    def close(self, timeout: float = 10.0) -> None:
         if self.webhook is not None and self.webhook.is_alive():
             self.webhook.stop()
-            self.webhook.join(10)
+            self.webhook.join(timeout)
+            if self.webhook.is_alive():
+                self.webhook.abort()
+                self.webhook.join(timeout)
 
 
 def kafka_alert_sink(settings: Any) -> Callable[[dict[str, Any]], None]:
