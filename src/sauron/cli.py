@@ -187,8 +187,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     want_web = not args.no_web and (args.demo or not args.until_done or args.web_port is not None)
     opts = RunOptions(processes=args.processes, until_done=until_done, results=results)
     # The record stage stores sightings and alerts whether or not the web app runs; a
-    # script without the web app records only into a database it names.
-    record = _start_record(settings) if want_web or settings.store.url is not None else None
+    # script without the web app records only into a database it names (or for MQTT).
+    recording = want_web or settings.store.url is not None or settings.mqtt.host is not None
+    record = _start_record(settings) if recording else None
     web = _start_web(settings, pipeline=True, record=record) if want_web else None
     if record is not None:
         opts.on_result.append(record.on_result)

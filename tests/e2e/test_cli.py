@@ -17,13 +17,16 @@ from sauron.demo.synth import ClipTruth
 pytestmark = pytest.mark.slow
 
 
-def sauron(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def sauron(
+    *args: str, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "sauron.cli", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
         check=False,
+        env={**os.environ, **env} if env else None,
     )
 
 

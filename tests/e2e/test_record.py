@@ -1,20 +1,35 @@
-"""``sauron run --no-web --db URL``: the record stage stores every sighting and alert of
-a run with no web app, on real footage with a watched person, on both buses."""
+"""``sauron run --no-web``: the record stage stores every sighting and alert of a run with
+no web app (``--db URL``), on real footage with a watched person, on both buses; and
+publishes them to a real MQTT broker named by ``SAURON_MQTT__HOST``."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from sauron.bus.client import wait_until
 from sauron.config import StoreConfig
 from sauron.demo.synth import ClipTruth
 from sauron.store.db import SightingFilter, Store
 
+from ..record.conftest import Listener, Mosquitto
 from .test_cli import _camera_args, bus_args, sauron
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    (tmp_path / "broker").mkdir()
+    one = Mosquitto(tmp_path / "broker").start()
+    try:
+        yield one
+    finally:
+        one.stop()
 
 
 @pytest.mark.parametrize("bus", ["embedded", pytest.param("kafka", marks=pytest.mark.kafka)])
@@ -71,3 +86,45 @@ def test_a_run_without_the_web_app_stores_sightings_and_alerts(
     for cam in named:
         ts = min(r["ts"] for r in obama if r["camera"] == cam)
         assert min(a.started_at for a in alerts if a.camera == cam) == pytest.approx(ts, abs=1e-3)
+
+
+@pytest.mark.mqtt
+def test_a_run_without_the_web_app_publishes_its_appearances_over_mqtt(
+    clips: list[ClipTruth], watchlist_dir: Path, tmp_path: Path, broker: Mosquitto
+) -> None:
+    ha = Listener(broker.port)
+    try:
+        proc = sauron(
+            "run", *_camera_args(clips), "--watchlist", str(watchlist_dir), "--no-web",
+            "--until-done", "--fast", "--processes", "2",
+            env={
+                "SAURON_MQTT__HOST": "127.0.0.1",
+                "SAURON_MQTT__PORT": str(broker.port),
+                "XDG_DATA_HOME": str(tmp_path / "xdg"),  # the default database goes here
+            },
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        store = Store.open(StoreConfig(data_dir=tmp_path / "xdg" / "sauron"))
+        try:
+            alerts = {a.id: a for a in store.alerts(limit=1000)}
+        finally:
+            store.close()
+        assert alerts, "the run stored alerts in the default database"
+
+        def events(phase: str) -> list[dict[str, Any]]:
+            found = [json.loads(p) for p in ha.on("sauron/events")]
+            return [e for e in found if e["phase"] == phase]
+
+        assert wait_until(lambda: ha.latest.get("sauron/status") == b"offline", 20)
+        starts, ends = events("start"), events("end")
+        assert sorted(e["alert_id"] for e in starts) == sorted(alerts), "one start per alert"
+        assert sorted(e["alert_id"] for e in ends) == sorted(alerts), "each ended at the stop"
+        for e in starts:
+            alert = alerts[e["alert_id"]]
+            assert (e["person"], e["camera"]) == (alert.person, alert.camera)
+        config = "homeassistant/binary_sensor/sauron_person_obama/present/config"
+        assert json.loads(ha.latest[config])["state_topic"] == "sauron/person/obama/present"
+        assert ha.latest["sauron/person/obama/present"] == b"OFF"
+        assert b"ON" in ha.on("sauron/person/obama/present")
+    finally:
+        ha.close()

@@ -167,8 +167,9 @@ class Listener:
 
     def _on_message(self, _c: object, _u: object, msg: paho.MQTTMessage) -> None:
         with self.lock:
-            self.latest[msg.topic] = msg.payload
-            self.messages.append((msg.topic, msg.payload, bool(msg.retain)))
+            payload = bytes(msg.payload)
+            self.latest[msg.topic] = payload
+            self.messages.append((msg.topic, payload, bool(msg.retain)))
 
     def on(self, topic: str) -> list[bytes]:
         with self.lock:

@@ -365,6 +365,14 @@ class MqttPublisher:
         with self._lock:
             self._people = people
 
+    def people_changed(self) -> None:
+        """Announce the watched people now (not at the next reading)."""
+        if self.connected:
+            try:
+                self._announce_people(self.client)
+            except Exception:  # the next tick tries again
+                log.exception("mqtt: the watched people could not be announced")
+
     def _present(self, person: str) -> str:
         with self._lock:
             return "ON" if any(p == person for _, p in self._open) else "OFF"

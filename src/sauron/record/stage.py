@@ -78,6 +78,8 @@ class RecordStage:
     def attach_watchlist(self, watchlist: Watchlist) -> None:
         """The people watched (MQTT announces a "present" sensor for each)."""
         self.watchlist = watchlist
+        if self.mqtt is not None:
+            self.mqtt.people_changed()
 
     def people(self) -> list[str]:
         """The watched people's names: the running watchlist's, else the store's."""
