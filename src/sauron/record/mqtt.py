@@ -175,8 +175,11 @@ class MqttPublisher:
     def updated(self, app: Appearance) -> None:
         span = app.span
         with self._lock:
+            present = any(p == span.person for _, p in self._open)
             self._open[(span.camera, span.person)] = (span, app.alert_id, time.monotonic())
         self._event("update", span, app.alert_id)
+        if not present:  # ended here by the clock while the frames were late: back again
+            self._state(self.topic("person", topic_id(span.person), "present"), "ON")
 
     # -- publishing -------------------------------------------------------------------
 

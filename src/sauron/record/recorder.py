@@ -99,7 +99,7 @@ class Recorder:
         queue (counted), or not worth storing (no faces); the Kafka feed commits the
         frame's offset only then, so frames still queued at a crash are read again."""
         if self.watcher is not None:
-            self.watcher.frame(result)
+            self._tell(self.watcher.frame, result)
         if result.detections.label != "face" or not len(result.detections):
             if on_done is not None:
                 on_done()
@@ -117,6 +117,13 @@ class Recorder:
                     self._finished([old] if old is not None else [])
                 except queue.Empty:
                     pass
+
+    def _tell(self, fn: Callable[..., None], *args: Any) -> None:
+        """Tell the watcher; its failure is logged, never the recorder's."""
+        try:
+            fn(*args)
+        except Exception:
+            log.exception("recorder: %s failed", getattr(fn, "__qualname__", fn))
 
     def _finished(self, items: list[tuple[Result, Done | None]]) -> None:
         for _, on_done in items:
@@ -180,7 +187,7 @@ class Recorder:
                         app.alert_id, span.last_seen_at, span.frames, span.distance
                     )
                     if self.watcher is not None:
-                        self.watcher.updated(app)
+                        self._tell(self.watcher.updated, app)
         except Exception:
             self.stats.errors += 1
             log.exception("recorder: alert updates not stored")
@@ -268,5 +275,5 @@ class Recorder:
                         alert_event(alert.id, person, frame.camera, frame.captured_at, dist)
                     )
                 if self.watcher is not None:
-                    self.watcher.started(app, result)
+                    self._tell(self.watcher.started, app, result)
         return out
