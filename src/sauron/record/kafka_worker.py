@@ -87,6 +87,12 @@ def run_record_worker(settings: Settings) -> None:
     from sauron.record.stage import RecordStage
 
     ensure_topics(settings)
+    if settings.bus.exactly_once:
+        log.info(
+            "record worker: bus.exactly_once applies to the Kafka stages; the record stage "
+            "reads at least once (a frame read again stores no sighting twice; an alert "
+            "raised just before a crash may be raised again)"
+        )
     record = RecordStage(settings).start()
     feed = RecordFeed(settings, record.recorder)
     stop_on_signals(feed.stop_event)
