@@ -366,3 +366,23 @@ def test_the_example_config_loads_and_keeps_to_the_defaults_it_restates() -> Non
                 assert default == value, f"{section}.{key}"
                 compared += 1
     assert compared >= 10
+
+
+def test_mqtt_settings_come_from_the_environment_like_every_section(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert load_settings().mqtt.host is None, "no MQTT unless a broker is named"
+    monkeypatch.setenv("SAURON_MQTT__HOST", "broker.lan")
+    monkeypatch.setenv("SAURON_MQTT__PORT", "8883")
+    monkeypatch.setenv("SAURON_MQTT__TLS", "true")
+    monkeypatch.setenv("SAURON_MQTT__PASSWORD", "s3cret")
+    s = load_settings()
+    assert (s.mqtt.host, s.mqtt.port, s.mqtt.tls) == ("broker.lan", 8883, True)
+    assert s.mqtt.password is not None and s.mqtt.password.get_secret_value() == "s3cret"
+    assert "s3cret" not in repr(s.mqtt), "the password is not shown"
+    assert s.mqtt.topic_prefix == "sauron" and s.mqtt.discovery_prefix == "homeassistant"
+
+
+def test_an_mqtt_prefix_with_a_wildcard_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"mqtt\.topic_prefix"):
+        load_settings(None, {"mqtt": {"host": "b", "topic_prefix": "site/#"}})

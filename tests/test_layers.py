@@ -26,7 +26,7 @@ BENCH = ROOT / "benchmarks" / "src" / "sauron_bench"
 #: import its own layer's rooms (without a circle among rooms) and the layers below it.
 LAYERS: dict[str, set[str]] = {
     "base": {"sauron", "types", "codec", "config", "imaging", "logs", "cache", "metrics"},
-    "stages": {"bus", "ingest", "detect", "match", "store"},
+    "stages": {"bus", "ingest", "detect", "match", "store", "record"},
     "serve": {"serve", "status"},
     "pipeline": {"pipeline"},
     "tools": {"demo"},
@@ -34,7 +34,7 @@ LAYERS: dict[str, set[str]] = {
 }
 
 #: Inside the stage layer, lowest first: a stage imports only the stages before it.
-STAGE_ORDER = ["bus", "ingest", "detect", "match", "store"]
+STAGE_ORDER = ["bus", "ingest", "detect", "match", "store", "record"]
 
 #: Inside the benchmarks, lowest first: a module imports its own group and the groups
 #: before it.

@@ -186,7 +186,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     # Scripts that process files to their end get no web app unless they ask for one.
     want_web = not args.no_web and (args.demo or not args.until_done or args.web_port is not None)
     opts = RunOptions(processes=args.processes, until_done=until_done, results=results)
-    web = _start_web(settings, pipeline=True) if want_web else None
+    # The record stage stores sightings and alerts whether or not the web app runs; a
+    # script without the web app records only into a database it names (or for MQTT).
+    recording = want_web or settings.store.url is not None or settings.mqtt.host is not None
+    record = _start_record(settings) if recording else None
+    web = _start_web(settings, pipeline=True, record=record) if want_web else None
+    if record is not None:
+        opts.on_result.append(record.on_result)
+        opts.on_watchlist.append(record.attach_watchlist)
     if web is not None:
         opts.on_result.append(web[0].on_result)
         opts.on_watchlist.append(web[0].attach_watchlist)
@@ -218,6 +225,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         if web is not None:
             web[1].stop()
+        if record is not None:  # stores what is queued (the web app shares its store)
+            record.stop()
+        if web is not None:
             web[0].stop()
     return 0 if summary.ok else 1
 
@@ -262,6 +272,16 @@ def cmd_worker(args: argparse.Namespace) -> int:
                             p.kill()
             return 0
         run_detect_worker(settings, namer=topic_namer)
+    elif args.stage == "record":
+        from sauron.record.kafka_worker import run_record_worker
+
+        if settings.bus.type != "kafka":
+            raise SauronError("`sauron worker record` reads Kafka: give --bootstrap HOST:PORT")
+        if args.processes != 1:
+            raise SauronError(
+                "`sauron worker record` runs one process: start more workers for more"
+            )
+        run_record_worker(settings)
     else:
         from sauron.match.kafka_worker import run_match_worker
 
@@ -355,12 +375,25 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def _start_web(settings: Settings, *, pipeline: bool) -> tuple[Any, Any]:
-    """Start the web app (store, recorder, server); print its address and, on first start,
-    the generated admin password."""
+def _start_record(settings: Settings) -> Any:
+    """Start the record stage (store, recorder, alert delivery, retention)."""
+    from sauron.record.stage import RecordStage
+
+    record = RecordStage(settings).start()
+    print(f"record: storing sightings and alerts in {record.store.safe_url}", file=sys.stderr)
+    return record
+
+
+def _start_web(settings: Settings, *, pipeline: bool, record: Any = None) -> tuple[Any, Any]:
+    """Start the web app (the store it reads, the server) beside ``sauron run``'s record
+    stage, if any; print its address and, on first start, the generated admin password."""
     from sauron.serve.web.server import WebServer, WebServices
 
-    services = WebServices(settings, pipeline=pipeline)
+    services = WebServices(
+        settings, pipeline=pipeline, store=record.store if record is not None else None
+    )
+    if record is not None:
+        services.attach_record(record)
     password = services.bootstrap_admin()
     services.start()
     server = WebServer(services.app, settings.web.host, settings.web.port).start()
@@ -482,9 +515,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser("worker", help="run a stage as a Kafka consumer-group member")
-    p.add_argument("stage", choices=["detect", "match"])
+    p.add_argument("stage", choices=["detect", "match", "record"])
     _common(p)
     p.add_argument("--processes", type=int, default=1, help="worker processes to start")
+    p.add_argument("--db", help="record: store database URL (default: SQLite in store.data_dir)")
     _reliability(p)
     p.set_defaults(func=cmd_worker)
 

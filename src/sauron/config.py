@@ -482,6 +482,34 @@ class WebConfig(Section):
         return check_name(v, "user name")
 
 
+class MqttConfig(Section):
+    """Alerts and state on an MQTT broker, with Home Assistant discovery (docs/integrations.md)."""
+
+    host: str | None = Field(None, description="MQTT broker's address; unset: no MQTT")
+    port: Port = Field(1883, description="MQTT broker's port (8883 is usual with TLS)")
+    topic_prefix: str = Field(
+        "sauron", pattern=r"^[^#+]+$", description="Sauron's topics are <topic_prefix>/..."
+    )
+    username: str | None = Field(None, description="User name at the broker, if it asks")
+    password: SecretStr | None = Field(None, description="Password at the broker, if it asks")
+    tls: bool = Field(False, description="Connect with TLS (the system's CA certificates)")
+    ca_file: Path | None = Field(None, description="CA certificate(s) to trust with TLS (PEM)")
+    client_id: str | None = Field(None, description="MQTT client id; unset: generated")
+    discovery: bool = Field(True, description="Announce the entities to Home Assistant")
+    discovery_prefix: str = Field(
+        "homeassistant", pattern=r"^[^#+]+$", description="Home Assistant's discovery prefix"
+    )
+    base_url: str | None = Field(
+        None,
+        description="The web app's address as users reach it (https://sauron.example); "
+        "makes the snapshot URLs of the events absolute",
+    )
+    queue_size: int = Field(
+        1000, ge=1, le=1_000_000, description="Events kept while the broker is unreachable"
+    )
+    keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keep-alive (seconds)")
+
+
 class Settings(BaseSettings):
     """The whole configuration of a Sauron deployment."""
 
@@ -497,6 +525,7 @@ class Settings(BaseSettings):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)  # type: ignore[arg-type]
     store: StoreConfig = Field(default_factory=StoreConfig)  # type: ignore[arg-type]
     web: WebConfig = Field(default_factory=WebConfig)  # type: ignore[arg-type]
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)  # type: ignore[arg-type]
 
     @field_validator("cameras")
     @classmethod

@@ -18,13 +18,16 @@ from sauron.demo.synth import ClipTruth
 pytestmark = pytest.mark.slow
 
 
-def sauron(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def sauron(
+    *args: str, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "sauron.cli", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
         check=False,
+        env={**os.environ, **env} if env else None,
     )
 
 
@@ -52,6 +55,15 @@ def _camera_args(clips: list[ClipTruth]) -> list[str]:
     return [a for c in clips for a in ("--camera", f"{c.camera}={c.path}")]
 
 
+def bus_args(bus: str, request: pytest.FixtureRequest) -> list[str]:
+    """The options of a run on ``bus``: with Kafka, the session's broker and a fresh prefix."""
+    if bus != "kafka":
+        return []
+    bootstrap = request.getfixturevalue("kafka_bootstrap")
+    prefix = request.getfixturevalue("topic_prefix")
+    return ["--bus", "kafka", "--bootstrap", bootstrap, "--topic-prefix", prefix]
+
+
 @pytest.mark.parametrize("bus", ["embedded", pytest.param("kafka", marks=pytest.mark.kafka)])
 def test_run_results_file(
     bus: str,
@@ -61,15 +73,10 @@ def test_run_results_file(
     request: pytest.FixtureRequest,
 ) -> None:
     out = tmp_path / "results.jsonl"
-    bus_args = []
-    if bus == "kafka":
-        bootstrap = request.getfixturevalue("kafka_bootstrap")
-        prefix = request.getfixturevalue("topic_prefix")
-        bus_args = ["--bus", "kafka", "--bootstrap", bootstrap, "--topic-prefix", prefix]
     proc = sauron(
         "run",
         *_camera_args(clips),
-        *bus_args,
+        *bus_args(bus, request),
         "--watchlist",
         str(watchlist_dir),
         "--results",

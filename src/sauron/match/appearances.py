@@ -4,9 +4,9 @@ An appearance is a run of frames of one camera that show the person, where a gap
 than ``alert_gap_s`` of capture time (a few missed detections do not count as leaving)
 ends the run: the next sighting after it is a new appearance and a new alert.
 
-The recorder (``store/recorder.py``) groups named faces with an
+The record stage's recorder (``record/recorder.py``) groups named faces with an
 :class:`AppearanceTracker`, stores each new appearance as an alert and hands the
-:func:`alert_event` to an :class:`AlertPublisher`; ``serve/alerts.py`` delivers it.
+:func:`alert_event` to an :class:`AlertPublisher`; ``record/alerts.py`` delivers it.
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ class AppearanceTracker:
 
 
 class AlertPublisher(Protocol):
-    """Whatever delivers a new alert (``serve.alerts.AlertDispatcher`` in the product)."""
+    """Whatever delivers a new alert (``record.alerts.AlertDispatcher`` in the product)."""
 
     def publish(self, event: dict[str, Any]) -> None: ...
 

@@ -1,29 +1,13 @@
-"""Alert delivery: each new alert fanned out to every sink.
-
-What makes an alert (one per appearance of a watched person on a camera) lives in
-``match/appearances.py``; the recorder stores it and hands its event to the
-:class:`AlertDispatcher` here.
-
-Sinks: the open web pages (server-sent events, through a :class:`Broadcaster`), the Kafka
-alerts topic ``<prefix>.alerts`` (JSON, ``{"v": 1, ...}``, key = camera) and, when
-configured, a webhook that receives the same JSON by POST.
-"""
+"""Alerts on the open web pages: a :class:`Broadcaster` hands each alert event (from the
+record stage in this process, or the Kafka alerts topic) to every server-sent-events
+client. Delivery to Kafka, webhooks and MQTT is the record stage's
+(``record/alerts.py``)."""
 
 from __future__ import annotations
 
 import asyncio
-import json
-import logging
-import queue
 import threading
-import urllib.error
-import urllib.request
-from collections.abc import Callable
 from typing import Any
-
-log = logging.getLogger(__name__)
-
-ALERT_SCHEMA_VERSION = 1
 
 
 class Broadcaster:
@@ -64,118 +48,3 @@ def _offer(q: asyncio.Queue[dict[str, Any]], event: dict[str, Any]) -> None:
     if q.full():  # a slow client loses its oldest event, never blocks the others
         q.get_nowait()
     q.put_nowait(event)
-
-
-class Webhook(threading.Thread):
-    """POSTs alert JSON to a URL from a background thread, with a bounded queue."""
-
-    def __init__(self, url: str, *, timeout_s: float = 5.0, retries: int = 2) -> None:
-        super().__init__(name="alert-webhook", daemon=True)
-        if not url.startswith(("http://", "https://")):
-            raise ValueError(f"webhook URL must be http:// or https://, but got {url!r}")
-        self.url = url
-        self.timeout_s = timeout_s
-        self.retries = retries
-        self.queue: queue.Queue[dict[str, Any] | None] = queue.Queue(1000)
-        self.sent = 0
-        self.failed = 0
-
-    def submit(self, event: dict[str, Any]) -> None:
-        try:
-            self.queue.put_nowait(event)
-        except queue.Full:
-            self.failed += 1
-            log.warning("webhook queue full, alert %s not sent", event.get("id"))
-
-    def _post(self, event: dict[str, Any]) -> bool:
-        body = json.dumps(event).encode()
-        req = urllib.request.Request(
-            self.url, data=body, method="POST", headers={"Content-Type": "application/json"}
-        )
-        for attempt in range(self.retries + 1):
-            try:
-                with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
-                    if 200 <= resp.status < 300:
-                        return True
-            except (urllib.error.URLError, OSError) as exc:
-                log.warning("webhook %s: attempt %d failed: %s", self.url, attempt + 1, exc)
-        return False
-
-    def run(self) -> None:
-        while True:
-            event = self.queue.get()
-            if event is None:
-                return
-            if self._post(event):
-                self.sent += 1
-            else:
-                self.failed += 1
-
-    def stop(self) -> None:
-        self.queue.put(None)
-
-
-class AlertDispatcher:
-    """Sends every new alert to the pages, Kafka and the webhook (those configured)."""
-
-    def __init__(
-        self,
-        broadcaster: Broadcaster,
-        *,
-        webhook: Webhook | None = None,
-        kafka: Callable[[dict[str, Any]], None] | None = None,
-    ) -> None:
-        self.broadcaster = broadcaster
-        self.webhook = webhook
-        self.kafka = kafka
-        self.sent = 0
-
-    def publish(self, event: dict[str, Any]) -> None:
-        event = {"v": ALERT_SCHEMA_VERSION, "type": "alert", **event}
-        self.sent += 1
-        if self.kafka is not None:
-            try:
-                self.kafka(event)
-            except Exception:  # a broker hiccup must not stop pages and webhook
-                log.exception("alert %s not published to Kafka", event.get("id"))
-        else:
-            self.broadcaster.publish(event)
-        if self.webhook is not None:
-            self.webhook.submit(event)
-
-    def close(self) -> None:
-        if self.webhook is not None and self.webhook.is_alive():
-            self.webhook.stop()
-            self.webhook.join(10)
-
-
-def kafka_alert_sink(settings: Any) -> Callable[[dict[str, Any]], None]:
-    """Publishes alert events to ``<prefix>.alerts`` (created if missing)."""
-    from confluent_kafka.admin import AdminClient, NewTopic
-
-    from sauron.bus.client import client_config, make_producer
-
-    topic = settings.topics.name("alerts")
-    admin = AdminClient(client_config(settings.bus))
-    if topic not in admin.list_topics(timeout=settings.bus.connect_timeout_s).topics:
-        for fut in admin.create_topics(
-            [
-                NewTopic(
-                    topic,
-                    num_partitions=1,
-                    replication_factor=settings.topics.replication,
-                    config={"retention.ms": str(30 * 86_400_000)},
-                )
-            ]
-        ).values():
-            try:
-                fut.result()
-            except Exception as exc:  # created meanwhile by another server
-                log.debug("alerts topic: %s", exc)
-    producer = make_producer(settings.bus)
-
-    def send(event: dict[str, Any]) -> None:
-        producer.produce(topic, key=str(event["camera"]), value=json.dumps(event).encode())
-        producer.poll(0)
-
-    return send

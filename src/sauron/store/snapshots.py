@@ -1,4 +1,5 @@
-"""Face snapshots for the store and the privacy blur shared with the live streams."""
+"""Face snapshots for the store, annotated frames, and the privacy blur shared with the
+live streams."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from sauron.imaging import encode_jpeg
+from sauron.imaging import decode_jpeg, encode_jpeg
+from sauron.match.stage import draw
+from sauron.types import Result
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1
 
@@ -54,3 +57,21 @@ def face_snapshot(
             interpolation=cv2.INTER_AREA,
         )
     return encode_jpeg(np.ascontiguousarray(crop), quality)
+
+
+def annotated_frame(result: Result, *, privacy_blur: bool = False, quality: int = 80) -> bytes:
+    """The frame as a viewer sees it: boxes and names drawn (the matcher's drawing when it
+    made one: ``match.draw``), faces not on the watchlist blurred if asked. Raises
+    :class:`sauron.imaging.ImageDecodeError` for a frame that is not a JPEG."""
+    if result.annotated_jpeg and not privacy_blur:
+        return result.annotated_jpeg
+    det = result.detections
+    bgr = decode_jpeg(result.frame.jpeg)
+    if privacy_blur:
+        unknown: list[Box] = [
+            (int(b[0]), int(b[1]), int(b[2]), int(b[3]))
+            for b, name in zip(det.xyxy.tolist(), det.names, strict=True)
+            if name is None
+        ]
+        bgr = blur_boxes(bgr, unknown)
+    return encode_jpeg(draw(bgr, det), quality)

@@ -19,6 +19,7 @@ from sauron.detect.stage import DetectStage
 from sauron.imaging import decode_jpeg, encode_jpeg, resize_max_width
 from sauron.match.stage import MatchStage
 from sauron.match.watchlist import Watchlist
+from sauron.record.stage import RecordStage
 from sauron.serve.web.server import WebServer, WebServices
 from sauron.types import Frame
 
@@ -56,6 +57,7 @@ class LiveApp:
 
     url: str
     services: WebServices
+    record: RecordStage  # what `sauron run` starts beside the web app
     client: httpx.Client
     watchlist: Watchlist = field(default_factory=Watchlist)
 
@@ -93,24 +95,28 @@ def make_settings(db_url: str | None, tmp: Path, **sections: Any) -> Settings:
 
 @pytest.fixture
 def start_app(tmp_path: Path) -> Iterator[Callable[..., LiveApp]]:
-    started: list[tuple[WebServices, WebServer, httpx.Client]] = []
+    started: list[tuple[WebServices, RecordStage, WebServer, httpx.Client]] = []
 
     def start(db_url: str | None, **sections: Any) -> LiveApp:
         settings = make_settings(db_url, tmp_path, **sections)
-        services = WebServices(settings)
+        record = RecordStage(settings).start()
+        services = WebServices(settings, store=record.store)
+        services.attach_record(record)
         assert services.bootstrap_admin() is None, "the configured password is used"
         services.start()
         server = WebServer(services.app, "127.0.0.1", 0).start()
         client = httpx.Client(base_url=server.url, timeout=30)
-        started.append((services, server, client))
-        app = LiveApp(server.url, services, client)
+        started.append((services, record, server, client))
+        app = LiveApp(server.url, services, record, client)
         services.attach_watchlist(app.watchlist)
+        record.attach_watchlist(app.watchlist)
         return app
 
     yield start
-    for services, server, client in started:
+    for services, record, server, client in started:
         client.close()
         server.stop()
+        record.stop()
         services.stop()
 
 
@@ -149,6 +155,7 @@ def feed(detect_stage: DetectStage, photo_frames: dict[str, bytes]) -> Callable[
             det, timings = detect_stage.process(frame)
             result, _ = match.process(frame, det, timings)
             app.services.on_result(result)
+            app.record.on_result(result)
 
         return run
 

@@ -133,7 +133,7 @@ def test_watched_person_alerts_once_per_appearance_and_is_found_by_photo(
     run("lobby", "biden.jpg", 4, t0 + 0.5)  # a stranger: no alert
     run("lobby", "obama3.jpg", 5, t0 + 10)  # back after a 9.6 s gap: a new appearance
     run("gate", "obama2.jpg", 0, t0 + 10.05)  # another camera: its own appearance
-    assert app.services.recorder.flush(30)
+    assert app.record.flush(30)
     deadline = time.monotonic() + 10
     while len(got) < 3 and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -1,6 +1,7 @@
 """``sauron web`` over a real Kafka broker: watchlist changes reach matchers through the
-compacted topic, live views read only the watched camera's partition, the recorder group
-stores sightings, alerts go through the alerts topic to the pages."""
+compacted topic, live views read only the watched camera's partition, a record worker
+(``sauron worker record``'s group) stores sightings, alerts go through the alerts topic
+to the pages."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from sauron.detect.stage import DetectStage
 from sauron.match.stage import MatchStage
 from sauron.match.watchlist import Watchlist
 from sauron.match.watchlist_topic import follow_watchlist
+from sauron.record.kafka_worker import RecordFeed
+from sauron.record.stage import RecordStage
 from sauron.serve.web.server import WebServer, WebServices
 from sauron.types import Frame
 
@@ -66,6 +69,8 @@ def test_web_over_kafka(
     services.bootstrap_admin()
     services.start()
     server = WebServer(services.app, "127.0.0.1", 0).start()
+    record = RecordStage(settings).start()  # what `sauron worker record` runs
+    record_feed = RecordFeed(settings, record.recorder).start()
     client = httpx.Client(base_url=server.url, timeout=30)
     matcher_list = Watchlist()  # what a running `sauron worker match` holds
     tail = follow_watchlist(settings, matcher_list)
@@ -142,7 +147,7 @@ def test_web_over_kafka(
         def stored() -> int:
             return len(client.get("/api/sightings", headers=admin).json()["items"])
 
-        assert wait_until(lambda: stored() >= 2, 30), "the recorder group stored sightings"
+        assert wait_until(lambda: stored() >= 2, 30), "the record worker stored sightings"
         people = {s["person"] for s in client.get("/api/sightings", headers=admin).json()["items"]}
         assert people == {"obama", None}
         alerts = client.get("/api/alerts", headers=admin).json()
@@ -155,83 +160,8 @@ def test_web_over_kafka(
         tail.stop()
         producer.flush(5)
         client.close()
+        record_feed.stop()
+        record_feed.join(30)
+        record.stop()
         server.stop()
         services.stop()
-
-
-class _Holding:
-    """Stands in for the recorder: takes frames and reports them done only when told."""
-
-    def __init__(self, finish_at_once: bool) -> None:
-        self.finish_at_once = finish_at_once
-        self.frames: list[int] = []
-        self.waiting: list[Any] = []
-
-    def add(self, result: Any, on_done: Any = None) -> None:
-        self.frames.append(result.frame.number)
-        if self.finish_at_once:
-            on_done()
-        else:
-            self.waiting.append(on_done)
-
-
-def test_recorder_group_rereads_frames_the_recorder_had_not_finished(
-    bootstrap: str, tmp_path: Path, photo_frames: dict[str, bytes]
-) -> None:
-    """A server that dies with frames still queued for its recorder loses none: the
-    recorder group commits a frame's offset only once the recorder is done with it."""
-    import numpy as np
-
-    from sauron.bus.admin import ensure_topics
-    from sauron.serve.web.kafka_feed import KafkaRecorderFeed
-    from sauron.types import NUM_LANDMARKS, Detections, Result
-
-    settings = make_settings(
-        f"sqlite:///{tmp_path / 'r.db'}",
-        tmp_path,
-        bus={"type": "kafka", "bootstrap_servers": bootstrap},
-        topics={"prefix": f"r{uuid.uuid4().hex[:8]}", "partitions": 1},
-    )
-    ensure_topics(settings)
-    face = Detections(
-        xyxy=np.array([[10, 10, 60, 60]], np.int32),
-        confidence=np.ones(1, np.float32),
-        landmarks=np.zeros((1, NUM_LANDMARKS, 2), np.float32),
-        embeddings=np.ones((1, 128), np.float32),
-    )
-    producer = make_producer(settings.bus)
-    jpeg = photo_frames["obama2.jpg"]
-    for n in range(6):
-        result = Result(Frame("lobby", n, time.time(), jpeg), face, time.time())
-        producer.produce(Topics.from_config(settings.topics).annotated, codec.encode_result(result))
-    assert producer.flush(30) == 0
-
-    def run_feed(recorder: _Holding, until: Any, then: Any = None) -> None:
-        feed = KafkaRecorderFeed(settings, recorder).start()  # type: ignore[arg-type]
-        try:
-            assert wait_until(until, 60), recorder.frames
-            if then is not None:
-                then()
-            time.sleep(2.5)  # two auto-commit intervals: whatever is stored gets committed
-        finally:
-            feed.stop()
-            feed.join(30)
-
-    def store_two() -> None:
-        for done in first.waiting[:2]:
-            done()
-
-    first = _Holding(finish_at_once=False)
-    # frames 0 and 1 stored, 2-5 still queued when the server dies
-    run_feed(first, lambda: len(first.frames) == 6, store_two)
-
-    second = _Holding(finish_at_once=True)
-    run_feed(second, lambda: len(second.frames) >= 4)
-    assert second.frames == [2, 3, 4, 5], "the unfinished frames, read again; no others"
-
-    third = _Holding(finish_at_once=True)
-    feed = KafkaRecorderFeed(settings, third).start()  # type: ignore[arg-type]
-    time.sleep(4)
-    feed.stop()
-    feed.join(30)
-    assert third.frames == [], "everything finished was committed"

@@ -107,7 +107,7 @@ def test_privacy_blurs_faces_not_on_the_watchlist(
     run = feed(app)
     run("lobby", "biden.jpg", 0, time.time())
     run("gate", "obama2.jpg", 0, time.time())
-    assert app.services.recorder.flush(20)
+    assert app.record.flush(20)
     rows = app.client.get("/api/sightings", headers=admin).json()["items"]
     stranger = next(s for s in rows if s["person"] is None)
     watched = next(s for s in rows if s["person"] == "obama")

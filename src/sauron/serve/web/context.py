@@ -71,6 +71,12 @@ class WebContext:
         with self.index_lock:
             return self.index.sync(self.store)
 
+    def forget_purged(self) -> None:
+        """The index forgets the sightings the retention deleted."""
+        low = self.store.min_sighting_id()
+        with self.index_lock:
+            self.index.forget_before(low if low is not None else self.index.last_id + 1)
+
 
 def get_context(request: Request) -> WebContext:
     ctx: WebContext = request.app.state.ctx

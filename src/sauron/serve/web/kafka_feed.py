@@ -5,36 +5,27 @@
   their end, and stop reading a partition a while after its last viewer left.
 * :class:`AlertFeed`: follows ``<prefix>.alerts`` from its end and pushes each alert to
   this server's open pages, whichever server's recorder raised it.
-* :class:`KafkaRecorderFeed`: a member of the consumer group ``<prefix>.store`` on the
-  annotated topic, feeding the recorder, so several web servers share the recording.
-  A new group starts at the oldest retained frame. A frame's offset is committed only
-  once the recorder is done with it (stored, or dropped and counted when its queue was
-  full): a crash loses nothing, and the frames stored in the second before it may be
-  stored again (at-least-once, like the workers).
+
+Recording (the consumer group ``<prefix>.store``) is the record stage's:
+``sauron worker record`` (``record/kafka_worker.py``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import queue
 import threading
 import time
-from collections.abc import Callable
-from functools import partial
-from typing import Any
 
 from confluent_kafka import Message
 
 from sauron import codec
-from sauron.bus.client import consume_ready, end_offsets, make_consumer
+from sauron.bus.client import end_offsets
 from sauron.bus.tail import TopicTail
 from sauron.bus.topics import Topics, camera_partition
-from sauron.bus.worker import OffsetTracker
 from sauron.config import Settings
 from sauron.serve.alerts import Broadcaster
 from sauron.serve.web.live import LiveHub
-from sauron.store.recorder import Recorder
 
 log = logging.getLogger(__name__)
 
@@ -145,52 +136,3 @@ class AlertFeed:
 
     def stop(self) -> None:
         self.tail.stop()
-
-
-class KafkaRecorderFeed(threading.Thread):
-    def __init__(self, settings: Settings, recorder: Recorder) -> None:
-        super().__init__(name="recorder-feed", daemon=True)
-        self.settings = settings
-        self.recorder = recorder
-        self.topic = Topics.from_config(settings.topics).annotated
-        self.stop_event = threading.Event()
-
-    def start(self) -> KafkaRecorderFeed:  # type: ignore[override]
-        super().start()
-        return self
-
-    def run(self) -> None:
-        # An offset is stored (and committed within a second) only once the recorder is
-        # done with that frame and every earlier one of its partition: frames still
-        # queued when the server dies are read again by the group. The recorder thread
-        # only reports; offsets are handled on this thread, the consumer's.
-        consumer: Any = make_consumer(self.settings.bus, self.settings.topics.name("store"))
-        tracker = OffsetTracker(consumer)
-        finished: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
-
-        def forget(_c: Any, parts: list[Any]) -> None:
-            tracker.forget(parts)
-
-        consumer.subscribe([self.topic], on_revoke=forget, on_lost=forget)
-        try:
-            while not self.stop_event.is_set():
-                for msg in consume_ready(consumer, 32):
-                    if msg.error() is not None:
-                        continue
-                    done = tracker.add(
-                        msg.topic() or self.topic, msg.partition() or 0, msg.offset() or 0, 1
-                    )
-                    try:
-                        result = codec.decode_result(msg.value() or b"")
-                    except codec.CodecError as exc:
-                        log.warning("recorder: annotated frame ignored: %s", exc)
-                        done()
-                        continue
-                    self.recorder.add(result, on_done=partial(finished.put, done))
-                while not finished.empty():
-                    finished.get()()
-        finally:
-            consumer.close()
-
-    def stop(self) -> None:
-        self.stop_event.set()

@@ -20,9 +20,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sauron.imaging import ImageDecodeError, decode_jpeg, encode_jpeg
-from sauron.match.stage import draw
-from sauron.store.snapshots import blur_boxes
+from sauron.imaging import ImageDecodeError
+from sauron.store.snapshots import annotated_frame
 from sauron.types import Result
 
 log = logging.getLogger(__name__)
@@ -130,24 +129,13 @@ class LiveHub:
         """The frame as a viewer sees it: boxes and names drawn (here, on demand, unless
         the matcher drew them already: ``match.draw``), unknown faces blurred if asked.
         Only the newest frame of a watched camera is ever rendered."""
-        if result.annotated_jpeg and not self.privacy_blur:
-            return result.annotated_jpeg
-        det = result.detections
         try:
-            bgr = decode_jpeg(result.frame.jpeg)
+            return annotated_frame(result, privacy_blur=self.privacy_blur, quality=self.quality)
         except ImageDecodeError as exc:
             log.warning(
                 "live: camera %s frame %d: %s", result.frame.camera, result.frame.number, exc
             )
             return result.frame.jpeg
-        if self.privacy_blur:
-            unknown = [
-                tuple(int(v) for v in box)
-                for box, name in zip(det.xyxy.tolist(), det.names, strict=True)
-                if name is None
-            ]
-            bgr = blur_boxes(bgr, unknown)  # type: ignore[arg-type]
-        return encode_jpeg(draw(bgr, det), self.quality)
 
     def latest(self, camera: str) -> tuple[int, bytes] | None:
         """(version, JPEG) of the camera's newest frame, privacy-blurred if configured."""

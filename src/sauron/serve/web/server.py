@@ -1,10 +1,12 @@
 """Putting the web app together from settings, and running it in a thread.
 
-:class:`WebServices` owns what lives beside the app: the store, the search index (kept in
-step with the store by a thread), the recorder that stores sightings and raises alerts,
-the retention thread, and over Kafka the live tails and the alert feed.
-``sauron run`` hands the pipeline's results to :meth:`WebServices.on_result` and its
-watchlist to :meth:`WebServices.attach_watchlist`; ``sauron web`` alone reads Kafka.
+:class:`WebServices` owns what lives beside the app: the store it reads, the search index
+(kept in step with the store by a thread), and over Kafka the live tails and the alert
+feed. It records nothing: the record stage (``sauron.record``) stores sightings and
+alerts, inside ``sauron run`` or as ``sauron worker record``. ``sauron run`` hands the
+pipeline's results to :meth:`WebServices.on_result` (the live views), its watchlist to
+:meth:`WebServices.attach_watchlist` and its record stage to
+:meth:`WebServices.attach_record`; ``sauron web`` alone reads Kafka.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import uvicorn
 
 from sauron.config import Settings
 from sauron.match.watchlist import Watchlist
-from sauron.serve.alerts import AlertDispatcher, Broadcaster, Webhook, kafka_alert_sink
+from sauron.serve.alerts import Broadcaster
 from sauron.serve.web.app import create_app
 from sauron.serve.web.context import WebContext
 from sauron.serve.web.enrollment import Enroller, WatchlistSync, import_watchlist_dir
@@ -29,8 +31,6 @@ from sauron.serve.web.live import LiveHub
 from sauron.store.accounts import Accounts
 from sauron.store.db import Store, private_dir
 from sauron.store.index import FaceIndex
-from sauron.store.recorder import Recorder
-from sauron.store.retention import RetentionWorker
 from sauron.types import Result
 
 log = logging.getLogger(__name__)
@@ -53,11 +53,6 @@ class WebServices:
         )
         self.index = FaceIndex(index_dir)
         self.broadcaster = Broadcaster()
-        kafka = settings.bus.type == "kafka"
-        webhook = Webhook(web.webhook_url) if web.webhook_url else None
-        self.dispatcher = AlertDispatcher(
-            self.broadcaster, webhook=webhook, kafka=kafka_alert_sink(settings) if kafka else None
-        )
         self.hub = LiveHub(
             privacy_blur=web.privacy_blur,
             stale_after_s=web.stale_after_s,
@@ -79,22 +74,13 @@ class WebServices:
             enroller=Enroller(settings, int(web.max_photo_mb * 1024 * 1024)),
             watchlists=WatchlistSync(settings, self.store),
         )
-        self.recorder = Recorder(
-            self.store,
-            settings.store,
-            dispatcher=self.dispatcher,
-            alert_gap_s=web.alert_gap_s,
-            privacy_blur=web.privacy_blur,
-        )
-        self.retention = RetentionWorker(
-            self.store, settings.store.retention_days, settings.store.retention_check_s, self.index
-        )
         self.app = create_app(self.ctx)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._kafka: list[Any] = []
         self.pipeline = pipeline
         self._pipeline_parts: Callable[[], dict[str, str]] | None = None
+        self._record_parts: Callable[[], dict[str, str]] | None = None
         self.ctx.health = self.parts
 
     def bootstrap_admin(self) -> str | None:
@@ -105,10 +91,6 @@ class WebServices:
         )
 
     def start(self) -> WebServices:
-        if self.dispatcher.webhook is not None:
-            self.dispatcher.webhook.start()
-        self.recorder.start()
-        self.retention.start()
         self._spawn(self._maintain, "web-maintain")
         if self.settings.match.watchlist is not None:
             self._spawn(self._import_folder, "watchlist-import")
@@ -135,12 +117,12 @@ class WebServices:
             self.ctx.watchlists.publish_all()
 
     def _maintain(self) -> None:
-        """Keep the search index and the running watchlists in step with the store, and
-        restart the recorder or the retention thread if one died."""
+        """Keep the search index and the running watchlists in step with the store (the
+        record stage's retention deletes old sightings: the index forgets them)."""
         while not self._stop.wait(2.0):
-            self._watch()
             try:
                 self.ctx.sync_index()
+                self.ctx.forget_purged()
                 self.ctx.watchlists.reconcile()
                 self.ctx.failures.flush()
             except Exception:  # database briefly away: try again on the next tick
@@ -148,7 +130,7 @@ class WebServices:
 
     def _start_kafka(self) -> None:
         from sauron.bus.admin import ensure_topics
-        from sauron.serve.web.kafka_feed import AlertFeed, KafkaLiveFeed, KafkaRecorderFeed
+        from sauron.serve.web.kafka_feed import AlertFeed, KafkaLiveFeed
 
         ensure_topics(self.settings)
         self.ctx.watchlists.publish_all()
@@ -158,27 +140,14 @@ class WebServices:
         live = KafkaLiveFeed(self.settings, self.hub)
         self.app.state.kafka_feed = live
         self._kafka.append(live)
-        self._kafka.append(KafkaRecorderFeed(self.settings, self.recorder).start())
-
-    def _watch(self) -> None:
-        if not self.recorder.alive:
-            log.error("web: the recorder thread died; restarting it")
-            self.recorder.restart()
-        if not self.retention.is_alive():
-            log.error("web: the retention thread died; restarting it")
-            old = self.retention
-            self.retention = RetentionWorker(old.store, old.retention_days, old.every_s, old.index)
-            self.retention.start()
 
     def parts(self) -> dict[str, str]:
         """Each long-running part and its state (``alive``/``dead`` for threads; cameras
         and detect processes as the pipeline reports them)."""
-        threads = {
-            "recorder": self.recorder.alive,
-            "retention": self.retention.is_alive(),
-            "index": any(t.name == "web-maintain" and t.is_alive() for t in self._threads),
-        }
-        out = {k: "alive" if v else "dead" for k, v in threads.items()}
+        index = any(t.name == "web-maintain" and t.is_alive() for t in self._threads)
+        out = {"index": "alive" if index else "dead"}
+        if self._record_parts is not None:
+            out.update(self._record_parts())
         if self._pipeline_parts is not None:
             out.update(self._pipeline_parts())
         return out
@@ -188,10 +157,16 @@ class WebServices:
         self._pipeline_parts = parts
         self.hub.source_states = parts
 
+    def attach_record(self, record: Any) -> None:
+        """``sauron run``'s record stage (a :class:`sauron.record.stage.RecordStage`): its
+        parts join /api/health and, with the embedded bus, its alerts reach the pages."""
+        self._record_parts = record.parts
+        if self.settings.bus.type != "kafka":  # over Kafka: AlertFeed reads the topic
+            record.subscribe(self.broadcaster.publish)
+
     def on_result(self, result: Result) -> None:
-        """The pipeline's ``on_result`` callback: live view and recorder."""
+        """The pipeline's ``on_result`` callback: the live views."""
         self.hub.add(result)
-        self.recorder.add(result)
 
     def attach_watchlist(self, watchlist: Watchlist) -> None:
         self.ctx.watchlists.attach(watchlist)
@@ -200,9 +175,6 @@ class WebServices:
         self._stop.set()
         for k in self._kafka:
             k.stop()
-        self.recorder.close()
-        self.retention.stop()
-        self.dispatcher.close()
         for t in self._threads:
             t.join(5)
         self.ctx.hash_gate.close()

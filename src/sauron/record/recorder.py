@@ -1,9 +1,9 @@
 """The recorder: turns processed frames into stored sightings and alerts.
 
-It is fed :class:`~sauron.types.Result` objects (the embedded pipeline's ``on_result``
-callback, or the annotated Kafka topic) and works on its own thread with a bounded
-queue, so a slow database never slows matching: when the queue is full the oldest frame
-is dropped and counted.
+It is fed :class:`~sauron.types.Result` objects (``sauron run``'s ``on_result``
+callback, or the annotated topic in ``sauron worker record``) and works on its own
+thread with a bounded queue, so a slow database never slows matching: when the queue is
+full the oldest frame is dropped and counted.
 
 Not every frame's face becomes a row: a tracked face is stored when it first appears,
 when its identity changes, and then at most every ``sighting_interval_s`` seconds (its
@@ -20,13 +20,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from sauron.config import StoreConfig
 from sauron.imaging import ImageDecodeError, decode_jpeg
-from sauron.match.appearances import AlertPublisher, AppearanceTracker, alert_event
+from sauron.match.appearances import AlertPublisher, Appearance, AppearanceTracker, alert_event
 from sauron.store.db import NewSighting, Store
 from sauron.store.snapshots import face_snapshot
 from sauron.types import Result
@@ -34,6 +34,18 @@ from sauron.types import Result
 log = logging.getLogger(__name__)
 
 Done = Callable[[], None]
+
+
+class AppearanceWatcher(Protocol):
+    """Told what the recorder sees (``record/mqtt.py``): every frame handed over (on the
+    caller's thread: cheap), and on the recorder's thread each appearance that started
+    (once stored as an alert, with the frame that started it) or grew."""
+
+    def frame(self, result: Result) -> None: ...
+
+    def started(self, app: Appearance, result: Result) -> None: ...
+
+    def updated(self, app: Appearance) -> None: ...
 
 
 @dataclass
@@ -51,6 +63,7 @@ class Recorder:
     cfg: StoreConfig
     _: KW_ONLY
     dispatcher: AlertPublisher | None
+    watcher: AppearanceWatcher | None = None
     alert_gap_s: float = 3.0
     privacy_blur: bool = False
     queue_size: int = 512
@@ -85,6 +98,8 @@ class Recorder:
         ``on_done`` is called once the frame is finished with: stored, dropped from a full
         queue (counted), or not worth storing (no faces); the Kafka feed commits the
         frame's offset only then, so frames still queued at a crash are read again."""
+        if self.watcher is not None:
+            self._tell(self.watcher.frame, result)
         if result.detections.label != "face" or not len(result.detections):
             if on_done is not None:
                 on_done()
@@ -102,6 +117,13 @@ class Recorder:
                     self._finished([old] if old is not None else [])
                 except queue.Empty:
                     pass
+
+    def _tell(self, fn: Callable[..., None], *args: Any) -> None:
+        """Tell the watcher; its failure is logged, never the recorder's."""
+        try:
+            fn(*args)
+        except Exception:
+            log.exception("recorder: %s failed", getattr(fn, "__qualname__", fn))
 
     def _finished(self, items: list[tuple[Result, Done | None]]) -> None:
         for _, on_done in items:
@@ -164,6 +186,8 @@ class Recorder:
                     self.store.extend_alert(
                         app.alert_id, span.last_seen_at, span.frames, span.distance
                     )
+                    if self.watcher is not None:
+                        self._tell(self.watcher.updated, app)
         except Exception:
             self.stats.errors += 1
             log.exception("recorder: alert updates not stored")
@@ -250,4 +274,6 @@ class Recorder:
                     self.dispatcher.publish(
                         alert_event(alert.id, person, frame.camera, frame.captured_at, dist)
                     )
+                if self.watcher is not None:
+                    self._tell(self.watcher.started, app, result)
         return out

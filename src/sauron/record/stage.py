@@ -1,0 +1,123 @@
+"""The record stage put together from settings: store, recorder, alert delivery and
+retention, with a thread that restarts a part that died."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING
+
+from sauron.config import Settings
+from sauron.match.watchlist import Watchlist
+from sauron.record.alerts import AlertDispatcher, Sink, Webhook, kafka_alert_sink
+from sauron.record.recorder import Recorder
+from sauron.store.db import Store
+from sauron.store.retention import RetentionWorker
+from sauron.types import Result
+
+if TYPE_CHECKING:
+    from sauron.record.mqtt import MqttPublisher
+
+log = logging.getLogger(__name__)
+
+
+class RecordStage:
+    """Feed it every processed frame (:meth:`on_result`); it stores and alerts."""
+
+    def __init__(self, settings: Settings, *, store: Store | None = None) -> None:
+        self.settings = settings
+        web = settings.web
+        self.store = store or Store.open(settings.store)
+        self._own_store = store is None
+        kafka = settings.bus.type == "kafka"
+        self.watchlist: Watchlist | None = None
+        self.mqtt: MqttPublisher | None = None
+        if settings.mqtt.host is not None:
+            from sauron.record.mqtt import MqttPublisher
+
+            self.mqtt = MqttPublisher(settings, people=self.people)
+        self.dispatcher = AlertDispatcher(
+            webhook=Webhook(web.webhook_url) if web.webhook_url else None,
+            kafka=kafka_alert_sink(settings) if kafka else None,
+        )
+        self.recorder = Recorder(
+            self.store,
+            settings.store,
+            dispatcher=self.dispatcher,
+            alert_gap_s=web.alert_gap_s,
+            privacy_blur=web.privacy_blur,
+            watcher=self.mqtt,
+        )
+        self.retention = self._retention()
+        self._stop = threading.Event()
+        self._maintainer = threading.Thread(target=self._maintain, name="record", daemon=True)
+
+    def _retention(self) -> RetentionWorker:
+        cfg = self.settings.store
+        return RetentionWorker(self.store, cfg.retention_days, cfg.retention_check_s)
+
+    def start(self) -> RecordStage:
+        if self.mqtt is not None:
+            self.mqtt.start()
+        if self.dispatcher.webhook is not None:
+            self.dispatcher.webhook.start()
+        self.recorder.start()
+        self.retention.start()
+        self._maintainer.start()
+        log.info("record: storing sightings and alerts in %s", self.store.safe_url)
+        return self
+
+    def on_result(self, result: Result) -> None:
+        """The pipeline's ``on_result`` callback."""
+        self.recorder.add(result)
+
+    def subscribe(self, sink: Sink) -> None:
+        """Hand every new alert to ``sink`` too (the web app's pages, embedded bus)."""
+        self.dispatcher.subscribe(sink)
+
+    def attach_watchlist(self, watchlist: Watchlist) -> None:
+        """The people watched (MQTT announces a "present" sensor for each)."""
+        self.watchlist = watchlist
+        if self.mqtt is not None:
+            self.mqtt.people_changed()
+
+    def people(self) -> list[str]:
+        """The watched people's names: the running watchlist's, else the store's."""
+        if self.watchlist is not None:
+            return self.watchlist.names
+        return [p.name for p in self.store.list_people()]
+
+    def _maintain(self) -> None:
+        while not self._stop.wait(2.0):
+            if not self.recorder.alive:
+                log.error("record: the recorder thread died; restarting it")
+                self.recorder.restart()
+            if not self.retention.is_alive():
+                log.error("record: the retention thread died; restarting it")
+                self.retention = self._retention()
+                self.retention.start()
+
+    def parts(self) -> dict[str, str]:
+        """Each of its threads, ``alive`` or ``dead``, and MQTT's connection (``alive``,
+        ``reconnecting``: the broker is away, or ``dead``) for the web app's /api/health."""
+        alive = {"recorder": self.recorder.alive, "retention": self.retention.is_alive()}
+        out = {k: "alive" if v else "dead" for k, v in alive.items()}
+        if self.mqtt is not None:
+            out["mqtt"] = self.mqtt.state
+        return out
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every frame handed over is stored."""
+        return self.recorder.flush(timeout)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.recorder.close()
+        self.retention.stop()
+        self.dispatcher.close()
+        if self.mqtt is not None:
+            self.mqtt.stop()
+        if self._maintainer.is_alive():
+            self._maintainer.join(5)
+        if self._own_store:
+            self.store.close()
