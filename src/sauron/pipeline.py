@@ -89,21 +89,34 @@ def load_watchlist(settings: Settings) -> tuple[Watchlist, WatchlistDirWatcher |
     return watchlist, watcher
 
 
+#: A second signal this soon after the first is the same request delivered twice, as
+#: ``timeout`` does (to the command, then to its whole process group), not a user's
+#: second Ctrl-C.
+REPEAT_SIGNAL_S = 1.0
+
+
 class _Stopper:
     """Ends a run on SIGINT/SIGTERM (in the main thread) or when told to. The first
     signal asks for a clean stop (the summary is still written); a second one, while the
-    clean stop is under way, interrupts at once."""
+    clean stop is under way and more than :data:`REPEAT_SIGNAL_S` later, interrupts at
+    once."""
 
     def __init__(self) -> None:
         self.event = threading.Event()
+        self._first: float | None = None
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, self._on_signal)
 
     def _on_signal(self, signum: int, _frame: object) -> None:
-        if self.event.is_set():
-            raise KeyboardInterrupt
-        log.info("%s: stopping", signal.Signals(signum).name)
+        name = signal.Signals(signum).name
+        if self._first is not None:
+            if time.monotonic() - self._first > REPEAT_SIGNAL_S:
+                raise KeyboardInterrupt
+            log.debug("%s again at once: the same request, still stopping cleanly", name)
+            return
+        self._first = time.monotonic()
+        log.info("%s: stopping", name)
         self.event.set()
 
 
