@@ -56,7 +56,7 @@ def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("round_", range(3))
+@pytest.mark.parametrize("round_", range(10))
 def test_eight_processes_prepare_every_model_into_one_empty_cache(
     round_: int, wheelhouse: Path, tmp_path: Path
 ) -> None:
