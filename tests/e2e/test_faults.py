@@ -427,6 +427,41 @@ def test_kill9_detect_worker_mid_stream(
         assert figures["duplicates"] <= before
 
 
+@pytest.mark.timeout(240)
+def test_worker_with_several_processes_replaces_a_killed_one(
+    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    """``sauron worker detect --processes 2`` keeps two members in the group: a child
+    killed with SIGKILL is logged and replaced; SIGTERM still ends it cleanly."""
+    import psutil
+
+    settings = settings_for(kafka_bootstrap, topic_prefix)
+    ensure_topics(settings)
+    workers = Workers(settings, tmp_path)
+    parent = workers.start("--processes", "2")
+    group = settings.topics.name("detect")
+
+    def children() -> list[int]:
+        return [c.pid for c in psutil.Process(parent.pid).children() if c.is_running()
+                and any("spawn_main" in a for a in c.cmdline())]  # fmt: skip
+
+    try:
+        wait_for(lambda: group_members(kafka_bootstrap, group) == 2, 120, "2 members",
+                 workers.log_tail)  # fmt: skip
+        first = children()
+        os.kill(first[0], signal.SIGKILL)
+        wait_for(lambda: "died: killed by signal 9 (SIGKILL)" in workers.log_tail(), 20,
+                 "the death logged", workers.log_tail)  # fmt: skip
+        wait_for(lambda: len(set(children()) - set(first)) == 1, 30, "a replacement",
+                 workers.log_tail)  # fmt: skip
+        wait_for(lambda: group_members(kafka_bootstrap, group) == 2, 120,
+                 "2 members again", workers.log_tail)  # fmt: skip
+    finally:
+        workers.stop_all()
+    assert parent.returncode == 0, workers.log_tail()
+    assert "Traceback" not in workers.log_tail()
+
+
 @pytest.mark.timeout(300)
 def test_broker_stopped_and_restarted_mid_stream(
     restartable_broker: tuple[Cluster, str], jpegs: list[bytes], tmp_path: Path

@@ -40,6 +40,7 @@ from multiprocessing.connection import wait as wait_any
 from typing import Any, Protocol
 
 from sauron import SauronError
+from sauron.bus.process import RESTART_WINDOW_S, describe_exit
 from sauron.config import Settings
 from sauron.logs import setup_logging
 from sauron.types import Detections, Frame
@@ -51,8 +52,6 @@ DetectOutput = tuple[Frame, Detections | None, dict[str, float], str | None]
 #: Frames handed to one process at a time: one being processed, the others waiting in
 #: its pipe, so that it never waits for the main process between two frames.
 CREDIT = 4
-#: Deaths counted against ``max_restarts`` within this many seconds.
-RESTART_WINDOW_S = 60.0
 #: A new standby starts this long after a takeover, so that loading its models does not
 #: slow the processes catching up.
 STANDBY_DELAY_S = 3.0
@@ -98,19 +97,6 @@ def _detect_worker(settings_json: str, make_stage: StageFactory, inbox: Any, out
             outbox.send(("out", frame.camera, frame.number, det, timings, None))
     except (EOFError, OSError):  # the parent is gone, or closed our pipes
         return
-
-
-def describe_exit(code: int | None) -> str:
-    """``exit code 1``, ``killed by signal 9 (SIGKILL)``, from a Process's exitcode."""
-    if code is None:
-        return "exit status unknown"
-    if code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = "unknown signal"
-        return f"killed by signal {-code} ({name})"
-    return f"exit code {code}"
 
 
 @dataclass
@@ -515,9 +501,10 @@ class EmbeddedBus:
         if self.failure is not None:
             return "the bus stops"
         self.stats.restarts += dead.slot is not None
+        if dead.slot is None:  # no cameras moved, nothing to catch up: replace it now
+            self._standby_due = now
+            return "a new standby starts now"
         self._standby_due = now + STANDBY_DELAY_S
-        if dead.slot is None:
-            return f"a new standby starts in {STANDBY_DELAY_S:.0f} s"
         spare = next((w for w in self._workers if w.slot is None and w.ready), None)
         spare = spare or next((w for w in self._workers if w.slot is None), None)
         took = spare if spare is not None else self._spawn()
