@@ -1,7 +1,8 @@
 """The detect stage as a Kafka worker: frames in, detections (or named faces) out.
 
 ``sauron worker detect`` runs one (:func:`run_detect_worker`) or starts several processes
-(:func:`spawn_detect_workers`); ``sauron run --bus kafka`` starts them too. With
+and keeps them at their number (:class:`DetectProcesses`); ``sauron run --bus kafka``
+starts them too. With
 ``match.in_detect`` (the default) a detect worker also names the faces and writes the
 annotated frames and sightings; what names them is handed in as a :data:`NamerFactory`
 (``sauron.match.kafka_worker.topic_namer``), since detect comes before match and does not
@@ -237,28 +238,6 @@ def _spawn(
     return proc
 
 
-def spawn_detect_workers(
-    settings: Settings,
-    n: int,
-    *,
-    namer: NamerFactory | None,
-    group: str | None = None,
-    metrics_base: int = 0,
-    signals: DetectSignals | None = None,
-) -> list[Any]:
-    """Start ``n`` detect worker processes (one core each); returns the processes.
-
-    With ``metrics_base`` > 0, process i serves its metrics on port ``metrics_base + i``.
-    ``signals`` (made for ``n`` workers) carries their readiness and stale drops back.
-    ``namer`` (a module-level function: it travels to each process by name) names the
-    faces with ``match.in_detect``. Nothing watches them: :class:`DetectProcesses` does.
-    """
-    ctx = mp.get_context("spawn")
-    data = settings.model_dump_json()
-    ports = [metrics_base + i if metrics_base else 0 for i in range(n)]
-    return [_spawn(ctx, data, namer, group, ports[i], signals, i) for i in range(n)]
-
-
 class DetectProcesses:
     """Detect worker processes kept at their number while a command runs (``sauron run
     --bus kafka``, ``sauron worker detect --processes N``).
@@ -282,6 +261,10 @@ class DetectProcesses:
         metrics_base: int = 0,
         signals: DetectSignals | None = None,
     ) -> None:
+        """Start ``n`` processes (one core each). With ``metrics_base`` > 0, process i
+        serves its metrics on port ``metrics_base + i``; ``signals`` (made for ``n``)
+        carries their readiness and stale drops back; ``namer`` (a module-level function:
+        it travels to each process by name) names the faces with ``match.in_detect``."""
         self._ctx = mp.get_context("spawn")
         self._data = settings.model_dump_json()
         self._namer, self._group, self._signals = namer, group, signals
