@@ -84,10 +84,24 @@ class PhotoInfo:
 @dataclass(frozen=True)
 class PersonInfo:
     id: int
-    name: str
+    name: str  # the id sightings and alerts carry
     created_at: float
     updated_at: float
     photos: tuple[PhotoInfo, ...]
+    display_name: str = ""  # as people write it; the id when none was given
+    notes: str = ""
+    reason: str = ""  # why this person is watched for
+    last_seen: float | None = None  # the newest stored sighting, when asked for
+    last_camera: str | None = None
+
+
+@dataclass(frozen=True)
+class PersonDetails:
+    """What describes a person beside the photos; None: leave as it is."""
+
+    display_name: str | None = None
+    notes: str | None = None
+    reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -159,7 +173,7 @@ class PurgeCounts:
     extra: dict[str, int] = field(default_factory=dict)
 
 
-def _person_info(p: Person) -> PersonInfo:
+def _person_info(p: Person, seen: tuple[float, str] | None = None) -> PersonInfo:
     return PersonInfo(
         p.id,
         p.name,
@@ -169,6 +183,11 @@ def _person_info(p: Person) -> PersonInfo:
             PhotoInfo(ph.id, ph.filename, ph.content_type, ph.width, ph.height, ph.created_at)
             for ph in p.photos
         ),
+        display_name=p.display_name or p.name,
+        notes=p.notes or "",
+        reason=p.reason or "",
+        last_seen=seen[0] if seen else None,
+        last_camera=seen[1] if seen else None,
     )
 
 
@@ -294,11 +313,32 @@ class Store:
     # --- people -------------------------------------------------------------------------
 
     def list_people(self) -> list[PersonInfo]:
+        """Everyone enrolled, with where and when each was last seen."""
         with self.session() as s:
-            rows = s.scalars(
-                select(Person).options(selectinload(Person.photos)).order_by(Person.name)
+            rows = list(
+                s.scalars(select(Person).options(selectinload(Person.photos)).order_by(Person.name))
             )
-            return [_person_info(p) for p in rows]
+            seen = self._last_seen(s, [p.name for p in rows])
+            return [_person_info(p, seen.get(p.name)) for p in rows]
+
+    @staticmethod
+    def _last_seen(s: Session, names: Sequence[str]) -> dict[str, tuple[float, str]]:
+        """name -> (time, camera) of the newest stored sighting of each (the index on
+        person, ts answers it)."""
+        if not names:
+            return {}
+        newest = (
+            select(Sighting.person, func.max(Sighting.ts).label("ts"))
+            .where(Sighting.person.in_(names))
+            .group_by(Sighting.person)
+            .subquery()
+        )
+        rows = s.execute(
+            select(Sighting.person, Sighting.ts, Sighting.camera).join(
+                newest, (Sighting.person == newest.c.person) & (Sighting.ts == newest.c.ts)
+            )
+        ).all()
+        return {person: (ts, camera) for person, ts, camera in rows if person is not None}
 
     def _person(self, s: Session, name: str) -> Person:
         p = s.scalar(select(Person).where(Person.name == name).options(selectinload(Person.photos)))
@@ -309,9 +349,32 @@ class Store:
     def get_person(self, name: str) -> PersonInfo | None:
         with self.session() as s:
             try:
-                return _person_info(self._person(s, name))
+                p = self._person(s, name)
             except NotFound:
                 return None
+            return _person_info(p, self._last_seen(s, [name]).get(name))
+
+    def person_by_display_name(self, display_name: str) -> PersonInfo | None:
+        """The person enrolled under this name as written (or as id), if any."""
+        with self.session() as s:
+            p = s.scalar(
+                select(Person)
+                .where((Person.display_name == display_name) | (Person.name == display_name))
+                .options(selectinload(Person.photos))
+                .limit(1)
+            )
+            return None if p is None else _person_info(p)
+
+    def set_person_details(self, name: str, details: PersonDetails) -> PersonInfo:
+        with self.session() as s:
+            p = self._person(s, name)
+            for key in ("display_name", "notes", "reason"):
+                value = getattr(details, key)
+                if value is not None:
+                    setattr(p, key, value)
+            p.updated_at = time.time()
+            s.flush()
+            return _person_info(p, self._last_seen(s, [name]).get(name))
 
     @staticmethod
     def _photo_rows(photos: Sequence[NewPhoto], now: float) -> list[Photo]:
@@ -329,14 +392,23 @@ class Store:
             for ph in photos
         ]
 
-    def add_person(self, name: str, photos: Sequence[NewPhoto]) -> PersonInfo:
+    def add_person(
+        self, name: str, photos: Sequence[NewPhoto], details: PersonDetails | None = None
+    ) -> PersonInfo:
         if not photos:
             raise StoreError(f"{name}: a person needs at least one photo")
         now = time.time()
+        told = details or PersonDetails()
         try:
             with self.session() as s:
                 p = Person(
-                    name=name, created_at=now, updated_at=now, photos=self._photo_rows(photos, now)
+                    name=name,
+                    created_at=now,
+                    updated_at=now,
+                    display_name=told.display_name,
+                    notes=told.notes,
+                    reason=told.reason,
+                    photos=self._photo_rows(photos, now),
                 )
                 s.add(p)
                 s.flush()

@@ -172,8 +172,17 @@ def _v1_initial(conn: Connection) -> None:
     conn.execute(meta.insert().values(key="instance_id", value=uuid.uuid4().hex))
 
 
+def _v2_person_details(conn: Connection) -> None:
+    """People as people are named: the name as written (the ``name`` column stays the
+    id every sighting and alert carries), notes and the reason for watching. Older rows
+    keep NULL: their display name is their id."""
+    for column, kind in (("display_name", "VARCHAR(128)"), ("notes", "TEXT"), ("reason", "TEXT")):
+        conn.execute(text(f"ALTER TABLE persons ADD COLUMN {column} {kind}"))
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "persons, photos, sightings, alerts, users, tokens, audit", _v1_initial),
+    Migration(2, "persons: display_name, notes, reason", _v2_person_details),
 ]
 
 

@@ -3,9 +3,9 @@
 
 function alertItem(a) {
   return el("div", { class: "card alert", "data-alert": a.id },
-    a.snapshot_url ? el("img", { src: a.snapshot_url, alt: `snapshot of ${a.person}` }) : null,
+    a.snapshot_url ? el("img", { src: a.snapshot_url, alt: `snapshot of ${personName(a.person)}` }) : null,
     el("div", {},
-      el("div", {}, el("strong", { class: "alert-person", text: a.person }), " on ",
+      el("div", {}, el("strong", { class: "alert-person", text: personName(a.person) }), " on ",
          el("span", { class: "alert-camera", text: a.camera })),
       el("div", { class: "muted", text: `${fmtTime(a.ts)} · distance ${fmtDist(a.distance)}` })));
 }
@@ -18,7 +18,7 @@ function onAlert(a) {
   badge.hidden = false;
   toast(el("div", { "data-alert": a.id },
     a.snapshot_url ? el("img", { src: a.snapshot_url, alt: "" }) : null,
-    el("div", {}, el("strong", { text: `Alert: ${a.person}` }),
+    el("div", {}, el("strong", { text: `Alert: ${personName(a.person)}` }),
        el("div", { text: `${a.camera} · ${fmtTime(a.ts)} · distance ${fmtDist(a.distance)}` }))));
   const list = document.getElementById("alert-list");
   if (list) list.prepend(alertItem(a));

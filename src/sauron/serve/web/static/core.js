@@ -2,8 +2,8 @@
 // build step or a library. Everything shown from the server is inserted as text, never as HTML.
 //
 // core.js holds what every page shares: el() to build DOM, api() to call the server,
-// errorText(), dropZone(), toast(), the session (log-in, log-out), the live event stream
-// and the router. Each page lives in a file of its own (live.js, watchlist.js, ...),
+// errorText(), dropZone(), toast(), personName() (a person's name as written, from the
+// id), the session (log-in, log-out), the live event stream and the router. Each page lives in a file of its own (live.js, watchlist.js, ...),
 // loaded by a <script src=... defer> tag in index.html after core.js.
 //
 // Adding a page: make static/NAME.js, add its script tag to index.html, and in it call
@@ -25,7 +25,7 @@
 // (/api/events: "cameras", "alert"); data is the parsed JSON.
 "use strict";
 
-const state = { me: null, events: null, cameras: [], alerts: [], unseen: 0 };
+const state = { me: null, events: null, cameras: [], alerts: [], unseen: 0, people: {} };
 const pages = new Map();
 const eventHandlers = new Map();
 
@@ -43,6 +43,16 @@ function el(tag, attrs, ...children) {
     node.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }
   return node;
+}
+
+// A person's name as written, from the id sightings and alerts carry (state.people is
+// refreshed by loadPeople(): at log-in and after each change of the watchlist).
+function personName(id) { return (id && state.people[id]) || id; }
+
+async function loadPeople() {
+  const people = await api("/api/people");
+  state.people = Object.fromEntries(people.map(p => [p.name, p.display_name]));
+  return people;
 }
 
 function fmtTime(ts) { return ts ? new Date(ts * 1000).toLocaleString() : ""; }
@@ -146,6 +156,7 @@ async function start() {
   document.getElementById("who").textContent = `${state.me.username} (${state.me.role})`;
   document.body.classList.toggle("is-admin", state.me.role === "admin");
   openEvents();
+  try { await loadPeople(); } catch (e) { /* the pages show ids until the next load */ }
   route();
 }
 

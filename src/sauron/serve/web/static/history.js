@@ -5,14 +5,14 @@ function sightingRow(s) {
   return el("tr", { "data-sighting": s.id },
     el("td", {}, s.snapshot_url ? el("img", { src: s.snapshot_url, alt: "" }) : null),
     el("td", { text: fmtTime(s.ts) }), el("td", { text: s.camera }),
-    el("td", { text: s.person || "unknown" }), el("td", { text: fmtDist(s.distance) }),
+    el("td", { text: personName(s.person) || "unknown" }), el("td", { text: fmtDist(s.distance) }),
     el("td", { text: String(s.frame) }));
 }
 
 async function viewHistory(show = render) {
   const people = await api("/api/people");
   const person = el("select", { name: "person" }, el("option", { value: "", text: "anyone" }),
-    people.map(p => el("option", { value: p.name, text: p.name })));
+    people.map(p => el("option", { value: p.name, text: p.display_name })));
   const camera = el("select", { name: "camera" }, el("option", { value: "", text: "any camera" }),
     state.cameras.map(c => el("option", { value: c.camera, text: c.camera })));
   const since = el("input", { type: "datetime-local", name: "since" });
