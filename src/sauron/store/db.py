@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from sqlalchemy import (
@@ -39,7 +39,16 @@ from sauron.config import StoreConfig
 from sauron.match.appearances import AppearanceSpan
 from sauron.store import Conflict, NotFound, StoreError
 from sauron.store.migrations import migrate
-from sauron.store.models import Alert, AuditEntry, Person, Photo, Sighting, StoreMeta, Token
+from sauron.store.models import (
+    Alert,
+    AlertAck,
+    AuditEntry,
+    Person,
+    Photo,
+    Sighting,
+    StoreMeta,
+    Token,
+)
 from sauron.types import EMBEDDING_DIM
 
 log = logging.getLogger(__name__)
@@ -143,6 +152,12 @@ class AlertInfo(AppearanceSpan):
 
     id: int
     has_snapshot: bool
+    acknowledged_at: float | None = None
+    acknowledged_by: str | None = None
+
+
+#: which alerts to list: all, those nobody acknowledged yet, those acknowledged
+AlertState = Literal["all", "open", "acknowledged"]
 
 
 @dataclass(frozen=True)
@@ -205,9 +220,37 @@ def _sighting_info(s: Sighting, has_snapshot: bool) -> SightingInfo:
     )
 
 
-def _alert_info(a: Alert, has_snapshot: bool) -> AlertInfo:
+def _alert_info(a: Alert, has_snapshot: bool, ack: AlertAck | None = None) -> AlertInfo:
     span = {f.name: getattr(a, f.name) for f in fields(AppearanceSpan)}
-    return AlertInfo(**span, id=a.id, has_snapshot=has_snapshot)
+    return AlertInfo(
+        **span,
+        id=a.id,
+        has_snapshot=has_snapshot,
+        acknowledged_at=ack.ts if ack else None,
+        acknowledged_by=ack.username if ack else None,
+    )
+
+
+def _alert_filter(
+    q: Any,
+    *,
+    before_id: int | None = None,
+    person: str | None = None,
+    camera: str | None = None,
+    state: AlertState = "all",
+) -> Any:
+    """``q`` (over alerts outer-joined with their acknowledgements) narrowed."""
+    if before_id is not None:
+        q = q.where(Alert.id < before_id)
+    if person:
+        q = q.where(Alert.person == person)
+    if camera:
+        q = q.where(Alert.camera == camera)
+    if state == "open":
+        q = q.where(AlertAck.alert_id.is_(None))
+    elif state == "acknowledged":
+        q = q.where(AlertAck.alert_id.is_not(None))
+    return q
 
 
 def private_dir(path: Path) -> Path:
@@ -603,19 +646,49 @@ class Store:
         before_id: int | None = None,
         person: str | None = None,
         camera: str | None = None,
+        state: AlertState = "all",
     ) -> list[AlertInfo]:
-        q = select(Alert, Alert.snapshot.is_not(None))
-        if before_id is not None:
-            q = q.where(Alert.id < before_id)
-        if person:
-            q = q.where(Alert.person == person)
-        if camera:
-            q = q.where(Alert.camera == camera)
+        q = _alert_filter(
+            select(Alert, Alert.snapshot.is_not(None), AlertAck).outerjoin(AlertAck),
+            before_id=before_id,
+            person=person,
+            camera=camera,
+            state=state,
+        )
         with self.session() as s:
             return [
-                _alert_info(a, bool(has))
-                for a, has in s.execute(q.order_by(Alert.id.desc()).limit(limit)).all()
+                _alert_info(a, bool(has), ack)
+                for a, has, ack in s.execute(q.order_by(Alert.id.desc()).limit(limit)).all()
             ]
+
+    def acknowledge_alerts(
+        self,
+        username: str,
+        *,
+        ids: Sequence[int] | None = None,
+        person: str | None = None,
+        camera: str | None = None,
+        up_to_id: int | None = None,
+    ) -> list[int]:
+        """Mark open alerts acknowledged by ``username``: those of ``ids``, or else every
+        open one (of ``person``, of ``camera``, up to ``up_to_id``). Their ids, ascending."""
+        q = _alert_filter(
+            select(Alert.id).outerjoin(AlertAck), person=person, camera=camera, state="open"
+        )
+        if ids is not None:
+            q = q.where(Alert.id.in_(list(ids)))
+        if up_to_id is not None:
+            q = q.where(Alert.id <= up_to_id)
+        now = time.time()
+        with self.session() as s:
+            todo = sorted(s.scalars(q))
+            s.add_all(AlertAck(alert_id=i, username=username, ts=now) for i in todo)
+            try:
+                s.flush()
+            except IntegrityError:  # acknowledged meanwhile by someone else: theirs stands
+                s.rollback()
+                return []
+            return todo
 
     def alert_snapshot(self, alert_id: int) -> bytes | None:
         with self.session() as s:

@@ -106,6 +106,17 @@ class Alert(Keyed, Base):
     snapshot: Mapped[bytes | None] = mapped_column(LargeBinary)
 
 
+class AlertAck(Base):
+    """An alert an operator acknowledged (deleted with the alert)."""
+
+    __tablename__ = "alert_acks"
+    alert_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("alerts.id", ondelete="CASCADE"), primary_key=True
+    )
+    username: Mapped[str] = mapped_column(String(64))
+    ts: Mapped[float] = mapped_column(Float)
+
+
 class User(Keyed, Base):
     __tablename__ = "users"
 

@@ -408,6 +408,56 @@ def test_people_are_named_as_written_with_notes_reason_and_last_seen(
     assert all(abs(p["last_seen"] - (now - 5)) < 0.01 for p in seen)
 
 
+def test_alerts_are_acknowledged_filtered_and_paged(app: LiveApp) -> None:
+    store = app.services.store
+    t0 = time.time() - 100
+    made = [
+        store.add_alert(person, camera, t0 + i, 0.4, None)
+        for i, (person, camera) in enumerate(
+            [("obama", "lobby"), ("obama", "gate"), ("biden", "lobby"), ("obama", "lobby")]
+        )
+    ]
+    ids = [a.id for a in made]
+    viewer = app.add_viewer()
+
+    def listed(**params: Any) -> list[int]:
+        r = app.client.get("/api/alerts", headers=app.admin, params=params)
+        assert r.status_code == 200, r.text
+        return [a["id"] for a in r.json()]
+
+    assert listed(state="open") == ids[::-1]
+    assert listed(person="obama", camera="lobby") == [ids[3], ids[0]]
+    assert listed(limit=2) == [ids[3], ids[2]]
+    assert listed(limit=2, before=ids[2]) == [ids[1], ids[0]], "the next page"
+
+    r = app.client.post(f"/api/alerts/{ids[1]}/ack", headers=viewer)
+    assert r.status_code == 200, r.text
+    assert r.json()["acknowledged_by"] == "viewer" and r.json()["acknowledged_at"] > t0
+    again = app.client.post(f"/api/alerts/{ids[1]}/ack", headers=app.admin).json()
+    assert again["acknowledged_by"] == "viewer", "acknowledging again changes nothing"
+    assert listed(state="open") == [ids[3], ids[2], ids[0]]
+    assert listed(state="acknowledged") == [ids[1]]
+
+    # all of one camera, up to the newest the operator saw
+    r = app.client.post(
+        "/api/alerts/ack", headers=app.admin, json={"camera": "lobby", "up_to_id": ids[2]}
+    )
+    assert r.status_code == 200 and r.json()["acknowledged"] == [ids[0], ids[2]]
+    assert listed(state="open") == [ids[3]]
+    r = app.client.post("/api/alerts/ack", headers=app.admin, json={})
+    assert r.json()["acknowledged"] == [ids[3]] and listed(state="open") == []
+
+    assert app.client.post("/api/alerts/999999/ack", headers=app.admin).status_code == 404
+    assert app.client.get("/api/alerts?state=closed", headers=app.admin).status_code == 422
+    bad = app.client.post("/api/alerts/ack", headers=app.admin, json={"up_to_id": 0})
+    assert bad.status_code == 422
+    assert httpx.post(f"{app.url}/api/alerts/ack", json={}).status_code == 401
+    audit = app.client.get("/api/audit", headers=app.admin).json()
+    acts = [(a["username"], a["action"], a["target"]) for a in audit]
+    assert ("viewer", "ack_alert", str(ids[1])) in acts
+    assert ("admin", "ack_alerts", "lobby") in acts and ("admin", "ack_alerts", "all") in acts
+
+
 def test_openapi_and_pages_are_served(app: LiveApp) -> None:
     spec = app.client.get("/api/openapi.json").json()
     for path in (

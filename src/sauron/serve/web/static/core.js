@@ -18,7 +18,8 @@
 //     badge: "my-count",   // (optional) id of a hidden count badge inside the link
 //   });
 //
-// The page is then shown for "#/visitors/a/b" with args ["a", "b"] (still URI-encoded).
+// The page is then shown for "#/visitors/a/b?x=1" with args ["a", "b"] (still
+// URI-encoded) and params (a URLSearchParams of what follows "?"): view(show, args, params).
 // A view builds its nodes and hands them to show(...nodes): show() draws only if the
 // user has not moved on to another page meanwhile (a slow page must not replace the next).
 // onEvent("alert", (data) => ...) subscribes to a type of the server's event stream
@@ -107,10 +108,28 @@ function dropZone(label, onFiles) {
   return zone;
 }
 
-// A pop-up in the corner for ms milliseconds; node is its content (class "toast" added).
-function toast(node, ms = 15000) {
+// A pop-up for ms milliseconds; node is its content (class "toast" added). Pop-ups sit in
+// a strip under the menu, never over the page; at most MAX_TOASTS show at once, the
+// others only count in one line ("5 more", a link to moreHref).
+const MAX_TOASTS = 3;
+let hiddenToasts = 0;
+
+function toast(node, ms = 15000, moreHref = "#/alerts") {
+  const box = document.getElementById("toasts");
   node.classList.add("toast");
-  document.getElementById("toasts").prepend(node);
+  node.append(el("button", { type: "button", class: "close", title: "dismiss", text: "×",
+                             onclick: () => { node.remove(); } }));
+  box.prepend(node);
+  const shown = box.querySelectorAll(".toast");
+  for (const old of [...shown].slice(MAX_TOASTS)) { old.remove(); hiddenToasts += 1; }
+  let more = document.getElementById("toast-more");
+  if (hiddenToasts) {
+    if (!more) {
+      more = el("a", { id: "toast-more", href: moreHref, onclick: () => { hiddenToasts = 0; more.remove(); } });
+      box.append(more);
+    }
+    more.textContent = `${hiddenToasts} more`;
+  }
   setTimeout(() => node.remove(), ms);
   return node;
 }
@@ -184,12 +203,13 @@ async function route() {
   // the page the user has moved on to.
   const seq = ++routeSeq;
   const show = (...nodes) => { if (seq === routeSeq) render(...nodes); };
-  const parts = (location.hash || "#/live").slice(2).split("/");
+  const [path, query] = (location.hash || "#/live").slice(2).split("?");
+  const parts = path.split("/");
   const page = pages.get(parts[0]) || pages.get("live");
   const lit = page.navFor || page.name;
   document.querySelectorAll("nav a").forEach(a => a.classList.toggle("active", a.dataset.nav === lit));
   try {
-    await page.view(show, parts.slice(1));
+    await page.view(show, parts.slice(1), new URLSearchParams(query || ""));
   } catch (e) {
     if (!(e instanceof ApiError && e.status === 401)) show(el("p", { class: "error", text: errorText(e) }));
   }
