@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from sqlalchemy import (
@@ -39,7 +39,16 @@ from sauron.config import StoreConfig
 from sauron.match.appearances import AppearanceSpan
 from sauron.store import Conflict, NotFound, StoreError
 from sauron.store.migrations import migrate
-from sauron.store.models import Alert, AuditEntry, Person, Photo, Sighting, StoreMeta, Token
+from sauron.store.models import (
+    Alert,
+    AlertAck,
+    AuditEntry,
+    Person,
+    Photo,
+    Sighting,
+    StoreMeta,
+    Token,
+)
 from sauron.types import EMBEDDING_DIM
 
 log = logging.getLogger(__name__)
@@ -84,10 +93,24 @@ class PhotoInfo:
 @dataclass(frozen=True)
 class PersonInfo:
     id: int
-    name: str
+    name: str  # the id sightings and alerts carry
     created_at: float
     updated_at: float
     photos: tuple[PhotoInfo, ...]
+    display_name: str = ""  # as people write it; the id when none was given
+    notes: str = ""
+    reason: str = ""  # why this person is watched for
+    last_seen: float | None = None  # the newest stored sighting, when asked for
+    last_camera: str | None = None
+
+
+@dataclass(frozen=True)
+class PersonDetails:
+    """What describes a person beside the photos; None: leave as it is."""
+
+    display_name: str | None = None
+    notes: str | None = None
+    reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -129,6 +152,12 @@ class AlertInfo(AppearanceSpan):
 
     id: int
     has_snapshot: bool
+    acknowledged_at: float | None = None
+    acknowledged_by: str | None = None
+
+
+#: which alerts to list: all, those nobody acknowledged yet, those acknowledged
+AlertState = Literal["all", "open", "acknowledged"]
 
 
 @dataclass(frozen=True)
@@ -159,7 +188,7 @@ class PurgeCounts:
     extra: dict[str, int] = field(default_factory=dict)
 
 
-def _person_info(p: Person) -> PersonInfo:
+def _person_info(p: Person, seen: tuple[float, str] | None = None) -> PersonInfo:
     return PersonInfo(
         p.id,
         p.name,
@@ -169,6 +198,11 @@ def _person_info(p: Person) -> PersonInfo:
             PhotoInfo(ph.id, ph.filename, ph.content_type, ph.width, ph.height, ph.created_at)
             for ph in p.photos
         ),
+        display_name=p.display_name or p.name,
+        notes=p.notes or "",
+        reason=p.reason or "",
+        last_seen=seen[0] if seen else None,
+        last_camera=seen[1] if seen else None,
     )
 
 
@@ -186,9 +220,37 @@ def _sighting_info(s: Sighting, has_snapshot: bool) -> SightingInfo:
     )
 
 
-def _alert_info(a: Alert, has_snapshot: bool) -> AlertInfo:
+def _alert_info(a: Alert, has_snapshot: bool, ack: AlertAck | None = None) -> AlertInfo:
     span = {f.name: getattr(a, f.name) for f in fields(AppearanceSpan)}
-    return AlertInfo(**span, id=a.id, has_snapshot=has_snapshot)
+    return AlertInfo(
+        **span,
+        id=a.id,
+        has_snapshot=has_snapshot,
+        acknowledged_at=ack.ts if ack else None,
+        acknowledged_by=ack.username if ack else None,
+    )
+
+
+def _alert_filter(
+    q: Any,
+    *,
+    before_id: int | None = None,
+    person: str | None = None,
+    camera: str | None = None,
+    state: AlertState = "all",
+) -> Any:
+    """``q`` (over alerts outer-joined with their acknowledgements) narrowed."""
+    if before_id is not None:
+        q = q.where(Alert.id < before_id)
+    if person:
+        q = q.where(Alert.person == person)
+    if camera:
+        q = q.where(Alert.camera == camera)
+    if state == "open":
+        q = q.where(AlertAck.alert_id.is_(None))
+    elif state == "acknowledged":
+        q = q.where(AlertAck.alert_id.is_not(None))
+    return q
 
 
 def private_dir(path: Path) -> Path:
@@ -294,11 +356,32 @@ class Store:
     # --- people -------------------------------------------------------------------------
 
     def list_people(self) -> list[PersonInfo]:
+        """Everyone enrolled, with where and when each was last seen."""
         with self.session() as s:
-            rows = s.scalars(
-                select(Person).options(selectinload(Person.photos)).order_by(Person.name)
+            rows = list(
+                s.scalars(select(Person).options(selectinload(Person.photos)).order_by(Person.name))
             )
-            return [_person_info(p) for p in rows]
+            seen = self._last_seen(s, [p.name for p in rows])
+            return [_person_info(p, seen.get(p.name)) for p in rows]
+
+    @staticmethod
+    def _last_seen(s: Session, names: Sequence[str]) -> dict[str, tuple[float, str]]:
+        """name -> (time, camera) of the newest stored sighting of each (the index on
+        person, ts answers it)."""
+        if not names:
+            return {}
+        newest = (
+            select(Sighting.person, func.max(Sighting.ts).label("ts"))
+            .where(Sighting.person.in_(names))
+            .group_by(Sighting.person)
+            .subquery()
+        )
+        rows = s.execute(
+            select(Sighting.person, Sighting.ts, Sighting.camera).join(
+                newest, (Sighting.person == newest.c.person) & (Sighting.ts == newest.c.ts)
+            )
+        ).all()
+        return {person: (ts, camera) for person, ts, camera in rows if person is not None}
 
     def _person(self, s: Session, name: str) -> Person:
         p = s.scalar(select(Person).where(Person.name == name).options(selectinload(Person.photos)))
@@ -309,9 +392,32 @@ class Store:
     def get_person(self, name: str) -> PersonInfo | None:
         with self.session() as s:
             try:
-                return _person_info(self._person(s, name))
+                p = self._person(s, name)
             except NotFound:
                 return None
+            return _person_info(p, self._last_seen(s, [name]).get(name))
+
+    def person_by_display_name(self, display_name: str) -> PersonInfo | None:
+        """The person enrolled under this name as written (or as id), if any."""
+        with self.session() as s:
+            p = s.scalar(
+                select(Person)
+                .where((Person.display_name == display_name) | (Person.name == display_name))
+                .options(selectinload(Person.photos))
+                .limit(1)
+            )
+            return None if p is None else _person_info(p)
+
+    def set_person_details(self, name: str, details: PersonDetails) -> PersonInfo:
+        with self.session() as s:
+            p = self._person(s, name)
+            for key in ("display_name", "notes", "reason"):
+                value = getattr(details, key)
+                if value is not None:
+                    setattr(p, key, value)
+            p.updated_at = time.time()
+            s.flush()
+            return _person_info(p, self._last_seen(s, [name]).get(name))
 
     @staticmethod
     def _photo_rows(photos: Sequence[NewPhoto], now: float) -> list[Photo]:
@@ -329,14 +435,23 @@ class Store:
             for ph in photos
         ]
 
-    def add_person(self, name: str, photos: Sequence[NewPhoto]) -> PersonInfo:
+    def add_person(
+        self, name: str, photos: Sequence[NewPhoto], details: PersonDetails | None = None
+    ) -> PersonInfo:
         if not photos:
             raise StoreError(f"{name}: a person needs at least one photo")
         now = time.time()
+        told = details or PersonDetails()
         try:
             with self.session() as s:
                 p = Person(
-                    name=name, created_at=now, updated_at=now, photos=self._photo_rows(photos, now)
+                    name=name,
+                    created_at=now,
+                    updated_at=now,
+                    display_name=told.display_name,
+                    notes=told.notes,
+                    reason=told.reason,
+                    photos=self._photo_rows(photos, now),
                 )
                 s.add(p)
                 s.flush()
@@ -531,19 +646,49 @@ class Store:
         before_id: int | None = None,
         person: str | None = None,
         camera: str | None = None,
+        state: AlertState = "all",
     ) -> list[AlertInfo]:
-        q = select(Alert, Alert.snapshot.is_not(None))
-        if before_id is not None:
-            q = q.where(Alert.id < before_id)
-        if person:
-            q = q.where(Alert.person == person)
-        if camera:
-            q = q.where(Alert.camera == camera)
+        q = _alert_filter(
+            select(Alert, Alert.snapshot.is_not(None), AlertAck).outerjoin(AlertAck),
+            before_id=before_id,
+            person=person,
+            camera=camera,
+            state=state,
+        )
         with self.session() as s:
             return [
-                _alert_info(a, bool(has))
-                for a, has in s.execute(q.order_by(Alert.id.desc()).limit(limit)).all()
+                _alert_info(a, bool(has), ack)
+                for a, has, ack in s.execute(q.order_by(Alert.id.desc()).limit(limit)).all()
             ]
+
+    def acknowledge_alerts(
+        self,
+        username: str,
+        *,
+        ids: Sequence[int] | None = None,
+        person: str | None = None,
+        camera: str | None = None,
+        up_to_id: int | None = None,
+    ) -> list[int]:
+        """Mark open alerts acknowledged by ``username``: those of ``ids``, or else every
+        open one (of ``person``, of ``camera``, up to ``up_to_id``). Their ids, ascending."""
+        q = _alert_filter(
+            select(Alert.id).outerjoin(AlertAck), person=person, camera=camera, state="open"
+        )
+        if ids is not None:
+            q = q.where(Alert.id.in_(list(ids)))
+        if up_to_id is not None:
+            q = q.where(Alert.id <= up_to_id)
+        now = time.time()
+        with self.session() as s:
+            todo = sorted(s.scalars(q))
+            s.add_all(AlertAck(alert_id=i, username=username, ts=now) for i in todo)
+            try:
+                s.flush()
+            except IntegrityError:  # acknowledged meanwhile by someone else: theirs stands
+                s.rollback()
+                return []
+            return todo
 
     def alert_snapshot(self, alert_id: int) -> bytes | None:
         with self.session() as s:

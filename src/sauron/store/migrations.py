@@ -172,8 +172,33 @@ def _v1_initial(conn: Connection) -> None:
     conn.execute(meta.insert().values(key="instance_id", value=uuid.uuid4().hex))
 
 
+def _v2_person_details(conn: Connection) -> None:
+    """People as people are named: the name as written (the ``name`` column stays the
+    id every sighting and alert carries), notes and the reason for watching. Older rows
+    keep NULL: their display name is their id."""
+    for column, kind in (("display_name", "VARCHAR(128)"), ("notes", "TEXT"), ("reason", "TEXT")):
+        conn.execute(text(f"ALTER TABLE persons ADD COLUMN {column} {kind}"))
+
+
+def _v3_alert_acks(conn: Connection) -> None:
+    """Alerts an operator has handled: who acknowledged which, when (a table of its own,
+    gone with its alert)."""
+    md = MetaData()
+    Table(
+        "alert_acks",
+        md,
+        Column("alert_id", _BigId, ForeignKey("alerts.id", ondelete="CASCADE"), primary_key=True),
+        Column("username", String(64), nullable=False),
+        Column("ts", Float, nullable=False),
+    )
+    Table("alerts", md, Column("id", _BigId, primary_key=True))  # what the key refers to
+    md.create_all(conn, tables=[md.tables["alert_acks"]])
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "persons, photos, sightings, alerts, users, tokens, audit", _v1_initial),
+    Migration(2, "persons: display_name, notes, reason", _v2_person_details),
+    Migration(3, "alert_acks: acknowledged alerts", _v3_alert_acks),
 ]
 
 

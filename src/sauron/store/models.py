@@ -40,9 +40,12 @@ class Keyed:
 class Person(Keyed, Base):
     __tablename__ = "persons"
 
-    name: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)  # the id
     created_at: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[float] = mapped_column(Float)
+    display_name: Mapped[str | None] = mapped_column(String(128))  # NULL: the id
+    notes: Mapped[str | None] = mapped_column(Text)
+    reason: Mapped[str | None] = mapped_column(Text)
     photos: Mapped[list[Photo]] = relationship(
         back_populates="person",
         cascade="all, delete-orphan",
@@ -101,6 +104,17 @@ class Alert(Keyed, Base):
     frames: Mapped[int] = mapped_column(Integer)
     distance: Mapped[float] = mapped_column(Float)
     snapshot: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+
+class AlertAck(Base):
+    """An alert an operator acknowledged (deleted with the alert)."""
+
+    __tablename__ = "alert_acks"
+    alert_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("alerts.id", ondelete="CASCADE"), primary_key=True
+    )
+    username: Mapped[str] = mapped_column(String(64))
+    ts: Mapped[float] = mapped_column(Float)
 
 
 class User(Keyed, Base):

@@ -11,13 +11,19 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, HTTPException, Query, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.types import DecoratedCallable
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from sauron.match.enroll import EnrollError
 from sauron.serve.web.auth import Ctx, Viewer, audit
-from sauron.serve.web.context import BeforeId, IdPath, from_record
+from sauron.serve.web.context import MAX_ID, BeforeId, IdPath, from_record
 from sauron.serve.web.enrollment import safe_filename
-from sauron.store.db import AlertInfo, SightingFields, SightingFilter, SightingInfo
+from sauron.store.db import (
+    AlertInfo,
+    AlertState,
+    SightingFields,
+    SightingFilter,
+    SightingInfo,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +50,21 @@ class AlertOut(BaseModel):
     frames: int
     distance: float
     snapshot_url: str | None
+    acknowledged_at: float | None = Field(description="when an operator acknowledged it")
+    acknowledged_by: str | None = Field(description="who acknowledged it")
+
+
+class AckAllIn(BaseModel):
+    """Which open alerts to acknowledge: all of them, or those of a person, a camera, up
+    to an id (the newest the operator saw, so one that just arrived stays open)."""
+
+    person: str | None = Field(None, max_length=64)
+    camera: str | None = Field(None, max_length=64)
+    up_to_id: int | None = Field(None, ge=1, le=MAX_ID)
+
+
+class AckOut(BaseModel):
+    acknowledged: list[int] = Field(description="ids of the alerts acknowledged now")
 
 
 @dataclass(frozen=True)
@@ -134,15 +155,51 @@ def alerts(
     _p: Viewer,
     person: str | None = None,
     camera: str | None = None,
+    state: Annotated[
+        AlertState, Query(description="all, open (not acknowledged) or acknowledged")
+    ] = "all",
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
     before: BeforeId = None,
 ) -> list[AlertOut]:
+    """Alerts, newest first, filtered by person, camera and state; the next page: the
+    last id of this one as ``before``."""
     return [
         alert_out(a)
         for a in ctx.store.alerts(
-            limit=limit, before_id=before, person=person or None, camera=camera or None
+            limit=limit,
+            before_id=before,
+            person=person or None,
+            camera=camera or None,
+            state=state,
         )
     ]
+
+
+@router.post("/alerts/{alert_id}/ack", response_model=AlertOut)
+def acknowledge_alert(alert_id: IdPath, ctx: Ctx, p: Viewer) -> AlertOut:
+    """Acknowledge one alert (any operator, viewers included: handling alerts is their
+    work); audited ``ack_alert``. Acknowledging it again changes nothing."""
+    if ctx.store.acknowledge_alerts(p.username, ids=[alert_id]):
+        audit(ctx, p, "ack_alert", str(alert_id))
+    got = ctx.store.alerts(limit=1, before_id=alert_id + 1)
+    if not got or got[0].id != alert_id:
+        raise HTTPException(404, f"no alert {alert_id}")
+    return alert_out(got[0])
+
+
+@router.post("/alerts/ack", response_model=AckOut)
+def acknowledge_alerts(body: AckAllIn, ctx: Ctx, p: Viewer) -> AckOut:
+    """Acknowledge every open alert, or those of a person, a camera, up to an id;
+    audited ``ack_alerts`` with the filter and the count."""
+    done = ctx.store.acknowledge_alerts(
+        p.username,
+        person=body.person or None,
+        camera=body.camera or None,
+        up_to_id=body.up_to_id,
+    )
+    told = body.model_dump(exclude_none=True)
+    audit(ctx, p, "ack_alerts", body.person or body.camera or "all", count=len(done), **told)
+    return AckOut(acknowledged=done)
 
 
 @_jpeg_route("/alerts/{alert_id}/snapshot.jpg")
