@@ -25,7 +25,17 @@ BENCH = ROOT / "benchmarks" / "src" / "sauron_bench"
 #: Lowest first. A room is a top-level module or a sub-package of ``sauron``; a room may
 #: import its own layer's rooms (without a circle among rooms) and the layers below it.
 LAYERS: dict[str, set[str]] = {
-    "base": {"sauron", "types", "codec", "config", "imaging", "logs", "cache", "metrics"},
+    "base": {
+        "sauron",
+        "types",
+        "codec",
+        "config",
+        "imaging",
+        "logs",
+        "cache",
+        "metrics",
+        "queues",
+    },
     "stages": {"bus", "ingest", "detect", "match", "store", "record"},
     "serve": {"serve", "status"},
     "pipeline": {"pipeline"},
