@@ -40,10 +40,11 @@ from confluent_kafka.admin import AdminClient
 from sauron import codec
 from sauron.bus.admin import ensure_topics
 from sauron.bus.client import end_offsets, make_consumer, wait_until
+from sauron.bus.offsets import OffsetTracker
 from sauron.bus.producer import FrameProducer
 from sauron.bus.tail import TopicTail
 from sauron.bus.topics import Topics
-from sauron.bus.worker import OffsetTracker, StageWorker
+from sauron.bus.worker import StageWorker
 from sauron.config import CameraConfig, Settings, load_settings
 from sauron.demo.synth import ClipTruth
 from sauron.detect.kafka_worker import build_detect_worker

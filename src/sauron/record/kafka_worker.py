@@ -19,9 +19,9 @@ from typing import Any
 
 from sauron import codec
 from sauron.bus.client import consume_ready, make_consumer
+from sauron.bus.offsets import OffsetTracker
 from sauron.bus.process import stop_on_signals
 from sauron.bus.topics import Topics
-from sauron.bus.worker import OffsetTracker
 from sauron.config import Settings
 from sauron.record.recorder import Recorder
 

@@ -29,7 +29,6 @@ import ssl
 import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -40,6 +39,7 @@ from sauron import __version__
 from sauron.config import Settings
 from sauron.imaging import ImageDecodeError
 from sauron.match.appearances import Appearance, AppearanceSpan
+from sauron.queues import Empty, LatestQueue, QueueClosed
 from sauron.store.snapshots import annotated_frame
 from sauron.types import Result
 
@@ -80,11 +80,10 @@ class MqttPublisher:
         self.stale_after_s = settings.web.stale_after_s
         self.privacy_blur = settings.web.privacy_blur
         self.tick_s = tick_s
-        self.dropped = 0
         self.sent = 0
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
-        self._events: deque[tuple[str, bytes]] = deque()
+        self._events: LatestQueue[tuple[str, bytes]] = LatestQueue(cfg.queue_size)
         self._retained: dict[str, bytes] = {}  # topic -> the state to publish on connect
         self._cameras: dict[str, float | None] = {c.name: None for c in settings.cameras}
         self._online: dict[str, bool] = {}
@@ -92,7 +91,6 @@ class MqttPublisher:
         self._people: set[str] = set()  # the people whose discovery config is published
         self._connected = threading.Event()
         self._stop = threading.Event()  # the clock stops
-        self._closing = threading.Event()  # the sender stops once the queue is sent
         self.client = paho.Client(
             CallbackAPIVersion.VERSION2,
             client_id=cfg.client_id or f"sauron-record-{uuid.uuid4().hex[:12]}",
@@ -130,8 +128,12 @@ class MqttPublisher:
 
     @property
     def queued(self) -> int:
-        with self._lock:
-            return len(self._events)
+        return len(self._events)
+
+    @property
+    def dropped(self) -> int:
+        """Events dropped from a full queue (or refused once stopping)."""
+        return self._events.dropped
 
     def start(self) -> MqttPublisher:
         self.client.connect_async(self.cfg.host or "", self.cfg.port, self.cfg.keepalive_s)
@@ -203,19 +205,19 @@ class MqttPublisher:
     def _event(self, phase: str, span: AppearanceSpan, alert_id: int | None) -> None:
         event = {"v": EVENT_SCHEMA_VERSION, "type": "appearance", "phase": phase}
         payload = json.dumps({**event, **self._describe(span, alert_id)}).encode()
-        with self._wake:
-            if len(self._events) >= self.cfg.queue_size:
-                _, old = self._events.popleft()
-                self.dropped += 1
-                log.warning(
-                    "mqtt: %d events wait for the broker (mqtt.queue_size): dropped the oldest, "
-                    "%s (%d dropped so far)",
-                    len(self._events) + 1,
-                    old[:120].decode("utf-8", "replace"),
-                    self.dropped,
-                )
-            self._events.append((self.topic("events"), payload))
-            self._wake.notify_all()
+        item = (self.topic("events"), payload)
+        for old in self._events.put(item):
+            text = old[1][:120].decode("utf-8", "replace")
+            if old is item:  # stopped: nothing is sent any more
+                log.warning("mqtt: stopped, event not sent: %s", text)
+                continue
+            log.warning(
+                "mqtt: %d events wait for the broker (mqtt.queue_size): dropped the oldest, "
+                "%s (%d dropped so far)",
+                self._events.maxsize,
+                text,
+                self.dropped,
+            )
 
     def _state(self, topic: str, payload: str | bytes) -> None:
         """Retained state: kept here and published now if connected, else on connect."""
@@ -227,16 +229,20 @@ class MqttPublisher:
 
     def _send_events(self) -> None:
         while True:
-            with self._wake:
-                while not self._events or not self.connected:
-                    if self._closing.is_set():
-                        return
-                    self._wake.wait(0.5)
-                topic, payload = self._events[0]
-            if self._publish_acked(topic, payload):
-                with self._lock:
-                    if self._events and self._events[0] == (topic, payload):
-                        self._events.popleft()
+            try:
+                item = self._events.peek(timeout=0.5)
+            except Empty:
+                continue
+            except QueueClosed:
+                return
+            with self._wake:  # woken on connecting and on stopping
+                self._wake.wait_for(lambda: self.connected or self._events.closed, 0.5)
+            if not self.connected:  # published only while connected: no copy in paho's queue
+                if self._events.closed:
+                    return
+                continue
+            if self._publish_acked(*item):
+                self._events.discard(item)  # unless a full queue dropped it meanwhile
                 self.sent += 1
             else:
                 self._connected.wait(1.0)  # the broker went away: wait for the next session
@@ -425,7 +431,7 @@ class MqttPublisher:
         if self._ticker.is_alive():
             self._ticker.join(timeout)
         self._end_quiet_appearances(float("inf"))
-        self._closing.set()
+        self._events.close()
         with self._wake:
             self._wake.notify_all()
         if self._sender.is_alive():

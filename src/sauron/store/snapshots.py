@@ -10,9 +10,7 @@ import numpy as np
 
 from sauron.imaging import decode_jpeg, encode_jpeg
 from sauron.match.stage import draw
-from sauron.types import Result
-
-Box = tuple[int, int, int, int]  # x0, y0, x1, y1
+from sauron.types import Box, Result
 
 
 def blur_boxes(bgr: np.ndarray, boxes: Sequence[Box], *, margin: float = 0.15) -> np.ndarray:
