@@ -16,7 +16,7 @@ from sauron.config import StoreConfig
 from sauron.demo.synth import ClipTruth
 from sauron.store.db import SightingFilter, Store
 
-from ..record.conftest import Listener, Mosquitto
+from ..mqtt_broker import Listener, Mosquitto
 from .test_cli import _camera_args, bus_args, sauron
 
 pytestmark = pytest.mark.slow

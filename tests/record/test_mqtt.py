@@ -22,7 +22,7 @@ from sauron.record.mqtt import topic_id
 from sauron.record.stage import RecordStage
 from sauron.types import NUM_LANDMARKS, Detections, Frame, Result
 
-from .conftest import Listener, Mosquitto
+from ..mqtt_broker import Listener, Mosquitto
 
 pytestmark = pytest.mark.mqtt
 
