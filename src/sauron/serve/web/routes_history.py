@@ -6,17 +6,20 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, HTTPException, Query, Response, UploadFile
+from fastapi import APIRouter, File, Form, HTTPException, Query, Request, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse
 from fastapi.types import DecoratedCallable
 from pydantic import BaseModel
 
 from sauron.match.enroll import EnrollError
 from sauron.serve.web.auth import Ctx, Viewer, audit
-from sauron.serve.web.context import BeforeId, IdPath, from_record
+from sauron.serve.web.context import BeforeId, IdPath, WebContext, from_record
 from sauron.serve.web.enrollment import safe_filename
+from sauron.store.accounts import Principal
 from sauron.store.db import AlertInfo, SightingFields, SightingFilter, SightingInfo
 
 log = logging.getLogger(__name__)
@@ -44,6 +47,7 @@ class AlertOut(BaseModel):
     frames: int
     distance: float
     snapshot_url: str | None
+    clip_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -65,9 +69,10 @@ def sighting_out(s: SightingInfo) -> SightingOut:
     return SightingOut(**told, snapshot_url=url)
 
 
-def alert_out(a: AlertInfo) -> AlertOut:
+def alert_out(a: AlertInfo, has_clip: bool = False) -> AlertOut:
     url = f"/api/alerts/{a.id}/snapshot.jpg" if a.has_snapshot else None
-    return from_record(AlertOut, a, ts=a.started_at, snapshot_url=url)
+    clip = f"/api/alerts/{a.id}/clip.mp4" if has_clip else None
+    return from_record(AlertOut, a, ts=a.started_at, snapshot_url=url, clip_url=clip)
 
 
 def _jpeg_route(path: str) -> Callable[[DecoratedCallable], DecoratedCallable]:
@@ -137,17 +142,57 @@ def alerts(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
     before: BeforeId = None,
 ) -> list[AlertOut]:
-    return [
-        alert_out(a)
-        for a in ctx.store.alerts(
-            limit=limit, before_id=before, person=person or None, camera=camera or None
-        )
-    ]
+    rows = ctx.store.alerts(
+        limit=limit, before_id=before, person=person or None, camera=camera or None
+    )
+    with_clips = ctx.store.alerts_with_clips(rows)
+    return [alert_out(a, a.id in with_clips) for a in rows]
 
 
 @_jpeg_route("/alerts/{alert_id}/snapshot.jpg")
 def alert_snapshot(alert_id: IdPath, ctx: Ctx, _p: Viewer) -> Response:
     return _jpeg(ctx.store.alert_snapshot(alert_id), f"alert {alert_id}")
+
+
+def _clip(file: Path | None, what: str) -> FileResponse:
+    if file is None:
+        raise HTTPException(404, f"no clip for {what}")
+    return FileResponse(
+        file,
+        media_type="video/mp4",
+        headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"},
+    )
+
+
+_MP4: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"video/mp4": {}}},
+    206: {"description": "Part of the clip (Range)"},
+}
+
+
+@router.get("/alerts/{alert_id}/clip.mp4", response_class=FileResponse, responses=_MP4)
+def alert_clip(alert_id: IdPath, ctx: Ctx, p: Viewer, request: Request) -> FileResponse:
+    """The MP4 of the alert's appearance (H.264, with pre- and post-roll)."""
+    return _clip_audited(ctx, p, request, ctx.store.alert_clip(alert_id), f"alert {alert_id}")
+
+
+@router.get("/sightings/{sighting_id}/clip.mp4", response_class=FileResponse, responses=_MP4)
+def sighting_clip(sighting_id: IdPath, ctx: Ctx, p: Viewer, request: Request) -> FileResponse:
+    """The MP4 of the appearance the sighting is part of."""
+    file = ctx.store.sighting_clip(sighting_id)
+    return _clip_audited(ctx, p, request, file, f"sighting {sighting_id}")
+
+
+def _clip_audited(
+    ctx: WebContext, p: Principal, request: Request, file: Path | None, what: str
+) -> FileResponse:
+    """The clip, and an audit entry when it starts playing (a player's later Range
+    requests for the rest of the same clip are not logged again)."""
+    answer = _clip(file, what)
+    rng = request.headers.get("range", "")
+    if not rng or rng.replace(" ", "").startswith("bytes=0-"):
+        audit(ctx, p, "clip", what)
+    return answer
 
 
 @router.post("/search", response_model=SearchOut)
