@@ -131,3 +131,18 @@ def test_without_an_h264_encoder_clips_are_off_and_it_says_so(
         rec = ClipRecorder(store, ClipsConfig(), gap_s=1.0).start()
     assert not rec.enabled and not rec.alive
     assert "no H.264 encoder" in caplog.text
+
+
+def test_a_long_appearance_is_stored_at_max_s_while_it_goes_on(
+    store: Store, photo: np.ndarray
+) -> None:
+    cfg = ClipsConfig(pre_roll_s=0.0, post_roll_s=0.0, max_s=2.0)
+    rec = ClipRecorder(store, cfg, gap_s=0.5).start()
+    for n in range(60):  # seen for 6 s, and still there
+        rec.add(frame(photo, n, "obama", True))
+    assert rec.flush(30)
+    assert rec.stats.clips == 1, "stored at 2 s, not at the appearance's end"
+    [file] = store.media.root.rglob("*.mp4")
+    assert len(decoded(file)[1]) == 21  # 0.0 s to 2.0 s
+    rec.close()
+    assert rec.stats.clips == 1, "the rest of the same appearance starts no clip"

@@ -149,7 +149,8 @@ class OpenClip:
     first_ts: float
     last_seen: float
     tail: list[Result] = field(default_factory=list)
-    cut: bool = False  # reached clips.max_s: the appearance goes on, the clip does not
+    cut: bool = False  # reached clips.max_s: stored; the appearance goes on, the clip not
+    last_written: float = 0.0
 
 
 @dataclass
@@ -328,13 +329,14 @@ class ClipRecorder:
             return
         ts = result.frame.captured_at
         if ts - clip.started_at > self.cfg.max_s:
-            clip.cut = True
             log.info(
-                "clips: camera %s: the clip of %s reached %.0f s and is cut there",
+                "clips: camera %s: the clip of %s reached %.0f s and is stored now",
                 clip.camera,
                 clip.person or "unknown faces",
                 self.cfg.max_s,
             )
+            self._store(clip, clip.last_written)
+            clip.cut = True  # the appearance goes on; its next frames start no clip
             return
         try:
             bgr = annotated_image(result, privacy_blur=self.privacy_blur)
@@ -342,20 +344,25 @@ class ClipRecorder:
             log.warning("clips: camera %s frame %d: %s", clip.camera, result.frame.number, exc)
             return
         clip.writer.add(ts, bgr)
+        clip.last_written = ts
 
     def _finish(self, clip: OpenClip, end: float) -> None:
+        """The appearance ended: write the post-roll, store the clip, forget it."""
         del self._open[(clip.camera, clip.person)]
         for r in clip.tail:
             if r.frame.captured_at <= end:
                 self._write(clip, r)
-        if clip.writer is None:
+        self._store(clip, min(end, clip.last_seen + self.cfg.post_roll_s))
+
+    def _store(self, clip: OpenClip, ended: float) -> None:
+        writer, clip.writer = clip.writer, None
+        if writer is None:
             return
         try:
-            size = clip.writer.close()
-            if clip.writer.frames == 0:
+            size = writer.close()
+            if writer.frames == 0:
                 self.store.media.delete([clip.rel])
                 return
-            ended = min(end, clip.last_seen + self.cfg.post_roll_s)
             kind = "sighting" if clip.person is None else "alert"
             self.store.add_clip(
                 NewClip(clip.camera, kind, clip.person, clip.started_at, ended, clip.rel, size)
@@ -370,7 +377,7 @@ class ClipRecorder:
             "clips: camera %s: %s, %d frames, %.1f s, %d KB",
             clip.camera,
             clip.person or "unknown faces",
-            clip.writer.frames,
+            writer.frames,
             ended - clip.started_at,
             size // 1024,
         )
