@@ -1,7 +1,8 @@
 """``sauron bench storage``: bytes a camera writes to the store a day, measured.
 
-Runs ``sauron run --demo --no-web`` (the looping demo cameras, at their own frame rate)
-for ``--seconds`` into a fresh store in a temporary folder, stops it as a user would
+Runs the demo's two cameras (``sauron run --demo``'s footage and watchlist) looped at
+their own frame rate with ``sauron run --loop --no-web --db URL`` for ``--seconds`` into
+a fresh store in a temporary folder, stops it as a user would
 (SIGINT: open clips are finished), then reads what the store holds: the database file,
 the snapshot files and the clips, and scales each to bytes per camera per day (the
 run's seconds x cameras -> 86,400 s). Prints one line per figure, or one JSON object
@@ -25,17 +26,35 @@ DAY_S = 86_400.0
 
 
 def _run_demo(folder: Path, seconds: float) -> float:
-    """The demo for ``seconds`` of wall time; returns the seconds it ran."""
-    env = {**os.environ, "XDG_DATA_HOME": str(folder / "xdg")}  # samples cache stays shared
+    """The demo cameras looped for ``seconds`` of wall time; returns the seconds of
+    footage they sent (capture time, first frame to last, from the results file)."""
+    from sauron.cache import cache_dir
+    from sauron.demo.run import prepare
+
+    clips, watchlist = prepare(cache_dir() / "demo")
+    cameras = [a for c in clips for a in ("--camera", f"{c.camera}={c.path}")]
     db = f"sqlite:///{folder / 'store' / 'sauron.db'}"
     (folder / "store").mkdir()
     log_path = folder / "run.log"
     with log_path.open("w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "sauron.cli", "run", "--demo", "--no-web", "--db", db],
+            [
+                sys.executable,
+                "-m",
+                "sauron.cli",
+                "run",
+                *cameras,
+                "--loop",
+                "--no-web",
+                "--watchlist",
+                str(watchlist),
+                "--db",
+                db,
+                "--results",
+                str(folder / "results.jsonl"),
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=env,
         )
         started = time.monotonic()
         try:
@@ -44,10 +63,15 @@ def _run_demo(folder: Path, seconds: float) -> float:
             proc.send_signal(signal.SIGINT)
             proc.wait(120)
         ran = time.monotonic() - started
-    if proc.returncode not in (0, -signal.SIGINT, 130):
+    if proc.returncode not in (0, -signal.SIGINT, 130) or ran < seconds:
         text = log_path.read_text()
-        raise SystemExit(f"sauron run --demo failed ({proc.returncode}):\n{text[-3000:]}")
-    return ran
+        raise SystemExit(f"sauron run ended early ({proc.returncode}):\n{text[-3000:]}")
+    times = [
+        json.loads(line)["ts"]
+        for line in (folder / "results.jsonl").read_text().splitlines()
+        if line.strip()
+    ]
+    return max(times) - min(times)
 
 
 def _measure(folder: Path, seconds: float) -> dict[str, Any]:
@@ -97,8 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_clips:
         os.environ["SAURON_CLIPS__ENABLED"] = "false"
     with tempfile.TemporaryDirectory(prefix="sauron-storage-") as tmp:
-        ran = _run_demo(Path(tmp), args.seconds)
-        result = _measure(Path(tmp), ran)
+        footage_s = _run_demo(Path(tmp), args.seconds)
+        result = _measure(Path(tmp), footage_s)
     result["clips_enabled"] = not args.no_clips
     result["load_average"] = [round(x, 2) for x in os.getloadavg()]
     if args.out is not None:
