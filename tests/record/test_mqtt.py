@@ -106,6 +106,7 @@ def test_events_state_and_home_assistant_discovery(
     assert start["person"] == "obama" and start["camera"] == "lobby"
     assert start["alert_id"] == end["alert_id"] == alerts[0].id
     assert start["snapshot_url"] == f"https://sauron.example/api/alerts/{alerts[0].id}/snapshot.jpg"
+    assert end["clip_url"] == f"https://sauron.example/api/alerts/{alerts[0].id}/clip.mp4"
     assert end["frames"] == 3 and end["last_seen_at"] > end["started_at"]
     assert events(ha)[0]["phase"] == "start"
     assert wait_until(lambda: ha.latest.get("sauron/person/obama/present") == b"OFF", 10)

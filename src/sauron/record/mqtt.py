@@ -77,6 +77,7 @@ class MqttPublisher:
         self.prefix = cfg.topic_prefix.rstrip("/")
         self.people = people  # the watched people's names (read now and then)
         self.gap_s = settings.web.alert_gap_s
+        self.clips = settings.clips.enabled
         self.stale_after_s = settings.web.stale_after_s
         self.privacy_blur = settings.web.privacy_blur
         self.tick_s = tick_s
@@ -185,12 +186,12 @@ class MqttPublisher:
 
     # -- publishing -------------------------------------------------------------------
 
+    def _url(self, alert_id: int | None, name: str) -> str | None:
+        if alert_id is None:
+            return None
+        return (self.cfg.base_url or "").rstrip("/") + f"/api/alerts/{alert_id}/{name}"
+
     def _describe(self, span: AppearanceSpan, alert_id: int | None) -> dict[str, Any]:
-        url = None
-        if alert_id is not None:
-            url = f"/api/alerts/{alert_id}/snapshot.jpg"
-            if self.cfg.base_url:
-                url = self.cfg.base_url.rstrip("/") + url
         return {
             "person": span.person,
             "camera": span.camera,
@@ -199,7 +200,8 @@ class MqttPublisher:
             "last_seen_at": span.last_seen_at,
             "frames": span.frames,
             "distance": round(float(span.distance), 4),
-            "snapshot_url": url,
+            "snapshot_url": self._url(alert_id, "snapshot.jpg"),
+            "clip_url": self._url(alert_id, "clip.mp4") if self.clips else None,
         }
 
     def _event(self, phase: str, span: AppearanceSpan, alert_id: int | None) -> None:
