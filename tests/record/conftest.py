@@ -25,9 +25,12 @@ def listen() -> Iterator[Callable[..., Listener]]:
     made: list[Listener] = []
 
     def make(
-        port: int, broker: Mosquitto | None = None, login: tuple[str, str] | None = None
+        port: int,
+        broker: Mosquitto | None = None,
+        login: tuple[str, str] | None = None,
+        session: str | None = None,
     ) -> Listener:
-        made.append(Listener(port, broker, login))
+        made.append(Listener(port, broker, login, session))
         return made[-1]
 
     yield make

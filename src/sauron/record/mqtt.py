@@ -76,7 +76,7 @@ class MqttPublisher:
         self.cfg = cfg
         self.prefix = cfg.topic_prefix.rstrip("/")
         self.people = people  # the watched people's names (read now and then)
-        self.gap_s = settings.web.alert_gap_s
+        self.gap_s = settings.alerts.gap_s
         self.clips = settings.clips.enabled
         self.stale_after_s = settings.web.stale_after_s
         self.privacy_blur = settings.web.privacy_blur
@@ -386,7 +386,7 @@ class MqttPublisher:
 
     # -- the clock: appearances that ended, cameras that went quiet, people added --------
     # An appearance ends as the record stage's appearances do, by capture time: once its
-    # camera shows a frame more than web.alert_gap_s after it was last seen; or when its
+    # camera shows a frame more than alerts.gap_s after it was last seen; or when its
     # camera went quiet (no frame for web.stale_after_s); or at the stop.
 
     def _tick(self) -> None:
