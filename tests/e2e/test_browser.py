@@ -103,6 +103,8 @@ def sauron_run(clips: list[ClipTruth], tmp_path: Path) -> Iterator[SauronRun]:
                     {"name": "lobby", "source": str(lobby.path), "loop": True, "realtime": True}
                 ],
                 "store": {"data_dir": str(tmp_path / "data")},
+                # the looping footage never ends the appearance: its clip is stored at 4 s
+                "clips": {"max_s": 4, "pre_roll_s": 1, "post_roll_s": 1},
             }
         )
     )
@@ -113,6 +115,12 @@ def sauron_run(clips: list[ClipTruth], tmp_path: Path) -> Iterator[SauronRun]:
         yield run
     finally:
         run.stop()
+
+
+def _token(url: str, user: str, password: str) -> str:
+    r = httpx.post(f"{url}/api/login", json={"username": user, "password": password})
+    assert r.status_code == 200, r.text
+    return str(r.json()["token"])
 
 
 def _shot(page: object, name: str) -> None:
@@ -193,6 +201,28 @@ def test_operator_flow_in_a_real_browser(sauron_run: SauronRun, photos: dict[str
             expect(page.locator("#alert-list .alert-camera").first).to_have_text("lobby")
             _shot(page, "05-alerts")
 
+            # the alert's clip plays in the page (an H.264 MP4 in Chromium's <video>)
+            admin = {"Authorization": "Bearer " + _token(url, "admin", PASSWORD)}
+            for _ in range(120):  # bounded: the clip is stored 4 s into the appearance
+                if any(a["clip_url"] for a in httpx.get(f"{url}/api/alerts", headers=admin).json()):
+                    break
+                page.wait_for_timeout(500)
+            page.reload()
+            page.locator("#alert-list .card.alert[data-clip] .clip-play").first.click()
+            playing = False
+            for _ in range(150):  # the page's CSP forbids wait_for_function
+                playing = page.evaluate(
+                    "() => { const v = document.querySelector('#alert-list .clip video');"
+                    " return !!v && v.readyState >= 2 && v.currentTime > 0 && v.videoWidth > 0; }"
+                )
+                if playing:
+                    break
+                page.wait_for_timeout(100)
+            assert playing, "\n".join(["the clip did not play", *sauron_run.lines[-30:]])
+            _shot(page, "10-clip")
+            audit = httpx.get(f"{url}/api/audit", headers=admin).json()
+            assert any(a["action"] == "clip" and a["username"] == "admin" for a in audit)
+
             # search by another photo of him
             page.goto(f"{url}/#/search")
             page.set_input_files("#search-photo", str(photos["obama2.jpg"]))
@@ -256,4 +286,4 @@ def test_operator_flow_in_a_real_browser(sauron_run: SauronRun, photos: dict[str
             assert new.status_code == 200, new.text
         finally:
             browser.close()
-    assert len(list(SHOTS.glob("*.png"))) == 9
+    assert len(list(SHOTS.glob("*.png"))) == 10

@@ -135,6 +135,7 @@ def test_clips_are_found_by_alert_and_by_the_time_of_a_sighting(store: Store) ->
     assert store.sighting_clip(inside) is not None
     assert store.sighting_clip(outside) is None
     assert store.alerts_with_clips(store.alerts()) == {alert.id}
+    assert store.sightings_with_clips(store.sightings(SightingFilter())) == {inside}
     assert store.purge_clips_before("sighting", 1000.0) == 1
     assert store.alert_clip(alert.id) is not None, "clips of another kind stay"
     assert store.purge_before(1000.0).clips == 1

@@ -755,6 +755,26 @@ class Store:
             )
         return self._clip_file(path)
 
+    def sightings_with_clips(self, rows: Sequence[SightingInfo]) -> set[int]:
+        """The ids of those of ``rows`` that a kept clip covers (camera and time)."""
+        if not rows:
+            return set()
+        lo, hi = min(r.ts for r in rows), max(r.ts for r in rows)
+        with self.session() as s:
+            clips = s.execute(
+                select(Clip.camera, Clip.started_at, Clip.ended_at).where(
+                    Clip.camera.in_({r.camera for r in rows}),
+                    Clip.started_at <= hi,
+                    Clip.ended_at >= lo,
+                )
+            ).all()
+        return {
+            r.id
+            for r in rows
+            for c in clips
+            if c.camera == r.camera and c.started_at <= r.ts <= c.ended_at
+        }
+
     def _clip_file(self, path: str | None) -> Path | None:
         if path is None:
             return None

@@ -510,7 +510,8 @@ def test_clips_of_alerts_and_sightings_are_served_to_a_logged_in_user_and_audite
         if s["person"] is None
     ]
     assert stranger, "the stranger was stored"
-    other = app.client.get(f"/api/sightings/{stranger[0]['id']}/clip.mp4", headers=viewer)
+    assert stranger[0]["clip_url"] == f"/api/sightings/{stranger[0]['id']}/clip.mp4"
+    other = app.client.get(stranger[0]["clip_url"], headers=viewer)
     assert other.status_code == 200 and other.content[4:8] == b"ftyp"
     assert app.client.get("/api/alerts/999999/clip.mp4", headers=viewer).status_code == 404
 

@@ -31,6 +31,7 @@ MAX_PAGE = 500
 @dataclass(frozen=True)
 class SightingOut(SightingFields):
     snapshot_url: str | None
+    clip_url: str | None
 
 
 class SightingPage(BaseModel):
@@ -63,10 +64,11 @@ class SearchOut(BaseModel):
     items: list[SearchHit]
 
 
-def sighting_out(s: SightingInfo) -> SightingOut:
+def sighting_out(s: SightingInfo, has_clip: bool = False) -> SightingOut:
     url = f"/api/sightings/{s.id}/snapshot.jpg" if s.has_snapshot else None
+    clip = f"/api/sightings/{s.id}/clip.mp4" if has_clip else None
     told = {f.name: getattr(s, f.name) for f in fields(SightingFields)}
-    return SightingOut(**told, snapshot_url=url)
+    return SightingOut(**told, snapshot_url=url, clip_url=clip)
 
 
 def alert_out(a: AlertInfo, has_clip: bool = False) -> AlertOut:
@@ -122,8 +124,9 @@ def sightings(
         ),
         limit=limit,
     )
+    with_clips = ctx.store.sightings_with_clips(rows)
     return SightingPage(
-        items=[sighting_out(s) for s in rows],
+        items=[sighting_out(s, s.id in with_clips) for s in rows],
         next_before=rows[-1].id if len(rows) == limit else None,
     )
 

@@ -2,7 +2,7 @@
 "use strict";
 
 function alertItem(a) {
-  return el("div", { class: "card alert", "data-alert": a.id },
+  return el("div", { class: "card alert", "data-alert": a.id, "data-clip": a.clip_url },
     a.snapshot_url ? el("img", { src: a.snapshot_url, alt: `snapshot of ${a.person}` }) : null,
     el("div", {},
       el("div", {}, el("strong", { class: "alert-person", text: a.person }), " on ",
