@@ -146,3 +146,15 @@ def test_a_long_appearance_is_stored_at_max_s_while_it_goes_on(
     assert len(decoded(file)[1]) == 21  # 0.0 s to 2.0 s
     rec.close()
     assert rec.stats.clips == 1, "the rest of the same appearance starts no clip"
+
+
+def test_a_full_queue_drops_the_oldest_frame_and_says_so(
+    store: Store, photo: np.ndarray, caplog: pytest.LogCaptureFixture
+) -> None:
+    rec = ClipRecorder(store, ClipsConfig(), gap_s=1.0, queue_size=2)  # not started: no reader
+    with caplog.at_level(logging.WARNING):
+        for n in range(5):
+            rec.add(frame(photo, n, None, False))
+    assert rec.stats.dropped == 3
+    assert "dropped the oldest queued frame" in caplog.text
+    assert not rec.flush(0.1), "two frames still wait"

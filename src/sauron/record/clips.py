@@ -230,6 +230,12 @@ class ClipRecorder:
                     if self._queue.get_nowait() is not None:
                         self.stats.dropped += 1
                         self._done(1)
+                        if self.stats.dropped % 100 == 1:
+                            log.warning(
+                                "clips: the encoder is behind; dropped the oldest queued frame "
+                                "(%d dropped so far): clips miss frames",
+                                self.stats.dropped,
+                            )
                 except queue.Empty:
                     pass
 
