@@ -71,6 +71,7 @@ BENCH_ORDER: list[set[str]] = [
         "soak",
         "supervision",
         "startup",
+        "storage",
         "threads",
     },
     {"commands"},  # `sauron bench`: which command runs which

@@ -107,7 +107,9 @@ def sauron_run(clips: list[ClipTruth], tmp_path: Path) -> Iterator[SauronRun]:
                 ],
                 "store": {"data_dir": str(tmp_path / "data")},
                 # he leaves the 4 s loop for 2 s: each loop is a new appearance, an alert
-                "web": {"alert_gap_s": 1.0},
+                "alerts": {"gap_s": 1.0},
+                # an appearance's clip is stored at its end, or at 4 s if it lasts longer
+                "clips": {"max_s": 4, "pre_roll_s": 1, "post_roll_s": 1},
             }
         )
     )
@@ -118,6 +120,12 @@ def sauron_run(clips: list[ClipTruth], tmp_path: Path) -> Iterator[SauronRun]:
         yield run
     finally:
         run.stop()
+
+
+def _token(url: str, user: str, password: str) -> str:
+    r = httpx.post(f"{url}/api/login", json={"username": user, "password": password})
+    assert r.status_code == 200, r.text
+    return str(r.json()["token"])
 
 
 def _shot(page: object, name: str) -> None:
@@ -210,6 +218,28 @@ def test_operator_flow_in_a_real_browser(
             expect(page.locator("#alert-list .alert-person").first).to_have_text("obama")
             expect(page.locator("#alert-list .alert-camera").first).to_have_text("lobby")
             _shot(page, "05-alerts")
+
+            # the alert's clip plays in the page (an H.264 MP4 in Chromium's <video>)
+            admin = {"Authorization": "Bearer " + _token(url, "admin", PASSWORD)}
+            for _ in range(120):  # bounded: the clip is stored 4 s into the appearance
+                if any(a["clip_url"] for a in httpx.get(f"{url}/api/alerts", headers=admin).json()):
+                    break
+                page.wait_for_timeout(500)
+            page.reload()
+            page.locator("#alert-list .card.alert[data-clip] .clip-play").first.click()
+            playing = False
+            for _ in range(150):  # the page's CSP forbids wait_for_function
+                playing = page.evaluate(
+                    "() => { const v = document.querySelector('#alert-list .clip video');"
+                    " return !!v && v.readyState >= 2 && v.currentTime > 0 && v.videoWidth > 0; }"
+                )
+                if playing:
+                    break
+                page.wait_for_timeout(100)
+            assert playing, "\n".join(["the clip did not play", *sauron_run.lines[-30:]])
+            _shot(page, "10-clip")
+            audit = httpx.get(f"{url}/api/audit", headers=admin).json()
+            assert any(a["action"] == "clip" and a["username"] == "admin" for a in audit)
 
             # the looping clip raises an alert every few seconds: pop-ups collapse into
             # one "N more" line, in a strip that covers no control

@@ -77,6 +77,7 @@ class MqttPublisher:
         self.prefix = cfg.topic_prefix.rstrip("/")
         self.people = people  # the watched people's names (read now and then)
         self.gap_s = settings.alerts.gap_s
+        self.clips = settings.clips.enabled
         self.stale_after_s = settings.web.stale_after_s
         self.privacy_blur = settings.web.privacy_blur
         self.tick_s = tick_s
@@ -86,8 +87,9 @@ class MqttPublisher:
         self._events: LatestQueue[tuple[str, bytes]] = LatestQueue(cfg.queue_size)
         self._retained: dict[str, bytes] = {}  # topic -> the state to publish on connect
         self._cameras: dict[str, float | None] = {c.name: None for c in settings.cameras}
+        self._newest: dict[str, float] = {}  # camera -> its newest frame's capture time
         self._online: dict[str, bool] = {}
-        self._open: dict[tuple[str, str], tuple[AppearanceSpan, int | None, float]] = {}
+        self._open: dict[tuple[str, str], tuple[AppearanceSpan, int | None]] = {}
         self._people: set[str] = set()  # the people whose discovery config is published
         self._connected = threading.Event()
         self._stop = threading.Event()  # the clock stops
@@ -150,6 +152,7 @@ class MqttPublisher:
         with self._lock:
             new = camera not in self._cameras
             self._cameras[camera] = time.monotonic()
+            self._newest[camera] = max(self._newest.get(camera, 0.0), result.frame.captured_at)
         if new:
             self._announce_camera(camera)
 
@@ -157,7 +160,7 @@ class MqttPublisher:
         span = app.span
         with self._lock:
             present = any(p == span.person for _, p in self._open)
-            self._open[(span.camera, span.person)] = (span, app.alert_id, time.monotonic())
+            self._open[(span.camera, span.person)] = (span, app.alert_id)
         self._event("start", span, app.alert_id)
         cam = topic_id(span.camera)
         self._state(self.topic("camera", cam, "last_person"), span.person)
@@ -178,19 +181,19 @@ class MqttPublisher:
         span = app.span
         with self._lock:
             present = any(p == span.person for _, p in self._open)
-            self._open[(span.camera, span.person)] = (span, app.alert_id, time.monotonic())
+            self._open[(span.camera, span.person)] = (span, app.alert_id)
         self._event("update", span, app.alert_id)
-        if not present:  # ended here by the clock while the frames were late: back again
+        if not present:  # ended here while the recorder was behind the frames: back again
             self._state(self.topic("person", topic_id(span.person), "present"), "ON")
 
     # -- publishing -------------------------------------------------------------------
 
+    def _url(self, alert_id: int | None, name: str) -> str | None:
+        if alert_id is None:
+            return None
+        return (self.cfg.base_url or "").rstrip("/") + f"/api/alerts/{alert_id}/{name}"
+
     def _describe(self, span: AppearanceSpan, alert_id: int | None) -> dict[str, Any]:
-        url = None
-        if alert_id is not None:
-            url = f"/api/alerts/{alert_id}/snapshot.jpg"
-            if self.cfg.base_url:
-                url = self.cfg.base_url.rstrip("/") + url
         return {
             "person": span.person,
             "camera": span.camera,
@@ -199,7 +202,8 @@ class MqttPublisher:
             "last_seen_at": span.last_seen_at,
             "frames": span.frames,
             "distance": round(float(span.distance), 4),
-            "snapshot_url": url,
+            "snapshot_url": self._url(alert_id, "snapshot.jpg"),
+            "clip_url": self._url(alert_id, "clip.mp4") if self.clips else None,
         }
 
     def _event(self, phase: str, span: AppearanceSpan, alert_id: int | None) -> None:
@@ -387,12 +391,15 @@ class MqttPublisher:
             return "ON" if any(p == person for _, p in self._open) else "OFF"
 
     # -- the clock: appearances that ended, cameras that went quiet, people added --------
+    # An appearance ends as the record stage's appearances do, by capture time: once its
+    # camera shows a frame more than alerts.gap_s after it was last seen; or when its
+    # camera went quiet (no frame for web.stale_after_s); or at the stop.
 
     def _tick(self) -> None:
         people_at = time.monotonic()
         while not self._stop.wait(self.tick_s):
             try:
-                self._end_quiet_appearances(time.monotonic() - self.gap_s)
+                self._end_quiet_appearances()
                 self._camera_availability()
                 if self.connected and time.monotonic() - people_at >= PEOPLE_EVERY_S:
                     people_at = time.monotonic()
@@ -400,13 +407,21 @@ class MqttPublisher:
             except Exception:
                 log.exception("mqtt: state update failed")
 
-    def _end_quiet_appearances(self, before: float) -> None:
+    def _ended(self, camera: str, span: AppearanceSpan, now: float) -> bool:
+        seen = self._cameras.get(camera)
+        quiet = seen is None or now - seen >= self.stale_after_s
+        return quiet or self._newest.get(camera, 0.0) - span.last_seen_at > self.gap_s
+
+    def _end_quiet_appearances(self, everything: bool = False) -> None:
+        now = time.monotonic()
         with self._lock:
-            ended = [(k, v) for k, v in self._open.items() if v[2] < before]
+            ended = [
+                (k, v) for k, v in self._open.items() if everything or self._ended(k[0], v[0], now)
+            ]
             for k, _ in ended:
                 del self._open[k]
             still = {p for _, p in self._open}
-        for (_camera, person), (span, alert_id, _) in ended:
+        for (_camera, person), (span, alert_id) in ended:
             self._event("end", span, alert_id)
             if person not in still:
                 self._state(self.topic("person", topic_id(person), "present"), "OFF")
@@ -430,7 +445,7 @@ class MqttPublisher:
         self._stop.set()
         if self._ticker.is_alive():
             self._ticker.join(timeout)
-        self._end_quiet_appearances(float("inf"))
+        self._end_quiet_appearances(everything=True)
         self._events.close()
         with self._wake:
             self._wake.notify_all()

@@ -195,10 +195,35 @@ def _v3_alert_acks(conn: Connection) -> None:
     md.create_all(conn, tables=[md.tables["alert_acks"]])
 
 
+def _v4_media_files(conn: Connection) -> None:
+    """Snapshots and clips as files (``store/media.py``): the rows keep their paths and
+    sizes. Snapshots stored as blobs before stay where they are and are still served."""
+    for name in ("sightings", "alerts"):
+        conn.execute(text(f"ALTER TABLE {name} ADD COLUMN snapshot_path VARCHAR(255)"))
+        conn.execute(text(f"ALTER TABLE {name} ADD COLUMN snapshot_bytes INTEGER"))
+    md = MetaData()
+    Table(
+        "clips",
+        md,
+        Column("id", _BigId, primary_key=True),
+        Column("camera", String(64), nullable=False),
+        Column("kind", String(16), nullable=False),
+        Column("person", String(64), nullable=True),
+        Column("started_at", Float, nullable=False),
+        Column("ended_at", Float, nullable=False),
+        Column("path", String(255), nullable=False),
+        Column("bytes", Integer, nullable=False),
+        Index("ix_clips_camera_started_at", "camera", "started_at"),
+        Index("ix_clips_ended_at", "ended_at"),
+    )
+    md.create_all(conn)
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "persons, photos, sightings, alerts, users, tokens, audit", _v1_initial),
     Migration(2, "persons: display_name, notes, reason", _v2_person_details),
     Migration(3, "alert_acks: acknowledged alerts", _v3_alert_acks),
+    Migration(4, "snapshots and clips as files: paths and sizes, clips", _v4_media_files),
 ]
 
 

@@ -62,7 +62,7 @@ function alertItem(a) {
     }
   }
   drawAck(a);
-  const item = el("div", { class: "card alert" + (a.acknowledged_at ? " is-acked" : ""), "data-alert": a.id },
+  const item = el("div", { class: "card alert" + (a.acknowledged_at ? " is-acked" : ""), "data-alert": a.id, "data-clip": a.clip_url },
     a.snapshot_url ? el("img", { src: a.snapshot_url, alt: `snapshot of ${personName(a.person)}` }) : null,
     el("div", { class: "alert-body" },
       el("div", {}, el("strong", { class: "alert-person", text: personName(a.person) }), " on ",

@@ -3,7 +3,7 @@
 "use strict";
 
 function sightingRow(s) {
-  return el("tr", { "data-sighting": s.id },
+  return el("tr", { "data-sighting": s.id, "data-clip": s.clip_url },
     el("td", {}, s.snapshot_url ? el("img", { src: s.snapshot_url, alt: "" }) : null),
     el("td", { text: fmtTime(s.ts) }), el("td", { text: s.camera }),
     el("td", { text: personName(s.person) || "unknown" }), el("td", { text: fmtDist(s.distance) }),
