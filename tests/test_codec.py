@@ -115,7 +115,15 @@ def pack(
 
 
 def assert_same_detections(a: Detections, b: Detections) -> None:
-    for name in ("xyxy", "confidence", "landmarks", "embeddings", "distances", "track_ids"):
+    for name in (
+        "xyxy",
+        "confidence",
+        "landmarks",
+        "embeddings",
+        "distances",
+        "track_ids",
+        "votes",
+    ):
         x, y = getattr(a, name), getattr(b, name)
         assert x.dtype == y.dtype, name
         assert x.shape == y.shape, name
@@ -138,6 +146,17 @@ def test_detections_round_trip() -> None:
     assert frame == FRAME
     assert_same_detections(det, DETECTIONS)
     assert timings == TIMINGS
+
+
+def test_a_still_frame_and_votes_round_trip() -> None:
+    still = Frame("folder", 3, 10.0, b"jpeg", still=True)
+    assert decode_frame(encode_frame(still)) == still
+    det = DETECTIONS.with_identities(
+        DETECTIONS.names, DETECTIONS.distances, np.arange(len(DETECTIONS), dtype=np.int32)
+    )
+    frame, back, _ = decode_detections(encode_detections(still, det, {}))
+    assert frame.still
+    assert_same_detections(back, det)
 
 
 def test_empty_person_detections_round_trip() -> None:

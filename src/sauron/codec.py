@@ -60,6 +60,8 @@ class Person:
 
 
 _ARRAY_FIELDS = ("xyxy", "confidence", "landmarks", "embeddings", "distances", "track_ids")
+#: Added later: a message without them (from an older build) reads with their defaults.
+_OPTIONAL_ARRAYS = ("votes",)
 _FIELD_ERRORS = (KeyError, ValueError, TypeError, OverflowError, AttributeError)
 _DTYPES = {
     "xyxy": "<i4",
@@ -68,6 +70,7 @@ _DTYPES = {
     "embeddings": "<f4",
     "distances": "<f4",
     "track_ids": "<i8",
+    "votes": "<i4",
 }
 _BLOB_DTYPES = {**_DTYPES, "jpeg": "bytes", "annotated": "bytes"}
 
@@ -142,7 +145,10 @@ def _unpack(data: bytes, expected: Kind) -> tuple[dict[str, Any], dict[str, np.n
 
 
 def _frame_meta(frame: Frame) -> dict[str, Any]:
-    return {"camera": frame.camera, "frame": frame.number, "ts": frame.captured_at}
+    meta: dict[str, Any] = {"camera": frame.camera, "frame": frame.number, "ts": frame.captured_at}
+    if frame.still:
+        meta["still"] = True
+    return meta
 
 
 def _frame_from(meta: dict[str, Any], blobs: dict[str, Any]) -> Frame:
@@ -152,6 +158,7 @@ def _frame_from(meta: dict[str, Any], blobs: dict[str, Any]) -> Frame:
             number=int(meta["frame"]),
             captured_at=float(meta["ts"]),
             jpeg=blobs["jpeg"],
+            still=bool(meta.get("still", False)),
         )
     except _FIELD_ERRORS as exc:
         raise CodecError(f"bad frame fields: {exc!r}") from None
@@ -169,13 +176,14 @@ def decode_frame(data: bytes) -> Frame:
 
 
 def _detections_blobs(det: Detections) -> list[tuple[str, bytes, str, tuple[int, ...]]]:
-    return [_array_blob(name, getattr(det, name)) for name in _ARRAY_FIELDS]
+    return [_array_blob(name, getattr(det, name)) for name in (*_ARRAY_FIELDS, *_OPTIONAL_ARRAYS)]
 
 
 def _detections_from(meta: dict[str, Any], blobs: dict[str, Any]) -> Detections:
     try:
         return Detections(
             **{name: blobs[name] for name in _ARRAY_FIELDS},
+            **{name: blobs[name] for name in _OPTIONAL_ARRAYS if name in blobs},
             names=tuple(meta["names"]),
             label=str(meta["label"]),
         )
