@@ -11,8 +11,10 @@ from sauron.config import Settings
 from sauron.match.watchlist import Watchlist
 from sauron.record.alerts import AlertDispatcher, Sink, Webhook, kafka_alert_sink
 from sauron.record.recorder import Recorder
+from sauron.record.visitors import VisitorGrouper
 from sauron.store.db import Store
 from sauron.store.retention import RetentionWorker
+from sauron.store.visitors import VisitorStore
 from sauron.types import Result
 
 if TYPE_CHECKING:
@@ -47,6 +49,11 @@ class RecordStage:
             alert_gap_s=web.alert_gap_s,
             privacy_blur=web.privacy_blur,
             watcher=self.mqtt,
+            visitors=(
+                VisitorGrouper(VisitorStore(self.store), settings.visitors)
+                if settings.visitors.enabled
+                else None
+            ),
         )
         self.retention = self._retention()
         self._stop = threading.Event()

@@ -102,6 +102,7 @@ class NewSighting:
     box: tuple[int, int, int, int]  # x0, y0, x1, y1
     embedding: np.ndarray | None
     snapshot: bytes | None
+    votes: int | None = None  # behind the name; 1: a single-vote match
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,7 @@ class SightingFields:
     person: str | None
     distance: float | None
     box: tuple[int, int, int, int]
+    votes: int | None
 
 
 @dataclass(frozen=True)
@@ -182,6 +184,7 @@ def _sighting_info(s: Sighting, has_snapshot: bool) -> SightingInfo:
         s.person,
         s.distance,
         (s.x0, s.y0, s.x1, s.y1),
+        s.votes,
         has_snapshot,
     )
 
@@ -426,6 +429,7 @@ class Store:
                 "y1": r.box[3],
                 "embedding": None if r.embedding is None else embedding_bytes(r.embedding),
                 "snapshot": r.snapshot,
+                "votes": r.votes,
             }
             for r in rows
         ]

@@ -172,8 +172,60 @@ def _v1_initial(conn: Connection) -> None:
     conn.execute(meta.insert().values(key="instance_id", value=uuid.uuid4().hex))
 
 
+def _v2_visitors(conn: Connection) -> None:
+    md = MetaData()
+    Table(
+        "visitors",
+        md,
+        Column("id", _BigId, primary_key=True),
+        Column("created_at", Float, nullable=False),
+        Column("first_seen", Float, nullable=False),
+        Column("last_seen", Float, nullable=False),
+        Column("visits", Integer, nullable=False),
+        Column("centroid", LargeBinary, nullable=False),
+        Index("ix_visitors_last_seen", "last_seen"),
+        sqlite_autoincrement=True,  # a merged visitor's id is never handed out again
+    )
+    Table(
+        "visits",
+        md,
+        Column("id", _BigId, primary_key=True),
+        Column(
+            "visitor_id",
+            _BigId,
+            ForeignKey("visitors.id", ondelete="CASCADE"),
+            nullable=False,
+            index=True,
+        ),
+        Column("camera", String(64), nullable=False),
+        Column("track", BigInteger, nullable=False),
+        Column("started_at", Float, nullable=False),
+        Column("ended_at", Float, nullable=False),
+        Column("quality", Float, nullable=False),
+        Column("embedding", LargeBinary, nullable=False),
+        Column("snapshot", LargeBinary, nullable=True),
+        Index("ix_visits_ended_at", "ended_at"),
+    )
+    Table(
+        "corrections",
+        md,
+        Column("id", _BigId, primary_key=True),
+        Column("ts", Float, nullable=False),
+        Column("username", String(64), nullable=False),
+        Column("kind", String(16), nullable=False),
+        Column("person", String(64), nullable=False),
+        Column("sighting_id", BigInteger, nullable=True),
+        Column("embedding", LargeBinary, nullable=False),
+        Index("ix_corrections_person", "person"),
+    )
+    md.create_all(conn)
+    # the votes behind a sighting's name (1: a single-vote match); NULL on older rows
+    conn.execute(text("ALTER TABLE sightings ADD COLUMN votes INTEGER"))
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "persons, photos, sightings, alerts, users, tokens, audit", _v1_initial),
+    Migration(2, "visitors, visits, corrections; sightings.votes", _v2_visitors),
 ]
 
 
