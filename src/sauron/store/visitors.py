@@ -36,7 +36,9 @@ class NewVisit:
 
 
 @dataclass(frozen=True)
-class VisitInfo:
+class VisitFields:
+    """What is told of a stored visit, here and in the web API's answers."""
+
     id: int
     visitor_id: int
     camera: str
@@ -44,6 +46,10 @@ class VisitInfo:
     started_at: float
     ended_at: float
     quality: float
+
+
+@dataclass(frozen=True)
+class VisitInfo(VisitFields):
     has_snapshot: bool
 
 

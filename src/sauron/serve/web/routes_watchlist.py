@@ -69,7 +69,7 @@ def person_out(p: PersonInfo) -> PersonOut:
     )
 
 
-def _valid_name(name: str) -> str:
+def valid_name(name: str) -> str:
     try:
         return check_name(name.strip(), "person name")
     except ValueError as exc:
@@ -110,7 +110,7 @@ def get_person(name: str, ctx: Ctx, _p: Viewer) -> PersonOut:
 
 
 @contextmanager
-def _store_refusals() -> Iterator[None]:
+def store_refusals() -> Iterator[None]:
     """The store's refusals answered over HTTP: no such person or photo 404, a clash 409."""
     try:
         yield
@@ -149,7 +149,7 @@ async def enroll(
     photos: Annotated[list[UploadFile], File()],
 ) -> PersonOut:
     """Enroll a person from one or more photos (each must show exactly one face)."""
-    name = _valid_name(name)
+    name = valid_name(name)
     if ctx.store.get_person(name) is not None:
         raise HTTPException(409, f"a person named {name!r} is already enrolled")
     return await _save_photos(ctx, p, "enroll", name, photos, ctx.store.add_person, (Conflict, 409))
@@ -168,8 +168,8 @@ async def add_photos(
 
 @router.patch("/people/{name}", response_model=PersonOut)
 def rename(name: str, body: RenameIn, ctx: Ctx, p: Admin) -> PersonOut:
-    new = _valid_name(body.name)
-    with _store_refusals():
+    new = valid_name(body.name)
+    with store_refusals():
         person = ctx.store.rename_person(name, new)
     ctx.watchlists.upsert(ctx.store.wire_person(new))
     ctx.watchlists.remove(name)
@@ -188,7 +188,7 @@ def delete_person(name: str, ctx: Ctx, p: Admin) -> None:
 
 @router.delete("/people/{name}/photos/{photo_id}", response_model=PersonOut)
 def delete_photo(name: str, photo_id: IdPath, ctx: Ctx, p: Admin) -> PersonOut:
-    with _store_refusals():
+    with store_refusals():
         person = ctx.store.delete_photo(name, photo_id)
     ctx.watchlists.upsert(ctx.store.wire_person(name))
     audit(ctx, p, "delete_photo", name, photo=photo_id)
