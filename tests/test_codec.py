@@ -546,3 +546,12 @@ def test_fuzz_metadata_fields_of_any_json_type(kind: Kind, data: st.DataObject) 
     for wanted, decode in DECODERS.items():
         if decode_or_codec_error(decode, message):
             assert wanted is kind
+
+
+def test_a_persons_negative_examples_round_trip() -> None:
+    neg = np.full((2, 128), 0.25, np.float32)
+    back = decode_person(encode_person(Person("carol", PERSON.embeddings, neg)))
+    np.testing.assert_array_equal(back.negatives, neg)
+    assert decode_person(encode_person(PERSON)).negatives.shape == (0, 128)
+    with pytest.raises(ValueError, match="negatives"):
+        Person("dan", PERSON.embeddings, np.zeros((1, 5), np.float32))

@@ -19,7 +19,7 @@ from __future__ import annotations
 import enum
 import json
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -47,15 +47,24 @@ class Kind(enum.IntEnum):
 
 @dataclass(frozen=True)
 class Person:
-    """A watchlist entry as broadcast to matchers: a name and its reference embeddings."""
+    """A watchlist entry as broadcast to matchers: a name, its reference embeddings and
+    its negative examples (faces an operator said are not this person)."""
 
     name: str
     embeddings: np.ndarray
+    negatives: np.ndarray = field(default_factory=lambda: np.zeros((0, 128), np.float32))
 
     def __post_init__(self) -> None:
         if self.embeddings.ndim != 2 or len(self.embeddings) == 0:
             raise ValueError(
                 f"embeddings must be a non-empty 2D array, but got shape {self.embeddings.shape}"
+            )
+        if self.negatives.ndim != 2 or (
+            len(self.negatives) and self.negatives.shape[1] != self.embeddings.shape[1]
+        ):
+            raise ValueError(
+                f"negatives must be a 2D array of {self.embeddings.shape[1]} columns, "
+                f"but got shape {self.negatives.shape}"
             )
 
 
@@ -71,6 +80,7 @@ _DTYPES = {
     "distances": "<f4",
     "track_ids": "<i8",
     "votes": "<i4",
+    "negatives": "<f4",
 }
 _BLOB_DTYPES = {**_DTYPES, "jpeg": "bytes", "annotated": "bytes"}
 
@@ -265,12 +275,18 @@ def decode_sighting(data: bytes) -> dict[str, Any]:
 
 def encode_person(person: Person) -> bytes:
     """A watchlist entry for the compacted watchlist topic (key = the person's name)."""
-    return _pack(Kind.PERSON, {"name": person.name}, [_array_blob("embeddings", person.embeddings)])
+    blobs = [_array_blob("embeddings", person.embeddings)]
+    if len(person.negatives):
+        blobs.append(_array_blob("negatives", person.negatives))
+    return _pack(Kind.PERSON, {"name": person.name}, blobs)
 
 
 def decode_person(data: bytes) -> Person:
     meta, blobs = _unpack(data, Kind.PERSON)
     try:
-        return Person(name=str(meta["name"]), embeddings=np.asarray(blobs["embeddings"]))
+        embeddings = np.asarray(blobs["embeddings"])
+        if "negatives" not in blobs:
+            return Person(name=str(meta["name"]), embeddings=embeddings)
+        return Person(str(meta["name"]), embeddings, np.asarray(blobs["negatives"]))
     except _FIELD_ERRORS as exc:
         raise CodecError(f"bad person record: {exc}") from None

@@ -39,10 +39,21 @@ from sauron.config import StoreConfig
 from sauron.match.appearances import AppearanceSpan
 from sauron.store import Conflict, NotFound, StoreError
 from sauron.store.migrations import migrate
-from sauron.store.models import Alert, AuditEntry, Person, Photo, Sighting, StoreMeta, Token
+from sauron.store.models import (
+    Alert,
+    AuditEntry,
+    Correction,
+    Person,
+    Photo,
+    Sighting,
+    StoreMeta,
+    Token,
+)
 from sauron.types import EMBEDDING_DIM
 
 log = logging.getLogger(__name__)
+
+_NO_NEGATIVES = np.zeros((0, EMBEDDING_DIM), np.float32)
 
 
 def rowcount(result: Any) -> int:
@@ -365,12 +376,15 @@ class Store:
                 s.flush()
                 s.execute(update(Sighting).where(Sighting.person == old).values(person=new))
                 s.execute(update(Alert).where(Alert.person == old).values(person=new))
+                s.execute(update(Correction).where(Correction.person == old).values(person=new))
                 return _person_info(p)
         except IntegrityError:
             raise Conflict(f"a person named {new!r} is already enrolled") from None
 
     def delete_person(self, name: str) -> bool:
+        """Delete the person, their photos and the corrections about them."""
         with self.session() as s:
+            s.execute(delete(Correction).where(Correction.person == name))
             return bool(rowcount(s.execute(delete(Person).where(Person.name == name))))
 
     def delete_photo(self, name: str, photo_id: int) -> PersonInfo:
@@ -395,20 +409,80 @@ class Store:
             return None if row is None else (row[0], row[1])
 
     def wire_person(self, name: str) -> WirePerson:
-        """The person as matchers want it: the name and one embedding per photo."""
+        """The person as matchers want it: the name, one embedding per photo and the
+        negative examples ("not this person" corrections)."""
         with self.session() as s:
             p = self._person(s, name)
-            return WirePerson(name, np.stack([embedding_array(ph.embedding) for ph in p.photos]))
+            refs = np.stack([embedding_array(ph.embedding) for ph in p.photos])
+            return WirePerson(name, refs, self._negatives(s, name).get(name, _NO_NEGATIVES))
 
     def wire_people(self) -> list[WirePerson]:
         with self.session() as s:
             rows = s.execute(
                 select(Person.name, Photo.embedding).join(Photo).order_by(Person.name, Photo.id)
             ).all()
+            negatives = self._negatives(s)
         by_name: dict[str, list[np.ndarray]] = {}
         for name, emb in rows:
             by_name.setdefault(name, []).append(embedding_array(emb))
-        return [WirePerson(n, np.stack(v)) for n, v in by_name.items()]
+        return [
+            WirePerson(n, np.stack(v), negatives.get(n, _NO_NEGATIVES)) for n, v in by_name.items()
+        ]
+
+    @staticmethod
+    def _negatives(s: Session, name: str | None = None) -> dict[str, np.ndarray]:
+        q = select(Correction.person, Correction.embedding).where(Correction.kind == "not")
+        if name is not None:
+            q = q.where(Correction.person == name)
+        by_name: dict[str, list[np.ndarray]] = {}
+        for person, emb in s.execute(q.order_by(Correction.id)).all():
+            by_name.setdefault(person, []).append(embedding_array(emb))
+        return {n: np.stack(v) for n, v in by_name.items()}
+
+    # --- corrections --------------------------------------------------------------------
+
+    def add_correction(
+        self,
+        username: str,
+        kind: str,
+        person: str,
+        embedding: np.ndarray,
+        sighting_id: int | None = None,
+    ) -> int:
+        """Record an operator's correction: ``not`` (a negative example of ``person``) or
+        ``is`` (the face was added to ``person``'s photos); the sighting, if any, is
+        relabelled (no one, or ``person``)."""
+        if kind not in ("not", "is"):
+            raise ValueError(f"a correction is 'not' or 'is', but got {kind!r}")
+        with self.session() as s:
+            c = Correction(
+                ts=time.time(),
+                username=username,
+                kind=kind,
+                person=person,
+                sighting_id=sighting_id,
+                embedding=embedding_bytes(embedding),
+            )
+            s.add(c)
+            if sighting_id is not None:
+                s.execute(
+                    update(Sighting)
+                    .where(Sighting.id == sighting_id)
+                    .values(person=None if kind == "not" else person, votes=None)
+                )
+            s.flush()
+            return c.id
+
+    def sighting_face(
+        self, sighting_id: int
+    ) -> tuple[SightingInfo, np.ndarray | None, bytes | None]:
+        """A sighting with its embedding and snapshot (NotFound if there is none)."""
+        with self.session() as s:
+            row = s.get(Sighting, sighting_id)
+            if row is None:
+                raise NotFound(f"no sighting {sighting_id}")
+            emb = embedding_array(row.embedding) if row.embedding else None
+            return _sighting_info(row, row.snapshot is not None), emb, row.snapshot
 
     # --- sightings ----------------------------------------------------------------------
 
@@ -549,6 +623,11 @@ class Store:
                 for a, has in s.execute(q.order_by(Alert.id.desc()).limit(limit)).all()
             ]
 
+    def alert(self, alert_id: int) -> AlertInfo | None:
+        with self.session() as s:
+            a = s.get(Alert, alert_id)
+            return None if a is None else _alert_info(a, a.snapshot is not None)
+
     def alert_snapshot(self, alert_id: int) -> bytes | None:
         with self.session() as s:
             return s.scalar(select(Alert.snapshot).where(Alert.id == alert_id))
@@ -585,6 +664,9 @@ class Store:
         with self.session() as s:
             counts.sightings = rowcount(s.execute(delete(Sighting).where(Sighting.ts < cutoff)))
             counts.alerts = rowcount(s.execute(delete(Alert).where(Alert.last_seen_at < cutoff)))
+            counts.extra["corrections"] = rowcount(
+                s.execute(delete(Correction).where(Correction.ts < cutoff))
+            )
             counts.tokens = rowcount(
                 s.execute(
                     delete(Token).where(
