@@ -154,6 +154,7 @@ def _print_summary(summary: Any) -> None:
         "restarts": summary.restarts,
         "camera_errors": summary.camera_errors,
         "seconds": round(summary.seconds, 2),
+        "stopped_by_signal": summary.stopped,
     }
     if summary.error is not None:
         fields["error"] = summary.error

@@ -6,6 +6,7 @@ Environment variables use ``__`` between levels, e.g. ``SAURON_BUS__BOOTSTRAP_SE
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
@@ -26,6 +27,8 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from sauron import SauronError
+
+log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -438,12 +441,6 @@ class WebConfig(Section):
     privacy_blur: bool = Field(
         False, description="Blur faces not on the watchlist in live streams and stored snapshots"
     )
-    alert_gap_s: UpToAnHour = Field(
-        3.0,
-        description="A watched person unseen on a camera this long "
-        "(capture time) ends the appearance; the next sighting alerts",
-    )
-    webhook_url: str | None = Field(None, description="POST every new alert here as JSON")
     stale_after_s: float = Field(
         5.0, gt=0, description="A camera silent this long is shown as stopped"
     )
@@ -509,6 +506,36 @@ class WebConfig(Section):
         return check_name(v, "user name")
 
 
+class AlertsConfig(Section):
+    """When a watched person raises an alert, and where alerts go besides the web app,
+    the ``<prefix>.alerts`` topic and MQTT (docs/web.md)."""
+
+    gap_s: UpToAnHour = Field(
+        3.0,
+        description="A watched person unseen on a camera this long "
+        "(capture time) ends the appearance; the next sighting alerts",
+    )
+    webhook_url: str | None = Field(
+        None, pattern=r"^https?://", description="POST every new alert here as JSON"
+    )
+    webhook_timeout_s: float = Field(
+        5.0, gt=0, le=300, description="Give up one POST to the webhook after this long"
+    )
+    webhook_retries: int = Field(
+        4, ge=0, le=100, description="Tries after a failed POST (no answer, 5xx, 429)"
+    )
+    webhook_queue_size: int = Field(
+        1000,
+        ge=1,
+        le=1_000_000,
+        description="Alerts waiting for the webhook; beyond it the oldest is dropped (logged)",
+    )
+
+
+#: settings that moved into ``alerts`` (old place -> new name); old files keep working
+_MOVED_TO_ALERTS = {"alert_gap_s": "gap_s", "webhook_url": "webhook_url"}
+
+
 class MqttConfig(Section):
     """Alerts and state on an MQTT broker, with Home Assistant discovery (docs/integrations.md)."""
 
@@ -553,7 +580,26 @@ class Settings(BaseSettings):
     store: StoreConfig = Field(default_factory=StoreConfig)  # type: ignore[arg-type]
     visitors: VisitorsConfig = Field(default_factory=VisitorsConfig)  # type: ignore[arg-type]
     web: WebConfig = Field(default_factory=WebConfig)  # type: ignore[arg-type]
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)  # type: ignore[arg-type]
     mqtt: MqttConfig = Field(default_factory=MqttConfig)  # type: ignore[arg-type]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_settings(cls, data: Any) -> Any:
+        """``web.alert_gap_s`` and ``web.webhook_url`` (before the ``alerts`` section)
+        still work, with a warning; given in both places, the new one wins."""
+        if not isinstance(data, dict) or not isinstance(data.get("web"), dict):
+            return data
+        web = dict(data["web"])
+        moved = {new: web.pop(old) for old, new in _MOVED_TO_ALERTS.items() if old in web}
+        if not moved:
+            return data
+        for old, new in _MOVED_TO_ALERTS.items():
+            if new in moved:
+                log.warning("setting web.%s is now alerts.%s; please move it", old, new)
+        alerts = data.get("alerts")
+        merged = {**moved, **(alerts if isinstance(alerts, dict) else {})}
+        return {**data, "web": web, "alerts": merged}
 
     @field_validator("cameras")
     @classmethod

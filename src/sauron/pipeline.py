@@ -63,6 +63,7 @@ class RunSummary:
     lost: int = 0
     restarts: int = 0
     error: str | None = None
+    stopped: bool = False  # a signal (SIGINT/SIGTERM) ended the run
 
     @property
     def ok(self) -> bool:
@@ -104,9 +105,19 @@ class _Stopper:
     def __init__(self) -> None:
         self.event = threading.Event()
         self._first: float | None = None
+        self._before: dict[int, Any] = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(sig, self._on_signal)
+                self._before[sig] = signal.signal(sig, self._on_signal)
+
+    def __enter__(self) -> _Stopper:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        """The handlers of before the run are back: a signal after the run is not its."""
+        for sig, handler in self._before.items():
+            signal.signal(sig, handler)
+        self._before.clear()
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         name = signal.Signals(signum).name
@@ -147,7 +158,7 @@ def _summary(
     )
 
 
-def run_embedded(settings: Settings, opts: RunOptions) -> RunSummary:
+def run_embedded(settings: Settings, opts: RunOptions, stopper: _Stopper) -> RunSummary:
     """Every stage in this machine's processes; stops cleanly on SIGINT/SIGTERM in every
     state (the summary says how far it got), ends with an error when the detect
     processes cannot start or keep dying."""
@@ -157,7 +168,6 @@ def run_embedded(settings: Settings, opts: RunOptions) -> RunSummary:
     from sauron.metrics import Metrics, serve
 
     started = time.monotonic()
-    stopper = _Stopper()
     watchlist, watcher = load_watchlist(settings)
     for attach in opts.on_watchlist:
         attach(watchlist)
@@ -227,7 +237,7 @@ def run_embedded(settings: Settings, opts: RunOptions) -> RunSummary:
     return summary
 
 
-def run_kafka(settings: Settings, opts: RunOptions) -> RunSummary:
+def run_kafka(settings: Settings, opts: RunOptions, stopper: _Stopper) -> RunSummary:
     from sauron.bus.admin import ensure_topics
     from sauron.bus.client import end_offsets
     from sauron.bus.tail import TopicTail
@@ -238,7 +248,6 @@ def run_kafka(settings: Settings, opts: RunOptions) -> RunSummary:
     from sauron.metrics import Metrics, serve
 
     started = time.monotonic()
-    stopper = _Stopper()  # from the start: a signal while the workers load ends the run too
     counts = ensure_topics(settings)
     topics = Topics.from_config(settings.topics)
     if settings.match.watchlist is not None:
@@ -455,13 +464,13 @@ def run_ingest_only(settings: Settings, opts: RunOptions) -> int:
     counts = ensure_topics(settings)
     producer, sink = kafka_frame_sink(settings, counts[Topics.from_config(settings.topics).frames])
     ingest = IngestGroup(settings.cameras, sink=sink).start()
-    stopper = _Stopper()
-    try:
-        _wait(ingest.done, stopper, opts.timeout_s)
-    finally:
-        ingest.stop.set()
-        ingest.join(5)
-        left = producer.flush(30)
+    with _Stopper() as stopper:
+        try:
+            _wait(ingest.done, stopper, opts.timeout_s)
+        finally:
+            ingest.stop.set()
+            ingest.join(5)
+            left = producer.flush(30)
     for cam, st in ingest.status.items():
         log.info(
             "camera %s: %d frames published%s",
@@ -486,6 +495,9 @@ def _watchlist_people(settings: Settings) -> list[codec.Person]:
 def run(settings: Settings, opts: RunOptions) -> RunSummary:
     if not settings.cameras:
         raise SauronError("no cameras configured: give --camera NAME=SOURCE or a config file")
-    if settings.bus.type == "kafka":
-        return run_kafka(settings, opts)
-    return run_embedded(settings, opts)
+    # from the start: a signal while models or workers load ends the run too
+    with _Stopper() as stopper:
+        go = run_kafka if settings.bus.type == "kafka" else run_embedded
+        summary = go(settings, opts, stopper)
+    summary.stopped = stopper.event.is_set()
+    return summary

@@ -26,7 +26,7 @@ from .conftest import Listener, Mosquitto
 
 pytestmark = pytest.mark.mqtt
 
-GAP_S = 1.0  # web.alert_gap_s: an appearance ends after this long unseen
+GAP_S = 1.0  # alerts.gap_s: an appearance ends after this long unseen
 
 
 def settings_for(port: int, tmp: Path, gap_s: float = GAP_S, **mqtt: Any) -> Settings:
@@ -35,7 +35,8 @@ def settings_for(port: int, tmp: Path, gap_s: float = GAP_S, **mqtt: Any) -> Set
         {
             "cameras": [{"name": "lobby", "source": "unused.mp4"}],
             "store": {"url": f"sqlite:///{tmp / 'mqtt.db'}", "data_dir": str(tmp / "data")},
-            "web": {"alert_gap_s": gap_s, "stale_after_s": 30},
+            "web": {"stale_after_s": 30},
+            "alerts": {"gap_s": gap_s},
             "mqtt": {"host": "127.0.0.1", "port": port, **mqtt},
         },
     )

@@ -71,7 +71,9 @@ StageFactory = Callable[[Settings], FrameStage]
 
 def _detect_worker(settings_json: str, make_stage: StageFactory, inbox: Any, outbox: Any) -> None:
     """Body of a detect process: ("ready",) or ("error", why) first, then frames in and
-    ("out", frame, detections, timings, error) out until a None or the parent is gone."""
+    ("out", camera, number, detections, timings, error) out, in the order the frames came,
+    until a None or the parent is gone. The frame's pixels do not travel back: the parent
+    still holds the frame it sent and pairs it with its output."""
     # Ctrl-C reaches the whole process group; the parent stops this process once it has
     # stopped the cameras, so the signal is not ours to act on (see _start_ignoring_ctrl_c).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -90,9 +92,10 @@ def _detect_worker(settings_json: str, make_stage: StageFactory, inbox: Any, out
             try:
                 det, timings = stage.process(frame)
             except Exception as exc:  # a bad frame must not kill the worker
-                outbox.send(("out", frame, None, {}, f"{type(exc).__name__}: {exc}"))
+                error = f"{type(exc).__name__}: {exc}"
+                outbox.send(("out", frame.camera, frame.number, None, {}, error))
                 continue
-            outbox.send(("out", frame, det, timings, None))
+            outbox.send(("out", frame.camera, frame.number, det, timings, None))
     except (EOFError, OSError):  # the parent is gone, or closed our pipes
         return
 
@@ -436,11 +439,18 @@ class EmbeddedBus:
                     self.failure = f"a detect process could not start: {msg[1]}"
                 self._wake_all()
             return
-        item: DetectOutput = msg[1:]
-        frame, _det, _timings, error = item
+        _, camera, number, det, timings, error = msg
         with self._cond:
-            if worker.in_flight:
-                worker.in_flight.popleft()
+            # outputs come back in the order the frames went: the oldest held is this one
+            frame = worker.in_flight.popleft() if worker.in_flight else None
+            if frame is None or (frame.camera, frame.number) != (camera, number):
+                log.error(
+                    "%s returned camera %s frame %d out of order; output dropped",
+                    worker.name,
+                    camera,
+                    number,
+                )
+                return
             if worker.slot is not None:
                 self.handled[worker.slot.index, frame.camera] += 1
                 worker.slot.work.notify()
@@ -448,6 +458,7 @@ class EmbeddedBus:
             log.warning(
                 "camera %s frame %d failed in detect: %s", frame.camera, frame.number, error
             )
+        item: DetectOutput = (frame, det, timings, error)
         try:
             self.on_output(item)
         except Exception:

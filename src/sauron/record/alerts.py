@@ -22,6 +22,8 @@ from typing import Any
 
 import httpx
 
+from sauron.config import AlertsConfig
+
 log = logging.getLogger(__name__)
 
 ALERT_SCHEMA_VERSION = 1
@@ -132,6 +134,18 @@ class Webhook(threading.Thread):
 
 
 Sink = Callable[[dict[str, Any]], None]
+
+
+def webhook_from(cfg: AlertsConfig) -> Webhook | None:
+    """The webhook the ``alerts`` settings ask for, or None."""
+    if cfg.webhook_url is None:
+        return None
+    return Webhook(
+        cfg.webhook_url,
+        timeout_s=cfg.webhook_timeout_s,
+        retries=cfg.webhook_retries,
+        queue_size=cfg.webhook_queue_size,
+    )
 
 
 class AlertDispatcher:

@@ -76,7 +76,7 @@ class MqttPublisher:
         self.cfg = cfg
         self.prefix = cfg.topic_prefix.rstrip("/")
         self.people = people  # the watched people's names (read now and then)
-        self.gap_s = settings.web.alert_gap_s
+        self.gap_s = settings.alerts.gap_s
         self.stale_after_s = settings.web.stale_after_s
         self.privacy_blur = settings.web.privacy_blur
         self.tick_s = tick_s

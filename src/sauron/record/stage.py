@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from sauron.config import Settings
 from sauron.match.watchlist import Watchlist
-from sauron.record.alerts import AlertDispatcher, Sink, Webhook, kafka_alert_sink
+from sauron.record.alerts import AlertDispatcher, Sink, kafka_alert_sink, webhook_from
 from sauron.record.recorder import Recorder
 from sauron.record.visitors import VisitorGrouper
 from sauron.store.db import Store
@@ -39,14 +39,14 @@ class RecordStage:
 
             self.mqtt = MqttPublisher(settings, people=self.people)
         self.dispatcher = AlertDispatcher(
-            webhook=Webhook(web.webhook_url) if web.webhook_url else None,
+            webhook=webhook_from(settings.alerts),
             kafka=kafka_alert_sink(settings) if kafka else None,
         )
         self.recorder = Recorder(
             self.store,
             settings.store,
             dispatcher=self.dispatcher,
-            alert_gap_s=web.alert_gap_s,
+            alert_gap_s=settings.alerts.gap_s,
             privacy_blur=web.privacy_blur,
             watcher=self.mqtt,
             visitors=(
