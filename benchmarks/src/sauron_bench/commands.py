@@ -21,6 +21,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "supervision": ("supervision", "the embedded bus: resume after kill -9, CPU of 3 cameras"),
     "startup": ("startup", "`sauron run --bus kafka` from a cold start"),
     "threads": ("threads", "models under threads: shared with a lock, or one set each"),
+    "visitors": ("visitors", "visitor grouping purity and completeness, single-shot recall"),
 }
 
 
