@@ -18,14 +18,17 @@ from sauron.codec import (
     MAGIC,
     MAX_META_BYTES,
     VERSION,
+    CameraReport,
     CodecError,
     Kind,
     Person,
+    decode_camera_report,
     decode_detections,
     decode_frame,
     decode_person,
     decode_result,
     decode_sighting,
+    encode_camera_report,
     encode_detections,
     encode_frame,
     encode_person,
@@ -83,6 +86,9 @@ SIGHTING = {
 PERSON = Person(
     name="alice", embeddings=np.random.default_rng(3).normal(size=(3, 128)).astype(np.float32)
 )
+REPORT = CameraReport(
+    camera="gate-2", state="failed", frames=12, ts=1712345678.5, error="no such file", host="h1"
+)
 
 VALID: dict[Kind, bytes] = {
     Kind.FRAME: encode_frame(FRAME),
@@ -90,6 +96,7 @@ VALID: dict[Kind, bytes] = {
     Kind.RESULT: encode_result(RESULT),
     Kind.SIGHTING: encode_sighting(SIGHTING),
     Kind.PERSON: encode_person(PERSON),
+    Kind.CAMERA_STATUS: encode_camera_report(REPORT),
 }
 DECODERS: dict[Kind, Callable[[bytes], Any]] = {
     Kind.FRAME: decode_frame,
@@ -97,6 +104,7 @@ DECODERS: dict[Kind, Callable[[bytes], Any]] = {
     Kind.RESULT: decode_result,
     Kind.SIGHTING: decode_sighting,
     Kind.PERSON: decode_person,
+    Kind.CAMERA_STATUS: decode_camera_report,
 }
 ALL_DECODERS = [peek_kind, *DECODERS.values()]
 
@@ -188,6 +196,20 @@ def test_person_round_trip() -> None:
     np.testing.assert_array_equal(back.embeddings, PERSON.embeddings)
 
 
+def test_camera_report_round_trip() -> None:
+    assert decode_camera_report(VALID[Kind.CAMERA_STATUS]) == REPORT
+
+
+@pytest.mark.parametrize(
+    "report",
+    [{"camera": "x"}, {**REPORT.__dict__, "frames": "many"}, {**REPORT.__dict__, "camera": 3}],
+)
+def test_a_bad_camera_report_is_refused(report: dict[str, Any]) -> None:
+    data = pack(Kind.CAMERA_STATUS, json.dumps({"report": report, "blobs": []}).encode())
+    with pytest.raises(CodecError, match="bad camera status record"):
+        decode_camera_report(data)
+
+
 def test_person_embeddings_are_stored_as_float32() -> None:
     person = Person(name="bob", embeddings=np.full((1, 128), 1 / 3, np.float64))
     back = decode_person(encode_person(person))
@@ -258,8 +280,9 @@ def test_shorter_than_a_header(decode: Callable[[bytes], Any], size: int) -> Non
 @pytest.mark.parametrize("kind", list(Kind))
 def test_truncated_blob(kind: Kind) -> None:
     data = VALID[kind]
-    # a sighting has no blobs: cutting it cuts the metadata
-    pattern = "does not fit" if kind is Kind.SIGHTING else r"truncated: \d+ of \d+ bytes"
+    # a sighting and a camera report have no blobs: cutting one cuts the metadata
+    no_blobs = kind in (Kind.SIGHTING, Kind.CAMERA_STATUS)
+    pattern = "does not fit" if no_blobs else r"truncated: \d+ of \d+ bytes"
     with pytest.raises(CodecError, match=pattern):
         DECODERS[kind](data[:-1])
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import enum
 import json
 import struct
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -43,6 +43,7 @@ class Kind(enum.IntEnum):
     RESULT = 3
     SIGHTING = 4
     PERSON = 5
+    CAMERA_STATUS = 6
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,21 @@ class Person:
                 f"negatives must be a 2D array of {self.embeddings.shape[1]} columns, "
                 f"but got shape {self.negatives.shape}"
             )
+
+
+@dataclass(frozen=True)
+class CameraReport:
+    """What an ingest process says of one of its cameras, every few seconds, on the
+    compacted ``<prefix>.cameras`` topic (key = the camera): so a web server elsewhere
+    lists the camera and shows its health without reading its frames."""
+
+    camera: str
+    state: str  # starting, running, reconnecting, stopped, failed (CameraStatus.state)
+    frames: int
+    ts: float  # time.time() of the report
+    error: str | None = None
+    restarts: int = 0
+    host: str = ""
 
 
 _ARRAY_FIELDS = ("xyxy", "confidence", "landmarks", "embeddings", "distances", "track_ids")
@@ -290,3 +306,23 @@ def decode_person(data: bytes) -> Person:
         return Person(str(meta["name"]), embeddings, np.asarray(blobs["negatives"]))
     except _FIELD_ERRORS as exc:
         raise CodecError(f"bad person record: {exc}") from None
+
+
+def encode_camera_report(report: CameraReport) -> bytes:
+    return _pack(Kind.CAMERA_STATUS, {"report": asdict(report)}, [])
+
+
+def decode_camera_report(data: bytes) -> CameraReport:
+    meta, _ = _unpack(data, Kind.CAMERA_STATUS)
+    fields = meta.get("report")
+    if not isinstance(fields, dict):
+        raise CodecError("camera status message has no report object")
+    try:
+        report = CameraReport(**fields)
+        if not isinstance(report.camera, str) or not isinstance(report.state, str):
+            raise TypeError("camera and state must be text")
+        return replace(
+            report, frames=int(report.frames), ts=float(report.ts), restarts=int(report.restarts)
+        )
+    except _FIELD_ERRORS as exc:
+        raise CodecError(f"bad camera status record: {exc}") from None

@@ -243,6 +243,7 @@ def run_kafka(settings: Settings, opts: RunOptions, stopper: _Stopper) -> RunSum
     from sauron.bus.tail import TopicTail
     from sauron.bus.topics import Topics
     from sauron.detect.kafka_worker import DetectSignals, spawn_detect_workers
+    from sauron.ingest.reports import CameraReporter
     from sauron.match.kafka_worker import build_match_worker, topic_namer
     from sauron.match.watchlist_topic import publish_person
     from sauron.metrics import Metrics, serve
@@ -304,6 +305,8 @@ def run_kafka(settings: Settings, opts: RunOptions, stopper: _Stopper) -> RunSum
         on_drop=lambda f: writer.skip(f.camera, f.number),
     )
     ingest = IngestGroup(settings.cameras, sink=sink, stop=ingest_stop).start()
+    reporter = CameraReporter(settings, ingest)  # for a `sauron web` elsewhere
+    reporter.start()
     stale = [0]
 
     def done() -> bool:
@@ -330,6 +333,7 @@ def run_kafka(settings: Settings, opts: RunOptions, stopper: _Stopper) -> RunSum
     finally:
         ingest.stop.set()
         ingest.join(5)
+        reporter.stop()
         producer.flush(10)
         for p in procs:
             p.terminate()
@@ -458,18 +462,22 @@ def run_ingest_only(settings: Settings, opts: RunOptions) -> int:
     """``sauron ingest``: publish every camera's frames until the sources end or a signal."""
     from sauron.bus.admin import ensure_topics
     from sauron.bus.topics import Topics
+    from sauron.ingest.reports import CameraReporter
 
     if not settings.cameras:
         raise SauronError("no cameras configured: give --camera NAME=SOURCE or a config file")
     counts = ensure_topics(settings)
     producer, sink = kafka_frame_sink(settings, counts[Topics.from_config(settings.topics).frames])
     ingest = IngestGroup(settings.cameras, sink=sink).start()
+    reporter = CameraReporter(settings, ingest)
+    reporter.start()
     with _Stopper() as stopper:
         try:
             _wait(ingest.done, stopper, opts.timeout_s)
         finally:
             ingest.stop.set()
             ingest.join(5)
+            reporter.stop()
             left = producer.flush(30)
     for cam, st in ingest.status.items():
         log.info(

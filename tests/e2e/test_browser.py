@@ -160,7 +160,9 @@ def test_operator_flow_in_a_real_browser(sauron_run: SauronRun, photos: dict[str
             page.fill("#enroll-name", "obama")
             page.set_input_files("#enroll-photos", str(photos["obama.jpg"]))
             page.click("#enroll-form button[type=submit]")
-            expect(page.locator('.person[data-person="obama"] .photos img')).to_have_count(1)
+            expect(page.locator('.person[data-person="obama"] .photos img')).to_have_count(
+                1, timeout=30_000
+            )
             _shot(page, "02-watchlist")
 
             # the live camera names him, and the alert arrives by itself
@@ -171,9 +173,20 @@ def test_operator_flow_in_a_real_browser(sauron_run: SauronRun, photos: dict[str
             )
             expect(page.locator('.tile[data-camera="lobby"] .state')).to_have_text("live")
             expect(page.locator('.tile[data-camera="lobby"] .stats')).to_contain_text("fps")
+            # who is in view now, and the whole frame with its caption on one screen
+            expect(page.locator('#inview-list li[data-person="obama"]')).to_contain_text(
+                "obama on lobby", timeout=30_000
+            )
+            fit = page.evaluate("""() => {
+                const img = document.querySelector('.tile.single img.stream');
+                const cap = document.querySelector('.tile.single .caption');
+                return { fit: getComputedStyle(img).objectFit,
+                         bottom: cap.getBoundingClientRect().bottom, height: innerHeight }; }""")
+            assert fit["fit"] == "contain" and fit["bottom"] <= fit["height"], fit
             _shot(page, "03-live-camera")
             page.goto(f"{url}/#/live")
             expect(page.locator(".tile")).to_have_count(1)
+            expect(page.locator("#inview-list")).to_contain_text("obama on lobby", timeout=30_000)
             _shot(page, "04-live-grid")
             page.goto(f"{url}/#/alerts")
             expect(page.locator("#alert-list .alert-person").first).to_have_text("obama")

@@ -42,16 +42,25 @@ class Mosquitto:
         self.conf = folder / "mosquitto.conf"
         self.log = folder / "mosquitto.log"
         self.ca: Path | None = None
+        self._persist = "persistence false\n"
         self._write("allow_anonymous true\n")
         self.proc: subprocess.Popen[bytes] | None = None
 
     def _write(self, extra: str) -> None:
         self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\n"
-            "persistence false\n"
-            f"log_dest file {self.log}\n"
+            f"listener {self.port} 127.0.0.1\n" + self._persist + f"log_dest file {self.log}\n"
             f"user {getpass.getuser()}\n" + extra  # started as root: keep reading our files
         )
+
+    def keep_sessions(self) -> Mosquitto:
+        """Keep subscribers' sessions (and retained messages) across a restart, as a
+        broker with persistence on disk does: a subscriber with a session of its own then
+        misses nothing published while it was reconnecting."""
+        self._persist = (
+            f"persistence true\npersistence_location {self.folder}/\nqueue_qos0_messages true\n"
+        )
+        self._write("allow_anonymous true\n")
+        return self
 
     def secure(self, user: str, password: str) -> Mosquitto:
         """Ask for ``user``/``password`` and speak TLS only, with a certificate for
@@ -149,12 +158,23 @@ class Listener:
     each topic, and every message in order. Reconnects (and subscribes again) by itself."""
 
     def __init__(
-        self, port: int, broker: Mosquitto | None = None, login: tuple[str, str] | None = None
+        self,
+        port: int,
+        broker: Mosquitto | None = None,
+        login: tuple[str, str] | None = None,
+        session: str | None = None,
     ) -> None:
         self.lock = threading.Lock()
         self.latest: dict[str, bytes] = {}
         self.messages: list[tuple[str, bytes, bool]] = []
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv311)
+        # with a session name the broker keeps the subscription and queues what comes
+        # while this client is away
+        self.client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=session or "",
+            clean_session=session is None,
+            protocol=paho.MQTTv311,
+        )
         if broker is not None and broker.ca is not None:
             self.client.tls_set(ca_certs=str(broker.ca))
         if login is not None:
@@ -185,9 +205,12 @@ def listen() -> Iterator[Callable[..., Listener]]:
     made: list[Listener] = []
 
     def make(
-        port: int, broker: Mosquitto | None = None, login: tuple[str, str] | None = None
+        port: int,
+        broker: Mosquitto | None = None,
+        login: tuple[str, str] | None = None,
+        session: str | None = None,
     ) -> Listener:
-        made.append(Listener(port, broker, login))
+        made.append(Listener(port, broker, login, session))
         return made[-1]
 
     yield make

@@ -35,6 +35,12 @@ def topic_specs(settings: Settings) -> dict[str, tuple[int, dict[str, str]]]:
         topics.sightings: (t.partitions, {**common, "retention.ms": week}),
         topics.watchlist: (1, {**common, "cleanup.policy": "compact"}),
         topics.deadletter: (1, {**common, "retention.ms": week}),
+        # the ingest's camera reports (sauron.ingest.reports): the newest of each camera,
+        # a camera no longer reported forgotten after a day
+        t.name("cameras"): (
+            1,
+            {**common, "cleanup.policy": "compact,delete", "retention.ms": str(86_400_000)},
+        ),
     }
 
 

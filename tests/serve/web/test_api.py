@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -337,9 +338,12 @@ def test_openapi_and_pages_are_served(app: LiveApp) -> None:
     ):
         assert path in spec["paths"], path
     page = app.client.get("/")
-    assert page.status_code == 200 and "/static/app.js" in page.text
+    assert page.status_code == 200 and "/static/core.js" in page.text
     assert "default-src 'self'" in page.headers["content-security-policy"]
-    assert app.client.get("/static/app.js").status_code == 200
+    scripts = re.findall(r'<script src="(/static/[a-z]+\.js)"', page.text)
+    assert "/static/core.js" in scripts and "/static/live.js" in scripts
+    for script in scripts:  # every page's file is served
+        assert app.client.get(script).status_code == 200, script
 
 
 def _add_user(app: LiveApp, name: str, password: str, role: str = "viewer") -> None:

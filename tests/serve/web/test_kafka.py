@@ -15,12 +15,17 @@ import httpx
 import pytest
 
 from sauron import codec
+from sauron.bus.admin import ensure_topics
 from sauron.bus.client import make_producer, wait_until
 from sauron.bus.topics import Topics, camera_partition
+from sauron.demo.synth import demo_clips
 from sauron.detect.stage import DetectStage
+from sauron.ingest.producer import IngestGroup
+from sauron.ingest.reports import CameraReporter
 from sauron.match.stage import MatchStage
 from sauron.match.watchlist import Watchlist
 from sauron.match.watchlist_topic import follow_watchlist
+from sauron.pipeline import kafka_frame_sink
 from sauron.record.kafka_worker import RecordFeed
 from sauron.record.stage import RecordStage
 from sauron.serve.web.server import WebServer, WebServices
@@ -163,5 +168,69 @@ def test_web_over_kafka(
         record_feed.stop()
         record_feed.join(30)
         record.stop()
+        server.stop()
+        services.stop()
+
+
+def test_web_lists_the_cameras_an_ingest_elsewhere_reads(
+    bootstrap: str, tmp_path: Path, photos: dict[str, Path]
+) -> None:
+    """The split deployment of the README: `sauron ingest` in one place, `sauron web`
+    elsewhere with no camera in its settings. The web app lists the ingest's cameras
+    from their reports, with the ingest side's health (a camera that fails says why)."""
+    clip = demo_clips(tmp_path / "clips", frames=20)[0]
+    prefix = f"r{uuid.uuid4().hex[:8]}"
+    common = {
+        "bus": {"type": "kafka", "bootstrap_servers": bootstrap},
+        "topics": {"prefix": prefix, "partitions": PARTITIONS},
+    }
+    ingest_settings = make_settings(
+        None,
+        tmp_path / "ingest",
+        cameras=[
+            {"name": "door", "source": str(clip.path), "loop": True, "realtime": True},
+            {"name": "yard", "source": str(tmp_path / "missing.mp4")},
+        ],
+        **common,
+    )
+    web_settings = make_settings(f"sqlite:///{tmp_path / 'w.db'}", tmp_path / "web", **common)
+    assert web_settings.cameras == []
+    counts = ensure_topics(ingest_settings)
+    producer, sink = kafka_frame_sink(ingest_settings, counts[f"{prefix}.frames"])
+    ingest = IngestGroup(ingest_settings.cameras, sink=sink).start()
+    reporter = CameraReporter(ingest_settings, ingest, interval_s=0.5)
+    reporter.start()
+    services = WebServices(web_settings, pipeline=False)
+    services.bootstrap_admin()
+    services.start()
+    server = WebServer(services.app, "127.0.0.1", 0).start()
+    client = httpx.Client(base_url=server.url, timeout=30)
+    try:
+        token = client.post(
+            "/api/login", json={"username": "admin", "password": ADMIN_PASSWORD}
+        ).json()["token"]
+        admin = {"Authorization": f"Bearer {token}"}
+
+        def cameras() -> dict[str, Any]:
+            return {c["camera"]: c for c in client.get("/api/cameras", headers=admin).json()}
+
+        assert wait_until(lambda: {"door", "yard"} <= set(cameras()), 30), cameras()
+        assert wait_until(lambda: cameras()["door"]["state"] == "running", 20), cameras()
+        cams = cameras()
+        assert cams["door"]["ingest"]["frames"] > 0 and not cams["door"]["ingest"]["stale"]
+        assert cams["yard"]["state"] == "failed"
+        assert "missing.mp4" in cams["yard"]["ingest"]["error"]
+        # its stream opens (its frames come once workers annotate them) although no
+        # setting here names it
+        with client.stream("GET", "/api/cameras/door/stream.mjpeg", headers=admin) as resp:
+            assert resp.status_code == 200
+        ingest.stop.set()
+        ingest.join(10)
+        reporter.stop()
+        assert wait_until(lambda: cameras()["door"]["state"] == "stopped", 20), cameras()
+    finally:
+        ingest.stop.set()
+        producer.flush(5)
+        client.close()
         server.stop()
         services.stop()

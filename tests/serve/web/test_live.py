@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
+from sauron.codec import CameraReport
 from sauron.imaging import decode_jpeg
 from sauron.serve.web.live import LiveHub
 
@@ -218,3 +219,15 @@ def test_a_camera_without_frames_that_is_reconnecting_says_so() -> None:
         "door": "reconnecting",
         "desk": "waiting",
     }
+
+
+def test_an_ingest_report_lists_a_camera_and_tells_its_state() -> None:
+    hub = LiveHub()
+    hub.report(CameraReport(camera="yard", state="reconnecting", frames=40, ts=time.time()))
+    hub.report(CameraReport(camera="yard", state="running", frames=30, ts=time.time() - 60))
+    (yard,) = hub.status()
+    assert yard["camera"] == "yard" and yard["state"] == "reconnecting", "older report ignored"
+    assert yard["ingest"]["frames"] == 40 and not yard["ingest"]["stale"]
+    hub.report(CameraReport(camera="yard", state="failed", frames=41, ts=time.time(), error="gone"))
+    (yard,) = hub.status()
+    assert (yard["state"], yard["ingest"]["error"]) == ("failed", "gone")

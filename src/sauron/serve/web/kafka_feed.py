@@ -5,6 +5,9 @@
   their end, and stop reading a partition a while after its last viewer left.
 * :class:`AlertFeed`: follows ``<prefix>.alerts`` from its end and pushes each alert to
   this server's open pages, whichever server's recorder raised it.
+* :class:`CameraReportFeed`: reads ``<prefix>.cameras`` from its start (a compacted topic:
+  the newest report of every camera) and on, so the live views list every camera an
+  ingest process reads, with its health there, whatever this server's settings name.
 
 Recording (the consumer group ``<prefix>.store``) is the record stage's:
 ``sauron worker record`` (``record/kafka_worker.py``).
@@ -131,6 +134,25 @@ class AlertFeed:
             self.broadcaster.publish(event)
 
     def start(self) -> AlertFeed:
+        self.tail.start()
+        return self
+
+    def stop(self) -> None:
+        self.tail.stop()
+
+
+class CameraReportFeed:
+    def __init__(self, settings: Settings, hub: LiveHub) -> None:
+        self.hub = hub
+        self.tail = TopicTail(settings.bus, settings.topics.name("cameras"), self._on_msg)
+
+    def _on_msg(self, msg: Message) -> None:
+        try:
+            self.hub.report(codec.decode_camera_report(msg.value() or b""))
+        except codec.CodecError as exc:
+            log.warning("cameras topic: a report was ignored: %s", exc)
+
+    def start(self) -> CameraReportFeed:
         self.tail.start()
         return self
 

@@ -5,6 +5,11 @@ the annotated topic); read by the MJPEG streams and the status events on the eve
 loop. Frames are shown in frame order: a frame older than the one on screen (frame
 partitioning delivers out of order) is skipped rather than shown late, except with a
 later capture time, which is a camera restart numbering its frames from 0 again.
+
+The cameras listed are those of this server's settings, those whose frames
+arrived, and those an ingest process reports (``<prefix>.cameras``, read by
+``kafka_feed.CameraReportFeed``): the report also says how the camera is on the ingest
+side (running, reconnecting, failed...), even when nobody here watches its frames.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from sauron.codec import CameraReport
 from sauron.imaging import ImageDecodeError
 from sauron.store.snapshots import annotated_frame
 from sauron.types import Result
@@ -27,6 +33,8 @@ from sauron.types import Result
 log = logging.getLogger(__name__)
 
 _WINDOW_S = 5.0
+#: an ingest report older than this (five of its intervals) is out of date: ingest gone
+REPORT_STALE_S = 10.0
 
 
 @dataclass
@@ -41,6 +49,25 @@ class _Feed:
     skipped: int = 0
     jpeg: bytes = b""
     jpeg_version: int = -1
+    report: CameraReport | None = None
+    reported_at: float = 0.0  # time.monotonic() the report arrived
+
+
+def _ingest(feed: _Feed, now: float) -> dict[str, Any] | None:
+    """The camera as its ingest process last reported it (None: never reported)."""
+    r = feed.report
+    if r is None:
+        return None
+    age = now - feed.reported_at
+    return {
+        "state": r.state,
+        "frames": r.frames,
+        "error": r.error,
+        "restarts": r.restarts,
+        "host": r.host,
+        "age_s": round(age, 1),
+        "stale": age > REPORT_STALE_S,
+    }
 
 
 class LiveHub:
@@ -61,6 +88,13 @@ class LiveHub:
         """A camera that should be listed even before its first frame."""
         with self._lock:
             self._feeds.setdefault(camera, _Feed(camera))
+
+    def report(self, report: CameraReport) -> None:
+        """An ingest process's report of a camera: lists it, says how it is there."""
+        with self._lock:
+            feed = self._feeds.setdefault(report.camera, _Feed(report.camera))
+            if feed.report is None or report.ts >= feed.report.ts:
+                feed.report, feed.reported_at = report, time.monotonic()
 
     def cameras(self) -> list[str]:
         with self._lock:
@@ -88,8 +122,12 @@ class LiveHub:
                 loop.call_soon_threadsafe(event.set)
 
     def status(self) -> list[dict[str, Any]]:
-        """Per camera: state (live/stopped/waiting/reconnecting), frames/s, latency, names
-        in view."""
+        """Per camera: state, frames/s, latency, names in view, and the ingest's report.
+
+        The state is ``live`` while frames arrive here; otherwise what the ingest side
+        reports (``running``, ``starting``, ``reconnecting``, ``stopped``, ``failed``),
+        else ``reconnecting`` when this process's own camera is, else ``stopped`` (frames
+        came, then stopped) or ``waiting`` (none yet)."""
         now = time.monotonic()
         out = []
         sources = self.source_states() if self.source_states is not None else {}
@@ -103,7 +141,10 @@ class LiveHub:
                     state = "stopped"
                 else:
                     state = "live"
-                if state != "live" and sources.get(f"camera-{f.name}") == "reconnecting":
+                ingest = _ingest(f, now)
+                if state != "live" and ingest is not None and not ingest["stale"]:
+                    state = str(ingest["state"])
+                elif state != "live" and sources.get(f"camera-{f.name}") == "reconnecting":
                     state = "reconnecting"
                 span = min(_WINDOW_S, now - recent[0]) if len(recent) > 1 else 0.0
                 fps = (len(recent) - 1) / span if span > 0 else 0.0
@@ -121,9 +162,14 @@ class LiveHub:
                         "faces": len(f.result.detections) if f.result else 0,
                         "names": names if state == "live" else [],
                         "skipped": f.skipped,
+                        "ingest": ingest,
                     }
                 )
         return sorted(out, key=lambda d: d["camera"])
+
+    def in_view(self) -> list[tuple[str, str]]:
+        """(person, camera) of every watched person on a live camera's newest frame."""
+        return [(n, cam["camera"]) for cam in self.status() for n in cam["names"]]
 
     def _render(self, result: Result) -> bytes:
         """The frame as a viewer sees it: boxes and names drawn (here, on demand, unless

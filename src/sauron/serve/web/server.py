@@ -130,11 +130,12 @@ class WebServices:
 
     def _start_kafka(self) -> None:
         from sauron.bus.admin import ensure_topics
-        from sauron.serve.web.kafka_feed import AlertFeed, KafkaLiveFeed
+        from sauron.serve.web.kafka_feed import AlertFeed, CameraReportFeed, KafkaLiveFeed
 
         ensure_topics(self.settings)
         self.ctx.watchlists.publish_all()
         self._kafka.append(AlertFeed(self.settings, self.broadcaster).start())
+        self._kafka.append(CameraReportFeed(self.settings, self.hub).start())
         if self.pipeline:  # `sauron run` hands over every annotated frame already
             return
         live = KafkaLiveFeed(self.settings, self.hub)

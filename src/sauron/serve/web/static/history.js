@@ -1,0 +1,48 @@
+// History: stored sightings filtered by person, camera and time, paged.
+"use strict";
+
+function sightingRow(s) {
+  return el("tr", { "data-sighting": s.id },
+    el("td", {}, s.snapshot_url ? el("img", { src: s.snapshot_url, alt: "" }) : null),
+    el("td", { text: fmtTime(s.ts) }), el("td", { text: s.camera }),
+    el("td", { text: s.person || "unknown" }), el("td", { text: fmtDist(s.distance) }),
+    el("td", { text: String(s.frame) }));
+}
+
+async function viewHistory(show = render) {
+  const people = await api("/api/people");
+  const person = el("select", { name: "person" }, el("option", { value: "", text: "anyone" }),
+    people.map(p => el("option", { value: p.name, text: p.name })));
+  const camera = el("select", { name: "camera" }, el("option", { value: "", text: "any camera" }),
+    state.cameras.map(c => el("option", { value: c.camera, text: c.camera })));
+  const since = el("input", { type: "datetime-local", name: "since" });
+  const until = el("input", { type: "datetime-local", name: "until" });
+  const named = el("input", { type: "checkbox", name: "named" });
+  const body = el("tbody");
+  const more = el("button", { type: "button", text: "Older", hidden: true });
+  let before = null;
+  async function load(reset) {
+    const q = new URLSearchParams({ limit: "50" });
+    if (person.value) q.set("person", person.value);
+    if (camera.value) q.set("camera", camera.value);
+    if (since.value) q.set("since", String(new Date(since.value).getTime() / 1000));
+    if (until.value) q.set("until", String(new Date(until.value).getTime() / 1000));
+    if (named.checked) q.set("named", "true");
+    if (!reset && before) q.set("before", String(before));
+    const page = await api("/api/sightings?" + q);
+    if (reset) body.replaceChildren();
+    page.items.forEach(s => body.append(sightingRow(s)));
+    before = page.next_before;
+    more.hidden = !before;
+  }
+  more.addEventListener("click", () => load(false));
+  const form = el("form", { class: "row" }, person, camera, "from", since, "to", until,
+    el("label", {}, named, " named only"), el("button", { type: "submit", text: "Show" }));
+  form.addEventListener("submit", (ev) => { ev.preventDefault(); load(true); });
+  show(el("h2", { text: "History" }), form,
+    el("table", {}, el("thead", {}, el("tr", {}, ["", "time", "camera", "person", "distance", "frame"].map(h => el("th", { text: h })))), body),
+    more);
+  await load(true);
+}
+
+registerPage("history", { nav: "History", order: 40, view: (show) => viewHistory(show) });
