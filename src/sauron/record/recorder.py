@@ -207,6 +207,8 @@ class Recorder:
             log.exception("recorder: visitors not grouped")
 
     def _wanted(self, result: Result, i: int) -> bool:
+        if result.frame.still:  # a photo of an image folder: its own scene, always kept
+            return True
         det = result.detections
         track = int(det.track_ids[i])
         key: tuple[Any, ...] = (

@@ -1,12 +1,13 @@
 // History: stored sightings filtered by person, camera and time, paged.
 "use strict";
 
-function sightingRow(s) {
+function sightingRow(s, onChange) {
   return el("tr", { "data-sighting": s.id },
     el("td", {}, s.snapshot_url ? el("img", { src: s.snapshot_url, alt: "" }) : null),
     el("td", { text: fmtTime(s.ts) }), el("td", { text: s.camera }),
     el("td", { text: s.person || "unknown" }), el("td", { text: fmtDist(s.distance) }),
-    el("td", { text: String(s.frame) }));
+    el("td", { text: String(s.frame) }),
+    el("td", {}, correctionButtons(s, onChange)));
 }
 
 async function viewHistory(show = render) {
@@ -31,7 +32,7 @@ async function viewHistory(show = render) {
     if (!reset && before) q.set("before", String(before));
     const page = await api("/api/sightings?" + q);
     if (reset) body.replaceChildren();
-    page.items.forEach(s => body.append(sightingRow(s)));
+    page.items.forEach(s => body.append(sightingRow(s, () => load(true))));
     before = page.next_before;
     more.hidden = !before;
   }
@@ -40,7 +41,7 @@ async function viewHistory(show = render) {
     el("label", {}, named, " named only"), el("button", { type: "submit", text: "Show" }));
   form.addEventListener("submit", (ev) => { ev.preventDefault(); load(true); });
   show(el("h2", { text: "History" }), form,
-    el("table", {}, el("thead", {}, el("tr", {}, ["", "time", "camera", "person", "distance", "frame"].map(h => el("th", { text: h })))), body),
+    el("table", {}, el("thead", {}, el("tr", {}, ["", "time", "camera", "person", "distance", "frame", ""].map(h => el("th", { text: h })))), body),
     more);
   await load(true);
 }
