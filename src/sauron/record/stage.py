@@ -50,7 +50,9 @@ class RecordStage:
             privacy_blur=web.privacy_blur,
             watcher=self.mqtt,
             visitors=(
-                VisitorGrouper(VisitorStore(self.store), settings.visitors)
+                VisitorGrouper(
+                    VisitorStore(self.store), settings.visitors, settings.match.tolerance
+                )
                 if settings.visitors.enabled
                 else None
             ),

@@ -34,14 +34,18 @@ class _Open:
     embedding: np.ndarray | None = None
     snapshot: bytes | None = None
     named: bool = False
+    last: np.ndarray | None = None  # the latest embedding
 
 
 class VisitorGrouper:
     """Open tracks of unnamed faces, grouped into visitors as they end."""
 
-    def __init__(self, visitors: VisitorStore, cfg: VisitorsConfig) -> None:
+    def __init__(
+        self, visitors: VisitorStore, cfg: VisitorsConfig, new_person_at: float = 0.6
+    ) -> None:
         self.visitors = visitors
         self.cfg = cfg
+        self.new_person_at = new_person_at
         self._open: dict[tuple[str, int], _Open] = {}
         self.grouped = 0  # visits stored
         self.new_visitors = 0
@@ -63,17 +67,23 @@ class VisitorGrouper:
             return
         key = (camera, track)
         t = self._open.get(key)
+        usable = embedding is not None and bool(np.isfinite(embedding).all())
+        if (
+            t is not None
+            and usable
+            and t.last is not None
+            and float(np.linalg.norm(embedding - t.last)) > self.new_person_at
+        ):
+            self._finish(t)  # someone else in the track's place
+            t = None
         if t is None:
             t = self._open[key] = _Open(camera, track, ts, ts, 0.0)
         t.ended_at, t.seen = max(t.ended_at, ts), time.monotonic()
+        if usable:
+            t.last = embedding
         if person is not None:
             t.named = True
-        elif (
-            not t.named
-            and embedding is not None
-            and np.isfinite(embedding).all()
-            and quality > t.quality
-        ):
+        elif not t.named and usable and embedding is not None and quality > t.quality:
             t.quality, t.embedding, t.snapshot = quality, embedding.copy(), crop()
 
     def end_idle(self, everything: bool = False) -> int:
@@ -83,13 +93,14 @@ class VisitorGrouper:
         ended = [
             k for k, t in self._open.items() if everything or now - t.seen > self.cfg.track_end_s
         ]
-        stored = 0
-        for key in ended:
-            t = self._open.pop(key)
-            if not t.named and t.embedding is not None and t.quality >= self.cfg.min_quality:
-                self._store(t)
-                stored += 1
-        return stored
+        return sum(self._finish(self._open.pop(key)) for key in ended)
+
+    def _finish(self, t: _Open) -> bool:
+        """Group an ended track (or a track's part) if it is a good view of a stranger."""
+        if t.named or t.embedding is None or t.quality < self.cfg.min_quality:
+            return False
+        self._store(t)
+        return True
 
     def _store(self, t: _Open) -> None:
         assert t.embedding is not None
