@@ -432,6 +432,33 @@ class ClipsConfig(Section):
     )
 
 
+class VisitorsConfig(Section):
+    enabled: bool = Field(
+        True,
+        description="Group the faces of no enrolled person into persistent visitors "
+        "(stored: one embedding and crop per track); off: no stranger's face is kept "
+        "beyond its sightings",
+    )
+    threshold: float = Field(
+        0.5,
+        gt=0,
+        le=2,
+        description="A track joins the nearest visitor whose centroid is at most this far "
+        "from its best face's embedding; farther from all: a new visitor",
+    )
+    min_quality: float = Field(
+        0.3,
+        ge=0,
+        le=1,
+        description="A track whose best face is poorer than this (size and pose, 0..1) "
+        "is not grouped",
+    )
+    track_end_s: Annotated[float, Interval(gt=0, le=600)] = Field(
+        3.0, description="A track unseen this long has ended and is grouped"
+    )
+    crops: int = Field(5, ge=1, le=50, description="Best crops shown per visitor")
+
+
 class WebConfig(Section):
     host: str = Field("127.0.0.1", description="Address the web server binds")
     port: Port = Field(8080, description="Port of the web server; 0 = any free")
@@ -586,6 +613,7 @@ class Settings(BaseSettings):
     match: MatchConfig = Field(default_factory=MatchConfig)  # type: ignore[arg-type]
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)  # type: ignore[arg-type]
     store: StoreConfig = Field(default_factory=StoreConfig)  # type: ignore[arg-type]
+    visitors: VisitorsConfig = Field(default_factory=VisitorsConfig)  # type: ignore[arg-type]
     web: WebConfig = Field(default_factory=WebConfig)  # type: ignore[arg-type]
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)  # type: ignore[arg-type]
     clips: ClipsConfig = Field(default_factory=ClipsConfig)  # type: ignore[arg-type]

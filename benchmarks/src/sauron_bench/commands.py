@@ -22,6 +22,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "storage": ("storage", "bytes a camera writes to the store a day (database, snapshots, clips)"),
     "startup": ("startup", "`sauron run --bus kafka` from a cold start"),
     "threads": ("threads", "models under threads: shared with a lock, or one set each"),
+    "visitors": ("visitors", "visitor grouping purity and completeness, single-shot recall"),
 }
 
 

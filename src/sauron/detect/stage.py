@@ -165,7 +165,7 @@ class DetectStage:
             det = self.detector.detect(rgb)
             return det, {"decode": (t1 - t0) * 1e3, "detect": (time.perf_counter() - t1) * 1e3}
         model = self.detector
-        if not self.tracking:
+        if not self.tracking or frame.still:  # a still photo is its own scene: no tracks
             det, shapes = model.locate(rgb)
             self.frames_scanned += 1
             t2 = time.perf_counter()

@@ -12,8 +12,10 @@ from sauron.match.watchlist import Watchlist
 from sauron.record.alerts import AlertDispatcher, Sink, kafka_alert_sink, webhook_from
 from sauron.record.clips import ClipRecorder
 from sauron.record.recorder import Done, Recorder
+from sauron.record.visitors import VisitorGrouper
 from sauron.store.db import Store
 from sauron.store.retention import RetentionPolicy, RetentionWorker
+from sauron.store.visitors import VisitorStore
 from sauron.types import Result
 
 if TYPE_CHECKING:
@@ -48,6 +50,13 @@ class RecordStage:
             alert_gap_s=settings.alerts.gap_s,
             privacy_blur=web.privacy_blur,
             watcher=self.mqtt,
+            visitors=(
+                VisitorGrouper(
+                    VisitorStore(self.store), settings.visitors, settings.match.tolerance
+                )
+                if settings.visitors.enabled
+                else None
+            ),
         )
         self.clips: ClipRecorder | None = None
         if settings.clips.enabled:

@@ -46,6 +46,7 @@ from sauron.store.models import (
     AlertAck,
     AuditEntry,
     Clip,
+    Correction,
     Person,
     Photo,
     Sighting,
@@ -55,6 +56,8 @@ from sauron.store.models import (
 from sauron.types import EMBEDDING_DIM
 
 log = logging.getLogger(__name__)
+
+_NO_NEGATIVES = np.zeros((0, EMBEDDING_DIM), np.float32)
 
 
 def rowcount(result: Any) -> int:
@@ -128,6 +131,7 @@ class NewSighting:
     box: tuple[int, int, int, int]  # x0, y0, x1, y1
     embedding: np.ndarray | None
     snapshot: bytes | None
+    votes: int | None = None  # behind the name; 1: a single-vote match
 
 
 @dataclass(frozen=True)
@@ -142,6 +146,7 @@ class SightingFields:
     person: str | None
     distance: float | None
     box: tuple[int, int, int, int]
+    votes: int | None
 
 
 @dataclass(frozen=True)
@@ -253,6 +258,7 @@ def _sighting_info(s: Sighting, has_snapshot: bool) -> SightingInfo:
         s.person,
         s.distance,
         (s.x0, s.y0, s.x1, s.y1),
+        s.votes,
         has_snapshot,
     )
 
@@ -532,12 +538,15 @@ class Store:
                 s.flush()
                 s.execute(update(Sighting).where(Sighting.person == old).values(person=new))
                 s.execute(update(Alert).where(Alert.person == old).values(person=new))
+                s.execute(update(Correction).where(Correction.person == old).values(person=new))
                 return _person_info(p)
         except IntegrityError:
             raise Conflict(f"a person named {new!r} is already enrolled") from None
 
     def delete_person(self, name: str) -> bool:
+        """Delete the person, their photos and the corrections about them."""
         with self.session() as s:
+            s.execute(delete(Correction).where(Correction.person == name))
             return bool(rowcount(s.execute(delete(Person).where(Person.name == name))))
 
     def delete_photo(self, name: str, photo_id: int) -> PersonInfo:
@@ -562,20 +571,81 @@ class Store:
             return None if row is None else (row[0], row[1])
 
     def wire_person(self, name: str) -> WirePerson:
-        """The person as matchers want it: the name and one embedding per photo."""
+        """The person as matchers want it: the name, one embedding per photo and the
+        negative examples ("not this person" corrections)."""
         with self.session() as s:
             p = self._person(s, name)
-            return WirePerson(name, np.stack([embedding_array(ph.embedding) for ph in p.photos]))
+            refs = np.stack([embedding_array(ph.embedding) for ph in p.photos])
+            return WirePerson(name, refs, self._negatives(s, name).get(name, _NO_NEGATIVES))
 
     def wire_people(self) -> list[WirePerson]:
         with self.session() as s:
             rows = s.execute(
                 select(Person.name, Photo.embedding).join(Photo).order_by(Person.name, Photo.id)
             ).all()
+            negatives = self._negatives(s)
         by_name: dict[str, list[np.ndarray]] = {}
         for name, emb in rows:
             by_name.setdefault(name, []).append(embedding_array(emb))
-        return [WirePerson(n, np.stack(v)) for n, v in by_name.items()]
+        return [
+            WirePerson(n, np.stack(v), negatives.get(n, _NO_NEGATIVES)) for n, v in by_name.items()
+        ]
+
+    @staticmethod
+    def _negatives(s: Session, name: str | None = None) -> dict[str, np.ndarray]:
+        q = select(Correction.person, Correction.embedding).where(Correction.kind == "not")
+        if name is not None:
+            q = q.where(Correction.person == name)
+        by_name: dict[str, list[np.ndarray]] = {}
+        for person, emb in s.execute(q.order_by(Correction.id)).all():
+            by_name.setdefault(person, []).append(embedding_array(emb))
+        return {n: np.stack(v) for n, v in by_name.items()}
+
+    # --- corrections --------------------------------------------------------------------
+
+    def add_correction(
+        self,
+        username: str,
+        kind: str,
+        person: str,
+        embedding: np.ndarray,
+        sighting_id: int | None = None,
+    ) -> int:
+        """Record an operator's correction: ``not`` (a negative example of ``person``) or
+        ``is`` (the face was added to ``person``'s photos); the sighting, if any, is
+        relabelled (no one, or ``person``)."""
+        if kind not in ("not", "is"):
+            raise ValueError(f"a correction is 'not' or 'is', but got {kind!r}")
+        with self.session() as s:
+            c = Correction(
+                ts=time.time(),
+                username=username,
+                kind=kind,
+                person=person,
+                sighting_id=sighting_id,
+                embedding=embedding_bytes(embedding),
+            )
+            s.add(c)
+            if sighting_id is not None:
+                s.execute(
+                    update(Sighting)
+                    .where(Sighting.id == sighting_id)
+                    .values(person=None if kind == "not" else person, votes=None)
+                )
+            s.flush()
+            return c.id
+
+    def sighting_face(
+        self, sighting_id: int
+    ) -> tuple[SightingInfo, np.ndarray | None, bytes | None]:
+        """A sighting with its embedding and snapshot (NotFound if there is none)."""
+        with self.session() as s:
+            row = s.get(Sighting, sighting_id)
+            if row is None:
+                raise NotFound(f"no sighting {sighting_id}")
+            emb = embedding_array(row.embedding) if row.embedding else None
+            snap = self._read_snapshot((row.snapshot_path, row.snapshot))
+            return _sighting_info(row, snap is not None), emb, snap
 
     # --- sightings ----------------------------------------------------------------------
 
@@ -609,6 +679,7 @@ class Store:
                 "y1": r.box[3],
                 "embedding": None if r.embedding is None else embedding_bytes(r.embedding),
                 **self._save_snapshot(r.camera, r.ts, r.snapshot),
+                "votes": r.votes,
             }
             for r in rows
         ]
@@ -783,6 +854,15 @@ class Store:
                 return []
             return todo
 
+    def alert(self, alert_id: int) -> AlertInfo | None:
+        with self.session() as s:
+            a = s.get(Alert, alert_id)
+            return (
+                None
+                if a is None
+                else _alert_info(a, a.snapshot is not None or a.snapshot_path is not None)
+            )
+
     def alert_snapshot(self, alert_id: int) -> bytes | None:
         with self.session() as s:
             row = s.execute(
@@ -830,6 +910,9 @@ class Store:
             counts.alerts = len(alerts)
             clips = self._delete_clips(s, Clip.ended_at < cutoff)
             counts.clips = len(clips)
+            counts.extra["corrections"] = rowcount(
+                s.execute(delete(Correction).where(Correction.ts < cutoff))
+            )
             counts.tokens = rowcount(
                 s.execute(
                     delete(Token).where(

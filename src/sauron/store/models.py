@@ -93,6 +93,7 @@ class Sighting(Keyed, Base):
     snapshot: Mapped[bytes | None] = mapped_column(LargeBinary)  # before schema 4
     snapshot_path: Mapped[str | None] = mapped_column(String(255))
     snapshot_bytes: Mapped[int | None] = mapped_column(Integer)
+    votes: Mapped[int | None] = mapped_column(Integer)
 
 
 class Alert(Keyed, Base):
@@ -139,6 +140,53 @@ class AlertAck(Base):
     )
     username: Mapped[str] = mapped_column(String(64))
     ts: Mapped[float] = mapped_column(Float)
+
+
+class Visitor(Keyed, Base):
+    """A face of no enrolled person seen again and again: a pseudo-identity whose
+    centroid is the mean of its visits' embeddings."""
+
+    __tablename__ = "visitors"
+    __table_args__ = (Index("ix_visitors_last_seen", "last_seen"), {"sqlite_autoincrement": True})
+
+    created_at: Mapped[float] = mapped_column(Float)
+    first_seen: Mapped[float] = mapped_column(Float)
+    last_seen: Mapped[float] = mapped_column(Float)
+    visits: Mapped[int] = mapped_column(Integer)
+    centroid: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Visit(Keyed, Base):
+    """One track of a visitor (one camera, one pass): its best face's embedding and crop."""
+
+    __tablename__ = "visits"
+    __table_args__ = (Index("ix_visits_ended_at", "ended_at"),)
+
+    visitor_id: Mapped[int] = mapped_column(
+        ForeignKey("visitors.id", ondelete="CASCADE"), index=True
+    )
+    camera: Mapped[str] = mapped_column(String(64))
+    track: Mapped[int] = mapped_column(BigInteger)
+    started_at: Mapped[float] = mapped_column(Float)
+    ended_at: Mapped[float] = mapped_column(Float)
+    quality: Mapped[float] = mapped_column(Float)
+    embedding: Mapped[bytes] = mapped_column(LargeBinary)
+    snapshot: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+
+class Correction(Keyed, Base):
+    """An operator's correction of a name: ``not`` (a negative example: this face is not
+    ``person``) or ``is`` (the face was added to ``person``'s photos)."""
+
+    __tablename__ = "corrections"
+    __table_args__ = (Index("ix_corrections_person", "person"),)
+
+    ts: Mapped[float] = mapped_column(Float)
+    username: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))
+    person: Mapped[str] = mapped_column(String(64))
+    sighting_id: Mapped[int | None] = mapped_column(BigInteger)
+    embedding: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class User(Keyed, Base):

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from sauron.store.db import PurgeCounts, Store
 from sauron.store.index import FaceIndex
+from sauron.store.visitors import VisitorStore
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +51,14 @@ def purge(
     """Delete what is older than ``retention_days``; returns what was deleted."""
     cutoff = (time.time() if now is None else now) - retention_days * 86400.0
     counts = store.purge_before(cutoff)
-    if counts.sightings or counts.alerts:
+    counts.extra["visits"] = VisitorStore(store).purge_before(cutoff)
+    if counts.sightings or counts.alerts or counts.extra["visits"]:
         log.info(
-            "retention: deleted %d sightings and %d alerts older than %.1f days "
+            "retention: deleted %d sightings, %d alerts and %d visits older than %.1f days "
             "(%d files, %d clips)",
             counts.sightings,
             counts.alerts,
+            counts.extra["visits"],
             retention_days,
             counts.files,
             counts.clips,

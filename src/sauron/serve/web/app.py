@@ -24,7 +24,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from sauron import __version__
-from sauron.serve.web import auth, routes_history, routes_live, routes_watchlist
+from sauron.serve.web import (
+    auth,
+    routes_corrections,
+    routes_history,
+    routes_live,
+    routes_visitors,
+    routes_watchlist,
+)
 from sauron.serve.web.context import WebContext
 
 log = logging.getLogger(__name__)
@@ -130,7 +137,14 @@ def create_app(ctx: WebContext) -> FastAPI:
     )
     app.state.ctx = ctx
     app.add_exception_handler(RequestValidationError, _invalid_request)
-    for router in (auth.router, routes_watchlist.router, routes_live.router, routes_history.router):
+    for router in (
+        auth.router,
+        routes_watchlist.router,
+        routes_live.router,
+        routes_history.router,
+        routes_visitors.router,
+        routes_corrections.router,
+    ):
         app.include_router(router)
 
     @app.get("/api/health", tags=["meta"])

@@ -27,6 +27,7 @@ from sauron.store.db import (
     SightingFilter,
     SightingInfo,
 )
+from sauron.store.visitors import VisitorStore
 
 log = logging.getLogger(__name__)
 
@@ -77,12 +78,25 @@ class SearchHit(SightingOut):
     query_distance: float
 
 
+class VisitorHit(BaseModel):
+    visitor_id: int
+    label: str
+    visits: int
+    last_seen: float
+    query_distance: float = Field(description="From the photo's face to the visitor's centroid")
+    crop_url: str | None
+
+
 class SearchOut(BaseModel):
     total: int
     searched: int
     took_ms: float
     tolerance: float
     items: list[SearchHit]
+    visitors: list[VisitorHit] = Field(
+        description="Visitors (faces of no enrolled person, grouped) the photo's face "
+        "is within the tolerance of, nearest first"
+    )
 
 
 def sighting_out(s: SightingInfo, has_clip: bool = False) -> SightingOut:
@@ -264,7 +278,8 @@ async def search(
     limit: Annotated[int, Form(ge=1, le=1000)] = 100,
     largest: Annotated[bool, Form()] = False,
 ) -> SearchOut:
-    """Every stored sighting of the face in ``photo``, nearest first."""
+    """Every stored sighting of the face in ``photo``, nearest first, and the visitors
+    it may be."""
     tol = tolerance if tolerance is not None else ctx.settings.match.tolerance
     data = await photo.read(ctx.enroller.max_photo_bytes + 1)
     name = safe_filename(photo.filename)
@@ -286,7 +301,28 @@ async def search(
         for h in hits
         if h.sighting_id in rows
     ]
-    audit(ctx, p, "search", name, tolerance=tol, results=total)
+    found = await run_in_threadpool(VisitorStore(ctx.store).nearest, emb, tol, 10)
+    visitors = [
+        VisitorHit(
+            visitor_id=m.visitor.id,
+            label=f"visitor {m.visitor.id}",
+            visits=m.visitor.visits,
+            last_seen=m.visitor.last_seen,
+            query_distance=m.distance,
+            crop_url=(
+                f"/api/visits/{m.visitor.best_visits[0]}/snapshot.jpg"
+                if m.visitor.best_visits
+                else None
+            ),
+        )
+        for m in found
+    ]
+    audit(ctx, p, "search", name, tolerance=tol, results=total, visitors=len(visitors))
     return SearchOut(
-        total=total, searched=len(ctx.index), took_ms=round(took, 2), tolerance=tol, items=items
+        total=total,
+        searched=len(ctx.index),
+        took_ms=round(took, 2),
+        tolerance=tol,
+        items=items,
+        visitors=visitors,
     )

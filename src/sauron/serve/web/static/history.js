@@ -2,12 +2,13 @@
 // #/history?person=ID&camera=NAME&since=UNIX&until=UNIX opens it filtered (the alerts link here).
 "use strict";
 
-function sightingRow(s) {
+function sightingRow(s, onChange) {
   return el("tr", { "data-sighting": s.id, "data-clip": s.clip_url },
     el("td", {}, s.snapshot_url ? el("img", { src: s.snapshot_url, alt: "" }) : null),
     el("td", { text: fmtTime(s.ts) }), el("td", { text: s.camera }),
     el("td", { text: personName(s.person) || "unknown" }), el("td", { text: fmtDist(s.distance) }),
-    el("td", { text: String(s.frame) }));
+    el("td", { text: String(s.frame) }),
+    el("td", {}, correctionButtons(s, onChange)));
 }
 
 // Unix seconds as a datetime-local input's value (local time, to the second).
@@ -44,7 +45,7 @@ async function viewHistory(show = render, args = [], params = new URLSearchParam
     if (!reset && before) q.set("before", String(before));
     const page = await api("/api/sightings?" + q);
     if (reset) body.replaceChildren();
-    page.items.forEach(s => body.append(sightingRow(s)));
+    page.items.forEach(s => body.append(sightingRow(s, () => load(true))));
     before = page.next_before;
     more.hidden = !before;
   }
@@ -53,7 +54,7 @@ async function viewHistory(show = render, args = [], params = new URLSearchParam
     el("label", {}, named, " named only"), el("button", { type: "submit", text: "Show" }));
   form.addEventListener("submit", (ev) => { ev.preventDefault(); load(true); });
   show(el("h2", { text: "History" }), form,
-    el("table", {}, el("thead", {}, el("tr", {}, ["", "time", "camera", "person", "distance", "frame"].map(h => el("th", { text: h })))), body),
+    el("table", {}, el("thead", {}, el("tr", {}, ["", "time", "camera", "person", "distance", "frame", ""].map(h => el("th", { text: h })))), body),
     more);
   await load(true);
 }
