@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from sauron.store import StoreError
 from sauron.store.db import NewClip, NewSighting, SightingFilter, Store
 from sauron.store.media import MediaDir, MediaPathError
 from sauron.store.migrations import migrate
@@ -170,3 +171,21 @@ def test_one_retention_pass_applies_ages_clip_ages_and_the_budget(store: Store) 
     counts = apply(store, policy)
     assert (counts.sightings, counts.clips) == (1, 1)
     assert store.media_usage().alert_clips == 1000
+
+
+def test_without_a_media_folder_a_server_database_refuses_snapshots_clearly(
+    db_url: str,
+) -> None:
+    store = Store(db_url)  # no media folder given
+    try:
+        store.migrate()
+        store.add_sightings([_sighting(1.0, snapshot=None)])  # rows alone need none
+        if db_url.startswith("sqlite"):  # beside the SQLite file
+            path = sa.make_url(db_url).database
+            assert path is not None
+            assert store.media.root == Path(path).absolute().parent / "media"
+        else:
+            with pytest.raises(StoreError, match="no media folder"):
+                store.add_sightings([_sighting(2.0)])
+    finally:
+        store.close()

@@ -350,17 +350,12 @@ def _sqlite_pragmas(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def _default_media_dir(url: str, fallback: Path | None = None) -> Path:
+def _default_media_dir(url: str, fallback: Path | None = None) -> Path | None:
     """``media`` beside a SQLite file, else ``fallback`` (the data folder)."""
     database = make_url(url).database or ""
     in_file = database not in ("", ":memory:") and not database.startswith("file:")
     if url.startswith("sqlite") and in_file:
         return Path(database).absolute().parent / "media"
-    if fallback is None:
-        raise StoreError(
-            "a store on a server database needs a media folder for snapshots and clips "
-            "(store.media_dir)"
-        )
     return fallback
 
 
@@ -371,7 +366,8 @@ class Store:
 
     def __init__(self, url: str, media_dir: Path | None = None) -> None:
         self.url = url
-        self.media = MediaDir(media_dir if media_dir is not None else _default_media_dir(url))
+        root = media_dir if media_dir is not None else _default_media_dir(url)
+        self._media = MediaDir(root) if root is not None else None
         if url.startswith("sqlite"):
             _private_sqlite_file(url)
             self.engine = create_engine(
@@ -382,6 +378,16 @@ class Store:
             self.engine = create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=8)
         self.dialect = self.engine.dialect.name
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def media(self) -> MediaDir:
+        """The folder of the snapshot and clip files."""
+        if self._media is None:
+            raise StoreError(
+                "this store has no media folder for snapshots and clips: give one "
+                "(store.media_dir; a server database has none by default)"
+            )
+        return self._media
 
     @classmethod
     def open(cls, cfg: StoreConfig) -> Store:
