@@ -108,12 +108,15 @@ async function viewAlerts(show = render, args = [], params = new URLSearchParams
   const msg = el("p", { class: "error" });
   let before = null;
   let newest = null;
+  let loads = 0;
   async function load(reset) {
     const q = new URLSearchParams({ limit: String(PAGE), state: which.value });
     if (person.value) q.set("person", person.value);
     if (camera.value) q.set("camera", camera.value);
     if (!reset && before) q.set("before", String(before));
+    const mine = ++loads;
     const page = await api("/api/alerts?" + q);
+    if (mine !== loads) return; // the filters changed meanwhile: a newer load draws the list
     if (reset) { list.replaceChildren(); newest = page.length ? page[0].id : null; }
     page.forEach(a => list.append(alertItem(a)));
     before = page.length ? page[page.length - 1].id : before;

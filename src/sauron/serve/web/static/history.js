@@ -35,6 +35,7 @@ async function viewHistory(show = render, args = [], params = new URLSearchParam
   const body = el("tbody");
   const more = el("button", { type: "button", text: "Older", hidden: true });
   let before = null;
+  let loads = 0;
   async function load(reset) {
     const q = new URLSearchParams({ limit: "50" });
     if (person.value) q.set("person", person.value);
@@ -43,7 +44,9 @@ async function viewHistory(show = render, args = [], params = new URLSearchParam
     if (until.value) q.set("until", String(new Date(until.value).getTime() / 1000));
     if (named.checked) q.set("named", "true");
     if (!reset && before) q.set("before", String(before));
+    const mine = ++loads;
     const page = await api("/api/sightings?" + q);
+    if (mine !== loads) return; // a newer load (filters changed) draws the table
     if (reset) body.replaceChildren();
     page.items.forEach(s => body.append(sightingRow(s, () => load(true))));
     before = page.next_before;
