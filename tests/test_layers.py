@@ -73,6 +73,7 @@ BENCH_ORDER: list[set[str]] = [
         "startup",
         "storage",
         "threads",
+        "visitors",
     },
     {"commands"},  # `sauron bench`: which command runs which
 ]

@@ -52,7 +52,7 @@ from sauron.store.db import Store
 from sauron.store.models import Visit
 from sauron.store.visitors import VisitorStore
 from sauron.types import Frame
-from sauron_bench.bare_loop import _Score
+from sauron_bench.bare_loop import Score
 from sauron_bench.realistic import make_realistic_workload
 from sauron_bench.workload import JPEG_QUALITY, WATCHED, Workload, watchlist_people
 
@@ -151,7 +151,7 @@ def single_shot(
     shown once (``shrink``: scaled by this first); ``still``: marked as stills."""
     detect = DetectStage(DetectConfig.model_validate(options or {}), tracking=tracking)
     match = MatchStage(MatchConfig.model_validate({}), Watchlist(people))
-    score = _Score()
+    score = Score()
     single = 0
     for k, (ci, n) in enumerate(frames):
         jpeg, truth = work.jpeg(ci, n), work.people(ci, n)
