@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import threading
 from collections import deque
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ import numpy as np
 
 from sauron.config import ClipsConfig
 from sauron.imaging import ImageDecodeError
+from sauron.queues import LatestQueue, QueueClosed
 from sauron.store.db import NewClip, Store
 from sauron.store.snapshots import annotated_image
 from sauron.types import Result
@@ -186,7 +186,7 @@ class ClipRecorder:
         self.stats = ClipStats()
         self._rings: dict[str, FrameRing] = {}
         self._open: dict[tuple[str, str | None], OpenClip] = {}
-        self._queue: queue.Queue[Result | None] = queue.Queue(queue_size)
+        self._queue: LatestQueue[Result] = LatestQueue(queue_size)
         self._thread = threading.Thread(target=self._run, name="clips", daemon=True)
         self._idle = threading.Condition()
         self._busy = 0
@@ -221,23 +221,16 @@ class ClipRecorder:
             return
         with self._idle:
             self._busy += 1
-        while True:
-            try:
-                self._queue.put_nowait(result)
-                return
-            except queue.Full:
-                try:
-                    if self._queue.get_nowait() is not None:
-                        self.stats.dropped += 1
-                        self._done(1)
-                        if self.stats.dropped % 100 == 1:
-                            log.warning(
-                                "clips: the encoder is behind; dropped the oldest queued frame "
-                                "(%d dropped so far): clips miss frames",
-                                self.stats.dropped,
-                            )
-                except queue.Empty:
-                    pass
+        dropped = self._queue.put(result)
+        if dropped:
+            self.stats.dropped += len(dropped)
+            self._done(len(dropped))
+            if self.stats.dropped % 100 == 1:
+                log.warning(
+                    "clips: the encoder is behind; dropped the oldest queued frame "
+                    "(%d dropped so far): clips miss frames",
+                    self.stats.dropped,
+                )
 
     def _done(self, n: int) -> None:
         with self._idle:
@@ -254,13 +247,14 @@ class ClipRecorder:
         if not self._thread.is_alive():
             return
         self.flush(timeout)
-        self._queue.put(None)
+        self._queue.close()
         self._thread.join(timeout)
 
     def _run(self) -> None:
         while True:
-            result = self._queue.get()
-            if result is None:
+            try:
+                result = self._queue.get()
+            except QueueClosed:
                 break
             try:
                 self._frame(result)
