@@ -61,6 +61,7 @@ BENCH_ORDER: list[set[str]] = [
         "supervision",
         "startup",
         "threads",
+        "visitors",
     },
     {"commands"},  # `sauron bench`: which command runs which
 ]

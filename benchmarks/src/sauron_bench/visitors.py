@@ -6,7 +6,7 @@ Grouping: every frame of each camera of :mod:`sauron_bench.realistic` goes throu
 product's detect and match stages (defaults: tracking, identity voting) and into the
 record stage's :class:`~sauron.record.recorder.Recorder` over a fresh SQLite store, with
 visitor grouping on. Each stored visit (one ended track) is given the identity that the
-ground truth shows most often under its track's boxes. Then:
+ground truth shows most often under its track's boxes during the visit. Then:
 
 - purity: the share of visits that belong to their visitor's majority identity (one
   visitor = one real person);
@@ -52,7 +52,7 @@ from sauron.store.db import Store
 from sauron.store.models import Visit
 from sauron.store.visitors import VisitorStore
 from sauron.types import Frame
-from sauron_bench.bare_loop import _Score
+from sauron_bench.bare_loop import Score
 from sauron_bench.realistic import make_realistic_workload
 from sauron_bench.workload import JPEG_QUALITY, WATCHED, Workload, watchlist_people
 
@@ -78,7 +78,10 @@ def grouping(work: Workload, people: list[Person], frames: int) -> dict[str, Any
     """Run the workload through detect, match and the recorder; score the visitors."""
     detect = DetectStage(DetectConfig.model_validate({}), tracking=True)
     match = MatchStage(MatchConfig.model_validate({}), Watchlist(people))
-    who: dict[tuple[str, int], Counter[str]] = defaultdict(Counter)
+    # (camera, track) -> (capture time, the ground-truth person) of each of its faces: one
+    # track may hold several people in turn (the tracker's id stays when someone takes
+    # another's place), and the grouper splits it there, so a visit is scored by its span
+    who: dict[tuple[str, int], list[tuple[float, str]]] = defaultdict(list)
     with tempfile.TemporaryDirectory(prefix="sauron-visitors-") as tmp:
         cfg = StoreConfig.model_validate({"data_dir": tmp})
         store = Store.open(cfg)
@@ -96,20 +99,20 @@ def grouping(work: Workload, people: list[Person], frames: int) -> dict[str, Any
                     det.track_ids.tolist(), _truth_of(work.people(ci, n), det.xyxy), strict=True
                 ):
                     if person is not None:
-                        who[(camera, int(track))][person] += 1
+                        who[(camera, int(track))].append((frame.captured_at, person))
                 recorder.add(result)
         recorder.close(timeout=120)
         with store.session() as s:
             visits = s.execute(
                 Visit.__table__.select().with_only_columns(
-                    Visit.visitor_id, Visit.camera, Visit.track
+                    Visit.visitor_id, Visit.camera, Visit.track, Visit.started_at, Visit.ended_at
                 )
             ).all()
         store.close()
     by_visitor: dict[int, Counter[str]] = defaultdict(Counter)
     unknown = 0
-    for visitor_id, camera, track in visits:
-        counts = who.get((camera, int(track)))
+    for visitor_id, camera, track, started, ended in visits:
+        counts = Counter(p for ts, p in who.get((camera, int(track)), []) if started <= ts <= ended)
         if not counts:
             unknown += 1  # a track over no ground-truth face (a false detection)
             continue
@@ -151,7 +154,7 @@ def single_shot(
     shown once (``shrink``: scaled by this first); ``still``: marked as stills."""
     detect = DetectStage(DetectConfig.model_validate(options or {}), tracking=tracking)
     match = MatchStage(MatchConfig.model_validate({}), Watchlist(people))
-    score = _Score()
+    score = Score()
     single = 0
     for k, (ci, n) in enumerate(frames):
         jpeg, truth = work.jpeg(ci, n), work.people(ci, n)
@@ -197,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--shrink",
         default="1,0.5",
-        help="single shot: comma-separated scales of the frames (0.5: faces 20-75 px wide)",
+        help="single shot: comma-separated scales of the frames (0.5: faces 20-75 px wide; "
+        "empty: no single-shot runs)",
     )
     p.add_argument("--out", type=Path, default=Path("sauron-bench"))
     args = p.parse_args(argv)
@@ -214,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     dlib_people = watchlist_people("dlib")
     out["single_shot"] = {}
-    for scale in (float(x) for x in args.shrink.split(",")):
+    for scale in (float(x) for x in args.shrink.split(",") if x.strip()):
         out["single_shot"][f"x{scale:g}"] = {
             "frames": len(shots),
             "sauron_stills": single_shot(work, shots, people, still=True, shrink=scale),
