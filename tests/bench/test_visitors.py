@@ -24,6 +24,7 @@ def test_a_tiny_run_scores_the_grouping_and_the_single_shots(
     assert g["visits"] == g["stranger_visits"] + g["watched_visits"] + g["visits_without_truth"]
     assert g["strangers"] == len(g["visitors_per_stranger"]) >= 1
     assert 0 < g["purity"] <= 1 and 0 < g["completeness"] <= 1
+    assert 0 <= g["id_recall"] <= 1 and g["strangers_named"] >= 0
     shots = out["single_shot"]["x1"]
     assert shots["frames"] == 2
     for run in ("sauron_stills", "sauron_as_video_frames", "bare_face_recognition_loop"):

@@ -12,7 +12,9 @@ ground truth shows most often under its track's boxes during the visit. Then:
   visitor = one real person);
 - completeness: for each stranger, the share of their visits in the visitor holding most
   of them (one real stranger = one visitor), over all strangers' visits;
-- the watched person's visits that became visitors (tracks never named), counted apart.
+- the watched person's visits that became visitors (tracks never named), counted apart;
+- on the way, the names the match stage gave: id recall (the watched person's faces named
+  right, of all in the ground truth) and faces of strangers named (false ids).
 
 Single shot: every ``--still-every``-th frame of each camera, each frame alone (a still:
 no track across frames, as an image-folder camera sends them), at each ``--shrink``
@@ -82,6 +84,7 @@ def grouping(work: Workload, people: list[Person], frames: int) -> dict[str, Any
     # track may hold several people in turn (the tracker's id stays when someone takes
     # another's place), and the grouper splits it there, so a visit is scored by its span
     who: dict[tuple[str, int], list[tuple[float, str]]] = defaultdict(list)
+    named = Score()  # the names given on the way: id recall and strangers named
     with tempfile.TemporaryDirectory(prefix="sauron-visitors-") as tmp:
         cfg = StoreConfig.model_validate({"data_dir": tmp})
         store = Store.open(cfg)
@@ -95,6 +98,7 @@ def grouping(work: Workload, people: list[Person], frames: int) -> dict[str, Any
                 frame = Frame(camera, n, t0 + n / 10, work.jpeg(ci, n))
                 det, timings = detect.process(frame)
                 result, _ = match.process(frame, det, timings)
+                named.add(work.people(ci, n), result.detections.xyxy, result.detections.names)
                 for track, person in zip(
                     det.track_ids.tolist(), _truth_of(work.people(ci, n), det.xyxy), strict=True
                 ):
@@ -126,8 +130,11 @@ def grouping(work: Workload, people: list[Person], frames: int) -> dict[str, Any
                 per_stranger[person][visitor_id] += k
     stranger_visits = sum(sum(c.values()) for c in per_stranger.values())
     kept_together = sum(c.most_common(1)[0][1] for c in per_stranger.values())
+    acc = named.to_json()
     return {
         "frames": frames * len(work.clips),
+        "id_recall": round(int(acc["watched_named"]) / int(acc["watched_faces"]), 4),
+        "strangers_named": acc["strangers_named"],
         "visits": len(visits),
         "visits_without_truth": unknown,
         "visitors": len(by_visitor),
@@ -237,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "visitors.json").write_text(json.dumps(out, indent=2) + "\n")
     g = out["grouping"]
     print(
+        f"names: id recall {g['id_recall']}, strangers named {g['strangers_named']}; "
         f"grouping: {g['visits']} visits -> {g['visitors']} visitors; purity {g['purity']}, "
         f"completeness {g['completeness']} ({g['strangers']} strangers, "
         f"{g['stranger_visits']} of their visits; {g['watched_visits']} visits of the "
