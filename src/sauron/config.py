@@ -396,6 +396,41 @@ class StoreConfig(Section):
     snapshot_size: int = Field(
         160, ge=32, le=1024, description="Longest side of stored face snapshots (pixels)"
     )
+    media_dir: Path | None = Field(
+        None,
+        description="Folder of the snapshot and clip files (the database keeps their paths); "
+        "default: media beside the SQLite file, or in data_dir for a server database",
+    )
+    media_budget_gb: Annotated[float, Interval(ge=0, le=1_000_000)] = Field(
+        0.0,
+        description="Most gigabytes the snapshots and clips may take: past it the oldest go "
+        "first, ordinary sightings before alerts (0 = no limit, only retention_days)",
+    )
+
+
+class ClipsConfig(Section):
+    enabled: bool = Field(True, description="Keep an MP4 clip of each appearance")
+    pre_roll_s: Annotated[float, Interval(ge=0, le=60)] = Field(
+        5.0, description="Seconds of video before an appearance starts"
+    )
+    post_roll_s: Annotated[float, Interval(ge=0, le=60)] = Field(
+        5.0, description="Seconds of video after the appearance was last seen"
+    )
+    max_s: Annotated[float, Interval(gt=0, le=3600)] = Field(
+        120.0, description="Longest clip (seconds); a longer appearance's clip is cut there"
+    )
+    buffer_mb: Annotated[float, Interval(gt=0, le=4096)] = Field(
+        32.0, description="Most megabytes of recent frames kept per camera for the pre-roll"
+    )
+    sightings: bool = Field(
+        True, description="Clips of faces not on the watchlist too, not only of alerts"
+    )
+    alert_retention_days: Annotated[float, Interval(gt=0, le=36500)] = Field(
+        30.0, description="Delete the clips of alerts older than this many days"
+    )
+    sighting_retention_days: Annotated[float, Interval(gt=0, le=36500)] = Field(
+        7.0, description="Delete the clips of other faces older than this many days"
+    )
 
 
 class VisitorsConfig(Section):
@@ -582,6 +617,7 @@ class Settings(BaseSettings):
     visitors: VisitorsConfig = Field(default_factory=VisitorsConfig)  # type: ignore[arg-type]
     web: WebConfig = Field(default_factory=WebConfig)  # type: ignore[arg-type]
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)  # type: ignore[arg-type]
+    clips: ClipsConfig = Field(default_factory=ClipsConfig)  # type: ignore[arg-type]
     mqtt: MqttConfig = Field(default_factory=MqttConfig)  # type: ignore[arg-type]
 
     @model_validator(mode="before")

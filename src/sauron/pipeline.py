@@ -58,7 +58,7 @@ class RunSummary:
     ready_s: float | None = None
     placement: dict[str, int] = field(default_factory=dict)
     members: dict[str, list[int]] = field(default_factory=dict)  # group member -> partitions
-    # Embedded bus: frames held by detect processes that died, processes replaced, and
+    # Frames held by detect processes that died (embedded bus), processes replaced, and
     # the error that ended the run (processes that cannot start or keep dying)
     lost: int = 0
     restarts: int = 0
@@ -242,7 +242,7 @@ def run_kafka(settings: Settings, opts: RunOptions, stopper: _Stopper) -> RunSum
     from sauron.bus.client import end_offsets
     from sauron.bus.tail import TopicTail
     from sauron.bus.topics import Topics
-    from sauron.detect.kafka_worker import DetectSignals, spawn_detect_workers
+    from sauron.detect.kafka_worker import DetectProcesses, DetectSignals
     from sauron.ingest.reports import CameraReporter
     from sauron.match.kafka_worker import build_match_worker, topic_namer
     from sauron.match.watchlist_topic import publish_person
@@ -283,7 +283,7 @@ def run_kafka(settings: Settings, opts: RunOptions, stopper: _Stopper) -> RunSum
     server = serve(metrics, port, settings.metrics.host)
     n = worker_count(opts.processes)
     signals = DetectSignals(n)
-    procs = spawn_detect_workers(
+    workers = DetectProcesses(
         settings, n, namer=topic_namer, metrics_base=port + 1 if port else 0, signals=signals
     )
     matcher: Any = None
@@ -310,6 +310,9 @@ def run_kafka(settings: Settings, opts: RunOptions, stopper: _Stopper) -> RunSum
     stale = [0]
 
     def done() -> bool:
+        workers.check()  # a detect process that died is replaced, or the run ends
+        if workers.failure is not None:
+            return True
         for cam, number in signals.drain_stale():
             writer.skip(cam, number)
             stale[0] += 1
@@ -335,10 +338,7 @@ def run_kafka(settings: Settings, opts: RunOptions, stopper: _Stopper) -> RunSum
         ingest.join(5)
         reporter.stop()
         producer.flush(10)
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.join(15)
+        workers.stop()
         if matcher is not None:
             matcher.stop_event.set()
             match_thread.join(15)
@@ -352,6 +352,7 @@ def run_kafka(settings: Settings, opts: RunOptions, stopper: _Stopper) -> RunSum
     summary = _summary(ingest, writer, started, producer.stats.dropped_total + stale[0], dead)
     summary.dropped_stale, summary.ready_s = stale[0], ready_s
     summary.placement, summary.members = placement, members
+    summary.restarts, summary.error = workers.restarts, workers.failure
     if stale[0]:
         d = settings.detect
         log.info(

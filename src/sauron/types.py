@@ -11,6 +11,14 @@ import numpy as np
 EMBEDDING_DIM = 128
 NUM_LANDMARKS = 5
 
+#: The one box convention: (left, top, right, bottom) pixels, "xyxy", as a row of
+#: :attr:`Detections.xyxy`. Other conventions appear only at the edges: dlib's rectangles
+#: (``detect/models.py``: :func:`~sauron.detect.models.to_rect`,
+#: :func:`~sauron.detect.models.from_rect`), CenterFace's centres and sizes
+#: (``detect/centerface.py``) and the results contract's [top, right, bottom, left]
+#: (:meth:`Detections.to_trbl`, for the results file and the sightings).
+Box = tuple[int, int, int, int]
+
 
 @dataclass(frozen=True)
 class Frame:
@@ -43,10 +51,11 @@ def _check_rows(name: str, arr: np.ndarray, n: int, tail: tuple[int, ...]) -> No
 class Detections:
     """Columnar record of the objects found in one frame, one numpy array per field.
 
-    ``xyxy`` holds boxes as (left, top, right, bottom) pixels. ``embeddings`` has shape
-    (N, D) with D = 0 when no embedding was computed (e.g. person boxes). ``names`` holds
-    the matched watchlist person per row or None; ``distances`` the distance to the nearest
-    enrolled person (NaN when not matched). ``track_ids`` is -1 when tracking is off.
+    ``xyxy`` holds boxes as (left, top, right, bottom) pixels (:data:`Box`).
+    ``embeddings`` has shape (N, D) with D = 0 when no embedding was computed (e.g. person
+    boxes). ``names`` holds the matched watchlist person per row or None; ``distances`` the
+    distance to the nearest enrolled person (NaN when not matched). ``track_ids`` is -1
+    when tracking is off.
     ``votes`` counts the embeddings that agree on a row's name (0 when unnamed); a named
     row with one vote is a single-vote match: the name rests on one embedding alone.
     """
@@ -139,7 +148,8 @@ class Detections:
         return np.clip(w, 0, None) * np.clip(h, 0, None)
 
     def to_trbl(self) -> list[list[int]]:
-        """Boxes as [top, right, bottom, left], the convention of the results contract."""
+        """Boxes as [top, right, bottom, left], the convention of the results contract
+        (an edge: the results file and the sightings; inside, boxes are :data:`Box`)."""
         return [[int(t), int(r), int(b), int(lft)] for lft, t, r, b in self.xyxy.tolist()]
 
 

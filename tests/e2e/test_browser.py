@@ -19,11 +19,14 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import cv2
 import httpx
+import numpy as np
 import pytest
 import yaml
 
 from sauron.demo.synth import ClipTruth
+from sauron.imaging import decode_jpeg, encode_jpeg
 
 pytestmark = pytest.mark.slow
 
@@ -103,6 +106,10 @@ def sauron_run(clips: list[ClipTruth], tmp_path: Path) -> Iterator[SauronRun]:
                     {"name": "lobby", "source": str(lobby.path), "loop": True, "realtime": True}
                 ],
                 "store": {"data_dir": str(tmp_path / "data")},
+                # he leaves the 4 s loop for 2 s: each loop is a new appearance, an alert
+                "alerts": {"gap_s": 1.0},
+                # an appearance's clip is stored at its end, or at 4 s if it lasts longer
+                "clips": {"max_s": 4, "pre_roll_s": 1, "post_roll_s": 1},
             }
         )
     )
@@ -113,6 +120,12 @@ def sauron_run(clips: list[ClipTruth], tmp_path: Path) -> Iterator[SauronRun]:
         yield run
     finally:
         run.stop()
+
+
+def _token(url: str, user: str, password: str) -> str:
+    r = httpx.post(f"{url}/api/login", json={"username": user, "password": password})
+    assert r.status_code == 200, r.text
+    return str(r.json()["token"])
 
 
 def _shot(page: object, name: str) -> None:
@@ -127,6 +140,14 @@ def _shot(page: object, name: str) -> None:
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)  # type: ignore[attr-defined]
 
 
+def side_by_side(*paths: Path) -> bytes:
+    """One photo of several people: the given photos side by side, 500 px high."""
+    images = [decode_jpeg(p.read_bytes()) for p in paths]
+    h = 500
+    resized = [cv2.resize(im, (round(im.shape[1] * h / im.shape[0]), h)) for im in images]
+    return encode_jpeg(np.hstack(resized), 90)
+
+
 def _login(page: object, url: str, user: str, password: str) -> None:
     page.goto(url)  # type: ignore[attr-defined]
     page.fill("#login-form input[name=username]", user)  # type: ignore[attr-defined]
@@ -139,8 +160,12 @@ def _login(page: object, url: str, user: str, password: str) -> None:
     not CHROMIUM.exists(),
     reason=f"no Chromium at {CHROMIUM} (scripts/test installs Debian's chromium)",
 )
-def test_operator_flow_in_a_real_browser(sauron_run: SauronRun, photos: dict[str, Path]) -> None:
+def test_operator_flow_in_a_real_browser(
+    sauron_run: SauronRun, photos: dict[str, Path], tmp_path: Path
+) -> None:
     url = sauron_run.url
+    two_faces = tmp_path / "two-people.jpg"
+    two_faces.write_bytes(side_by_side(photos["obama.jpg"], photos["biden.jpg"]))
     assert url is not None
     shutil.rmtree(SHOTS, ignore_errors=True)
     expect = playwright_api.expect
@@ -160,8 +185,9 @@ def test_operator_flow_in_a_real_browser(sauron_run: SauronRun, photos: dict[str
             page.fill("#enroll-name", "obama")
             page.set_input_files("#enroll-photos", str(photos["obama.jpg"]))
             page.click("#enroll-form button[type=submit]")
+            # the first enrollment loads the face models: slow on a busy machine
             expect(page.locator('.person[data-person="obama"] .photos img')).to_have_count(
-                1, timeout=30_000
+                1, timeout=120_000
             )
             _shot(page, "02-watchlist")
 
@@ -193,6 +219,69 @@ def test_operator_flow_in_a_real_browser(sauron_run: SauronRun, photos: dict[str
             expect(page.locator("#alert-list .alert-camera").first).to_have_text("lobby")
             _shot(page, "05-alerts")
 
+            # the alert's clip plays in the page (an H.264 MP4 in Chromium's <video>)
+            admin = {"Authorization": "Bearer " + _token(url, "admin", PASSWORD)}
+            for _ in range(120):  # bounded: the clip is stored 4 s into the appearance
+                if any(a["clip_url"] for a in httpx.get(f"{url}/api/alerts", headers=admin).json()):
+                    break
+                page.wait_for_timeout(500)
+            page.reload()
+            page.locator("#alert-list .card.alert[data-clip] .clip-play").first.click()
+            playing = False
+            for _ in range(150):  # the page's CSP forbids wait_for_function
+                playing = page.evaluate(
+                    "() => { const v = document.querySelector('#alert-list .clip video');"
+                    " return !!v && v.readyState >= 2 && v.currentTime > 0 && v.videoWidth > 0; }"
+                )
+                if playing:
+                    break
+                page.wait_for_timeout(100)
+            assert playing, "\n".join(["the clip did not play", *sauron_run.lines[-30:]])
+            _shot(page, "05b-clip")
+            audit = httpx.get(f"{url}/api/audit", headers=admin).json()
+            assert any(a["action"] == "clip" and a["username"] == "admin" for a in audit)
+
+            # the looping clip raises an alert every few seconds: pop-ups collapse into
+            # one "N more" line, in a strip that covers no control
+            expect(page.locator("#toast-more")).to_be_visible(timeout=90_000)
+            assert page.locator(".toast").count() <= 3
+            overlaps = page.evaluate("""() => {
+                const t = document.getElementById('toasts').getBoundingClientRect();
+                return [...document.querySelectorAll('#view button, #view select, nav a')]
+                  .filter(b => { const r = b.getBoundingClientRect();
+                    return r.width && r.left < t.right && r.right > t.left
+                        && r.top < t.bottom && r.bottom > t.top; }).length; }""")
+            assert overlaps == 0
+            # acknowledge one, then all shown; filter by state
+            page.reload()
+            first = page.locator("#alert-list .alert").first
+            first.locator("button.ack-one").click()
+            expect(first.locator(".acked")).to_contain_text("acknowledged by admin")
+            with page.expect_response(lambda r: r.url.endswith("/api/alerts/ack")):
+                page.click("#alert-ack-all")
+            page.select_option("#alert-state", "acknowledged")
+            # the list is drawn again for the new state (alerts that came since stay open)
+            expect(page.locator("#alert-list button.ack-one")).to_have_count(0)
+            expect(page.locator("#alert-list .alert .acked").first).to_be_visible()
+            assert page.locator("#alert-list .alert").count() >= 2
+            page.select_option("#alert-person", "obama")
+            expect(page.locator("#alert-list .alert-person").first).to_have_text("obama")
+            assert set(page.locator("#alert-list .alert-person").all_inner_texts()) == {"obama"}
+            # mute the camera's pop-ups: alerts still arrive on the list, no pop-up
+            page.select_option("#alert-state", "open")
+            page.locator("#alert-list .alert button.mute-camera").first.click()
+            expect(page.locator('#muted-bar [data-unmute="lobby"]')).to_be_visible()
+            page.evaluate("() => document.querySelectorAll('.toast').forEach(t => t.remove())")
+            known = page.locator("#alert-list .alert").count()
+            expect(page.locator("#alert-list .alert")).not_to_have_count(known, timeout=60_000)
+            assert page.locator(".toast").count() == 0
+            page.click('#muted-bar [data-unmute="lobby"]')
+            expect(page.locator("#muted-bar")).to_be_hidden()
+            # from an alert to its camera and its history
+            page.locator("#alert-list .alert-history").first.click()
+            expect(page.locator("tbody tr").first).to_be_visible(timeout=15_000)
+            assert set(page.locator("tbody tr td:nth-child(4)").all_inner_texts()) == {"obama"}
+
             # search by another photo of him
             page.goto(f"{url}/#/search")
             page.set_input_files("#search-photo", str(photos["obama2.jpg"]))
@@ -207,6 +296,32 @@ def test_operator_flow_in_a_real_browser(sauron_run: SauronRun, photos: dict[str
             page.goto(f"{url}/#/history")
             expect(page.locator("tbody tr").first).to_be_visible(timeout=15_000)
             _shot(page, "07-history")
+
+            # names as written, with a reason; a photo of two people: the largest face
+            page.goto(f"{url}/#/watchlist")
+            page.fill("#enroll-name", "José García")
+            page.fill("#enroll-reason", "barred since May")
+            page.set_input_files("#enroll-photos", str(photos["biden.jpg"]))
+            page.click("#enroll-form button[type=submit]")
+            jose = page.locator('.person[data-person="jose-garcia"]')
+            expect(jose.locator(".display-name")).to_have_text("José García", timeout=30_000)
+            expect(jose.locator(".person-id")).to_have_text("id jose-garcia")
+            expect(jose.locator(".reason")).to_have_text("Reason: barred since May")
+            page.fill("#enroll-name", "Barack H. Obama")
+            page.set_input_files("#enroll-photos", str(two_faces))
+            page.click("#enroll-form button[type=submit]")
+            expect(page.locator("#enroll-error")).to_contain_text("2 faces found", timeout=30_000)
+            page.click("#enroll-error button.largest")
+            expect(
+                page.locator('.person[data-person="barack-h-obama"] .display-name')
+            ).to_have_text("Barack H. Obama", timeout=30_000)
+            jose.locator("button.edit").click()
+            jose.locator(".edit-person textarea[name=notes]").fill("tall, grey coat")
+            jose.locator(".edit-person button[type=submit]").click()
+            expect(page.locator('.person[data-person="jose-garcia"] .notes')).to_have_text(
+                "tall, grey coat"
+            )
+            _shot(page, "08-watchlist-names")
 
             # a viewer sees the watchlist but cannot change it
             token = httpx.post(
@@ -232,7 +347,7 @@ def test_operator_flow_in_a_real_browser(sauron_run: SauronRun, photos: dict[str
                     headers: {'X-Requested-With': 'sauron'}});
                 return r.status; }""")
             assert status == 403
-            _shot(viewer, "08-viewer-watchlist")
+            _shot(viewer, "09-viewer-watchlist")
 
             # the viewer changes their own password on the account page
             viewer.goto(f"{url}/#/account")
@@ -247,7 +362,7 @@ def test_operator_flow_in_a_real_browser(sauron_run: SauronRun, photos: dict[str
             viewer.fill("#pw-again", new_pw)
             viewer.click("#password-form button[type=submit]")
             expect(viewer.locator("#pw-result")).to_contain_text("Password changed")
-            _shot(viewer, "09-account")
+            _shot(viewer, "10-account")
             old = httpx.post(
                 f"{url}/api/login", json={"username": "watcher", "password": viewer_pw}
             )
@@ -256,4 +371,4 @@ def test_operator_flow_in_a_real_browser(sauron_run: SauronRun, photos: dict[str
             assert new.status_code == 200, new.text
         finally:
             browser.close()
-    assert len(list(SHOTS.glob("*.png"))) == 9
+    assert len(list(SHOTS.glob("*.png"))) == 11

@@ -22,7 +22,7 @@ from sauron.record.mqtt import topic_id
 from sauron.record.stage import RecordStage
 from sauron.types import NUM_LANDMARKS, Detections, Frame, Result
 
-from .conftest import Listener, Mosquitto
+from ..mqtt_broker import Listener, Mosquitto
 
 pytestmark = pytest.mark.mqtt
 
@@ -99,11 +99,15 @@ def test_events_state_and_home_assistant_discovery(
     alerts = record.store.alerts()
     assert [(a.person, a.camera) for a in alerts] == [("obama", "lobby")]
 
-    assert wait_until(lambda: events(ha, "end"), 15), "the appearance ended after the gap"
+    assert not events(ha, "end"), "no frame of the camera after the gap yet"
+    later = time.time() + GAP_S + 0.5  # the camera's next frame, nobody in it
+    record.on_result(Result(Frame("lobby", 3, later, jpeg), Detections.empty(128), later))
+    assert wait_until(lambda: events(ha, "end"), 15), "a frame after the gap ended it"
     start, end = events(ha, "start")[0], events(ha, "end")[0]
     assert start["person"] == "obama" and start["camera"] == "lobby"
     assert start["alert_id"] == end["alert_id"] == alerts[0].id
     assert start["snapshot_url"] == f"https://sauron.example/api/alerts/{alerts[0].id}/snapshot.jpg"
+    assert end["clip_url"] == f"https://sauron.example/api/alerts/{alerts[0].id}/clip.mp4"
     assert end["frames"] == 3 and end["last_seen_at"] > end["started_at"]
     assert events(ha)[0]["phase"] == "start"
     assert wait_until(lambda: ha.latest.get("sauron/person/obama/present") == b"OFF", 10)

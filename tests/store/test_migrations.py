@@ -57,3 +57,27 @@ def test_instance_id_names_the_database(store: Store, tmp_path: object) -> None:
     first = store.instance_id()
     assert len(first) == 32
     assert store.instance_id() == first
+
+
+def test_people_of_a_version_1_database_keep_their_name_after_the_upgrade(db_url: str) -> None:
+    engine = sa.create_engine(db_url)
+    try:
+        assert migrate(engine, target=1) == 1
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text("INSERT INTO persons (name, created_at, updated_at) VALUES ('obama', 1, 1)")
+            )
+    finally:
+        engine.dispose()
+    store = Store(db_url)
+    try:
+        store.migrate()
+        (person,) = store.list_people()
+        assert (person.name, person.display_name, person.notes, person.reason) == (
+            "obama",
+            "obama",
+            "",
+            "",
+        )
+    finally:
+        store.close()

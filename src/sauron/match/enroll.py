@@ -47,6 +47,10 @@ class EnrollError(SauronError):
     """A photo or person could not be enrolled; the message says why."""
 
 
+class SeveralFaces(EnrollError):
+    """The photo holds more than one face: asking for the largest one would take it."""
+
+
 def load_photo(data: bytes, source: str = "photo", *, max_pixels: int | None = None) -> np.ndarray:
     """Decode untrusted image bytes into a C-contiguous RGB uint8 array, upright.
 
@@ -104,7 +108,7 @@ def photo_embedding(
         raise EnrollError(f"{source}: no face found in the photo")
     pick = int(np.argmax(det.areas))
     if len(shapes) > 1 and not largest:
-        raise EnrollError(
+        raise SeveralFaces(
             f"{source}: {len(shapes)} faces found; use a photo of one person "
             "or ask for the largest face"
         )
@@ -202,7 +206,7 @@ def enrollment_embedding(
     if isinstance(got, EnrollError):
         # the same photo refused earlier, perhaps under another name: say it with this one
         reason = str(got).partition(": ")[2]
-        raise EnrollError(f"{source}: {reason}" if reason else str(got))
+        raise type(got)(f"{source}: {reason}" if reason else str(got))
     return got
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable
@@ -29,6 +28,7 @@ from sauron.config import StoreConfig
 from sauron.imaging import ImageDecodeError, decode_jpeg
 from sauron.match.appearances import AlertPublisher, Appearance, AppearanceTracker, alert_event
 from sauron.match.quality import face_quality
+from sauron.queues import Empty, LatestQueue, QueueClosed
 from sauron.record.visitors import VisitorGrouper
 from sauron.store.db import NewSighting, Store
 from sauron.store.snapshots import face_snapshot
@@ -75,7 +75,7 @@ class Recorder:
 
     def __post_init__(self) -> None:
         self.tracker = AppearanceTracker(self.alert_gap_s)
-        self._queue: queue.Queue[tuple[Result, Done | None] | None] = queue.Queue(self.queue_size)
+        self._queue: LatestQueue[tuple[Result, Done | None]] = LatestQueue(self.queue_size)
         self._last: dict[tuple[Any, ...], tuple[float, str | None]] = {}
         self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
         # Frames queued or being stored; flush() waits for it to reach zero.
@@ -110,17 +110,10 @@ class Recorder:
             return
         with self._done:
             self._pending += 1
-        while True:
-            try:
-                self._queue.put_nowait((result, on_done))
-                return
-            except queue.Full:
-                try:
-                    old = self._queue.get_nowait()
-                    self.stats.dropped += 1
-                    self._finished([old] if old is not None else [])
-                except queue.Empty:
-                    pass
+        dropped = self._queue.put((result, on_done))
+        if dropped:
+            self.stats.dropped += len(dropped)
+            self._finished(dropped)
 
     def _tell(self, fn: Callable[..., None], *args: Any) -> None:
         """Tell the watcher; its failure is logged, never the recorder's."""
@@ -144,7 +137,7 @@ class Recorder:
 
     def close(self, timeout: float = 10.0) -> None:
         self.flush(timeout)
-        self._queue.put(None)
+        self._queue.close()
         self._thread.join(timeout)
 
     def _run(self) -> None:
@@ -153,29 +146,20 @@ class Recorder:
         while not stopping:
             batch: list[tuple[Result, Done | None]] = []
             try:
-                item = self._queue.get(timeout=0.5)
-                if item is None:
-                    stopping = True
-                else:
-                    batch.append(item)
-            except queue.Empty:
+                batch.append(self._queue.get(timeout=0.5))
+                while len(batch) < 32:
+                    batch.append(self._queue.get(timeout=0))
+            except Empty:
                 pass
-            while batch and len(batch) < 32 and not stopping:
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    stopping = True
-                else:
-                    batch.append(more)
+            except QueueClosed:
+                stopping = True
             if batch:
                 try:
                     self._record([result for result, _ in batch])
                 except Exception:  # the store was unreachable: count it and go on
                     self.stats.errors += 1
                     log.exception("recorder: %d frames not stored", len(batch))
-            idle = self._queue.empty()
+            idle = not len(self._queue)
             if stopping or idle or time.monotonic() - last_flush > 1.0:
                 last_flush = time.monotonic()
                 self._flush_appearances()

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from sqlalchemy import (
@@ -27,6 +27,7 @@ from sqlalchemy import (
     event,
     func,
     make_url,
+    or_,
     select,
     update,
 )
@@ -38,10 +39,13 @@ from sauron.codec import Person as WirePerson
 from sauron.config import StoreConfig
 from sauron.match.appearances import AppearanceSpan
 from sauron.store import Conflict, NotFound, StoreError
+from sauron.store.media import MediaDir
 from sauron.store.migrations import migrate
 from sauron.store.models import (
     Alert,
+    AlertAck,
     AuditEntry,
+    Clip,
     Correction,
     Person,
     Photo,
@@ -95,10 +99,24 @@ class PhotoInfo:
 @dataclass(frozen=True)
 class PersonInfo:
     id: int
-    name: str
+    name: str  # the id sightings and alerts carry
     created_at: float
     updated_at: float
     photos: tuple[PhotoInfo, ...]
+    display_name: str = ""  # as people write it; the id when none was given
+    notes: str = ""
+    reason: str = ""  # why this person is watched for
+    last_seen: float | None = None  # the newest stored sighting, when asked for
+    last_camera: str | None = None
+
+
+@dataclass(frozen=True)
+class PersonDetails:
+    """What describes a person beside the photos; None: leave as it is."""
+
+    display_name: str | None = None
+    notes: str | None = None
+    reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -142,6 +160,12 @@ class AlertInfo(AppearanceSpan):
 
     id: int
     has_snapshot: bool
+    acknowledged_at: float | None = None
+    acknowledged_by: str | None = None
+
+
+#: which alerts to list: all, those nobody acknowledged yet, those acknowledged
+AlertState = Literal["all", "open", "acknowledged"]
 
 
 @dataclass(frozen=True)
@@ -169,10 +193,44 @@ class PurgeCounts:
     sightings: int = 0
     alerts: int = 0
     tokens: int = 0
+    clips: int = 0
+    files: int = 0
     extra: dict[str, int] = field(default_factory=dict)
 
 
-def _person_info(p: Person) -> PersonInfo:
+@dataclass(frozen=True)
+class NewClip:
+    """An MP4 written into the media folder (``path`` relative to it)."""
+
+    camera: str
+    kind: str  # "alert" or "sighting"
+    person: str | None
+    started_at: float
+    ended_at: float
+    path: str
+    bytes: int
+
+
+@dataclass(frozen=True)
+class MediaUsage:
+    """Bytes of the media folder's files the database knows of, by what they belong to."""
+
+    sightings: int
+    alerts: int
+    sighting_clips: int
+    alert_clips: int
+
+    @property
+    def total(self) -> int:
+        return self.sightings + self.alerts + self.sighting_clips + self.alert_clips
+
+
+# A row's snapshot is a file (schema 4 on) or, for rows stored before, a blob.
+_SIGHTING_HAS_SNAPSHOT = or_(Sighting.snapshot_path.is_not(None), Sighting.snapshot.is_not(None))
+_ALERT_HAS_SNAPSHOT = or_(Alert.snapshot_path.is_not(None), Alert.snapshot.is_not(None))
+
+
+def _person_info(p: Person, seen: tuple[float, str] | None = None) -> PersonInfo:
     return PersonInfo(
         p.id,
         p.name,
@@ -182,6 +240,11 @@ def _person_info(p: Person) -> PersonInfo:
             PhotoInfo(ph.id, ph.filename, ph.content_type, ph.width, ph.height, ph.created_at)
             for ph in p.photos
         ),
+        display_name=p.display_name or p.name,
+        notes=p.notes or "",
+        reason=p.reason or "",
+        last_seen=seen[0] if seen else None,
+        last_camera=seen[1] if seen else None,
     )
 
 
@@ -200,9 +263,37 @@ def _sighting_info(s: Sighting, has_snapshot: bool) -> SightingInfo:
     )
 
 
-def _alert_info(a: Alert, has_snapshot: bool) -> AlertInfo:
+def _alert_info(a: Alert, has_snapshot: bool, ack: AlertAck | None = None) -> AlertInfo:
     span = {f.name: getattr(a, f.name) for f in fields(AppearanceSpan)}
-    return AlertInfo(**span, id=a.id, has_snapshot=has_snapshot)
+    return AlertInfo(
+        **span,
+        id=a.id,
+        has_snapshot=has_snapshot,
+        acknowledged_at=ack.ts if ack else None,
+        acknowledged_by=ack.username if ack else None,
+    )
+
+
+def _alert_filter(
+    q: Any,
+    *,
+    before_id: int | None = None,
+    person: str | None = None,
+    camera: str | None = None,
+    state: AlertState = "all",
+) -> Any:
+    """``q`` (over alerts outer-joined with their acknowledgements) narrowed."""
+    if before_id is not None:
+        q = q.where(Alert.id < before_id)
+    if person:
+        q = q.where(Alert.person == person)
+    if camera:
+        q = q.where(Alert.camera == camera)
+    if state == "open":
+        q = q.where(AlertAck.alert_id.is_(None))
+    elif state == "acknowledged":
+        q = q.where(AlertAck.alert_id.is_not(None))
+    return q
 
 
 def private_dir(path: Path) -> Path:
@@ -259,11 +350,24 @@ def _sqlite_pragmas(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-class Store:
-    """Persons, photos, sightings, alerts and the audit log (accounts: see accounts.py)."""
+def _default_media_dir(url: str, fallback: Path | None = None) -> Path | None:
+    """``media`` beside a SQLite file, else ``fallback`` (the data folder)."""
+    database = make_url(url).database or ""
+    in_file = database not in ("", ":memory:") and not database.startswith("file:")
+    if url.startswith("sqlite") and in_file:
+        return Path(database).absolute().parent / "media"
+    return fallback
 
-    def __init__(self, url: str) -> None:
+
+class Store:
+    """Persons, photos, sightings, alerts, clips and the audit log (accounts: see
+    accounts.py). Snapshots and clips are files in ``media_dir`` (default: ``media``
+    beside a SQLite file)."""
+
+    def __init__(self, url: str, media_dir: Path | None = None) -> None:
         self.url = url
+        root = media_dir if media_dir is not None else _default_media_dir(url)
+        self._media = MediaDir(root) if root is not None else None
         if url.startswith("sqlite"):
             _private_sqlite_file(url)
             self.engine = create_engine(
@@ -275,10 +379,21 @@ class Store:
         self.dialect = self.engine.dialect.name
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
+    @property
+    def media(self) -> MediaDir:
+        """The folder of the snapshot and clip files."""
+        if self._media is None:
+            raise StoreError(
+                "this store has no media folder for snapshots and clips: give one "
+                "(store.media_dir; a server database has none by default)"
+            )
+        return self._media
+
     @classmethod
     def open(cls, cfg: StoreConfig) -> Store:
         """Connect and bring the schema up to date."""
-        store = cls(database_url(cfg))
+        url = database_url(cfg)
+        store = cls(url, cfg.media_dir or _default_media_dir(url, Path(cfg.data_dir) / "media"))
         store.migrate()
         return store
 
@@ -308,11 +423,32 @@ class Store:
     # --- people -------------------------------------------------------------------------
 
     def list_people(self) -> list[PersonInfo]:
+        """Everyone enrolled, with where and when each was last seen."""
         with self.session() as s:
-            rows = s.scalars(
-                select(Person).options(selectinload(Person.photos)).order_by(Person.name)
+            rows = list(
+                s.scalars(select(Person).options(selectinload(Person.photos)).order_by(Person.name))
             )
-            return [_person_info(p) for p in rows]
+            seen = self._last_seen(s, [p.name for p in rows])
+            return [_person_info(p, seen.get(p.name)) for p in rows]
+
+    @staticmethod
+    def _last_seen(s: Session, names: Sequence[str]) -> dict[str, tuple[float, str]]:
+        """name -> (time, camera) of the newest stored sighting of each (the index on
+        person, ts answers it)."""
+        if not names:
+            return {}
+        newest = (
+            select(Sighting.person, func.max(Sighting.ts).label("ts"))
+            .where(Sighting.person.in_(names))
+            .group_by(Sighting.person)
+            .subquery()
+        )
+        rows = s.execute(
+            select(Sighting.person, Sighting.ts, Sighting.camera).join(
+                newest, (Sighting.person == newest.c.person) & (Sighting.ts == newest.c.ts)
+            )
+        ).all()
+        return {person: (ts, camera) for person, ts, camera in rows if person is not None}
 
     def _person(self, s: Session, name: str) -> Person:
         p = s.scalar(select(Person).where(Person.name == name).options(selectinload(Person.photos)))
@@ -323,9 +459,32 @@ class Store:
     def get_person(self, name: str) -> PersonInfo | None:
         with self.session() as s:
             try:
-                return _person_info(self._person(s, name))
+                p = self._person(s, name)
             except NotFound:
                 return None
+            return _person_info(p, self._last_seen(s, [name]).get(name))
+
+    def person_by_display_name(self, display_name: str) -> PersonInfo | None:
+        """The person enrolled under this name as written (or as id), if any."""
+        with self.session() as s:
+            p = s.scalar(
+                select(Person)
+                .where((Person.display_name == display_name) | (Person.name == display_name))
+                .options(selectinload(Person.photos))
+                .limit(1)
+            )
+            return None if p is None else _person_info(p)
+
+    def set_person_details(self, name: str, details: PersonDetails) -> PersonInfo:
+        with self.session() as s:
+            p = self._person(s, name)
+            for key in ("display_name", "notes", "reason"):
+                value = getattr(details, key)
+                if value is not None:
+                    setattr(p, key, value)
+            p.updated_at = time.time()
+            s.flush()
+            return _person_info(p, self._last_seen(s, [name]).get(name))
 
     @staticmethod
     def _photo_rows(photos: Sequence[NewPhoto], now: float) -> list[Photo]:
@@ -343,14 +502,23 @@ class Store:
             for ph in photos
         ]
 
-    def add_person(self, name: str, photos: Sequence[NewPhoto]) -> PersonInfo:
+    def add_person(
+        self, name: str, photos: Sequence[NewPhoto], details: PersonDetails | None = None
+    ) -> PersonInfo:
         if not photos:
             raise StoreError(f"{name}: a person needs at least one photo")
         now = time.time()
+        told = details or PersonDetails()
         try:
             with self.session() as s:
                 p = Person(
-                    name=name, created_at=now, updated_at=now, photos=self._photo_rows(photos, now)
+                    name=name,
+                    created_at=now,
+                    updated_at=now,
+                    display_name=told.display_name,
+                    notes=told.notes,
+                    reason=told.reason,
+                    photos=self._photo_rows(photos, now),
                 )
                 s.add(p)
                 s.flush()
@@ -482,12 +650,26 @@ class Store:
             if row is None:
                 raise NotFound(f"no sighting {sighting_id}")
             emb = embedding_array(row.embedding) if row.embedding else None
-            return _sighting_info(row, row.snapshot is not None), emb, row.snapshot
+            snap = self._read_snapshot((row.snapshot_path, row.snapshot))
+            return _sighting_info(row, snap is not None), emb, snap
 
     # --- sightings ----------------------------------------------------------------------
 
+    def _save_snapshot(self, camera: str, ts: float, data: bytes | None) -> dict[str, Any]:
+        if data is None:
+            return {"snapshot_path": None, "snapshot_bytes": None}
+        path = self.media.write("snapshots", camera, ts, data, ".jpg")
+        return {"snapshot_path": path, "snapshot_bytes": len(data)}
+
+    def _read_snapshot(self, row: Any) -> bytes | None:
+        if row is None:
+            return None
+        path, blob = row
+        return self.media.read(path) if path else blob
+
     def add_sightings(self, rows: Iterable[NewSighting]) -> list[int]:
-        """Insert sightings; one already stored (same camera, time, face) is skipped."""
+        """Insert sightings (their snapshots as files); one already stored (same camera,
+        time, face) is skipped and its new snapshot file removed."""
         values = [
             {
                 "camera": r.camera,
@@ -502,13 +684,30 @@ class Store:
                 "x1": r.box[2],
                 "y1": r.box[3],
                 "embedding": None if r.embedding is None else embedding_bytes(r.embedding),
-                "snapshot": r.snapshot,
+                **self._save_snapshot(r.camera, r.ts, r.snapshot),
                 "votes": r.votes,
             }
             for r in rows
         ]
         if not values:
             return []
+        try:
+            ids = self._insert_sightings(values)
+        except BaseException:
+            self.media.delete(v["snapshot_path"] for v in values)
+            raise
+        if len(ids) < len(values):  # some were stored before (a frame read again)
+            paths = [v["snapshot_path"] for v in values if v["snapshot_path"]]
+            with self.session() as s:
+                kept = set(
+                    s.scalars(
+                        select(Sighting.snapshot_path).where(Sighting.snapshot_path.in_(paths))
+                    )
+                )
+            self.media.delete(p for p in paths if p not in kept)
+        return ids
+
+    def _insert_sightings(self, values: list[dict[str, Any]]) -> list[int]:
         ins = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
         stmt = (
             ins(Sighting)
@@ -520,7 +719,7 @@ class Store:
 
     def sightings(self, flt: SightingFilter, limit: int = 50) -> list[SightingInfo]:
         """Newest first; page on with ``before_id`` = the last id of the previous page."""
-        q = select(Sighting, Sighting.snapshot.is_not(None))
+        q = select(Sighting, _SIGHTING_HAS_SNAPSHOT)
         if flt.person:
             q = q.where(Sighting.person == flt.person)
         elif flt.named_only:
@@ -543,14 +742,17 @@ class Store:
             for start in range(0, len(ids), 500):
                 chunk = list(ids[start : start + 500])
                 for row, has in s.execute(
-                    select(Sighting, Sighting.snapshot.is_not(None)).where(Sighting.id.in_(chunk))
+                    select(Sighting, _SIGHTING_HAS_SNAPSHOT).where(Sighting.id.in_(chunk))
                 ).all():
                     out[row.id] = _sighting_info(row, bool(has))
         return out
 
     def sighting_snapshot(self, sighting_id: int) -> bytes | None:
         with self.session() as s:
-            return s.scalar(select(Sighting.snapshot).where(Sighting.id == sighting_id))
+            row = s.execute(
+                select(Sighting.snapshot_path, Sighting.snapshot).where(Sighting.id == sighting_id)
+            ).first()
+        return self._read_snapshot(row)
 
     def embeddings_after(self, last_id: int, limit: int = 20000) -> tuple[np.ndarray, np.ndarray]:
         """(ids, (n, 128) float32) of embedded sightings with id > last_id, by id."""
@@ -578,19 +780,24 @@ class Store:
     def add_alert(
         self, person: str, camera: str, ts: float, distance: float, snapshot: bytes | None
     ) -> AlertInfo:
-        with self.session() as s:
-            a = Alert(
-                person=person,
-                camera=camera,
-                started_at=ts,
-                last_seen_at=ts,
-                frames=1,
-                distance=distance,
-                snapshot=snapshot,
-            )
-            s.add(a)
-            s.flush()
-            return _alert_info(a, snapshot is not None)
+        media = self._save_snapshot(camera, ts, snapshot)
+        try:
+            with self.session() as s:
+                a = Alert(
+                    person=person,
+                    camera=camera,
+                    started_at=ts,
+                    last_seen_at=ts,
+                    frames=1,
+                    distance=distance,
+                    **media,
+                )
+                s.add(a)
+                s.flush()
+                return _alert_info(a, snapshot is not None)
+        except BaseException:
+            self.media.delete([media["snapshot_path"]])
+            raise
 
     def extend_alert(
         self, alert_id: int, last_seen_at: float, frames: int, distance: float
@@ -609,28 +816,65 @@ class Store:
         before_id: int | None = None,
         person: str | None = None,
         camera: str | None = None,
+        state: AlertState = "all",
     ) -> list[AlertInfo]:
-        q = select(Alert, Alert.snapshot.is_not(None))
-        if before_id is not None:
-            q = q.where(Alert.id < before_id)
-        if person:
-            q = q.where(Alert.person == person)
-        if camera:
-            q = q.where(Alert.camera == camera)
+        q = _alert_filter(
+            select(Alert, _ALERT_HAS_SNAPSHOT, AlertAck).outerjoin(AlertAck),
+            before_id=before_id,
+            person=person,
+            camera=camera,
+            state=state,
+        )
         with self.session() as s:
             return [
-                _alert_info(a, bool(has))
-                for a, has in s.execute(q.order_by(Alert.id.desc()).limit(limit)).all()
+                _alert_info(a, bool(has), ack)
+                for a, has, ack in s.execute(q.order_by(Alert.id.desc()).limit(limit)).all()
             ]
+
+    def acknowledge_alerts(
+        self,
+        username: str,
+        *,
+        ids: Sequence[int] | None = None,
+        person: str | None = None,
+        camera: str | None = None,
+        up_to_id: int | None = None,
+    ) -> list[int]:
+        """Mark open alerts acknowledged by ``username``: those of ``ids``, or else every
+        open one (of ``person``, of ``camera``, up to ``up_to_id``). Their ids, ascending."""
+        q = _alert_filter(
+            select(Alert.id).outerjoin(AlertAck), person=person, camera=camera, state="open"
+        )
+        if ids is not None:
+            q = q.where(Alert.id.in_(list(ids)))
+        if up_to_id is not None:
+            q = q.where(Alert.id <= up_to_id)
+        now = time.time()
+        with self.session() as s:
+            todo = sorted(s.scalars(q))
+            s.add_all(AlertAck(alert_id=i, username=username, ts=now) for i in todo)
+            try:
+                s.flush()
+            except IntegrityError:  # acknowledged meanwhile by someone else: theirs stands
+                s.rollback()
+                return []
+            return todo
 
     def alert(self, alert_id: int) -> AlertInfo | None:
         with self.session() as s:
             a = s.get(Alert, alert_id)
-            return None if a is None else _alert_info(a, a.snapshot is not None)
+            return (
+                None
+                if a is None
+                else _alert_info(a, a.snapshot is not None or a.snapshot_path is not None)
+            )
 
     def alert_snapshot(self, alert_id: int) -> bytes | None:
         with self.session() as s:
-            return s.scalar(select(Alert.snapshot).where(Alert.id == alert_id))
+            row = s.execute(
+                select(Alert.snapshot_path, Alert.snapshot).where(Alert.id == alert_id)
+            ).first()
+        return self._read_snapshot(row)
 
     # --- audit --------------------------------------------------------------------------
 
@@ -659,11 +903,19 @@ class Store:
     # --- retention ----------------------------------------------------------------------
 
     def purge_before(self, cutoff: float) -> PurgeCounts:
-        """Delete sightings (with their snapshots) and alerts older than ``cutoff``."""
+        """Delete sightings, alerts and clips older than ``cutoff``, with their files."""
         counts = PurgeCounts()
         with self.session() as s:
-            counts.sightings = rowcount(s.execute(delete(Sighting).where(Sighting.ts < cutoff)))
-            counts.alerts = rowcount(s.execute(delete(Alert).where(Alert.last_seen_at < cutoff)))
+            gone = s.scalars(
+                delete(Sighting).where(Sighting.ts < cutoff).returning(Sighting.snapshot_path)
+            ).all()
+            counts.sightings = len(gone)
+            alerts = s.scalars(
+                delete(Alert).where(Alert.last_seen_at < cutoff).returning(Alert.snapshot_path)
+            ).all()
+            counts.alerts = len(alerts)
+            clips = self._delete_clips(s, Clip.ended_at < cutoff)
+            counts.clips = len(clips)
             counts.extra["corrections"] = rowcount(
                 s.execute(delete(Correction).where(Correction.ts < cutoff))
             )
@@ -674,4 +926,190 @@ class Store:
                     )
                 )
             )
+        counts.files = self.media.delete([*gone, *alerts, *clips])
         return counts
+
+    # --- clips --------------------------------------------------------------------------
+
+    def add_clip(self, clip: NewClip) -> int:
+        with self.session() as s:
+            row = Clip(**{f.name: getattr(clip, f.name) for f in fields(NewClip)})
+            s.add(row)
+            s.flush()
+            return row.id
+
+    @staticmethod
+    def _alert_clips(alerts: Sequence[Alert | AlertInfo]) -> Any:
+        """Clips of these alerts' appearances (same camera and person, times that meet)."""
+        return select(Clip.path, Clip.camera, Clip.person, Clip.started_at, Clip.ended_at).where(
+            Clip.kind == "alert",
+            or_(
+                *(
+                    (Clip.camera == a.camera)
+                    & (Clip.person == a.person)
+                    & (Clip.started_at <= a.last_seen_at)
+                    & (Clip.ended_at >= a.started_at)
+                    for a in alerts
+                )
+            ),
+        )
+
+    def alert_clip(self, alert_id: int) -> Path | None:
+        """The file of the alert's clip, if one is kept."""
+        with self.session() as s:
+            alert = s.get(Alert, alert_id)
+            if alert is None:
+                return None
+            path = s.scalar(self._alert_clips([alert]).order_by(Clip.started_at).limit(1))
+        return self._clip_file(path)
+
+    def sighting_clip(self, sighting_id: int) -> Path | None:
+        """The file of a clip of the sighting's camera that covers its time, if one is
+        kept (an alert's clip first)."""
+        with self.session() as s:
+            row = s.execute(
+                select(Sighting.camera, Sighting.ts).where(Sighting.id == sighting_id)
+            ).first()
+            if row is None:
+                return None
+            path = s.scalar(
+                select(Clip.path)
+                .where(Clip.camera == row.camera, Clip.started_at <= row.ts)
+                .where(Clip.ended_at >= row.ts)
+                .order_by(Clip.kind, Clip.id)
+                .limit(1)
+            )
+        return self._clip_file(path)
+
+    def sightings_with_clips(self, rows: Sequence[SightingInfo]) -> set[int]:
+        """The ids of those of ``rows`` that a kept clip covers (camera and time)."""
+        if not rows:
+            return set()
+        lo, hi = min(r.ts for r in rows), max(r.ts for r in rows)
+        with self.session() as s:
+            clips = s.execute(
+                select(Clip.camera, Clip.started_at, Clip.ended_at).where(
+                    Clip.camera.in_({r.camera for r in rows}),
+                    Clip.started_at <= hi,
+                    Clip.ended_at >= lo,
+                )
+            ).all()
+        return {
+            r.id
+            for r in rows
+            for c in clips
+            if c.camera == r.camera and c.started_at <= r.ts <= c.ended_at
+        }
+
+    def _clip_file(self, path: str | None) -> Path | None:
+        if path is None:
+            return None
+        file = self.media.resolve(path)
+        if not file.is_file():
+            log.warning("media: clip %s is in the database but not on disk", path)
+            return None
+        return file
+
+    def alerts_with_clips(self, alerts: Sequence[AlertInfo]) -> set[int]:
+        """The ids of those of ``alerts`` that have a clip."""
+        if not alerts:
+            return set()
+        with self.session() as s:
+            clips = s.execute(self._alert_clips(alerts)).all()
+        return {
+            a.id
+            for a in alerts
+            for c in clips
+            if (c.camera, c.person) == (a.camera, a.person)
+            and c.started_at <= a.last_seen_at
+            and c.ended_at >= a.started_at
+        }
+
+    @staticmethod
+    def _delete_clips(s: Session, where: Any) -> list[str]:
+        return list(s.scalars(delete(Clip).where(where).returning(Clip.path)).all())
+
+    def purge_clips_before(self, kind: str, cutoff: float) -> int:
+        """Delete the clips of ``kind`` that ended before ``cutoff``, with their files."""
+        with self.session() as s:
+            paths = self._delete_clips(s, (Clip.kind == kind) & (Clip.ended_at < cutoff))
+        self.media.delete(paths)
+        return len(paths)
+
+    # --- disk budget --------------------------------------------------------------------
+
+    def media_usage(self) -> MediaUsage:
+        with self.session() as s:
+            sightings = s.scalar(select(func.coalesce(func.sum(Sighting.snapshot_bytes), 0)))
+            alerts = s.scalar(select(func.coalesce(func.sum(Alert.snapshot_bytes), 0)))
+            clips = dict(
+                s.execute(select(Clip.kind, func.sum(Clip.bytes)).group_by(Clip.kind)).all()
+            )
+        return MediaUsage(
+            int(sightings or 0),
+            int(alerts or 0),
+            int(clips.get("sighting") or 0),
+            int(clips.get("alert") or 0),
+        )
+
+    def trim_oldest(self, kind: str, need: int, batch: int = 500) -> tuple[int, int]:
+        """Free at least ``need`` bytes (if there are) by deleting the oldest of ``kind``:
+        "sightings" (sightings and clips of faces not watched) or "alerts" (alerts and
+        their clips). Returns (rows deleted, bytes freed)."""
+        freed = rows = 0
+        while freed < need:
+            with self.session() as s:
+                found = self._oldest(s, kind, batch)
+                if not found:
+                    break
+                chosen = []
+                for item in found:
+                    chosen.append(item)
+                    freed += item[1]
+                    if freed >= need:
+                        break
+                paths = self._delete_chosen(s, chosen)
+            rows += len(chosen)
+            self.media.delete(paths)
+        return rows, freed
+
+    @staticmethod
+    def _oldest(s: Session, kind: str, batch: int) -> list[tuple[float, int, str, int]]:
+        """(time, bytes, table, id) of the oldest media-holding rows of ``kind``."""
+        rows: type[Sighting] | type[Alert]
+        if kind == "sightings":
+            rows, when, size, clip_kind = Sighting, Sighting.ts, Sighting.snapshot_bytes, "sighting"
+        else:
+            rows, when, size, clip_kind = Alert, Alert.last_seen_at, Alert.snapshot_bytes, "alert"
+        queries = [
+            (clip_kind, select(when, size, rows.id).where(size.is_not(None)).order_by(when)),
+            (
+                "clip",
+                select(Clip.ended_at, Clip.bytes, Clip.id)
+                .where(Clip.kind == clip_kind)
+                .order_by(Clip.ended_at),
+            ),
+        ]
+        found = [
+            (ts, n or 0, table, i) for table, q in queries for ts, n, i in s.execute(q.limit(batch))
+        ]
+        return sorted(found)[:batch]
+
+    def _delete_chosen(self, s: Session, chosen: list[tuple[float, int, str, int]]) -> list[str]:
+        ids = {
+            t: [i for _, _, table, i in chosen if table == t] for t in ("sighting", "alert", "clip")
+        }
+        paths: list[str | None] = []
+        if ids["sighting"]:
+            paths += s.scalars(
+                delete(Sighting)
+                .where(Sighting.id.in_(ids["sighting"]))
+                .returning(Sighting.snapshot_path)
+            ).all()
+        if ids["alert"]:
+            paths += s.scalars(
+                delete(Alert).where(Alert.id.in_(ids["alert"])).returning(Alert.snapshot_path)
+            ).all()
+        if ids["clip"]:
+            paths += self._delete_clips(s, Clip.id.in_(ids["clip"]))
+        return [p for p in paths if p]

@@ -172,7 +172,54 @@ def _v1_initial(conn: Connection) -> None:
     conn.execute(meta.insert().values(key="instance_id", value=uuid.uuid4().hex))
 
 
-def _v2_visitors(conn: Connection) -> None:
+def _v2_person_details(conn: Connection) -> None:
+    """People as people are named: the name as written (the ``name`` column stays the
+    id every sighting and alert carries), notes and the reason for watching. Older rows
+    keep NULL: their display name is their id."""
+    for column, kind in (("display_name", "VARCHAR(128)"), ("notes", "TEXT"), ("reason", "TEXT")):
+        conn.execute(text(f"ALTER TABLE persons ADD COLUMN {column} {kind}"))
+
+
+def _v3_alert_acks(conn: Connection) -> None:
+    """Alerts an operator has handled: who acknowledged which, when (a table of its own,
+    gone with its alert)."""
+    md = MetaData()
+    Table(
+        "alert_acks",
+        md,
+        Column("alert_id", _BigId, ForeignKey("alerts.id", ondelete="CASCADE"), primary_key=True),
+        Column("username", String(64), nullable=False),
+        Column("ts", Float, nullable=False),
+    )
+    Table("alerts", md, Column("id", _BigId, primary_key=True))  # what the key refers to
+    md.create_all(conn, tables=[md.tables["alert_acks"]])
+
+
+def _v4_media_files(conn: Connection) -> None:
+    """Snapshots and clips as files (``store/media.py``): the rows keep their paths and
+    sizes. Snapshots stored as blobs before stay where they are and are still served."""
+    for name in ("sightings", "alerts"):
+        conn.execute(text(f"ALTER TABLE {name} ADD COLUMN snapshot_path VARCHAR(255)"))
+        conn.execute(text(f"ALTER TABLE {name} ADD COLUMN snapshot_bytes INTEGER"))
+    md = MetaData()
+    Table(
+        "clips",
+        md,
+        Column("id", _BigId, primary_key=True),
+        Column("camera", String(64), nullable=False),
+        Column("kind", String(16), nullable=False),
+        Column("person", String(64), nullable=True),
+        Column("started_at", Float, nullable=False),
+        Column("ended_at", Float, nullable=False),
+        Column("path", String(255), nullable=False),
+        Column("bytes", Integer, nullable=False),
+        Index("ix_clips_camera_started_at", "camera", "started_at"),
+        Index("ix_clips_ended_at", "ended_at"),
+    )
+    md.create_all(conn)
+
+
+def _v5_visitors(conn: Connection) -> None:
     md = MetaData()
     Table(
         "visitors",
@@ -225,7 +272,10 @@ def _v2_visitors(conn: Connection) -> None:
 
 MIGRATIONS: list[Migration] = [
     Migration(1, "persons, photos, sightings, alerts, users, tokens, audit", _v1_initial),
-    Migration(2, "visitors, visits, corrections; sightings.votes", _v2_visitors),
+    Migration(2, "persons: display_name, notes, reason", _v2_person_details),
+    Migration(3, "alert_acks: acknowledged alerts", _v3_alert_acks),
+    Migration(4, "snapshots and clips as files: paths and sizes, clips", _v4_media_files),
+    Migration(5, "visitors, visits, corrections; sightings.votes", _v5_visitors),
 ]
 
 

@@ -2,9 +2,9 @@
 
 The schema itself is created and changed only by :mod:`sauron.store.migrations`; these
 classes are how the code reads and writes it (a test checks the two agree). Times are
-Unix seconds (float), embeddings 128 float32 values as raw little-endian bytes, images
-JPEG (or the photo as uploaded) bytes, so every row reads the same on SQLite and
-PostgreSQL.
+Unix seconds (float), embeddings 128 float32 values as raw little-endian bytes, photos
+the bytes as uploaded; snapshots and clips are files whose paths the rows keep
+(``store/media.py``). Every row reads the same on SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -40,9 +40,12 @@ class Keyed:
 class Person(Keyed, Base):
     __tablename__ = "persons"
 
-    name: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)  # the id
     created_at: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[float] = mapped_column(Float)
+    display_name: Mapped[str | None] = mapped_column(String(128))  # NULL: the id
+    notes: Mapped[str | None] = mapped_column(Text)
+    reason: Mapped[str | None] = mapped_column(Text)
     photos: Mapped[list[Photo]] = relationship(
         back_populates="person",
         cascade="all, delete-orphan",
@@ -87,7 +90,9 @@ class Sighting(Keyed, Base):
     x1: Mapped[int] = mapped_column(Integer)
     y1: Mapped[int] = mapped_column(Integer)
     embedding: Mapped[bytes | None] = mapped_column(LargeBinary)
-    snapshot: Mapped[bytes | None] = mapped_column(LargeBinary)
+    snapshot: Mapped[bytes | None] = mapped_column(LargeBinary)  # before schema 4
+    snapshot_path: Mapped[str | None] = mapped_column(String(255))
+    snapshot_bytes: Mapped[int | None] = mapped_column(Integer)
     votes: Mapped[int | None] = mapped_column(Integer)
 
 
@@ -101,7 +106,40 @@ class Alert(Keyed, Base):
     last_seen_at: Mapped[float] = mapped_column(Float)
     frames: Mapped[int] = mapped_column(Integer)
     distance: Mapped[float] = mapped_column(Float)
-    snapshot: Mapped[bytes | None] = mapped_column(LargeBinary)
+    snapshot: Mapped[bytes | None] = mapped_column(LargeBinary)  # before schema 4
+    snapshot_path: Mapped[str | None] = mapped_column(String(255))
+    snapshot_bytes: Mapped[int | None] = mapped_column(Integer)
+
+
+class Clip(Keyed, Base):
+    """An MP4 of one appearance, a file in the media folder: ``kind`` "alert" (a watched
+    ``person``'s; the alert of the same camera, person and time finds it) or "sighting"
+    (faces not on the watchlist, ``person`` None)."""
+
+    __tablename__ = "clips"
+    __table_args__ = (
+        Index("ix_clips_camera_started_at", "camera", "started_at"),
+        Index("ix_clips_ended_at", "ended_at"),
+    )
+
+    camera: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))
+    person: Mapped[str | None] = mapped_column(String(64))
+    started_at: Mapped[float] = mapped_column(Float)
+    ended_at: Mapped[float] = mapped_column(Float)
+    path: Mapped[str] = mapped_column(String(255))
+    bytes: Mapped[int] = mapped_column(Integer)
+
+
+class AlertAck(Base):
+    """An alert an operator acknowledged (deleted with the alert)."""
+
+    __tablename__ = "alert_acks"
+    alert_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("alerts.id", ondelete="CASCADE"), primary_key=True
+    )
+    username: Mapped[str] = mapped_column(String(64))
+    ts: Mapped[float] = mapped_column(Float)
 
 
 class Visitor(Keyed, Base):

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import av
 import cv2
 import httpx
 import numpy as np
@@ -281,7 +282,16 @@ def test_hostile_uploads_are_refused_with_the_reason(
         assert app.client.get(path).status_code == 404, path
     bad = app.client.get("/api/cameras/..%2f..%2fetc/latest.jpg", headers=app.admin)
     assert bad.status_code in (404, 422)
-    assert _enroll(app, "../evil", ("o.jpg", photos["obama.jpg"].read_bytes())).status_code == 422
+    # a name is only ever a label: the id derived from it is plain; an id given is checked
+    r = _enroll(app, "../evil", ("o.jpg", photos["obama.jpg"].read_bytes()))
+    assert r.status_code == 201 and r.json()["name"] == "evil", r.text
+    r = app.client.post(
+        "/api/people",
+        headers=app.admin,
+        data={"name": "Eve", "id": "../eve"},
+        files=_files(("o.jpg", photos["obama.jpg"].read_bytes())),
+    )
+    assert r.status_code == 422 and "person id" in r.text
 
 
 def test_photos_rename_and_delete_reach_the_running_matcher(
@@ -323,6 +333,130 @@ def test_photos_rename_and_delete_reach_the_running_matcher(
     actions = [a["action"] for a in app.client.get("/api/audit", headers=admin).json()]
     for act in ("enroll", "add_photos", "rename", "delete_photo", "delete_person"):
         assert act in actions
+
+
+def test_people_are_named_as_written_with_notes_reason_and_last_seen(
+    app: LiveApp, feed: Callable[[LiveApp], Feed], photos: dict[str, Path]
+) -> None:
+    admin = app.admin
+    obama = photos["obama.jpg"].read_bytes()
+    r = app.client.post(
+        "/api/people",
+        headers=admin,
+        data={"name": "  José   García ", "reason": "trespass warning", "notes": "tall"},
+        files=_files(("j.jpg", obama)),
+    )
+    assert r.status_code == 201, r.text
+    jose = r.json()
+    assert (jose["name"], jose["display_name"]) == ("jose-garcia", "José García")
+    assert (jose["reason"], jose["notes"], jose["last_seen"]) == ("trespass warning", "tall", None)
+    assert app.watchlist.names == ["jose-garcia"], "matchers know the id"
+    # the same name again is refused; another spelling gets the next id
+    assert _enroll(app, "José García", ("j.jpg", obama)).status_code == 409
+    r = _enroll(app, "Jose Garcia", ("j.jpg", obama))
+    assert r.status_code == 201 and r.json()["name"] == "jose-garcia-2"
+    r = _enroll(app, "王小明", ("w.jpg", photos["obama2.jpg"].read_bytes()))
+    assert r.status_code == 201 and r.json()["name"].startswith("person-"), r.text
+    assert r.json()["display_name"] == "王小明"
+    for bad in ("   ", "a\u202eb", "x" * 129, "..."):
+        r = _enroll(app, bad, ("j.jpg", obama))
+        assert r.status_code == 422 and "display name" in r.text, (bad, r.text)
+
+    # a photo of two people: refused, saying the largest face may be taken; then taken
+    two = _two_faces(photos)
+    r = _enroll(app, "Barack Obama", ("two.jpg", two))
+    assert r.status_code == 422
+    assert r.json()["detail"]["refused"][0]["several_faces"] is True
+    r = app.client.post(
+        "/api/people",
+        headers=admin,
+        data={"name": "Barack Obama", "largest": "true"},
+        files=_files(("two.jpg", two)),
+    )
+    assert r.status_code == 201, r.text
+    assert r.json()["name"] == "barack-obama"
+
+    # details change; the id and the photos stay
+    r = app.client.patch(
+        "/api/people/jose-garcia",
+        headers=admin,
+        json={"display_name": "José Luis García", "reason": "barred since May"},
+    )
+    assert r.status_code == 200, r.text
+    assert (r.json()["display_name"], r.json()["reason"], r.json()["notes"]) == (
+        "José Luis García",
+        "barred since May",
+        "tall",
+    )
+    assert app.client.patch("/api/people/jose-garcia", headers=admin, json={}).status_code == 422
+    viewer_patch = app.client.patch(
+        "/api/people/jose-garcia", headers=app.add_viewer(), json={"notes": "x"}
+    )
+    assert viewer_patch.status_code == 403
+    actions = [
+        (a["action"], a["target"]) for a in app.client.get("/api/audit", headers=admin).json()
+    ]
+    assert ("edit_person", "jose-garcia") in actions and ("enroll", "barack-obama") in actions
+
+    # last seen: the newest stored sighting, and where
+    run = feed(app)
+    now = time.time()
+    run("gate", "obama2.jpg", 0, now - 5)
+    assert app.record.flush(30)
+    people = {p["name"]: p for p in app.client.get("/api/people", headers=admin).json()}
+    seen = [p for p in people.values() if p["last_seen"] is not None]
+    assert seen and all(p["last_camera"] == "gate" for p in seen)
+    assert all(abs(p["last_seen"] - (now - 5)) < 0.01 for p in seen)
+
+
+def test_alerts_are_acknowledged_filtered_and_paged(app: LiveApp) -> None:
+    store = app.services.store
+    t0 = time.time() - 100
+    made = [
+        store.add_alert(person, camera, t0 + i, 0.4, None)
+        for i, (person, camera) in enumerate(
+            [("obama", "lobby"), ("obama", "gate"), ("biden", "lobby"), ("obama", "lobby")]
+        )
+    ]
+    ids = [a.id for a in made]
+    viewer = app.add_viewer()
+
+    def listed(**params: Any) -> list[int]:
+        r = app.client.get("/api/alerts", headers=app.admin, params=params)
+        assert r.status_code == 200, r.text
+        return [a["id"] for a in r.json()]
+
+    assert listed(state="open") == ids[::-1]
+    assert listed(person="obama", camera="lobby") == [ids[3], ids[0]]
+    assert listed(limit=2) == [ids[3], ids[2]]
+    assert listed(limit=2, before=ids[2]) == [ids[1], ids[0]], "the next page"
+
+    r = app.client.post(f"/api/alerts/{ids[1]}/ack", headers=viewer)
+    assert r.status_code == 200, r.text
+    assert r.json()["acknowledged_by"] == "viewer" and r.json()["acknowledged_at"] > t0
+    again = app.client.post(f"/api/alerts/{ids[1]}/ack", headers=app.admin).json()
+    assert again["acknowledged_by"] == "viewer", "acknowledging again changes nothing"
+    assert listed(state="open") == [ids[3], ids[2], ids[0]]
+    assert listed(state="acknowledged") == [ids[1]]
+
+    # all of one camera, up to the newest the operator saw
+    r = app.client.post(
+        "/api/alerts/ack", headers=app.admin, json={"camera": "lobby", "up_to_id": ids[2]}
+    )
+    assert r.status_code == 200 and r.json()["acknowledged"] == [ids[0], ids[2]]
+    assert listed(state="open") == [ids[3]]
+    r = app.client.post("/api/alerts/ack", headers=app.admin, json={})
+    assert r.json()["acknowledged"] == [ids[3]] and listed(state="open") == []
+
+    assert app.client.post("/api/alerts/999999/ack", headers=app.admin).status_code == 404
+    assert app.client.get("/api/alerts?state=closed", headers=app.admin).status_code == 422
+    bad = app.client.post("/api/alerts/ack", headers=app.admin, json={"up_to_id": 0})
+    assert bad.status_code == 422
+    assert httpx.post(f"{app.url}/api/alerts/ack", json={}).status_code == 401
+    audit = app.client.get("/api/audit", headers=app.admin).json()
+    acts = [(a["username"], a["action"], a["target"]) for a in audit]
+    assert ("viewer", "ack_alert", str(ids[1])) in acts
+    assert ("admin", "ack_alerts", "lobby") in acts and ("admin", "ack_alerts", "all") in acts
 
 
 def test_openapi_and_pages_are_served(app: LiveApp) -> None:
@@ -469,3 +603,54 @@ def test_admin_resets_another_users_password(app: LiveApp) -> None:
         (a["action"], a["target"]) for a in app.client.get("/api/audit", headers=admin).json()
     ]
     assert actions.count(("reset_password", "erin")) == 2
+
+
+def test_clips_of_alerts_and_sightings_are_served_to_a_logged_in_user_and_audited(
+    start_app: Callable[..., LiveApp],
+    db_url: str,
+    feed: Callable[[LiveApp], Feed],
+    photos: dict[str, Path],
+) -> None:
+    app = start_app(db_url, clips={"pre_roll_s": 1.0, "post_roll_s": 1.0})
+    assert _enroll(app, "obama", ("obama.jpg", photos["obama.jpg"].read_bytes())).is_success
+    run = feed(app)
+    t0 = time.time() - 60
+    for i in range(6):  # obama on the lobby camera for 0.5 s, then a stranger for 3 s
+        run("lobby", "obama2.jpg", i, t0 + i * 0.1)
+    for i in range(7):
+        run("lobby", "biden.jpg", 6 + i, t0 + 1 + i * 0.5)
+    assert app.record.flush(30)
+    assert app.record.clips is not None
+    app.record.clips.close()  # the stranger's appearance ends with the camera's last frame
+
+    viewer = app.add_viewer()
+    [alert] = app.client.get("/api/alerts", headers=viewer).json()
+    assert alert["clip_url"] == f"/api/alerts/{alert['id']}/clip.mp4"
+    assert httpx.get(app.url + alert["clip_url"]).status_code == 401, "no session, no clip"
+    clip = app.client.get(alert["clip_url"], headers=viewer)
+    assert clip.status_code == 200 and clip.headers["content-type"] == "video/mp4"
+    assert clip.headers["cache-control"] == "no-store"
+    with av.open(io.BytesIO(clip.content)) as container:
+        stream = container.streams.video[0]
+        assert stream.codec_context.name == "h264"
+        assert len(list(container.decode(stream))) >= 6
+    part = app.client.get(alert["clip_url"], headers={**viewer, "Range": "bytes=100-199"})
+    assert part.status_code == 206 and part.content == clip.content[100:200]
+
+    stranger = [
+        s
+        for s in app.client.get("/api/sightings", headers=viewer).json()["items"]
+        if s["person"] is None
+    ]
+    assert stranger, "the stranger was stored"
+    assert stranger[0]["clip_url"] == f"/api/sightings/{stranger[0]['id']}/clip.mp4"
+    other = app.client.get(stranger[0]["clip_url"], headers=viewer)
+    assert other.status_code == 200 and other.content[4:8] == b"ftyp"
+    assert app.client.get("/api/alerts/999999/clip.mp4", headers=viewer).status_code == 404
+
+    audit = app.client.get("/api/audit", headers=app.admin).json()
+    played = [(a["username"], a["target"]) for a in audit if a["action"] == "clip"]
+    assert sorted(played) == [
+        ("viewer", f"alert {alert['id']}"),
+        ("viewer", f"sighting {stranger[0]['id']}"),
+    ], "each clip played is logged once, not each part a player asks for"

@@ -9,6 +9,7 @@ the bytes that were sent.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import threading
@@ -46,6 +47,36 @@ def safe_filename(name: str | None) -> str:
     base = unicodedata.normalize("NFKC", base)
     base = _UNSAFE.sub("_", base).strip(" .")[:100]
     return base or "photo"
+
+
+def derive_id(display_name: str) -> str:
+    """An id for a person from the name as written: letters without their accents,
+    lower case, words joined by '-' ("José García" -> "jose-garcia"); a name with no
+    Latin letter or digit gets "person-" and a hash of it."""
+    plain = unicodedata.normalize("NFKD", display_name)
+    plain = "".join(c for c in plain if not unicodedata.combining(c))
+    slug = re.sub(r"[^a-z0-9]+", "-", plain.lower().encode("ascii", "ignore").decode())
+    slug = slug.strip("-")[:64].rstrip("-")
+    if not slug:
+        slug = "person-" + hashlib.sha256(display_name.encode()).hexdigest()[:8]
+    return slug
+
+
+def clean_display_name(value: str) -> str:
+    """A name as people write it: any letters, spaces, marks; trimmed, inner spaces
+    collapsed, 1-128 characters, no control or invisible formatting characters."""
+    text = " ".join(unicodedata.normalize("NFC", value).split())
+    if not text:
+        raise ValueError("the name is empty")
+    if len(text) > 128:
+        raise ValueError(f"the name is {len(text)} characters long; at most 128")
+    bad = sorted({c for c in text if unicodedata.category(c).startswith("C")})
+    if bad:
+        codes = ", ".join(f"U+{ord(c):04X}" for c in bad)
+        raise ValueError(f"the name holds control or formatting characters ({codes})")
+    if not any(c.isalnum() for c in text):
+        raise ValueError("the name needs at least one letter or digit")
+    return text
 
 
 class Enroller:
@@ -101,9 +132,10 @@ class Enroller:
             emb = photo_embedding(sized, rgb, largest=largest, source=source)
         return rgb, np.asarray(emb, np.float32)
 
-    def check(self, data: bytes, filename: str | None) -> NewPhoto:
+    def check(self, data: bytes, filename: str | None, *, largest: bool = False) -> NewPhoto:
+        """The photo checked and embedded; ``largest``: of several faces, take the largest."""
         name = safe_filename(filename)
-        rgb, emb = self.embedding(data, name)
+        rgb, emb = self.embedding(data, name, largest=largest)
         bgr = np.ascontiguousarray(rgb[:, :, ::-1])
         small = resize_max_width(bgr, STORED_PHOTO_WIDTH)
         return NewPhoto(

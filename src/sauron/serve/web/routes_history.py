@@ -6,18 +6,27 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, HTTPException, Query, Response, UploadFile
+from fastapi import APIRouter, File, Form, HTTPException, Query, Request, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse
 from fastapi.types import DecoratedCallable
 from pydantic import BaseModel, Field
 
 from sauron.match.enroll import EnrollError
 from sauron.serve.web.auth import Ctx, Viewer, audit
-from sauron.serve.web.context import BeforeId, IdPath, from_record
+from sauron.serve.web.context import MAX_ID, BeforeId, IdPath, WebContext, from_record
 from sauron.serve.web.enrollment import safe_filename
-from sauron.store.db import AlertInfo, SightingFields, SightingFilter, SightingInfo
+from sauron.store.accounts import Principal
+from sauron.store.db import (
+    AlertInfo,
+    AlertState,
+    SightingFields,
+    SightingFilter,
+    SightingInfo,
+)
 from sauron.store.visitors import VisitorStore
 
 log = logging.getLogger(__name__)
@@ -29,6 +38,7 @@ MAX_PAGE = 500
 @dataclass(frozen=True)
 class SightingOut(SightingFields):
     snapshot_url: str | None
+    clip_url: str | None
 
 
 class SightingPage(BaseModel):
@@ -45,6 +55,22 @@ class AlertOut(BaseModel):
     frames: int
     distance: float
     snapshot_url: str | None
+    clip_url: str | None = None
+    acknowledged_at: float | None = Field(description="when an operator acknowledged it")
+    acknowledged_by: str | None = Field(description="who acknowledged it")
+
+
+class AckAllIn(BaseModel):
+    """Which open alerts to acknowledge: all of them, or those of a person, a camera, up
+    to an id (the newest the operator saw, so one that just arrived stays open)."""
+
+    person: str | None = Field(None, max_length=64)
+    camera: str | None = Field(None, max_length=64)
+    up_to_id: int | None = Field(None, ge=1, le=MAX_ID)
+
+
+class AckOut(BaseModel):
+    acknowledged: list[int] = Field(description="ids of the alerts acknowledged now")
 
 
 @dataclass(frozen=True)
@@ -73,15 +99,17 @@ class SearchOut(BaseModel):
     )
 
 
-def sighting_out(s: SightingInfo) -> SightingOut:
+def sighting_out(s: SightingInfo, has_clip: bool = False) -> SightingOut:
     url = f"/api/sightings/{s.id}/snapshot.jpg" if s.has_snapshot else None
+    clip = f"/api/sightings/{s.id}/clip.mp4" if has_clip else None
     told = {f.name: getattr(s, f.name) for f in fields(SightingFields)}
-    return SightingOut(**told, snapshot_url=url)
+    return SightingOut(**told, snapshot_url=url, clip_url=clip)
 
 
-def alert_out(a: AlertInfo) -> AlertOut:
+def alert_out(a: AlertInfo, has_clip: bool = False) -> AlertOut:
     url = f"/api/alerts/{a.id}/snapshot.jpg" if a.has_snapshot else None
-    return from_record(AlertOut, a, ts=a.started_at, snapshot_url=url)
+    clip = f"/api/alerts/{a.id}/clip.mp4" if has_clip else None
+    return from_record(AlertOut, a, ts=a.started_at, snapshot_url=url, clip_url=clip)
 
 
 def _jpeg_route(path: str) -> Callable[[DecoratedCallable], DecoratedCallable]:
@@ -131,8 +159,9 @@ def sightings(
         ),
         limit=limit,
     )
+    with_clips = ctx.store.sightings_with_clips(rows)
     return SightingPage(
-        items=[sighting_out(s) for s in rows],
+        items=[sighting_out(s, s.id in with_clips) for s in rows],
         next_before=rows[-1].id if len(rows) == limit else None,
     )
 
@@ -148,20 +177,96 @@ def alerts(
     _p: Viewer,
     person: str | None = None,
     camera: str | None = None,
+    state: Annotated[
+        AlertState, Query(description="all, open (not acknowledged) or acknowledged")
+    ] = "all",
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
     before: BeforeId = None,
 ) -> list[AlertOut]:
-    return [
-        alert_out(a)
-        for a in ctx.store.alerts(
-            limit=limit, before_id=before, person=person or None, camera=camera or None
-        )
-    ]
+    """Alerts, newest first, filtered by person, camera and state; the next page: the
+    last id of this one as ``before``."""
+    rows = ctx.store.alerts(
+        limit=limit,
+        before_id=before,
+        person=person or None,
+        camera=camera or None,
+        state=state,
+    )
+    with_clips = ctx.store.alerts_with_clips(rows)
+    return [alert_out(a, a.id in with_clips) for a in rows]
+
+
+@router.post("/alerts/{alert_id}/ack", response_model=AlertOut)
+def acknowledge_alert(alert_id: IdPath, ctx: Ctx, p: Viewer) -> AlertOut:
+    """Acknowledge one alert (any operator, viewers included: handling alerts is their
+    work); audited ``ack_alert``. Acknowledging it again changes nothing."""
+    if ctx.store.acknowledge_alerts(p.username, ids=[alert_id]):
+        audit(ctx, p, "ack_alert", str(alert_id))
+    got = ctx.store.alerts(limit=1, before_id=alert_id + 1)
+    if not got or got[0].id != alert_id:
+        raise HTTPException(404, f"no alert {alert_id}")
+    return alert_out(got[0], bool(ctx.store.alerts_with_clips(got)))
+
+
+@router.post("/alerts/ack", response_model=AckOut)
+def acknowledge_alerts(body: AckAllIn, ctx: Ctx, p: Viewer) -> AckOut:
+    """Acknowledge every open alert, or those of a person, a camera, up to an id;
+    audited ``ack_alerts`` with the filter and the count."""
+    done = ctx.store.acknowledge_alerts(
+        p.username,
+        person=body.person or None,
+        camera=body.camera or None,
+        up_to_id=body.up_to_id,
+    )
+    told = body.model_dump(exclude_none=True)
+    audit(ctx, p, "ack_alerts", body.person or body.camera or "all", count=len(done), **told)
+    return AckOut(acknowledged=done)
 
 
 @_jpeg_route("/alerts/{alert_id}/snapshot.jpg")
 def alert_snapshot(alert_id: IdPath, ctx: Ctx, _p: Viewer) -> Response:
     return _jpeg(ctx.store.alert_snapshot(alert_id), f"alert {alert_id}")
+
+
+def _clip(file: Path | None, what: str) -> FileResponse:
+    if file is None:
+        raise HTTPException(404, f"no clip for {what}")
+    return FileResponse(
+        file,
+        media_type="video/mp4",
+        headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"},
+    )
+
+
+_MP4: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"video/mp4": {}}},
+    206: {"description": "Part of the clip (Range)"},
+}
+
+
+@router.get("/alerts/{alert_id}/clip.mp4", response_class=FileResponse, responses=_MP4)
+def alert_clip(alert_id: IdPath, ctx: Ctx, p: Viewer, request: Request) -> FileResponse:
+    """The MP4 of the alert's appearance (H.264, with pre- and post-roll)."""
+    return _clip_audited(ctx, p, request, ctx.store.alert_clip(alert_id), f"alert {alert_id}")
+
+
+@router.get("/sightings/{sighting_id}/clip.mp4", response_class=FileResponse, responses=_MP4)
+def sighting_clip(sighting_id: IdPath, ctx: Ctx, p: Viewer, request: Request) -> FileResponse:
+    """The MP4 of the appearance the sighting is part of."""
+    file = ctx.store.sighting_clip(sighting_id)
+    return _clip_audited(ctx, p, request, file, f"sighting {sighting_id}")
+
+
+def _clip_audited(
+    ctx: WebContext, p: Principal, request: Request, file: Path | None, what: str
+) -> FileResponse:
+    """The clip, and an audit entry when it starts playing (a player's later Range
+    requests for the rest of the same clip are not logged again)."""
+    answer = _clip(file, what)
+    rng = request.headers.get("range", "")
+    if not rng or rng.replace(" ", "").startswith("bytes=0-"):
+        audit(ctx, p, "clip", what)
+    return answer
 
 
 @router.post("/search", response_model=SearchOut)

@@ -2,8 +2,8 @@
 // build step or a library. Everything shown from the server is inserted as text, never as HTML.
 //
 // core.js holds what every page shares: el() to build DOM, api() to call the server,
-// errorText(), dropZone(), toast(), the session (log-in, log-out), the live event stream
-// and the router. Each page lives in a file of its own (live.js, watchlist.js, ...),
+// errorText(), dropZone(), toast(), personName() (a person's name as written, from the
+// id), the session (log-in, log-out), the live event stream and the router. Each page lives in a file of its own (live.js, watchlist.js, ...),
 // loaded by a <script src=... defer> tag in index.html after core.js.
 //
 // Adding a page: make static/NAME.js, add its script tag to index.html, and in it call
@@ -18,14 +18,15 @@
 //     badge: "my-count",   // (optional) id of a hidden count badge inside the link
 //   });
 //
-// The page is then shown for "#/visitors/a/b" with args ["a", "b"] (still URI-encoded).
+// The page is then shown for "#/visitors/a/b?x=1" with args ["a", "b"] (still
+// URI-encoded) and params (a URLSearchParams of what follows "?"): view(show, args, params).
 // A view builds its nodes and hands them to show(...nodes): show() draws only if the
 // user has not moved on to another page meanwhile (a slow page must not replace the next).
 // onEvent("alert", (data) => ...) subscribes to a type of the server's event stream
 // (/api/events: "cameras", "alert"); data is the parsed JSON.
 "use strict";
 
-const state = { me: null, events: null, cameras: [], alerts: [], unseen: 0 };
+const state = { me: null, events: null, cameras: [], alerts: [], unseen: 0, people: {} };
 const pages = new Map();
 const eventHandlers = new Map();
 
@@ -43,6 +44,16 @@ function el(tag, attrs, ...children) {
     node.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }
   return node;
+}
+
+// A person's name as written, from the id sightings and alerts carry (state.people is
+// refreshed by loadPeople(): at log-in and after each change of the watchlist).
+function personName(id) { return (id && state.people[id]) || id; }
+
+async function loadPeople() {
+  const people = await api("/api/people");
+  state.people = Object.fromEntries(people.map(p => [p.name, p.display_name]));
+  return people;
 }
 
 function fmtTime(ts) { return ts ? new Date(ts * 1000).toLocaleString() : ""; }
@@ -97,10 +108,28 @@ function dropZone(label, onFiles) {
   return zone;
 }
 
-// A pop-up in the corner for ms milliseconds; node is its content (class "toast" added).
-function toast(node, ms = 15000) {
+// A pop-up for ms milliseconds; node is its content (class "toast" added). Pop-ups sit in
+// a strip under the menu, never over the page; at most MAX_TOASTS show at once, the
+// others only count in one line ("5 more", a link to moreHref).
+const MAX_TOASTS = 3;
+let hiddenToasts = 0;
+
+function toast(node, ms = 15000, moreHref = "#/alerts") {
+  const box = document.getElementById("toasts");
   node.classList.add("toast");
-  document.getElementById("toasts").prepend(node);
+  node.append(el("button", { type: "button", class: "close", title: "dismiss", text: "×",
+                             onclick: () => { node.remove(); } }));
+  box.prepend(node);
+  const shown = box.querySelectorAll(".toast");
+  for (const old of [...shown].slice(MAX_TOASTS)) { old.remove(); hiddenToasts += 1; }
+  let more = document.getElementById("toast-more");
+  if (hiddenToasts) {
+    if (!more) {
+      more = el("a", { id: "toast-more", href: moreHref, onclick: () => { hiddenToasts = 0; more.remove(); } });
+      box.append(more);
+    }
+    more.textContent = `${hiddenToasts} more`;
+  }
   setTimeout(() => node.remove(), ms);
   return node;
 }
@@ -146,6 +175,7 @@ async function start() {
   document.getElementById("who").textContent = `${state.me.username} (${state.me.role})`;
   document.body.classList.toggle("is-admin", state.me.role === "admin");
   openEvents();
+  try { await loadPeople(); } catch (e) { /* the pages show ids until the next load */ }
   route();
 }
 
@@ -173,12 +203,13 @@ async function route() {
   // the page the user has moved on to.
   const seq = ++routeSeq;
   const show = (...nodes) => { if (seq === routeSeq) render(...nodes); };
-  const parts = (location.hash || "#/live").slice(2).split("/");
+  const [path, query] = (location.hash || "#/live").slice(2).split("?");
+  const parts = path.split("/");
   const page = pages.get(parts[0]) || pages.get("live");
   const lit = page.navFor || page.name;
   document.querySelectorAll("nav a").forEach(a => a.classList.toggle("active", a.dataset.nav === lit));
   try {
-    await page.view(show, parts.slice(1));
+    await page.view(show, parts.slice(1), new URLSearchParams(query || ""));
   } catch (e) {
     if (!(e instanceof ApiError && e.status === 401)) show(el("p", { class: "error", text: errorText(e) }));
   }

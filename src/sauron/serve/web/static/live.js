@@ -60,7 +60,7 @@ function inViewPanel(only) {
       const rows = (await api("/api/inview")).filter(r => !only || r.camera === only);
       list.replaceChildren(...rows.map(r => el("li", { "data-person": r.person, "data-camera": r.camera },
         r.snapshot_url ? el("img", { src: r.snapshot_url, alt: "" }) : null,
-        el("strong", { text: r.person }), " on ",
+        el("strong", { text: personName(r.person) }), " on ",
         el("a", { href: `#/camera/${encodeURIComponent(r.camera)}`, text: r.camera }),
         el("span", { class: "muted", text: ` · ${ago(r.last_seen)}` }))));
       if (!rows.length) list.append(el("li", { class: "muted", text: "Nobody on the watchlist is in view." }));

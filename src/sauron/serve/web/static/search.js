@@ -19,7 +19,7 @@ async function viewSearch(show = render) {
       summary.textContent = `${r.total} sighting(s) within ${r.tolerance} among ${r.searched} stored faces (${r.took_ms} ms)`;
       r.items.forEach(s => results.append(el("div", { class: "card result", "data-sighting": s.id },
         s.snapshot_url ? el("img", { src: s.snapshot_url, alt: "" }) : null,
-        el("div", {}, el("strong", { text: s.person || "unknown" }), ` · ${s.camera}`),
+        el("div", {}, el("strong", { text: personName(s.person) || "unknown" }), ` · ${s.camera}`),
         el("div", { class: "muted", text: `${fmtTime(s.ts)} · distance ${fmtDist(s.query_distance)}` }))));
     } catch (e) { summary.textContent = ""; msg.textContent = errorText(e); }
   }
