@@ -383,7 +383,8 @@ class StoreConfig(Section):
     )
     retention_days: Annotated[float, Interval(gt=0, le=36500)] = Field(
         30.0,
-        description="Delete sightings, snapshots and alerts older than this many days",
+        description="Delete sightings, snapshots, alerts, visits and corrections older than "
+        "this many days",
     )
     retention_check_s: float = Field(
         600.0, ge=1, description="Run the retention purge this often (seconds)"

@@ -57,7 +57,7 @@ class Detections:
     distance to the nearest enrolled person (NaN when not matched). ``track_ids`` is -1
     when tracking is off.
     ``votes`` counts the embeddings that agree on a row's name (0 when unnamed); a named
-    row with one vote is a single-vote match: one marginal embedding, never confirmed.
+    row with one vote is a single-vote match: the name rests on one embedding alone.
     """
 
     xyxy: np.ndarray

@@ -20,10 +20,11 @@ def test_a_tiny_run_scores_the_grouping_and_the_single_shots(
     out = json.loads((tmp_path / "visitors.json").read_text())
     g = out["grouping"]
     assert g["frames"] == 40
-    # every stranger in view got at least one visitor, and no visitor mixes people
-    assert g["strangers"] >= 1 and g["visitors"] >= g["strangers"]
-    assert g["purity"] == 1.0
-    assert sum(g["visitors_per_stranger"].values()) <= g["visitors"]
+    # every visit is scored once: a stranger's, the watched person's or no one's
+    assert g["visits"] == g["stranger_visits"] + g["watched_visits"] + g["visits_without_truth"]
+    assert g["strangers"] == len(g["visitors_per_stranger"]) >= 1
+    assert 0 < g["purity"] <= 1 and 0 < g["completeness"] <= 1
+    assert 0 <= g["id_recall"] <= 1 and g["strangers_named"] >= 0
     shots = out["single_shot"]["x1"]
     assert shots["frames"] == 2
     for run in ("sauron_stills", "sauron_as_video_frames", "bare_face_recognition_loop"):

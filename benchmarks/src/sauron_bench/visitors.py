@@ -6,13 +6,15 @@ Grouping: every frame of each camera of :mod:`sauron_bench.realistic` goes throu
 product's detect and match stages (defaults: tracking, identity voting) and into the
 record stage's :class:`~sauron.record.recorder.Recorder` over a fresh SQLite store, with
 visitor grouping on. Each stored visit (one ended track) is given the identity that the
-ground truth shows most often under its track's boxes. Then:
+ground truth shows most often under its track's boxes during the visit. Then:
 
 - purity: the share of visits that belong to their visitor's majority identity (one
   visitor = one real person);
 - completeness: for each stranger, the share of their visits in the visitor holding most
   of them (one real stranger = one visitor), over all strangers' visits;
-- the watched person's visits that became visitors (tracks never named), counted apart.
+- the watched person's visits that became visitors (tracks never named), counted apart;
+- on the way, the names the match stage gave: id recall (the watched person's faces named
+  right, of all in the ground truth) and faces of strangers named (false ids).
 
 Single shot: every ``--still-every``-th frame of each camera, each frame alone (a still:
 no track across frames, as an image-folder camera sends them), at each ``--shrink``
@@ -78,7 +80,11 @@ def grouping(work: Workload, people: list[Person], frames: int) -> dict[str, Any
     """Run the workload through detect, match and the recorder; score the visitors."""
     detect = DetectStage(DetectConfig.model_validate({}), tracking=True)
     match = MatchStage(MatchConfig.model_validate({}), Watchlist(people))
-    who: dict[tuple[str, int], Counter[str]] = defaultdict(Counter)
+    # (camera, track) -> (capture time, the ground-truth person) of each of its faces: one
+    # track may hold several people in turn (the tracker's id stays when someone takes
+    # another's place), and the grouper splits it there, so a visit is scored by its span
+    who: dict[tuple[str, int], list[tuple[float, str]]] = defaultdict(list)
+    named = Score()  # the names given on the way: id recall and strangers named
     with tempfile.TemporaryDirectory(prefix="sauron-visitors-") as tmp:
         cfg = StoreConfig.model_validate({"data_dir": tmp})
         store = Store.open(cfg)
@@ -92,24 +98,25 @@ def grouping(work: Workload, people: list[Person], frames: int) -> dict[str, Any
                 frame = Frame(camera, n, t0 + n / 10, work.jpeg(ci, n))
                 det, timings = detect.process(frame)
                 result, _ = match.process(frame, det, timings)
+                named.add(work.people(ci, n), result.detections.xyxy, result.detections.names)
                 for track, person in zip(
                     det.track_ids.tolist(), _truth_of(work.people(ci, n), det.xyxy), strict=True
                 ):
                     if person is not None:
-                        who[(camera, int(track))][person] += 1
+                        who[(camera, int(track))].append((frame.captured_at, person))
                 recorder.add(result)
         recorder.close(timeout=120)
         with store.session() as s:
             visits = s.execute(
                 Visit.__table__.select().with_only_columns(
-                    Visit.visitor_id, Visit.camera, Visit.track
+                    Visit.visitor_id, Visit.camera, Visit.track, Visit.started_at, Visit.ended_at
                 )
             ).all()
         store.close()
     by_visitor: dict[int, Counter[str]] = defaultdict(Counter)
     unknown = 0
-    for visitor_id, camera, track in visits:
-        counts = who.get((camera, int(track)))
+    for visitor_id, camera, track, started, ended in visits:
+        counts = Counter(p for ts, p in who.get((camera, int(track)), []) if started <= ts <= ended)
         if not counts:
             unknown += 1  # a track over no ground-truth face (a false detection)
             continue
@@ -123,8 +130,11 @@ def grouping(work: Workload, people: list[Person], frames: int) -> dict[str, Any
                 per_stranger[person][visitor_id] += k
     stranger_visits = sum(sum(c.values()) for c in per_stranger.values())
     kept_together = sum(c.most_common(1)[0][1] for c in per_stranger.values())
+    acc = named.to_json()
     return {
         "frames": frames * len(work.clips),
+        "id_recall": round(int(acc["watched_named"]) / int(acc["watched_faces"]), 4),
+        "strangers_named": acc["strangers_named"],
         "visits": len(visits),
         "visits_without_truth": unknown,
         "visitors": len(by_visitor),
@@ -197,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--shrink",
         default="1,0.5",
-        help="single shot: comma-separated scales of the frames (0.5: faces 20-75 px wide)",
+        help="single shot: comma-separated scales of the frames (0.5: faces 20-75 px wide; "
+        "empty: no single-shot runs)",
     )
     p.add_argument("--out", type=Path, default=Path("sauron-bench"))
     args = p.parse_args(argv)
@@ -214,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     dlib_people = watchlist_people("dlib")
     out["single_shot"] = {}
-    for scale in (float(x) for x in args.shrink.split(",")):
+    for scale in (float(x) for x in args.shrink.split(",") if x.strip()):
         out["single_shot"][f"x{scale:g}"] = {
             "frames": len(shots),
             "sauron_stills": single_shot(work, shots, people, still=True, shrink=scale),
@@ -233,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "visitors.json").write_text(json.dumps(out, indent=2) + "\n")
     g = out["grouping"]
     print(
+        f"names: id recall {g['id_recall']}, strangers named {g['strangers_named']}; "
         f"grouping: {g['visits']} visits -> {g['visitors']} visitors; purity {g['purity']}, "
         f"completeness {g['completeness']} ({g['strangers']} strangers, "
         f"{g['stranger_visits']} of their visits; {g['watched_visits']} visits of the "

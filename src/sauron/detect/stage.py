@@ -147,6 +147,7 @@ class DetectStage:
         self.tracking = cfg.tracking if tracking is None else tracking
         self.detect_every = max(1, detect_every or cfg.detect_every)
         self._cameras: dict[str, _Camera] = {}
+        self._still: FaceModel | None = None
         # Track ids unique across stages, so a camera moved to another worker (rebalance)
         # never reuses the ids of its old tracks. Kept below 2**53 (exact in JSON/JS).
         self._id_base = secrets.randbits(20) << 32
@@ -165,7 +166,11 @@ class DetectStage:
             det = self.detector.detect(rgb)
             return det, {"decode": (t1 - t0) * 1e3, "detect": (time.perf_counter() - t1) * 1e3}
         model = self.detector
-        if not self.tracking or frame.still:  # a still photo is its own scene: no tracks
+        if frame.still:
+            # a still photo is its own scene: no tracks, and no next frame to find a small
+            # face in, so it is scanned at twice the detector's scale
+            model = self._still_model()
+        if not self.tracking or frame.still:
             det, shapes = model.locate(rgb)
             self.frames_scanned += 1
             t2 = time.perf_counter()
@@ -176,6 +181,12 @@ class DetectStage:
         self.faces_seen += len(det)
         t3 = time.perf_counter()
         return det, {"decode": (t1 - t0) * 1e3, "detect": (t2 - t1) * 1e3, "embed": (t3 - t2) * 1e3}
+
+    def _still_model(self) -> FaceModel:
+        assert isinstance(self.detector, FaceModel)
+        if self._still is None:
+            self._still = self.detector.with_upsample(self.detector.upsample + 1)
+        return self._still
 
     def _camera(self, name: str) -> _Camera:
         cam = self._cameras.get(name)

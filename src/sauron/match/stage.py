@@ -52,7 +52,7 @@ def draw(bgr: np.ndarray, det: Detections) -> np.ndarray:
 
 def sighting_events(frame: Frame, det: Detections) -> list[dict[str, Any]]:
     """One sighting per face: camera, time, box, person (or None), distance and the votes
-    behind the name (1 on a named face: a single-vote match).
+    behind the name (1 on a named face: a single-vote match, resting on one embedding).
 
     :class:`MatchStage` keeps of these one per track (see :class:`TrackSightings`)."""
     if det.label != "face":

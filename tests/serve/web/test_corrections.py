@@ -52,6 +52,7 @@ def test_not_this_person_stops_the_same_wrong_name(
     run = feed(app)
     (wrong,) = sightings(app, "door")
     assert wrong["person"] == "obama"
+    assert wrong["votes"] == 1  # an untracked face: named from its one embedding
 
     url = f"/api/sightings/{wrong['id']}/not-this-person"
     assert app.client.post(url, headers=app.add_viewer(), json={}).status_code == 403
