@@ -36,7 +36,7 @@ from sauron.codec import (
     encode_sighting,
     peek_kind,
 )
-from sauron.types import NUM_LANDMARKS, Detections, Frame, Result
+from sauron.types import NUM_LANDMARKS, Detections, Frame, Result, Sighting
 
 HEADER = struct.Struct(">3sBBI")
 FUZZ = settings(
@@ -73,16 +73,16 @@ RESULT = Result(
     annotated_jpeg=b"\xff\xd8annotated\xff\xd9",
     timings_ms=TIMINGS,
 )
-SIGHTING = {
-    "camera": "gate-2",
-    "frame": 1234,
-    "ts": 1.5,
-    "box": [20, 110, 130, 10],
-    "person": "alice",
-    "track": 17,
-    "distance": 0.4375,
-    "nested": {"k": [1, None]},
-}
+SIGHTING = Sighting(
+    camera="gate-2",
+    frame=1234,
+    ts=1.5,
+    track=17,
+    person="alice",
+    distance=0.4375,
+    box=(10, 20, 110, 130),
+    votes=2,
+)
 PERSON = Person(
     name="alice", embeddings=np.random.default_rng(3).normal(size=(3, 128)).astype(np.float32)
 )
@@ -187,6 +187,9 @@ def test_result_round_trip() -> None:
 
 def test_sighting_round_trip() -> None:
     assert decode_sighting(VALID[Kind.SIGHTING]) == SIGHTING
+    # on the wire the box is [top, right, bottom, left], as in the results file
+    _, meta, _ = split(VALID[Kind.SIGHTING])
+    assert meta["event"]["box"] == [20, 110, 130, 10]
 
 
 def test_person_round_trip() -> None:
@@ -362,6 +365,11 @@ def test_missing_fields() -> None:
     meta["event"] = [1, 2]
     with pytest.raises(CodecError, match="no event object"):
         decode_sighting(pack(kind, json.dumps(meta).encode(), tail))
+    for broken in ({"box": [1, 2, 3]}, {"frame": "x"}, {"camera": None, "box": None}):
+        kind, meta, tail = split(VALID[Kind.SIGHTING])
+        meta["event"] = {**meta["event"], **broken}
+        with pytest.raises(CodecError, match="bad sighting event"):
+            decode_sighting(pack(kind, json.dumps(meta).encode(), tail))
 
 
 def test_invalid_values_are_refused() -> None:

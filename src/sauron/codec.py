@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from sauron import SauronError
-from sauron.types import Detections, Frame, Result
+from sauron.types import Detections, Frame, Result, Sighting
 
 MAGIC = b"SAU"
 VERSION = 1
@@ -276,17 +276,34 @@ def decode_result(data: bytes) -> Result:
     )
 
 
-def encode_sighting(event: dict[str, Any]) -> bytes:
-    """A sighting event (plain JSON-safe fields, no pixels)."""
+def encode_sighting(sighting: Sighting) -> bytes:
+    """A sighting (no pixels) as its event: the fields of :class:`Sighting`, with the box
+    as [top, right, bottom, left] like the results file's faces (docs/results.md)."""
+    x0, y0, x1, y1 = sighting.box
+    event = {**asdict(sighting), "box": [y0, x1, y1, x0]}
     return _pack(Kind.SIGHTING, {"event": event}, [])
 
 
-def decode_sighting(data: bytes) -> dict[str, Any]:
+def decode_sighting(data: bytes) -> Sighting:
     meta, _ = _unpack(data, Kind.SIGHTING)
     event = meta.get("event")
     if not isinstance(event, dict):
         raise CodecError("sighting message has no event object")
-    return event
+    try:
+        top, right, bottom, left = (int(v) for v in event["box"])
+        person, dist, votes = event["person"], event["distance"], event.get("votes")
+        return Sighting(
+            camera=str(event["camera"]),
+            frame=int(event["frame"]),
+            ts=float(event["ts"]),
+            track=int(event["track"]),
+            person=None if person is None else str(person),
+            distance=None if dist is None else float(dist),
+            box=(left, top, right, bottom),
+            votes=None if votes is None else int(votes),
+        )
+    except _FIELD_ERRORS as exc:
+        raise CodecError(f"bad sighting event: {exc!r}") from None
 
 
 def encode_person(person: Person) -> bytes:

@@ -1,4 +1,5 @@
-"""The central records every stage speaks: a camera Frame and a columnar Detections."""
+"""The central records every stage speaks: a camera Frame, a columnar Detections, the
+Result of a frame, and the Sighting of one face."""
 
 from __future__ import annotations
 
@@ -187,6 +188,42 @@ class Result:
                 )
             ],
         }
+
+
+@dataclass(frozen=True)
+class Sighting:
+    """One face seen on a camera at one moment: the one record of a sighting, from the
+    matcher (the sightings topic, ``match/stage.py``) through the record stage and the
+    store to the web API (which add an id, a snapshot, an embedding around it).
+
+    ``box`` is a :data:`Box`; ``track`` is -1 without tracking; ``distance`` is None on a
+    face matched to no one; ``votes`` counts the embeddings that agree on ``person`` (0
+    when unnamed, 1 on a single-vote match; None on rows stored before votes were kept).
+    """
+
+    camera: str
+    frame: int
+    ts: float
+    track: int
+    person: str | None
+    distance: float | None
+    box: Box
+    votes: int | None
+
+    @classmethod
+    def of(cls, frame: Frame, det: Detections, i: int) -> Sighting:
+        """Face ``i`` of a frame's detections."""
+        x0, y0, x1, y1 = (int(v) for v in det.xyxy[i])
+        return cls(
+            camera=frame.camera,
+            frame=frame.number,
+            ts=frame.captured_at,
+            track=int(det.track_ids[i]),
+            person=det.names[i],
+            distance=_finite_or_none(float(det.distances[i])),
+            box=(x0, y0, x1, y1),
+            votes=int(det.votes[i]),
+        )
 
 
 def _finite_or_none(x: float) -> float | None:

@@ -80,8 +80,8 @@ def test_a_tighter_tolerance_names_nobody(
     frame, det = scene
     result, events = MatchStage(MatchConfig(tolerance=0.05), watchlist).process(frame, det, {})
     assert result.detections.names == (None, None)
-    assert [e["person"] for e in events] == [None, None]
-    assert all(e["distance"] is not None for e in events)
+    assert [e.person for e in events] == [None, None]
+    assert all(e.distance is not None for e in events)
 
 
 def test_annotated_frame_has_the_same_size_and_coloured_boxes(
@@ -117,26 +117,17 @@ def test_one_sighting_per_face_with_the_documented_fields(
         (3, 4),
         strict=True,
     ):
-        assert set(event) == {
-            "camera",
-            "frame",
-            "ts",
-            "box",
-            "person",
-            "track",
-            "distance",
-            "votes",
-        }
-        assert event["camera"] == "hall"
-        assert event["frame"] == 9
-        assert event["ts"] == frame.captured_at
-        assert event["box"] == box
-        assert event["person"] == name
-        assert event["track"] == track
-        assert event["distance"] == round(dist, 6)
-    assert events[0]["person"] == "obama"
-    assert events[1]["person"] is None
-    assert events[1]["votes"] == 0
+        assert event.camera == "hall"
+        assert event.frame == 9
+        assert event.ts == frame.captured_at
+        top, right, bottom, left = box
+        assert event.box == (left, top, right, bottom)  # xyxy inside; TRBL on the wire
+        assert event.person == name
+        assert event.track == track
+        assert event.distance == round(dist, 6)
+    assert events[0].person == "obama"
+    assert events[1].person is None
+    assert events[1].votes == 0
 
 
 def test_timings_and_processing_time(watchlist: Watchlist, scene: tuple[Frame, Detections]) -> None:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from sauron.match.stage import TrackSightings
+from sauron.types import Sighting
 
 
-def ev(track: int, person: str | None, camera: str = "cam", frame: int = 0) -> dict[str, Any]:
-    return {"camera": camera, "frame": frame, "track": track, "person": person}
+def ev(track: int, person: str | None, camera: str = "cam", frame: int = 0) -> Sighting:
+    return Sighting(camera, frame, float(frame), track, person, None, (0, 0, 9, 9), 0)
 
 
 def test_a_track_is_sighted_once_while_its_name_stays() -> None:

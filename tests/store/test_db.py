@@ -31,6 +31,7 @@ def _sighting(
         box=(1, 2, 30, 40),
         embedding=emb,
         snapshot=b"snap",
+        votes=0,
     )
 
 

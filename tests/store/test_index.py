@@ -64,6 +64,7 @@ def test_sync_follows_the_store_and_retention(store: Store, tmp_path: Path) -> N
             box=(0, 0, 1, 1),
             embedding=v,
             snapshot=None,
+            votes=0,
         )
         for i, v in enumerate(vecs)
     ]
@@ -79,6 +80,7 @@ def test_sync_follows_the_store_and_retention(store: Store, tmp_path: Path) -> N
             box=(0, 0, 1, 1),
             embedding=None,
             snapshot=None,
+            votes=0,
         )
     )
     store.add_sightings(rows)

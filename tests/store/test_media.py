@@ -31,6 +31,7 @@ def _sighting(ts: float, snapshot: bytes | None = b"\xff\xd8snap", face: int = 0
         box=(1, 2, 30, 40),
         embedding=None,
         snapshot=snapshot,
+        votes=0,
     )
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
 
 import cv2
 import numpy as np
@@ -14,7 +13,7 @@ from sauron.config import MatchConfig
 from sauron.imaging import decode_jpeg, encode_jpeg
 from sauron.match.quality import face_quality
 from sauron.match.watchlist import Watchlist
-from sauron.types import Detections, Frame, Result
+from sauron.types import Detections, Frame, Result, Sighting
 
 _KNOWN = (40, 200, 40)
 _UNKNOWN = (40, 40, 220)
@@ -50,33 +49,13 @@ def draw(bgr: np.ndarray, det: Detections) -> np.ndarray:
     return out
 
 
-def sighting_events(frame: Frame, det: Detections) -> list[dict[str, Any]]:
-    """One sighting per face: camera, time, box, person (or None), distance and the votes
-    behind the name (1 on a named face: a single-vote match, resting on one embedding).
+def sighting_events(frame: Frame, det: Detections) -> list[Sighting]:
+    """One sighting per face (none for detections that are not faces).
 
     :class:`MatchStage` keeps of these one per track (see :class:`TrackSightings`)."""
     if det.label != "face":
         return []
-    return [
-        {
-            "camera": frame.camera,
-            "frame": frame.number,
-            "ts": frame.captured_at,
-            "box": box,
-            "person": name,
-            "track": int(track),
-            "distance": None if not np.isfinite(dist) else round(float(dist), 6),
-            "votes": int(votes),
-        }
-        for box, name, dist, track, votes in zip(
-            det.to_trbl(),
-            det.names,
-            det.distances.tolist(),
-            det.track_ids.tolist(),
-            det.votes.tolist(),
-            strict=True,
-        )
-    ]
+    return [Sighting.of(frame, det, i) for i in range(len(det))]
 
 
 class TrackSightings:
@@ -93,22 +72,20 @@ class TrackSightings:
         self.capacity = capacity
         self._named: OrderedDict[tuple[str, int], str | None] = OrderedDict()
 
-    def __call__(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def __call__(self, events: list[Sighting]) -> list[Sighting]:
         out = []
         for ev in events:
-            track = ev["track"]
-            if track < 0:
+            if ev.track < 0:
                 out.append(ev)
                 continue
-            key = (ev["camera"], track)
-            person = ev["person"]
+            key = (ev.camera, ev.track)
             if key not in self._named:
-                self._named[key] = person
+                self._named[key] = ev.person
                 out.append(ev)
             else:
                 self._named.move_to_end(key)
-                if person is not None and person != self._named[key]:
-                    self._named[key] = person
+                if ev.person is not None and ev.person != self._named[key]:
+                    self._named[key] = ev.person
                     out.append(ev)
         while len(self._named) > self.capacity:
             self._named.popitem(last=False)
@@ -207,7 +184,7 @@ class MatchStage:
 
     def process(
         self, frame: Frame, det: Detections, timings: dict[str, float]
-    ) -> tuple[Result, list[dict[str, Any]]]:
+    ) -> tuple[Result, list[Sighting]]:
         t0 = time.perf_counter()
         if det.label == "face" and len(det):
             names, dists = self.watchlist.match(det.embeddings, self.cfg.tolerance)

@@ -32,7 +32,7 @@ from sauron.queues import Empty, LatestQueue, QueueClosed
 from sauron.record.visitors import VisitorGrouper
 from sauron.store.db import NewSighting, Store
 from sauron.store.snapshots import face_snapshot
-from sauron.types import Result
+from sauron.types import Result, Sighting
 
 log = logging.getLogger(__name__)
 
@@ -269,22 +269,8 @@ class Recorder:
             snap = snapshot(i)
             if not decoded:  # the frame does not decode
                 return out
-            x0, y0, x1, y1 = (int(v) for v in det.xyxy[i])
-            out.append(
-                NewSighting(
-                    camera=frame.camera,
-                    frame=frame.number,
-                    ts=frame.captured_at,
-                    face=i,
-                    track=int(det.track_ids[i]),
-                    person=person,
-                    distance=dist if np.isfinite(dist) else None,
-                    box=(x0, y0, x1, y1),
-                    embedding=emb,
-                    snapshot=snap,
-                    votes=int(det.votes[i]) if person is not None else None,
-                )
-            )
+            seen = vars(Sighting.of(frame, det, i))
+            out.append(NewSighting(**seen, face=i, embedding=emb, snapshot=snap))
             if alert_new and person is not None:
                 alert = self.store.add_alert(person, frame.camera, frame.captured_at, dist, snap)
                 app.alert_id = alert.id

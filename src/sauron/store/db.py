@@ -35,6 +35,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
+from sauron import types
 from sauron.codec import Person as WirePerson
 from sauron.config import StoreConfig
 from sauron.match.appearances import AppearanceSpan
@@ -120,33 +121,19 @@ class PersonDetails:
 
 
 @dataclass(frozen=True)
-class NewSighting:
-    camera: str
-    frame: int
-    ts: float
+class NewSighting(types.Sighting):
+    """A sighting to store: which face of its frame it is, its embedding and snapshot."""
+
     face: int
-    track: int
-    person: str | None
-    distance: float | None
-    box: tuple[int, int, int, int]  # x0, y0, x1, y1
     embedding: np.ndarray | None
     snapshot: bytes | None
-    votes: int | None = None  # behind the name; 1: a single-vote match
 
 
 @dataclass(frozen=True)
-class SightingFields:
+class SightingFields(types.Sighting):
     """What is told of a stored sighting, here and in the web API's answers."""
 
     id: int
-    camera: str
-    frame: int
-    ts: float
-    track: int
-    person: str | None
-    distance: float | None
-    box: tuple[int, int, int, int]
-    votes: int | None
 
 
 @dataclass(frozen=True)
@@ -250,16 +237,16 @@ def _person_info(p: Person, seen: tuple[float, str] | None = None) -> PersonInfo
 
 def _sighting_info(s: Sighting, has_snapshot: bool) -> SightingInfo:
     return SightingInfo(
-        s.id,
-        s.camera,
-        s.frame,
-        s.ts,
-        s.track,
-        s.person,
-        s.distance,
-        (s.x0, s.y0, s.x1, s.y1),
-        s.votes,
-        has_snapshot,
+        id=s.id,
+        camera=s.camera,
+        frame=s.frame,
+        ts=s.ts,
+        track=s.track,
+        person=s.person,
+        distance=s.distance,
+        box=(s.x0, s.y0, s.x1, s.y1),
+        votes=s.votes,
+        has_snapshot=has_snapshot,
     )
 
 
