@@ -9,11 +9,12 @@ import stat
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import sqlalchemy as sa
 
 from sauron.store import StoreError
-from sauron.store.db import NewClip, NewSighting, SightingFilter, Store
+from sauron.store.db import NewClip, NewPhoto, NewSighting, SightingFilter, Store
 from sauron.store.media import MediaDir, MediaPathError
 from sauron.store.migrations import migrate
 from sauron.store.retention import RetentionPolicy, apply, enforce_budget
@@ -67,6 +68,20 @@ def test_a_sighting_stored_twice_leaves_no_stray_file(store: Store) -> None:
     assert len(store.add_sightings([_sighting(5.0)])) == 1
     assert store.add_sightings([_sighting(5.0)]) == []
     assert len(_files(store.media.root)) == 1
+
+
+def test_a_renamed_person_keeps_their_clips_and_a_tampered_path_is_refused(
+    store: Store,
+) -> None:
+    emb = np.zeros(128, np.float32)
+    store.add_person("alice", [NewPhoto("p.jpg", "image/jpeg", b"\xff\xd8jpeg", emb, 10, 10)])
+    alert = store.add_alert("alice", "door", 100.0, 0.3, None)
+    _clip(store, "alert", 95.0, 110.0)
+    store.rename_person("alice", "alicia")
+    assert store.alert_clip(alert.id) is not None, "the clip follows the new id"
+    with store.session() as s:  # a row edited to point out of the media folder
+        s.execute(sa.text("UPDATE clips SET path = 'clips/../../../etc/passwd'"))
+    assert store.alert_clip(alert.id) is None, "refused (and logged), not an error"
 
 
 @pytest.mark.parametrize(

@@ -40,7 +40,7 @@ from sauron.codec import Person as WirePerson
 from sauron.config import StoreConfig
 from sauron.match.appearances import AppearanceSpan
 from sauron.store import Conflict, NotFound, StoreError
-from sauron.store.media import MediaDir
+from sauron.store.media import MediaDir, MediaPathError
 from sauron.store.migrations import migrate
 from sauron.store.models import (
     Alert,
@@ -523,7 +523,8 @@ class Store:
             return _person_info(p)
 
     def rename_person(self, old: str, new: str) -> PersonInfo:
-        """Rename, and relabel the person's past sightings and alerts."""
+        """Rename, and relabel the person's past sightings, alerts, corrections and
+        clips."""
         try:
             with self.session() as s:
                 p = self._person(s, old)
@@ -532,6 +533,7 @@ class Store:
                 s.execute(update(Sighting).where(Sighting.person == old).values(person=new))
                 s.execute(update(Alert).where(Alert.person == old).values(person=new))
                 s.execute(update(Correction).where(Correction.person == old).values(person=new))
+                s.execute(update(Clip).where(Clip.person == old).values(person=new))
                 return _person_info(p)
         except IntegrityError:
             raise Conflict(f"a person named {new!r} is already enrolled") from None
@@ -606,7 +608,8 @@ class Store:
     ) -> int:
         """Record an operator's correction: ``not`` (a negative example of ``person``) or
         ``is`` (the face was added to ``person``'s photos); the sighting, if any, is
-        relabelled (no one, or ``person``)."""
+        relabelled: ``person`` for ``is``; no one for ``not`` when it was named
+        ``person``."""
         if kind not in ("not", "is"):
             raise ValueError(f"a correction is 'not' or 'is', but got {kind!r}")
         with self.session() as s:
@@ -619,11 +622,17 @@ class Store:
                 embedding=embedding_bytes(embedding),
             )
             s.add(c)
-            if sighting_id is not None:
+            if sighting_id is not None and kind == "is":
                 s.execute(
                     update(Sighting)
                     .where(Sighting.id == sighting_id)
-                    .values(person=None if kind == "not" else person, votes=None)
+                    .values(person=person, votes=None)
+                )
+            elif sighting_id is not None:  # unnamed only if it bore the name said wrong
+                s.execute(
+                    update(Sighting)
+                    .where(Sighting.id == sighting_id, Sighting.person == person)
+                    .values(person=None, votes=None)
                 )
             s.flush()
             return c.id
@@ -652,7 +661,13 @@ class Store:
         if row is None:
             return None
         path, blob = row
-        return self.media.read(path) if path else blob
+        if not path:
+            return blob
+        try:
+            return self.media.read(path)
+        except MediaPathError as exc:  # a row edited to point elsewhere: refused, logged
+            log.warning("media: snapshot refused: %s", exc)
+            return None
 
     def add_sightings(self, rows: Iterable[NewSighting]) -> list[int]:
         """Insert sightings (their snapshots as files); one already stored (same camera,
@@ -991,7 +1006,11 @@ class Store:
     def _clip_file(self, path: str | None) -> Path | None:
         if path is None:
             return None
-        file = self.media.resolve(path)
+        try:
+            file = self.media.resolve(path)
+        except MediaPathError as exc:  # a row edited to point elsewhere: refused, logged
+            log.warning("media: clip refused: %s", exc)
+            return None
         if not file.is_file():
             log.warning("media: clip %s is in the database but not on disk", path)
             return None

@@ -56,6 +56,10 @@ def test_not_this_person_stops_the_same_wrong_name(
 
     url = f"/api/sightings/{wrong['id']}/not-this-person"
     assert app.client.post(url, headers=app.add_viewer(), json={}).status_code == 403
+    # a correction about someone else keeps the name it bears
+    other = app.client.post(url, headers=app.admin, json={"person": "someone-else"})
+    assert other.status_code in (200, 404), other.text
+    assert sightings(app, "door")[0]["person"] == "obama"
     r = app.client.post(url, headers=app.admin, json={})
     assert r.status_code == 200, r.text
     assert r.json()["kind"] == "not" and r.json()["person"] == "obama"

@@ -6,8 +6,11 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from .conftest import Feed, LiveApp
 
@@ -61,6 +64,8 @@ def test_merge_split_and_roles(app: LiveApp, feed: Callable[[LiveApp], Feed]) ->
     merge = f"/api/visitors/{obama['id']}/merge"
     assert app.client.post(merge, headers=viewer, json={"other": biden["id"]}).status_code == 403
     assert app.client.post(merge, headers=app.admin, json={"other": 999}).status_code == 404
+    huge = {"other": 2**63}  # past the ids' 64 bits: refused, not a database error
+    assert app.client.post(merge, headers=app.admin, json=huge).status_code == 422
     r = app.client.post(merge, headers=app.admin, json={"other": biden["id"]})
     assert r.status_code == 200 and r.json()["visits"] == 5
     assert app.client.get(f"/api/visitors/{biden['id']}", headers=app.admin).status_code == 404
@@ -107,6 +112,27 @@ def test_promote_enrolls_the_best_crops_and_the_face_is_named_next_time(
         f"/api/visitors/{biden['id']}/promote", headers=app.admin, json={"name": "barack"}
     )
     assert r.status_code == 409
+
+
+def test_two_promotions_of_one_visitor_at_once_make_one_person(
+    app: LiveApp, feed: Callable[[LiveApp], Feed]
+) -> None:
+    strangers_seen(app, feed)
+    obama, _ = visitors(app, sort="visits")
+    url = f"/api/visitors/{obama['id']}/promote"
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(
+            pool.map(
+                lambda name: httpx.post(
+                    app.url + url, headers=app.admin, json={"name": name}, timeout=60
+                ),
+                ["first-name", "second-name"],
+            )
+        )
+    codes = sorted(r.status_code for r in answers)
+    assert codes[0] == 201 and codes[1] in (404, 409), [r.text for r in answers]
+    people = {p["name"] for p in app.client.get("/api/people", headers=app.admin).json()}
+    assert len(people & {"first-name", "second-name"}) == 1, people
 
 
 def test_search_by_photo_finds_visitors(

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -131,7 +133,7 @@ def face_image(data: bytes, media_type: str) -> Response:
     return Response(
         data,
         media_type=media_type,
-        headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"},
+        headers={"Cache-Control": "no-store"},  # nosniff: on every answer (app.py)
     )
 
 
@@ -234,7 +236,7 @@ def _clip(file: Path | None, what: str) -> FileResponse:
     return FileResponse(
         file,
         media_type="video/mp4",
-        headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"},
+        headers={"Cache-Control": "no-store"},  # nosniff: on every answer (app.py)
     )
 
 
@@ -263,10 +265,32 @@ def _clip_audited(
     """The clip, and an audit entry when it starts playing (a player's later Range
     requests for the rest of the same clip are not logged again)."""
     answer = _clip(file, what)
-    rng = request.headers.get("range", "")
-    if not rng or rng.replace(" ", "").startswith("bytes=0-"):
+    if _plays.first(p.username, what):
         audit(ctx, p, "clip", what)
     return answer
+
+
+class _RecentPlays:
+    """Who played which clip lately: the first request of a user for a clip is audited,
+    whatever part it asks for, and the player's further requests for the same clip within
+    :attr:`window_s` are not (a player asks for many ranges)."""
+
+    def __init__(self, window_s: float = 600.0, capacity: int = 10_000) -> None:
+        self.window_s, self.capacity = window_s, capacity
+        self._seen: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def first(self, username: str, what: str) -> bool:
+        now, key = time.monotonic(), (username, what)
+        with self._lock:
+            last = self._seen.pop(key, None)
+            self._seen[key] = now if last is None or now - last > self.window_s else last
+            while len(self._seen) > self.capacity:
+                self._seen.popitem(last=False)
+            return last is None or now - last > self.window_s
+
+
+_plays = _RecentPlays()
 
 
 @router.post("/search", response_model=SearchOut)

@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 
 from sauron.match.enroll import EnrollError
 from sauron.serve.web.auth import Admin, Ctx, Viewer, audit
-from sauron.serve.web.context import IdPath, WebContext
+from sauron.serve.web.context import MAX_ID, IdPath, WebContext
 from sauron.serve.web.routes_history import face_image
 from sauron.serve.web.routes_watchlist import PersonOut, person_out, store_refusals, valid_name
 from sauron.store.db import NewPhoto
@@ -41,7 +41,9 @@ class VisitOut(VisitFields):
 
 
 class MergeIn(BaseModel):
-    other: int = Field(ge=1, description="The visitor merged into this one (it is deleted)")
+    other: int = Field(
+        ge=1, le=MAX_ID, description="The visitor merged into this one (it is deleted)"
+    )
 
 
 class SplitOut(BaseModel):
@@ -166,8 +168,12 @@ async def promote(visitor_id: IdPath, body: PromoteIn, ctx: Ctx, p: Admin) -> Pe
         )
     with store_refusals():
         person = await run_in_threadpool(ctx.store.add_person, name, good)
+    # The visitor is claimed by deleting it: of two promotions at once, only the one whose
+    # delete removed it keeps its new person; the other takes its person back.
+    if not await run_in_threadpool(vs.delete, visitor_id):
+        await run_in_threadpool(ctx.store.delete_person, name)
+        raise HTTPException(409, f"visitor {visitor_id} was promoted or deleted meanwhile")
     await run_in_threadpool(ctx.watchlists.upsert, ctx.store.wire_person(name))
-    await run_in_threadpool(vs.delete, visitor_id)
     audit(
         ctx,
         p,
