@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "artifacts" / "browser"
 CHROMIUM = Path(os.environ.get("SAURON_TEST_CHROMIUM", "/usr/bin/chromium"))
 PASSWORD = "browser-" + uuid.uuid4().hex[:16]
+PAGES = ("live", "watchlist", "alerts", "history", "search", "admin", "account")
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
@@ -229,14 +230,15 @@ def test_operator_flow_in_a_real_browser(
             expect(first.locator(".acked")).to_contain_text("acknowledged by admin")
             page.click("#alert-ack-all")
             page.select_option("#alert-state", "acknowledged")
-            expect(page.locator("#alert-list .alert .acked").first).to_be_visible()
+            expect(page.locator('#alert-list[data-state="acknowledged"]')).to_have_count(1)
             assert page.locator("#alert-list .alert").count() >= 2
             assert page.locator("#alert-list button.ack-one").count() == 0
             page.select_option("#alert-person", "obama")
-            expect(page.locator("#alert-list .alert-person").first).to_have_text("obama")
+            expect(page.locator('#alert-list[data-person="obama"]')).to_have_count(1)
             assert set(page.locator("#alert-list .alert-person").all_inner_texts()) == {"obama"}
             # mute the camera's pop-ups: alerts still arrive on the list, no pop-up
             page.select_option("#alert-state", "open")
+            expect(page.locator('#alert-list[data-state="open"]')).to_have_count(1)
             page.locator("#alert-list .alert button.mute-camera").first.click()
             expect(page.locator('#muted-bar [data-unmute="lobby"]')).to_be_visible()
             page.evaluate("() => document.querySelectorAll('.toast').forEach(t => t.remove())")
@@ -337,6 +339,36 @@ def test_operator_flow_in_a_real_browser(
             assert old.status_code == 401
             new = httpx.post(f"{url}/api/login", json={"username": "watcher", "password": new_pw})
             assert new.status_code == 200, new.text
+
+            # phone width: every page fits 390 px, the whole menu and Log out on screen
+            phone = browser.new_context(viewport={"width": 390, "height": 844}).new_page()
+            _login(phone, url, "admin", PASSWORD)
+            for name in PAGES:
+                phone.goto(f"{url}/#/{name}")
+                expect(phone.locator(f'nav a[data-nav="{name}"]')).to_have_class(
+                    re.compile(r"\bactive\b")
+                )
+                expect(phone.locator("#view h2").first).to_be_visible(timeout=15_000)
+                fit = phone.evaluate("""() => ({
+                    page: document.documentElement.scrollWidth, width: innerWidth,
+                    menu: Math.max(...[...document.querySelectorAll('nav a, #logout')]
+                                   .map(a => a.getBoundingClientRect().right)) })""")
+                assert fit["page"] <= fit["width"] and fit["menu"] <= fit["width"], (name, fit)
+            _shot(phone, "11-phone-alerts")
         finally:
             browser.close()
-    assert len(list(SHOTS.glob("*.png"))) == 10
+    assert len(list(SHOTS.glob("*.png"))) == 11
+
+    # the screenshot script: every page of the menu and a camera, desktop and phone
+    out = tmp_path / "screens"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "screenshots"), url, "--out", str(out)],
+        env={**os.environ, "SAURON_SCREENSHOTS_PASSWORD": PASSWORD},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    want = {f"{w}-{p}.png" for w in ("desktop", "phone") for p in (*PAGES, "camera")}
+    assert {f.name for f in out.glob("*.png")} == want

@@ -108,12 +108,17 @@ async function viewAlerts(show = render, args = [], params = new URLSearchParams
   const msg = el("p", { class: "error" });
   let before = null;
   let newest = null;
+  let loads = 0;
   async function load(reset) {
+    const seq = ++loads;
     const q = new URLSearchParams({ limit: String(PAGE), state: which.value });
     if (person.value) q.set("person", person.value);
     if (camera.value) q.set("camera", camera.value);
     if (!reset && before) q.set("before", String(before));
     const page = await api("/api/alerts?" + q);
+    if (seq !== loads) return;  // the filters changed meanwhile: a newer load draws
+    // what the list shows now (tests and scripts wait for it)
+    Object.assign(list.dataset, { state: which.value, person: person.value, camera: camera.value });
     if (reset) { list.replaceChildren(); newest = page.length ? page[0].id : null; }
     page.forEach(a => list.append(alertItem(a)));
     before = page.length ? page[page.length - 1].id : before;

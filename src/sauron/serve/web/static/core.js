@@ -217,6 +217,9 @@ async function route() {
 
 function boot() {
   buildNav();
+  // the pop-up strip's height, for pages that size themselves to the screen (--toasts-h)
+  const box = document.getElementById("toasts");
+  new ResizeObserver(() => document.documentElement.style.setProperty("--toasts-h", `${box.offsetHeight}px`)).observe(box);
   document.getElementById("login-form").addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const form = new FormData(ev.target);
