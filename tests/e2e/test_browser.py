@@ -249,8 +249,9 @@ def test_operator_flow_in_a_real_browser(
             expect(page.locator("#muted-bar")).to_be_hidden()
             # from an alert to its camera and its history
             page.locator("#alert-list .alert-history").first.click()
-            expect(page.locator("tbody tr").first).to_be_visible(timeout=15_000)
-            assert set(page.locator("tbody tr td:nth-child(4)").all_inner_texts()) == {"obama"}
+            expect(page.locator("#appearances .appearance").first).to_be_visible(timeout=15_000)
+            names = page.locator("#appearances .appearance-person").all_inner_texts()
+            assert set(names) == {"obama"}, names
 
             # search by another photo of him
             page.goto(f"{url}/#/search")
@@ -264,7 +265,20 @@ def test_operator_flow_in_a_real_browser(
             _shot(page, "06-search")
 
             page.goto(f"{url}/#/history")
-            expect(page.locator("tbody tr").first).to_be_visible(timeout=15_000)
+            # by appearance: his best crop with a confidence, a timeline of the day per
+            # camera, the crop shown large on a click; every sighting below
+            obama = page.locator('#appearances .appearance[data-person="obama"]').first
+            expect(obama).to_be_visible(timeout=15_000)
+            expect(obama.locator(".confidence")).to_have_text(re.compile(r"^\d+ %$"))
+            expect(
+                page.locator('#timeline .lane[data-camera="lobby"] .block.named').first
+            ).to_be_attached()
+            obama.locator("img").click()
+            expect(page.locator("#zoom img")).to_be_visible()
+            page.click("#zoom")
+            expect(page.locator("#zoom")).to_have_count(0)
+            page.click("details.sightings summary")
+            expect(page.locator("tbody tr").first).to_be_visible()
             _shot(page, "07-history")
 
             # names as written, with a reason; a photo of two people: the largest face

@@ -24,7 +24,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from sauron import __version__
-from sauron.serve.web import auth, routes_history, routes_live, routes_watchlist
+from sauron.serve.web import (
+    auth,
+    routes_appearances,
+    routes_history,
+    routes_live,
+    routes_watchlist,
+)
 from sauron.serve.web.context import WebContext
 
 log = logging.getLogger(__name__)
@@ -130,7 +136,13 @@ def create_app(ctx: WebContext) -> FastAPI:
     )
     app.state.ctx = ctx
     app.add_exception_handler(RequestValidationError, _invalid_request)
-    for router in (auth.router, routes_watchlist.router, routes_live.router, routes_history.router):
+    for router in (
+        auth.router,
+        routes_watchlist.router,
+        routes_live.router,
+        routes_history.router,
+        routes_appearances.router,
+    ):
         app.include_router(router)
 
     @app.get("/api/health", tags=["meta"])

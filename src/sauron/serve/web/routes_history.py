@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, HTTPException, Query, Response, UploadFile
+from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.types import DecoratedCallable
 from pydantic import BaseModel, Field
@@ -114,30 +114,33 @@ def face_image(data: bytes, media_type: str) -> Response:
     )
 
 
-@router.get("/sightings", response_model=SightingPage)
-def sightings(
-    ctx: Ctx,
-    _p: Viewer,
+def sighting_filter(
     person: str | None = None,
     camera: str | None = None,
     since: Annotated[float | None, Query(description="Unix time, inclusive")] = None,
     until: Annotated[float | None, Query(description="Unix time, exclusive")] = None,
     named: bool = False,
+) -> SightingFilter:
+    """The query parameters that choose sightings (a dependency of the routes that list
+    them)."""
+    return SightingFilter(
+        person=person or None, camera=camera or None, since=since, until=until, named_only=named
+    )
+
+
+Sightings = Annotated[SightingFilter, Depends(sighting_filter)]
+
+
+@router.get("/sightings", response_model=SightingPage)
+def sightings(
+    ctx: Ctx,
+    _p: Viewer,
+    flt: Sightings,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
     before: BeforeId = None,
 ) -> SightingPage:
     """Face sightings, newest first, filtered by person, camera and capture time."""
-    rows = ctx.store.sightings(
-        SightingFilter(
-            person=person or None,
-            camera=camera or None,
-            since=since,
-            until=until,
-            named_only=named,
-            before_id=before,
-        ),
-        limit=limit,
-    )
+    rows = ctx.store.sightings(replace(flt, before_id=before), limit=limit)
     return SightingPage(
         items=[sighting_out(s) for s in rows],
         next_before=rows[-1].id if len(rows) == limit else None,
