@@ -354,6 +354,41 @@ def test_operator_flow_in_a_real_browser(
             new = httpx.post(f"{url}/api/login", json={"username": "watcher", "password": new_pw})
             assert new.status_code == 200, new.text
 
+            # admin: a token with the lifetime chosen, listed at once; the viewer made
+            # admin and back, disabled (their session ends) and enabled; the audit filtered
+            page.goto(f"{url}/#/admin")
+            page.fill("#token-name", "nightly export")
+            page.select_option("#token-days", "30")
+            page.click("#token-form button[type=submit]")
+            expect(page.locator("#token-shown")).to_contain_text('Token "nightly export"')
+            expect(page.locator("#token-table tr", has_text="nightly export")).to_contain_text(
+                "expires"
+            )
+            watcher = page.locator('#user-table tr[data-user="watcher"]')
+            watcher.locator("select.user-role").select_option("admin")
+            expect(watcher.locator("select.user-role")).to_have_value("admin")
+            page.reload()
+            expect(watcher.locator("select.user-role")).to_have_value("admin")
+            watcher.locator("select.user-role").select_option("viewer")
+            expect(watcher.locator("select.user-role")).to_have_value("viewer")
+            watcher.locator("button.user-disable").click()
+            expect(watcher.locator(".user-state")).to_have_text("disabled")
+            viewer.goto(f"{url}/#/alerts")
+            viewer.reload()
+            expect(viewer.locator("#login-form")).to_be_visible()
+            page.locator('#user-table tr[data-user="watcher"] button.user-disable').click()
+            expect(watcher.locator(".user-state")).to_have_text("active")
+            page.select_option("#audit-user", "admin")
+            page.fill("#audit-action", "change_role")
+            page.click("#audit-form button[type=submit]")
+            expect(page.locator("#audit-rows")).to_have_attribute(
+                "data-filter", re.compile("action=change_role")
+            )
+            assert set(page.locator("#audit-rows .audit-action").all_inner_texts()) == {
+                "change_role"
+            }
+            _shot(page, "12-admin")
+
             # phone width: every page fits 390 px, the whole menu and Log out on screen
             phone = browser.new_context(viewport={"width": 390, "height": 844}).new_page()
             _login(phone, url, "admin", PASSWORD)
@@ -371,7 +406,7 @@ def test_operator_flow_in_a_real_browser(
             _shot(phone, "11-phone-alerts")
         finally:
             browser.close()
-    assert len(list(SHOTS.glob("*.png"))) == 11
+    assert len(list(SHOTS.glob("*.png"))) == 12
 
     # the screenshot script: every page of the menu and a camera, desktop and phone
     out = tmp_path / "screens"

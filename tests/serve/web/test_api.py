@@ -602,3 +602,52 @@ def test_admin_resets_another_users_password(app: LiveApp) -> None:
         (a["action"], a["target"]) for a in app.client.get("/api/audit", headers=admin).json()
     ]
     assert actions.count(("reset_password", "erin")) == 2
+
+
+def test_admin_changes_roles_disables_users_and_filters_the_audit_log(app: LiveApp) -> None:
+    admin = app.admin
+    viewer = app.add_viewer("vic")
+    assert app.client.get("/api/users", headers=viewer).status_code == 403
+
+    r = app.client.patch("/api/users/vic", headers=admin, json={"role": "admin"})
+    assert r.status_code == 200 and r.json()["role"] == "admin"
+    assert app.client.get("/api/users", headers=viewer).status_code == 200, "an admin now"
+    r = app.client.patch("/api/users/vic", headers=admin, json={"disabled": True})
+    assert r.status_code == 200 and r.json()["disabled"] is True
+    assert app.client.get("/api/me", headers=viewer).status_code == 401, "tokens stop at once"
+    r = app.client.patch("/api/users/vic", headers=admin, json={"disabled": False})
+    assert app.client.get("/api/me", headers=viewer).status_code == 200, "and come back"
+
+    assert app.client.patch("/api/users/vic", headers=admin, json={}).status_code == 422
+    assert (
+        app.client.patch("/api/users/vic", headers=admin, json={"role": "god"}).status_code == 422
+    )
+    assert (
+        app.client.patch("/api/users/nobody", headers=admin, json={"role": "viewer"}).status_code
+        == 404
+    )
+    own = app.client.patch("/api/users/admin", headers=admin, json={"disabled": True})
+    assert own.status_code == 409
+    app.client.patch("/api/users/vic", headers=admin, json={"role": "viewer"})
+    assert (
+        app.client.patch("/api/users/admin", headers=viewer, json={"role": "viewer"}).status_code
+        == 403
+    )
+
+    def audit(**params: Any) -> list[tuple[str, str, str]]:
+        r = app.client.get("/api/audit", headers=admin, params=params)
+        assert r.status_code == 200, r.text
+        return [(a["username"], a["action"], a["target"]) for a in r.json()]
+
+    assert audit(action="change_role") == [
+        ("admin", "change_role", "vic"),
+        ("admin", "change_role", "vic"),
+    ]
+    assert [a[1] for a in audit(username="admin", action="disable_user")] == ["disable_user"]
+    assert ("admin", "enable_user", "vic") in audit(username="admin")
+    assert all(a[0] == "vic" for a in audit(username="vic"))
+    everything = app.client.get("/api/audit", headers=admin, params={"limit": 3}).json()
+    older = app.client.get(
+        "/api/audit", headers=admin, params={"limit": 3, "before": everything[-1]["id"]}
+    ).json()
+    assert older and all(a["id"] < everything[-1]["id"] for a in older), "the next page"

@@ -174,8 +174,9 @@ async function start() {
   document.getElementById("top").hidden = false;
   document.getElementById("who").textContent = `${state.me.username} (${state.me.role})`;
   document.body.classList.toggle("is-admin", state.me.role === "admin");
-  openEvents();
+  // names first: an alert pushed at once is shown with its person's name
   try { await loadPeople(); } catch (e) { /* the pages show ids until the next load */ }
+  openEvents();
   route();
 }
 
