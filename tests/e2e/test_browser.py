@@ -263,6 +263,15 @@ def test_operator_flow_in_a_real_browser(
             )
             expect(page.locator("#search-summary")).to_contain_text("sighting(s) within")
             _shot(page, "06-search")
+            # grouped by camera; a photo of two people searched by its largest face
+            page.select_option("#search-group", "camera")
+            expect(page.locator('.search-group[data-group="lobby"] .result').first).to_be_visible()
+            page.set_input_files("#search-photo", str(two_faces))
+            expect(page.locator("#search-error")).to_contain_text("2 faces found", timeout=30_000)
+            page.click("#search-error button.largest")
+            expect(page.locator("#search-summary")).to_contain_text(
+                "sighting(s) within", timeout=30_000
+            )
 
             page.goto(f"{url}/#/history")
             # by appearance: his best crop with a confidence, a timeline of the day per

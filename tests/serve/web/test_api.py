@@ -651,3 +651,41 @@ def test_admin_changes_roles_disables_users_and_filters_the_audit_log(app: LiveA
         "/api/audit", headers=admin, params={"limit": 3, "before": everything[-1]["id"]}
     ).json()
     assert older and all(a["id"] < everything[-1]["id"] for a in older), "the next page"
+
+
+def test_search_pages_and_takes_the_largest_face_when_asked(
+    app: LiveApp, feed: Callable[[LiveApp], Feed], photos: dict[str, Path]
+) -> None:
+    run = feed(app)
+    t0 = time.time() - 60
+    for i, photo in enumerate(["obama2.jpg", "obama3.jpg", "obama.jpg", "biden.jpg"]):
+        run("lobby", photo, i, t0 + i * 2)
+    assert app.record.flush(30)
+    query = photos["obama.jpg"].read_bytes()
+
+    def page(offset: int, limit: int = 1) -> dict[str, Any]:
+        r = app.client.post(
+            "/api/search",
+            headers=app.admin,
+            data={"offset": str(offset), "limit": str(limit)},
+            files={"photo": ("q.jpg", query)},
+        )
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    everything = page(0, 10)
+    assert everything["total"] == 3
+    pages = [page(i) for i in range(4)]
+    assert [p["total"] for p in pages] == [3, 3, 3, 3]
+    assert [h["id"] for p in pages for h in p["items"]] == [h["id"] for h in everything["items"]]
+    assert pages[3]["items"] == [], "past the end: an empty page"
+
+    two = {"photo": ("two.jpg", _two_faces(photos))}
+    r = app.client.post("/api/search", headers=app.admin, files=two)
+    assert r.status_code == 422 and r.json()["detail"]["refused"][0]["several_faces"] is True
+    r = app.client.post("/api/search", headers=app.admin, data={"largest": "true"}, files=two)
+    assert r.status_code == 200 and r.json()["total"] >= 1, r.text
+    bad = app.client.post(
+        "/api/search", headers=app.admin, data={"offset": "-1"}, files={"photo": ("q.jpg", query)}
+    )
+    assert bad.status_code == 422

@@ -13,7 +13,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.types import DecoratedCallable
 from pydantic import BaseModel, Field
 
-from sauron.match.enroll import EnrollError
+from sauron.match.enroll import EnrollError, SeveralFaces
 from sauron.serve.web.auth import Ctx, Viewer, audit
 from sauron.serve.web.context import MAX_ID, BeforeId, IdPath, from_record
 from sauron.serve.web.enrollment import safe_filename
@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api", tags=["history"])
 MAX_PAGE = 500
+MAX_SEARCH_OFFSET = 10_000
 
 
 @dataclass(frozen=True)
@@ -217,9 +218,16 @@ async def search(
     photo: Annotated[UploadFile, File()],
     tolerance: Annotated[float | None, Form(gt=0, le=2)] = None,
     limit: Annotated[int, Form(ge=1, le=1000)] = 100,
-    largest: Annotated[bool, Form()] = False,
+    largest: Annotated[
+        bool, Form(description="a photo with several faces: search the largest one")
+    ] = False,
+    offset: Annotated[
+        int, Form(ge=0, le=MAX_SEARCH_OFFSET, description="skip this many (the next page)")
+    ] = 0,
 ) -> SearchOut:
-    """Every stored sighting of the face in ``photo``, nearest first."""
+    """Every stored sighting of the face in ``photo``, nearest first: ``limit`` of them
+    from ``offset`` (``total`` says how many there are in all). A photo with several
+    faces is refused with ``several_faces: true`` unless ``largest``."""
     tol = tolerance if tolerance is not None else ctx.settings.match.tolerance
     data = await photo.read(ctx.enroller.max_photo_bytes + 1)
     name = safe_filename(photo.filename)
@@ -228,12 +236,13 @@ async def search(
             lambda: ctx.enroller.embedding(data, name, largest=largest, remember=False)
         )
     except EnrollError as exc:
-        raise HTTPException(
-            422, {"message": "photo refused", "refused": [{"file": name, "reason": str(exc)}]}
-        ) from None
+        several = isinstance(exc, SeveralFaces)
+        refused = [{"file": name, "reason": str(exc), "several_faces": several}]
+        raise HTTPException(422, {"message": "photo refused", "refused": refused}) from None
     await run_in_threadpool(ctx.sync_index)
     t0 = time.perf_counter()
-    hits, total = await run_in_threadpool(ctx.index.search, emb, radius=tol, limit=limit)
+    hits, total = await run_in_threadpool(ctx.index.search, emb, radius=tol, limit=offset + limit)
+    hits = hits[offset:]
     took = (time.perf_counter() - t0) * 1000
     rows = await run_in_threadpool(ctx.store.sightings_by_ids, [h.sighting_id for h in hits])
     items = [
@@ -241,7 +250,7 @@ async def search(
         for h in hits
         if h.sighting_id in rows
     ]
-    audit(ctx, p, "search", name, tolerance=tol, results=total)
+    audit(ctx, p, "search", name, tolerance=tol, results=total, offset=offset)
     return SearchOut(
         total=total, searched=len(ctx.index), took_ms=round(took, 2), tolerance=tol, items=items
     )

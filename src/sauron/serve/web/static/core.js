@@ -2,7 +2,7 @@
 // build step or a library. Everything shown from the server is inserted as text, never as HTML.
 //
 // core.js holds what every page shares: el() to build DOM, api() to call the server,
-// errorText(), dropZone(), toast(), personName() (a person's name as written, from the
+// errorText(), dropZone(), largestOffer(), toast(), personName() (a person's name as written, from the
 // id), the session (log-in, log-out), the live event stream and the router. Each page lives in a file of its own (live.js, watchlist.js, ...),
 // loaded by a <script src=... defer> tag in index.html after core.js.
 //
@@ -106,6 +106,14 @@ function dropZone(label, onFiles) {
   });
   zone.input = input;
   return zone;
+}
+
+// Photos refused only for holding several faces: a button to send them again taking the
+// largest face of each (retry), or null.
+function largestOffer(err, retry) {
+  const refused = err instanceof ApiError && err.detail && err.detail.refused;
+  if (!refused || !refused.every(r => r.several_faces)) return null;
+  return el("button", { type: "button", class: "largest", text: "Use the largest face in each photo", onclick: retry });
 }
 
 // A pop-up for ms milliseconds; node is its content (class "toast" added). Pop-ups sit in
