@@ -210,6 +210,9 @@ def test_operator_flow_in_a_real_browser(
             page.goto(f"{url}/#/alerts")
             expect(page.locator("#alert-list .alert-person").first).to_have_text("obama")
             expect(page.locator("#alert-list .alert-camera").first).to_have_text("lobby")
+            expect(page.locator("#alert-list .alert").last).to_contain_text(
+                re.compile(r"confidence \d+ %")
+            )
             _shot(page, "05-alerts")
 
             # the looping clip raises an alert every few seconds: pop-ups collapse into
@@ -262,6 +265,9 @@ def test_operator_flow_in_a_real_browser(
                 timeout=30_000
             )
             expect(page.locator("#search-summary")).to_contain_text("sighting(s) within")
+            expect(page.locator("#search-results .result").first).to_contain_text(
+                re.compile(r"likeness \d+ %")
+            )
             _shot(page, "06-search")
             # grouped by camera; a photo of two people searched by its largest face
             page.select_option("#search-group", "camera")

@@ -426,6 +426,8 @@ def test_alerts_are_acknowledged_filtered_and_paged(app: LiveApp) -> None:
         return [a["id"] for a in r.json()]
 
     assert listed(state="open") == ids[::-1]
+    first = app.client.get("/api/alerts", headers=app.admin).json()[-1]
+    assert first["confidence"] == 66.7, "distance 0.4 at tolerance 0.6"
     assert listed(person="obama", camera="lobby") == [ids[3], ids[0]]
     assert listed(limit=2) == [ids[3], ids[2]]
     assert listed(limit=2, before=ids[2]) == [ids[1], ids[0]], "the next page"

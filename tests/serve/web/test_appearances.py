@@ -9,7 +9,8 @@ from pathlib import Path
 
 import httpx
 
-from sauron.serve.web.routes_appearances import confidence, group_appearances
+from sauron.serve.web.routes_appearances import group_appearances
+from sauron.serve.web.routes_history import confidence
 from sauron.store.db import SightingInfo
 
 from .conftest import Feed, LiveApp

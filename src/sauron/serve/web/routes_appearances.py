@@ -23,20 +23,13 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from sauron.serve.web.auth import Ctx, Viewer
-from sauron.serve.web.routes_history import SightingOut, Sightings, sighting_out
+from sauron.serve.web.routes_history import SightingOut, Sightings, confidence, sighting_out
 from sauron.store.db import SightingInfo
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api", tags=["history"])
 MAX_SCAN = 5000
-
-
-def confidence(distance: float | None, tolerance: float) -> float | None:
-    """Percent: 100 at distance 0, 50 at the tolerance, 0 at twice it."""
-    if distance is None:
-        return None
-    return round(max(0.0, min(1.0, 1.0 - distance / (2.0 * tolerance))) * 100.0, 1)
 
 
 class AppearanceOut(BaseModel):

@@ -51,6 +51,9 @@ class AlertOut(BaseModel):
     frames: int
     distance: float
     snapshot_url: str | None
+    confidence: float | None = Field(
+        description="of its best frame: 100 % at distance 0, 50 % at the match tolerance"
+    )
     acknowledged_at: float | None = Field(description="when an operator acknowledged it")
     acknowledged_by: str | None = Field(description="who acknowledged it")
 
@@ -87,9 +90,18 @@ def sighting_out(s: SightingInfo) -> SightingOut:
     return SightingOut(**told, snapshot_url=url)
 
 
-def alert_out(a: AlertInfo) -> AlertOut:
+def confidence(distance: float | None, tolerance: float) -> float | None:
+    """A distance as an operator reads it, in percent: 100 at distance 0, 50 at the
+    tolerance (the match threshold), 0 at twice it and beyond."""
+    if distance is None:
+        return None
+    return round(max(0.0, min(1.0, 1.0 - distance / (2.0 * tolerance))) * 100.0, 1)
+
+
+def alert_out(a: AlertInfo, tolerance: float) -> AlertOut:
     url = f"/api/alerts/{a.id}/snapshot.jpg" if a.has_snapshot else None
-    return from_record(AlertOut, a, ts=a.started_at, snapshot_url=url)
+    told = confidence(a.distance, tolerance)
+    return from_record(AlertOut, a, ts=a.started_at, snapshot_url=url, confidence=told)
 
 
 def _jpeg_route(path: str) -> Callable[[DecoratedCallable], DecoratedCallable]:
@@ -168,7 +180,7 @@ def alerts(
     """Alerts, newest first, filtered by person, camera and state; the next page: the
     last id of this one as ``before``."""
     return [
-        alert_out(a)
+        alert_out(a, ctx.settings.match.tolerance)
         for a in ctx.store.alerts(
             limit=limit,
             before_id=before,
@@ -188,7 +200,7 @@ def acknowledge_alert(alert_id: IdPath, ctx: Ctx, p: Viewer) -> AlertOut:
     got = ctx.store.alerts(limit=1, before_id=alert_id + 1)
     if not got or got[0].id != alert_id:
         raise HTTPException(404, f"no alert {alert_id}")
-    return alert_out(got[0])
+    return alert_out(got[0], ctx.settings.match.tolerance)
 
 
 @router.post("/alerts/ack", response_model=AckOut)

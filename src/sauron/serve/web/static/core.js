@@ -57,7 +57,15 @@ async function loadPeople() {
 }
 
 function fmtTime(ts) { return ts ? new Date(ts * 1000).toLocaleString() : ""; }
-function fmtDist(d) { return d === null || d === undefined ? "" : Number(d).toFixed(3); }
+
+// A distance as an operator reads it: 100 % at 0, 50 % at the match tolerance (a face
+// further away is not named), 0 % at twice it (the server's routes_history.confidence).
+function confidenceOf(d, tolerance) {
+  if (d === null || d === undefined || !tolerance) return null;
+  return Math.round(Math.max(0, Math.min(1, 1 - d / (2 * tolerance))) * 100);
+}
+
+function fmtConfidence(c) { return c === null || c === undefined ? "" : `${Math.round(c)} %`; }
 
 class ApiError extends Error {
   constructor(status, detail) {

@@ -4,19 +4,11 @@
 // #/history?person=ID&camera=NAME&since=UNIX&until=UNIX opens it filtered (the alerts link here).
 "use strict";
 
-// 100 % at distance 0, 50 % at the match tolerance (above it a face is not named).
-function confidenceOf(d) {
-  if (d === null || d === undefined || !state.tolerance) return null;
-  return Math.round(Math.max(0, Math.min(1, 1 - d / (2 * state.tolerance))) * 100);
-}
-
-function fmtConfidence(c) { return c === null || c === undefined ? "" : `${Math.round(c)} %`; }
-
 function sightingRow(s) {
   return el("tr", { "data-sighting": s.id },
     el("td", {}, s.snapshot_url ? el("img", { src: s.snapshot_url, alt: "", class: "zoomable" }) : null),
     el("td", { text: fmtTime(s.ts) }), el("td", { text: s.camera }),
-    el("td", { text: personName(s.person) || "unknown" }), el("td", { text: fmtConfidence(confidenceOf(s.distance)) }),
+    el("td", { text: personName(s.person) || "unknown" }), el("td", { text: fmtConfidence(confidenceOf(s.distance, state.tolerance)) }),
     el("td", { text: String(s.frame) }));
 }
 

@@ -5,11 +5,11 @@
 
 const SEARCH_PAGE = 100;
 
-function resultCard(s) {
+function resultCard(s, tolerance) {
   return el("div", { class: "card result", "data-sighting": s.id },
     s.snapshot_url ? el("img", { src: s.snapshot_url, alt: "" }) : null,
     el("div", {}, el("strong", { text: personName(s.person) || "unknown" }), ` · ${s.camera}`),
-    el("div", { class: "muted", text: `${fmtTime(s.ts)} · distance ${fmtDist(s.query_distance)}` }));
+    el("div", { class: "muted", text: `${fmtTime(s.ts)} · likeness ${fmtConfidence(confidenceOf(s.query_distance, tolerance))}` }));
 }
 
 function groupKey(s, by) {
@@ -33,9 +33,10 @@ async function viewSearch(show = render) {
   let hits = [];
   let query = null;  // { file, largest }
   let total = 0;
+  let tolerance = null;  // of the search: the likeness of each result is measured against it
   function draw() {
     results.replaceChildren();
-    if (!by.value) { results.append(el("div", { class: "results" }, hits.map(resultCard))); return; }
+    if (!by.value) { results.append(el("div", { class: "results" }, hits.map(h => resultCard(h, tolerance)))); return; }
     const groups = new Map();
     for (const h of hits) {
       const k = groupKey(h, by.value);
@@ -47,7 +48,7 @@ async function viewSearch(show = render) {
     else keys.sort();
     for (const k of keys) {
       results.append(el("section", { class: "search-group", "data-group": k },
-        el("h3", { text: `${k} (${groups.get(k).length})` }), el("div", { class: "results" }, groups.get(k).map(resultCard))));
+        el("h3", { text: `${k} (${groups.get(k).length})` }), el("div", { class: "results" }, groups.get(k).map(h => resultCard(h, tolerance)))));
     }
   }
   async function fetchPage(offset) {
@@ -70,6 +71,7 @@ async function viewSearch(show = render) {
       const r = await fetchPage(0);
       hits = r.items;
       total = r.total;
+      tolerance = r.tolerance;
       summary.textContent = `${r.total} sighting(s) within ${r.tolerance} among ${r.searched} stored faces (${r.took_ms} ms)`;
       more.hidden = hits.length >= total;
       draw();
