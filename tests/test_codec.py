@@ -123,7 +123,15 @@ def pack(
 
 
 def assert_same_detections(a: Detections, b: Detections) -> None:
-    for name in ("xyxy", "confidence", "landmarks", "embeddings", "distances", "track_ids"):
+    for name in (
+        "xyxy",
+        "confidence",
+        "landmarks",
+        "embeddings",
+        "distances",
+        "track_ids",
+        "votes",
+    ):
         x, y = getattr(a, name), getattr(b, name)
         assert x.dtype == y.dtype, name
         assert x.shape == y.shape, name
@@ -146,6 +154,17 @@ def test_detections_round_trip() -> None:
     assert frame == FRAME
     assert_same_detections(det, DETECTIONS)
     assert timings == TIMINGS
+
+
+def test_a_still_frame_and_votes_round_trip() -> None:
+    still = Frame("folder", 3, 10.0, b"jpeg", still=True)
+    assert decode_frame(encode_frame(still)) == still
+    det = DETECTIONS.with_identities(
+        DETECTIONS.names, DETECTIONS.distances, np.arange(len(DETECTIONS), dtype=np.int32)
+    )
+    frame, back, _ = decode_detections(encode_detections(still, det, {}))
+    assert frame.still
+    assert_same_detections(back, det)
 
 
 def test_empty_person_detections_round_trip() -> None:
@@ -550,3 +569,12 @@ def test_fuzz_metadata_fields_of_any_json_type(kind: Kind, data: st.DataObject) 
     for wanted, decode in DECODERS.items():
         if decode_or_codec_error(decode, message):
             assert wanted is kind
+
+
+def test_a_persons_negative_examples_round_trip() -> None:
+    neg = np.full((2, 128), 0.25, np.float32)
+    back = decode_person(encode_person(Person("carol", PERSON.embeddings, neg)))
+    np.testing.assert_array_equal(back.negatives, neg)
+    assert decode_person(encode_person(PERSON)).negatives.shape == (0, 128)
+    with pytest.raises(ValueError, match="negatives"):
+        Person("dan", PERSON.embeddings, np.zeros((1, 5), np.float32))

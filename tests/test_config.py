@@ -386,3 +386,22 @@ def test_mqtt_settings_come_from_the_environment_like_every_section(
 def test_an_mqtt_prefix_with_a_wildcard_is_refused() -> None:
     with pytest.raises(ConfigError, match=r"mqtt\.topic_prefix"):
         load_settings(None, {"mqtt": {"host": "b", "topic_prefix": "site/#"}})
+
+
+def test_alert_settings_of_before_move_into_the_alerts_section(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    old = write(tmp_path, "web:\n  alert_gap_s: 7\n  webhook_url: http://127.0.0.1:9/hook\n")
+    settings = load_settings(old)
+    assert (settings.alerts.gap_s, settings.alerts.webhook_url) == (7.0, "http://127.0.0.1:9/hook")
+    assert "web.alert_gap_s is now alerts.gap_s" in caplog.text
+    # the new place wins over the old one; the environment reaches the old place too
+    both = write(tmp_path, "web:\n  alert_gap_s: 7\nalerts:\n  gap_s: 9\n")
+    assert load_settings(both).alerts.gap_s == 9.0
+    monkeypatch.setenv("SAURON_WEB__ALERT_GAP_S", "11")
+    assert load_settings(None).alerts.gap_s == 11.0
+
+
+def test_a_webhook_that_is_not_http_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"alerts\.webhook_url"):
+        load_settings(None, {"alerts": {"webhook_url": "file:///etc/passwd"}})

@@ -12,6 +12,7 @@ same rule holds, lowest first (``BENCH_ORDER``).
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,17 @@ BENCH = ROOT / "benchmarks" / "src" / "sauron_bench"
 #: Lowest first. A room is a top-level module or a sub-package of ``sauron``; a room may
 #: import its own layer's rooms (without a circle among rooms) and the layers below it.
 LAYERS: dict[str, set[str]] = {
-    "base": {"sauron", "types", "codec", "config", "imaging", "logs", "cache", "metrics"},
+    "base": {
+        "sauron",
+        "types",
+        "codec",
+        "config",
+        "imaging",
+        "logs",
+        "cache",
+        "metrics",
+        "queues",
+    },
     "stages": {"bus", "ingest", "detect", "match", "store", "record"},
     "serve": {"serve", "status"},
     "pipeline": {"pipeline"},
@@ -60,7 +71,9 @@ BENCH_ORDER: list[set[str]] = [
         "soak",
         "supervision",
         "startup",
+        "storage",
         "threads",
+        "visitors",
     },
     {"commands"},  # `sauron bench`: which command runs which
 ]
@@ -290,6 +303,19 @@ def _bench_rule(i: Import) -> list[str]:
 
 def test_the_package_imports_point_one_way() -> None:
     assert violations(SRC) == []
+
+
+def documented_layers(text: str) -> list[set[str]]:
+    """The rooms of each row of the layer table in docs/architecture.md, lowest first: the
+    ``x.py`` modules and ``x/`` folders it names."""
+    rows = [ln for ln in text.splitlines() if re.match(r"\| \d ", ln)]
+    rooms = [re.findall(r"`(\w+)(?:\.py|/)`", row.split("|")[2]) for row in rows]
+    return [set(r) for r in reversed(rooms)]
+
+
+def test_the_documented_layers_are_the_checked_ones() -> None:
+    documented = documented_layers((ROOT / "docs" / "architecture.md").read_text())
+    assert documented == [rooms - {"sauron"} for rooms in LAYERS.values()]
 
 
 def test_the_benchmarks_import_point_one_way() -> None:

@@ -39,3 +39,15 @@ def test_a_second_signal_later_interrupts_at_once(handlers: None) -> None:
     with pytest.raises(KeyboardInterrupt):
         os.kill(os.getpid(), signal.SIGINT)
         time.sleep(0.5)  # the handler runs between bytecodes of this thread
+
+
+def test_the_handlers_of_before_are_back_after_the_run(handlers: None) -> None:
+    """A signal after a run (between two runs of a benchmark) is not the finished run's
+    to swallow: it reaches whatever handled it before."""
+    got: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, _frame: got.append(signum))
+    with _Stopper() as stopper:
+        os.kill(os.getpid(), signal.SIGTERM)
+    assert stopper.event.is_set() and got == []
+    os.kill(os.getpid(), signal.SIGTERM)
+    assert got == [signal.SIGTERM]

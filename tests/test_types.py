@@ -249,8 +249,8 @@ def test_result_to_json_fields() -> None:
     assert record["latency_ms"] == pytest.approx(12.346, abs=1e-3)
     assert record["latency_ms"] == round(record["latency_ms"], 3)
     assert record["faces"] == [
-        {"box": [2, 3, 4, 1], "person": "alice", "distance": 0.3125},
-        {"box": [20, 30, 40, 10], "person": None, "distance": None},
+        {"box": [2, 3, 4, 1], "person": "alice", "distance": 0.3125, "votes": 1},
+        {"box": [20, 30, 40, 10], "person": None, "distance": None, "votes": 0},
     ]
 
 

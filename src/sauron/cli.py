@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import time
 from importlib.metadata import EntryPoint, entry_points
@@ -154,6 +153,7 @@ def _print_summary(summary: Any) -> None:
         "restarts": summary.restarts,
         "camera_errors": summary.camera_errors,
         "seconds": round(summary.seconds, 2),
+        "stopped_by_signal": summary.stopped,
     }
     if summary.error is not None:
         fields["error"] = summary.error
@@ -242,31 +242,32 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     if args.stage == "detect":
-        from sauron.detect.kafka_worker import run_detect_worker, spawn_detect_workers
+        from sauron.detect.kafka_worker import DetectProcesses, run_detect_worker
         from sauron.match.kafka_worker import topic_namer
 
         if args.processes > 1:
             import signal
 
-            procs = spawn_detect_workers(
+            workers = DetectProcesses(
                 settings, args.processes, namer=topic_namer, metrics_base=settings.metrics.port
             )
-
             asked: list[float] = []
 
             def forward(signum: int, _frame: object) -> None:
                 asked.append(time.monotonic())
-                for p in procs:  # each worker finishes its batch, commits, leaves the group
-                    if p.pid is not None and p.is_alive():
-                        os.kill(p.pid, signum)
+                workers.send(signum)  # each finishes its batch, commits, leaves the group
 
             signal.signal(signal.SIGTERM, forward)
             signal.signal(signal.SIGINT, forward)
-            while any(p.is_alive() for p in procs):
-                for p in procs:
-                    p.join(0.2)
+            while workers.alive() or not (asked or workers.failure):
+                workers.check()  # one that died is replaced
+                if workers.failure is not None:
+                    workers.stop()
+                    raise SauronError(workers.failure)
+                for p in workers.procs:
+                    p.join(0.2 / len(workers.procs))
                 if asked and time.monotonic() - asked[0] > WORKER_STOP_S:
-                    for p in procs:  # one that is stuck does not hold the command
+                    for p in workers.procs:  # one that is stuck does not hold the command
                         if p.is_alive():
                             log.warning("worker %s did not stop; terminating it", p.pid)
                             p.kill()

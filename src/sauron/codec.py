@@ -19,7 +19,7 @@ from __future__ import annotations
 import enum
 import json
 import struct
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -48,15 +48,24 @@ class Kind(enum.IntEnum):
 
 @dataclass(frozen=True)
 class Person:
-    """A watchlist entry as broadcast to matchers: a name and its reference embeddings."""
+    """A watchlist entry as broadcast to matchers: a name, its reference embeddings and
+    its negative examples (faces an operator said are not this person)."""
 
     name: str
     embeddings: np.ndarray
+    negatives: np.ndarray = field(default_factory=lambda: np.zeros((0, 128), np.float32))
 
     def __post_init__(self) -> None:
         if self.embeddings.ndim != 2 or len(self.embeddings) == 0:
             raise ValueError(
                 f"embeddings must be a non-empty 2D array, but got shape {self.embeddings.shape}"
+            )
+        if self.negatives.ndim != 2 or (
+            len(self.negatives) and self.negatives.shape[1] != self.embeddings.shape[1]
+        ):
+            raise ValueError(
+                f"negatives must be a 2D array of {self.embeddings.shape[1]} columns, "
+                f"but got shape {self.negatives.shape}"
             )
 
 
@@ -76,6 +85,8 @@ class CameraReport:
 
 
 _ARRAY_FIELDS = ("xyxy", "confidence", "landmarks", "embeddings", "distances", "track_ids")
+#: Added later: a message without them (from an older build) reads with their defaults.
+_OPTIONAL_ARRAYS = ("votes",)
 _FIELD_ERRORS = (KeyError, ValueError, TypeError, OverflowError, AttributeError)
 _DTYPES = {
     "xyxy": "<i4",
@@ -84,6 +95,8 @@ _DTYPES = {
     "embeddings": "<f4",
     "distances": "<f4",
     "track_ids": "<i8",
+    "votes": "<i4",
+    "negatives": "<f4",
 }
 _BLOB_DTYPES = {**_DTYPES, "jpeg": "bytes", "annotated": "bytes"}
 
@@ -158,7 +171,10 @@ def _unpack(data: bytes, expected: Kind) -> tuple[dict[str, Any], dict[str, np.n
 
 
 def _frame_meta(frame: Frame) -> dict[str, Any]:
-    return {"camera": frame.camera, "frame": frame.number, "ts": frame.captured_at}
+    meta: dict[str, Any] = {"camera": frame.camera, "frame": frame.number, "ts": frame.captured_at}
+    if frame.still:
+        meta["still"] = True
+    return meta
 
 
 def _frame_from(meta: dict[str, Any], blobs: dict[str, Any]) -> Frame:
@@ -168,6 +184,7 @@ def _frame_from(meta: dict[str, Any], blobs: dict[str, Any]) -> Frame:
             number=int(meta["frame"]),
             captured_at=float(meta["ts"]),
             jpeg=blobs["jpeg"],
+            still=bool(meta.get("still", False)),
         )
     except _FIELD_ERRORS as exc:
         raise CodecError(f"bad frame fields: {exc!r}") from None
@@ -185,13 +202,14 @@ def decode_frame(data: bytes) -> Frame:
 
 
 def _detections_blobs(det: Detections) -> list[tuple[str, bytes, str, tuple[int, ...]]]:
-    return [_array_blob(name, getattr(det, name)) for name in _ARRAY_FIELDS]
+    return [_array_blob(name, getattr(det, name)) for name in (*_ARRAY_FIELDS, *_OPTIONAL_ARRAYS)]
 
 
 def _detections_from(meta: dict[str, Any], blobs: dict[str, Any]) -> Detections:
     try:
         return Detections(
             **{name: blobs[name] for name in _ARRAY_FIELDS},
+            **{name: blobs[name] for name in _OPTIONAL_ARRAYS if name in blobs},
             names=tuple(meta["names"]),
             label=str(meta["label"]),
         )
@@ -273,13 +291,19 @@ def decode_sighting(data: bytes) -> dict[str, Any]:
 
 def encode_person(person: Person) -> bytes:
     """A watchlist entry for the compacted watchlist topic (key = the person's name)."""
-    return _pack(Kind.PERSON, {"name": person.name}, [_array_blob("embeddings", person.embeddings)])
+    blobs = [_array_blob("embeddings", person.embeddings)]
+    if len(person.negatives):
+        blobs.append(_array_blob("negatives", person.negatives))
+    return _pack(Kind.PERSON, {"name": person.name}, blobs)
 
 
 def decode_person(data: bytes) -> Person:
     meta, blobs = _unpack(data, Kind.PERSON)
     try:
-        return Person(name=str(meta["name"]), embeddings=np.asarray(blobs["embeddings"]))
+        embeddings = np.asarray(blobs["embeddings"])
+        if "negatives" not in blobs:
+            return Person(name=str(meta["name"]), embeddings=embeddings)
+        return Person(str(meta["name"]), embeddings, np.asarray(blobs["negatives"]))
     except _FIELD_ERRORS as exc:
         raise CodecError(f"bad person record: {exc}") from None
 

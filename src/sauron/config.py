@@ -6,6 +6,7 @@ Environment variables use ``__`` between levels, e.g. ``SAURON_BUS__BOOTSTRAP_SE
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
@@ -26,6 +27,8 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from sauron import SauronError
+
+log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -392,6 +395,68 @@ class StoreConfig(Section):
     snapshot_size: int = Field(
         160, ge=32, le=1024, description="Longest side of stored face snapshots (pixels)"
     )
+    media_dir: Path | None = Field(
+        None,
+        description="Folder of the snapshot and clip files (the database keeps their paths); "
+        "default: media beside the SQLite file, or in data_dir for a server database",
+    )
+    media_budget_gb: Annotated[float, Interval(ge=0, le=1_000_000)] = Field(
+        0.0,
+        description="Most gigabytes the snapshots and clips may take: past it the oldest go "
+        "first, ordinary sightings before alerts (0 = no limit, only retention_days)",
+    )
+
+
+class ClipsConfig(Section):
+    enabled: bool = Field(True, description="Keep an MP4 clip of each appearance")
+    pre_roll_s: Annotated[float, Interval(ge=0, le=60)] = Field(
+        5.0, description="Seconds of video before an appearance starts"
+    )
+    post_roll_s: Annotated[float, Interval(ge=0, le=60)] = Field(
+        5.0, description="Seconds of video after the appearance was last seen"
+    )
+    max_s: Annotated[float, Interval(gt=0, le=3600)] = Field(
+        120.0, description="Longest clip (seconds); a longer appearance's clip is cut there"
+    )
+    buffer_mb: Annotated[float, Interval(gt=0, le=4096)] = Field(
+        32.0, description="Most megabytes of recent frames kept per camera for the pre-roll"
+    )
+    sightings: bool = Field(
+        True, description="Clips of faces not on the watchlist too, not only of alerts"
+    )
+    alert_retention_days: Annotated[float, Interval(gt=0, le=36500)] = Field(
+        30.0, description="Delete the clips of alerts older than this many days"
+    )
+    sighting_retention_days: Annotated[float, Interval(gt=0, le=36500)] = Field(
+        7.0, description="Delete the clips of other faces older than this many days"
+    )
+
+
+class VisitorsConfig(Section):
+    enabled: bool = Field(
+        True,
+        description="Group the faces of no enrolled person into persistent visitors "
+        "(stored: one embedding and crop per track); off: no stranger's face is kept "
+        "beyond its sightings",
+    )
+    threshold: float = Field(
+        0.5,
+        gt=0,
+        le=2,
+        description="A track joins the nearest visitor whose centroid is at most this far "
+        "from its best face's embedding; farther from all: a new visitor",
+    )
+    min_quality: float = Field(
+        0.3,
+        ge=0,
+        le=1,
+        description="A track whose best face is poorer than this (size and pose, 0..1) "
+        "is not grouped",
+    )
+    track_end_s: Annotated[float, Interval(gt=0, le=600)] = Field(
+        3.0, description="A track unseen this long has ended and is grouped"
+    )
+    crops: int = Field(5, ge=1, le=50, description="Best crops shown per visitor")
 
 
 class WebConfig(Section):
@@ -411,12 +476,6 @@ class WebConfig(Section):
     privacy_blur: bool = Field(
         False, description="Blur faces not on the watchlist in live streams and stored snapshots"
     )
-    alert_gap_s: UpToAnHour = Field(
-        3.0,
-        description="A watched person unseen on a camera this long "
-        "(capture time) ends the appearance; the next sighting alerts",
-    )
-    webhook_url: str | None = Field(None, description="POST every new alert here as JSON")
     stale_after_s: float = Field(
         5.0, gt=0, description="A camera silent this long is shown as stopped"
     )
@@ -482,6 +541,36 @@ class WebConfig(Section):
         return check_name(v, "user name")
 
 
+class AlertsConfig(Section):
+    """When a watched person raises an alert, and where alerts go besides the web app,
+    the ``<prefix>.alerts`` topic and MQTT (docs/web.md)."""
+
+    gap_s: UpToAnHour = Field(
+        3.0,
+        description="A watched person unseen on a camera this long "
+        "(capture time) ends the appearance; the next sighting alerts",
+    )
+    webhook_url: str | None = Field(
+        None, pattern=r"^https?://", description="POST every new alert here as JSON"
+    )
+    webhook_timeout_s: float = Field(
+        5.0, gt=0, le=300, description="Give up one POST to the webhook after this long"
+    )
+    webhook_retries: int = Field(
+        4, ge=0, le=100, description="Tries after a failed POST (no answer, 5xx, 429)"
+    )
+    webhook_queue_size: int = Field(
+        1000,
+        ge=1,
+        le=1_000_000,
+        description="Alerts waiting for the webhook; beyond it the oldest is dropped (logged)",
+    )
+
+
+#: settings that moved into ``alerts`` (old place -> new name); old files keep working
+_MOVED_TO_ALERTS = {"alert_gap_s": "gap_s", "webhook_url": "webhook_url"}
+
+
 class MqttConfig(Section):
     """Alerts and state on an MQTT broker, with Home Assistant discovery (docs/integrations.md)."""
 
@@ -524,8 +613,29 @@ class Settings(BaseSettings):
     match: MatchConfig = Field(default_factory=MatchConfig)  # type: ignore[arg-type]
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)  # type: ignore[arg-type]
     store: StoreConfig = Field(default_factory=StoreConfig)  # type: ignore[arg-type]
+    visitors: VisitorsConfig = Field(default_factory=VisitorsConfig)  # type: ignore[arg-type]
     web: WebConfig = Field(default_factory=WebConfig)  # type: ignore[arg-type]
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)  # type: ignore[arg-type]
+    clips: ClipsConfig = Field(default_factory=ClipsConfig)  # type: ignore[arg-type]
     mqtt: MqttConfig = Field(default_factory=MqttConfig)  # type: ignore[arg-type]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_settings(cls, data: Any) -> Any:
+        """``web.alert_gap_s`` and ``web.webhook_url`` (before the ``alerts`` section)
+        still work, with a warning; given in both places, the new one wins."""
+        if not isinstance(data, dict) or not isinstance(data.get("web"), dict):
+            return data
+        web = dict(data["web"])
+        moved = {new: web.pop(old) for old, new in _MOVED_TO_ALERTS.items() if old in web}
+        if not moved:
+            return data
+        for old, new in _MOVED_TO_ALERTS.items():
+            if new in moved:
+                log.warning("setting web.%s is now alerts.%s; please move it", old, new)
+        alerts = data.get("alerts")
+        merged = {**moved, **(alerts if isinstance(alerts, dict) else {})}
+        return {**data, "web": web, "alerts": merged}
 
     @field_validator("cameras")
     @classmethod

@@ -58,11 +58,12 @@ class RunSummary:
     ready_s: float | None = None
     placement: dict[str, int] = field(default_factory=dict)
     members: dict[str, list[int]] = field(default_factory=dict)  # group member -> partitions
-    # Embedded bus: frames held by detect processes that died, processes replaced, and
+    # Frames held by detect processes that died (embedded bus), processes replaced, and
     # the error that ended the run (processes that cannot start or keep dying)
     lost: int = 0
     restarts: int = 0
     error: str | None = None
+    stopped: bool = False  # a signal (SIGINT/SIGTERM) ended the run
 
     @property
     def ok(self) -> bool:
@@ -104,9 +105,19 @@ class _Stopper:
     def __init__(self) -> None:
         self.event = threading.Event()
         self._first: float | None = None
+        self._before: dict[int, Any] = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(sig, self._on_signal)
+                self._before[sig] = signal.signal(sig, self._on_signal)
+
+    def __enter__(self) -> _Stopper:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        """The handlers of before the run are back: a signal after the run is not its."""
+        for sig, handler in self._before.items():
+            signal.signal(sig, handler)
+        self._before.clear()
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         name = signal.Signals(signum).name
@@ -147,7 +158,7 @@ def _summary(
     )
 
 
-def run_embedded(settings: Settings, opts: RunOptions) -> RunSummary:
+def run_embedded(settings: Settings, opts: RunOptions, stopper: _Stopper) -> RunSummary:
     """Every stage in this machine's processes; stops cleanly on SIGINT/SIGTERM in every
     state (the summary says how far it got), ends with an error when the detect
     processes cannot start or keep dying."""
@@ -157,7 +168,6 @@ def run_embedded(settings: Settings, opts: RunOptions) -> RunSummary:
     from sauron.metrics import Metrics, serve
 
     started = time.monotonic()
-    stopper = _Stopper()
     watchlist, watcher = load_watchlist(settings)
     for attach in opts.on_watchlist:
         attach(watchlist)
@@ -227,19 +237,18 @@ def run_embedded(settings: Settings, opts: RunOptions) -> RunSummary:
     return summary
 
 
-def run_kafka(settings: Settings, opts: RunOptions) -> RunSummary:
+def run_kafka(settings: Settings, opts: RunOptions, stopper: _Stopper) -> RunSummary:
     from sauron.bus.admin import ensure_topics
     from sauron.bus.client import end_offsets
     from sauron.bus.tail import TopicTail
     from sauron.bus.topics import Topics
-    from sauron.detect.kafka_worker import DetectSignals, spawn_detect_workers
+    from sauron.detect.kafka_worker import DetectProcesses, DetectSignals
     from sauron.ingest.reports import CameraReporter
     from sauron.match.kafka_worker import build_match_worker, topic_namer
     from sauron.match.watchlist_topic import publish_person
     from sauron.metrics import Metrics, serve
 
     started = time.monotonic()
-    stopper = _Stopper()  # from the start: a signal while the workers load ends the run too
     counts = ensure_topics(settings)
     topics = Topics.from_config(settings.topics)
     if settings.match.watchlist is not None:
@@ -274,7 +283,7 @@ def run_kafka(settings: Settings, opts: RunOptions) -> RunSummary:
     server = serve(metrics, port, settings.metrics.host)
     n = worker_count(opts.processes)
     signals = DetectSignals(n)
-    procs = spawn_detect_workers(
+    workers = DetectProcesses(
         settings, n, namer=topic_namer, metrics_base=port + 1 if port else 0, signals=signals
     )
     matcher: Any = None
@@ -301,6 +310,9 @@ def run_kafka(settings: Settings, opts: RunOptions) -> RunSummary:
     stale = [0]
 
     def done() -> bool:
+        workers.check()  # a detect process that died is replaced, or the run ends
+        if workers.failure is not None:
+            return True
         for cam, number in signals.drain_stale():
             writer.skip(cam, number)
             stale[0] += 1
@@ -326,10 +338,7 @@ def run_kafka(settings: Settings, opts: RunOptions) -> RunSummary:
         ingest.join(5)
         reporter.stop()
         producer.flush(10)
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.join(15)
+        workers.stop()
         if matcher is not None:
             matcher.stop_event.set()
             match_thread.join(15)
@@ -343,6 +352,7 @@ def run_kafka(settings: Settings, opts: RunOptions) -> RunSummary:
     summary = _summary(ingest, writer, started, producer.stats.dropped_total + stale[0], dead)
     summary.dropped_stale, summary.ready_s = stale[0], ready_s
     summary.placement, summary.members = placement, members
+    summary.restarts, summary.error = workers.restarts, workers.failure
     if stale[0]:
         d = settings.detect
         log.info(
@@ -462,14 +472,14 @@ def run_ingest_only(settings: Settings, opts: RunOptions) -> int:
     ingest = IngestGroup(settings.cameras, sink=sink).start()
     reporter = CameraReporter(settings, ingest)
     reporter.start()
-    stopper = _Stopper()
-    try:
-        _wait(ingest.done, stopper, opts.timeout_s)
-    finally:
-        ingest.stop.set()
-        ingest.join(5)
-        reporter.stop()
-        left = producer.flush(30)
+    with _Stopper() as stopper:
+        try:
+            _wait(ingest.done, stopper, opts.timeout_s)
+        finally:
+            ingest.stop.set()
+            ingest.join(5)
+            reporter.stop()
+            left = producer.flush(30)
     for cam, st in ingest.status.items():
         log.info(
             "camera %s: %d frames published%s",
@@ -494,6 +504,9 @@ def _watchlist_people(settings: Settings) -> list[codec.Person]:
 def run(settings: Settings, opts: RunOptions) -> RunSummary:
     if not settings.cameras:
         raise SauronError("no cameras configured: give --camera NAME=SOURCE or a config file")
-    if settings.bus.type == "kafka":
-        return run_kafka(settings, opts)
-    return run_embedded(settings, opts)
+    # from the start: a signal while models or workers load ends the run too
+    with _Stopper() as stopper:
+        go = run_kafka if settings.bus.type == "kafka" else run_embedded
+        summary = go(settings, opts, stopper)
+    summary.stopped = stopper.event.is_set()
+    return summary

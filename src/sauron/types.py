@@ -11,6 +11,14 @@ import numpy as np
 EMBEDDING_DIM = 128
 NUM_LANDMARKS = 5
 
+#: The one box convention: (left, top, right, bottom) pixels, "xyxy", as a row of
+#: :attr:`Detections.xyxy`. Other conventions appear only at the edges: dlib's rectangles
+#: (``detect/models.py``: :func:`~sauron.detect.models.to_rect`,
+#: :func:`~sauron.detect.models.from_rect`), CenterFace's centres and sizes
+#: (``detect/centerface.py``) and the results contract's [top, right, bottom, left]
+#: (:meth:`Detections.to_trbl`, for the results file and the sightings).
+Box = tuple[int, int, int, int]
+
 
 @dataclass(frozen=True)
 class Frame:
@@ -20,6 +28,8 @@ class Frame:
     number: int
     captured_at: float
     jpeg: bytes
+    #: A still photo (an image-folder camera): its own scene, no tracks across frames.
+    still: bool = False
 
     def __post_init__(self) -> None:
         if not self.camera:
@@ -41,10 +51,13 @@ def _check_rows(name: str, arr: np.ndarray, n: int, tail: tuple[int, ...]) -> No
 class Detections:
     """Columnar record of the objects found in one frame, one numpy array per field.
 
-    ``xyxy`` holds boxes as (left, top, right, bottom) pixels. ``embeddings`` has shape
-    (N, D) with D = 0 when no embedding was computed (e.g. person boxes). ``names`` holds
-    the matched watchlist person per row or None; ``distances`` the distance to the nearest
-    enrolled person (NaN when not matched). ``track_ids`` is -1 when tracking is off.
+    ``xyxy`` holds boxes as (left, top, right, bottom) pixels (:data:`Box`).
+    ``embeddings`` has shape (N, D) with D = 0 when no embedding was computed (e.g. person
+    boxes). ``names`` holds the matched watchlist person per row or None; ``distances`` the
+    distance to the nearest enrolled person (NaN when not matched). ``track_ids`` is -1
+    when tracking is off.
+    ``votes`` counts the embeddings that agree on a row's name (0 when unnamed); a named
+    row with one vote is a single-vote match: one marginal embedding, never confirmed.
     """
 
     xyxy: np.ndarray
@@ -54,6 +67,7 @@ class Detections:
     names: tuple[str | None, ...] = ()
     distances: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     track_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    votes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
     label: str = "face"
 
     def __post_init__(self) -> None:
@@ -73,10 +87,15 @@ class Detections:
             object.__setattr__(self, "distances", np.full(n, np.nan, np.float32))
         if len(self.track_ids) == 0 and n:
             object.__setattr__(self, "track_ids", np.full(n, -1, np.int64))
+        if len(self.votes) == 0 and n:
+            object.__setattr__(
+                self, "votes", np.array([int(x is not None) for x in self.names], np.int32)
+            )
         if len(self.names) != n:
             raise ValueError(f"names must have {n} entries, but got {len(self.names)}")
         _check_rows("distances", self.distances, n, ())
         _check_rows("track_ids", self.track_ids, n, ())
+        _check_rows("votes", self.votes, n, ())
 
     @classmethod
     def empty(cls, dim: int = 0, label: str = "face") -> Detections:
@@ -102,11 +121,25 @@ class Detections:
             names=tuple(self.names[i] for i in idx),
             distances=self.distances[idx],
             track_ids=self.track_ids[idx],
+            votes=self.votes[idx],
             label=self.label,
         )
 
-    def with_identities(self, names: Sequence[str | None], distances: np.ndarray) -> Detections:
-        return replace(self, names=tuple(names), distances=np.asarray(distances, np.float32))
+    def with_identities(
+        self,
+        names: Sequence[str | None],
+        distances: np.ndarray,
+        votes: np.ndarray | None = None,
+    ) -> Detections:
+        """The rows named; ``votes`` defaults to one per named row."""
+        if votes is None:
+            votes = np.array([int(n is not None) for n in names], np.int32)
+        return replace(
+            self,
+            names=tuple(names),
+            distances=np.asarray(distances, np.float32),
+            votes=np.asarray(votes, np.int32),
+        )
 
     @property
     def areas(self) -> np.ndarray:
@@ -115,7 +148,8 @@ class Detections:
         return np.clip(w, 0, None) * np.clip(h, 0, None)
 
     def to_trbl(self) -> list[list[int]]:
-        """Boxes as [top, right, bottom, left], the convention of the results contract."""
+        """Boxes as [top, right, bottom, left], the convention of the results contract
+        (an edge: the results file and the sightings; inside, boxes are :data:`Box`)."""
         return [[int(t), int(r), int(b), int(lft)] for lft, t, r, b in self.xyxy.tolist()]
 
 
@@ -142,8 +176,15 @@ class Result:
             "ts": self.frame.captured_at,
             "latency_ms": round(self.latency_ms, 3),
             "faces": [
-                {"box": box, "person": name, "distance": _finite_or_none(dist)}
-                for box, name, dist in zip(d.to_trbl(), d.names, d.distances.tolist(), strict=True)
+                {
+                    "box": box,
+                    "person": name,
+                    "distance": _finite_or_none(dist),
+                    "votes": int(votes),
+                }
+                for box, name, dist, votes in zip(
+                    d.to_trbl(), d.names, d.distances.tolist(), d.votes.tolist(), strict=True
+                )
             ],
         }
 

@@ -18,7 +18,9 @@ from sauron.detect.models import (
     PeopleModel,
     available_detectors,
     create_detector,
+    from_rect,
     register,
+    to_rect,
 )
 from sauron.imaging import bgr_to_rgb, resize_max_width
 from sauron.types import EMBEDDING_DIM, NUM_LANDMARKS, Detections
@@ -124,6 +126,13 @@ def test_locate_then_embed_equals_detect(
     emb = face_model.embed(rgb, shapes)
     assert emb.shape == (1, EMBEDDING_DIM)
     np.testing.assert_allclose(emb, found["biden.jpg"].embeddings, atol=1e-6)
+
+
+def test_boxes_cross_the_dlib_edge_unchanged() -> None:
+    rect = to_rect(np.array([10, 20, 110, 140], np.int32))
+    assert (rect.left(), rect.top(), rect.right(), rect.bottom()) == (10, 20, 110, 140)
+    box = from_rect(rect)
+    assert box == (10, 20, 110, 140) and all(type(v) is int for v in box)
 
 
 def test_embed_nothing(face_model: FaceModel, rgbs: dict[str, np.ndarray]) -> None:

@@ -11,11 +11,11 @@ import pytest
 
 from sauron.config import DetectConfig
 from sauron.demo.samples import astronaut_photo, sample_photos
-from sauron.demo.synth import Box, Walker, render_clip
+from sauron.demo.synth import Walker, render_clip
 from sauron.detect.stage import DetectStage
 from sauron.imaging import encode_jpeg
 from sauron.ingest.sources import SourceOptions, open_source
-from sauron.types import Frame
+from sauron.types import Box, Frame
 
 pytestmark = pytest.mark.slow
 

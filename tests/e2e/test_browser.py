@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "artifacts" / "browser"
 CHROMIUM = Path(os.environ.get("SAURON_TEST_CHROMIUM", "/usr/bin/chromium"))
 PASSWORD = "browser-" + uuid.uuid4().hex[:16]
-PAGES = ("live", "watchlist", "alerts", "history", "search", "admin", "account")
+PAGES = ("live", "watchlist", "alerts", "visitors", "history", "search", "admin", "account")
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
@@ -108,7 +108,9 @@ def sauron_run(clips: list[ClipTruth], tmp_path: Path) -> Iterator[SauronRun]:
                 ],
                 "store": {"data_dir": str(tmp_path / "data")},
                 # he leaves the 4 s loop for 2 s: each loop is a new appearance, an alert
-                "web": {"alert_gap_s": 1.0},
+                "alerts": {"gap_s": 1.0},
+                # an appearance's clip is stored at its end, or at 4 s if it lasts longer
+                "clips": {"max_s": 4, "pre_roll_s": 1, "post_roll_s": 1},
             }
         )
     )
@@ -119,6 +121,12 @@ def sauron_run(clips: list[ClipTruth], tmp_path: Path) -> Iterator[SauronRun]:
         yield run
     finally:
         run.stop()
+
+
+def _token(url: str, user: str, password: str) -> str:
+    r = httpx.post(f"{url}/api/login", json={"username": user, "password": password})
+    assert r.status_code == 200, r.text
+    return str(r.json()["token"])
 
 
 def _shot(page: object, name: str) -> None:
@@ -215,6 +223,28 @@ def test_operator_flow_in_a_real_browser(
             )
             _shot(page, "05-alerts")
 
+            # the alert's clip plays in the page (an H.264 MP4 in Chromium's <video>)
+            admin = {"Authorization": "Bearer " + _token(url, "admin", PASSWORD)}
+            for _ in range(120):  # bounded: the clip is stored 4 s into the appearance
+                if any(a["clip_url"] for a in httpx.get(f"{url}/api/alerts", headers=admin).json()):
+                    break
+                page.wait_for_timeout(500)
+            page.reload()
+            page.locator("#alert-list .card.alert[data-clip] .clip-play").first.click()
+            playing = False
+            for _ in range(150):  # the page's CSP forbids wait_for_function
+                playing = page.evaluate(
+                    "() => { const v = document.querySelector('#alert-list .clip video');"
+                    " return !!v && v.readyState >= 2 && v.currentTime > 0 && v.videoWidth > 0; }"
+                )
+                if playing:
+                    break
+                page.wait_for_timeout(100)
+            assert playing, "\n".join(["the clip did not play", *sauron_run.lines[-30:]])
+            _shot(page, "05b-clip")
+            audit = httpx.get(f"{url}/api/audit", headers=admin).json()
+            assert any(a["action"] == "clip" and a["username"] == "admin" for a in audit)
+
             # the looping clip raises an alert every few seconds: pop-ups collapse into
             # one "N more" line, in a strip that covers no control
             expect(page.locator("#toast-more")).to_be_visible(timeout=90_000)
@@ -231,11 +261,14 @@ def test_operator_flow_in_a_real_browser(
             first = page.locator("#alert-list .alert").first
             first.locator("button.ack-one").click()
             expect(first.locator(".acked")).to_contain_text("acknowledged by admin")
-            page.click("#alert-ack-all")
+            with page.expect_response(lambda r: r.url.endswith("/api/alerts/ack")):
+                page.click("#alert-ack-all")
             page.select_option("#alert-state", "acknowledged")
             expect(page.locator('#alert-list[data-state="acknowledged"]')).to_have_count(1)
+            # the list is drawn again for the new state (alerts that came since stay open)
+            expect(page.locator("#alert-list button.ack-one")).to_have_count(0)
+            expect(page.locator("#alert-list .alert .acked").first).to_be_visible()
             assert page.locator("#alert-list .alert").count() >= 2
-            assert page.locator("#alert-list button.ack-one").count() == 0
             page.select_option("#alert-person", "obama")
             expect(page.locator('#alert-list[data-person="obama"]')).to_have_count(1)
             assert set(page.locator("#alert-list .alert-person").all_inner_texts()) == {"obama"}
@@ -421,7 +454,7 @@ def test_operator_flow_in_a_real_browser(
             _shot(phone, "11-phone-alerts")
         finally:
             browser.close()
-    assert len(list(SHOTS.glob("*.png"))) == 12
+    assert len(list(SHOTS.glob("*.png"))) == 13
 
     # the screenshot script: every page of the menu and a camera, desktop and phone
     out = tmp_path / "screens"

@@ -97,12 +97,12 @@ def test_ctrl_c_stops_run_cleanly(
 ) -> None:
     """Ctrl-C in a terminal sends SIGINT to every process of the foreground group: the
     main process and its detect processes. ``sauron run`` stops without a traceback."""
-    err = tmp_path / "stderr.log"
-    with err.open("wb") as fh:
+    err, out = tmp_path / "stderr.log", tmp_path / "stdout.log"
+    with err.open("wb") as fh, out.open("wb") as oh:
         proc = subprocess.Popen(
             [sys.executable, "-m", "sauron.cli", "run", *_camera_args(clips),
              "--watchlist", str(watchlist_dir), "--no-web", "--processes", "2"],
-            stdout=subprocess.DEVNULL, stderr=fh, start_new_session=True,
+            stdout=oh, stderr=fh, start_new_session=True,
         )  # fmt: skip
     try:
         deadline = time.monotonic() + 120
@@ -120,6 +120,7 @@ def test_ctrl_c_stops_run_cleanly(
     text = err.read_text()
     assert rc == 0, text[-2000:]
     assert "Traceback" not in text and "KeyboardInterrupt" not in text, text[-3000:]
+    assert '"stopped_by_signal": true' in out.read_text(), "the summary says why it ended"
 
 
 def test_config_check_names_the_bad_key(tmp_path: Path) -> None:

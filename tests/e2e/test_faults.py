@@ -40,10 +40,11 @@ from confluent_kafka.admin import AdminClient
 from sauron import codec
 from sauron.bus.admin import ensure_topics
 from sauron.bus.client import end_offsets, make_consumer, wait_until
+from sauron.bus.offsets import OffsetTracker
 from sauron.bus.producer import FrameProducer
 from sauron.bus.tail import TopicTail
 from sauron.bus.topics import Topics
-from sauron.bus.worker import OffsetTracker, StageWorker
+from sauron.bus.worker import StageWorker
 from sauron.config import CameraConfig, Settings, load_settings
 from sauron.demo.synth import ClipTruth
 from sauron.detect.kafka_worker import build_detect_worker
@@ -425,6 +426,41 @@ def test_kill9_detect_worker_mid_stream(
         # At-least-once may repeat what the killed worker did after its last commit: at most
         # about one commit interval of its frames, never more than it could have handled.
         assert figures["duplicates"] <= before
+
+
+@pytest.mark.timeout(240)
+def test_worker_with_several_processes_replaces_a_killed_one(
+    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    """``sauron worker detect --processes 2`` keeps two members in the group: a child
+    killed with SIGKILL is logged and replaced; SIGTERM still ends it cleanly."""
+    import psutil
+
+    settings = settings_for(kafka_bootstrap, topic_prefix)
+    ensure_topics(settings)
+    workers = Workers(settings, tmp_path)
+    parent = workers.start("--processes", "2")
+    group = settings.topics.name("detect")
+
+    def children() -> list[int]:
+        return [c.pid for c in psutil.Process(parent.pid).children() if c.is_running()
+                and any("spawn_main" in a for a in c.cmdline())]  # fmt: skip
+
+    try:
+        wait_for(lambda: group_members(kafka_bootstrap, group) == 2, 120, "2 members",
+                 workers.log_tail)  # fmt: skip
+        first = children()
+        os.kill(first[0], signal.SIGKILL)
+        wait_for(lambda: "died: killed by signal 9 (SIGKILL)" in workers.log_tail(), 20,
+                 "the death logged", workers.log_tail)  # fmt: skip
+        wait_for(lambda: len(set(children()) - set(first)) == 1, 30, "a replacement",
+                 workers.log_tail)  # fmt: skip
+        wait_for(lambda: group_members(kafka_bootstrap, group) == 2, 120,
+                 "2 members again", workers.log_tail)  # fmt: skip
+    finally:
+        workers.stop_all()
+    assert parent.returncode == 0, workers.log_tail()
+    assert "Traceback" not in workers.log_tail()
 
 
 @pytest.mark.timeout(300)

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import av
 import pytest
 
 from sauron.bus.client import wait_until
@@ -16,7 +17,7 @@ from sauron.config import StoreConfig
 from sauron.demo.synth import ClipTruth
 from sauron.store.db import SightingFilter, Store
 
-from ..record.conftest import Listener, Mosquitto
+from ..mqtt_broker import Listener, Mosquitto
 from .test_cli import _camera_args, bus_args, sauron
 
 pytestmark = pytest.mark.slow
@@ -70,6 +71,7 @@ def test_a_run_without_the_web_app_stores_sightings_and_alerts(
     try:
         sightings = store.sightings(SightingFilter(), limit=100_000)
         alerts = store.alerts(limit=1000)
+        alert_clips = {a.id: store.alert_clip(a.id) for a in alerts}
     finally:
         store.close()
     assert sightings, "sightings were stored"
@@ -82,6 +84,13 @@ def test_a_run_without_the_web_app_stores_sightings_and_alerts(
     assert {a.person for a in alerts} == {"obama"}
     for a in alerts:
         assert a.has_snapshot and a.frames >= 1 and a.last_seen_at >= a.started_at
+    for a in alerts:  # each appearance's clip, beside the database (media/ in its folder)
+        clip = alert_clips[a.id]
+        assert clip is not None and clip.is_relative_to(tmp_path / "media"), a
+        with av.open(str(clip)) as container:
+            stream = container.streams.video[0]
+            assert stream.codec_context.name == "h264"
+            assert list(container.decode(stream)), "frames were encoded"
     obama = [r for r in records if any(f["person"] == "obama" for f in r["faces"])]
     for cam in named:
         ts = min(r["ts"] for r in obama if r["camera"] == cam)

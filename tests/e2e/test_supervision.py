@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -230,6 +231,45 @@ def test_sigterm_after_the_only_detect_process_was_killed(start_run: object) -> 
     log = run.log()
     assert rc == 0, log[-3000:]
     assert summary["restarts"] == 1 and "lost" in summary
+    assert "Traceback" not in log, log[-3000:]
+
+
+@pytest.mark.kafka
+def test_kafka_run_replaces_a_killed_detect_process(
+    start_run: object, kafka_bootstrap: str
+) -> None:
+    """Over Kafka too, ``sauron run`` keeps its detect processes at their number: a
+    killed one is logged with how it died and replaced, every camera keeps producing
+    results, and the summary counts the restart."""
+    prefix = f"sup-{uuid.uuid4().hex[:8]}"
+    run: Run = start_run(  # type: ignore[operator]
+        "--loop", "--processes", "2", "--bootstrap", kafka_bootstrap,
+        env={"SAURON_TOPICS__PREFIX": prefix},
+    )  # fmt: skip
+    _wait_for(
+        lambda: "detect workers ready" in run.log() or run.proc.poll() is not None,
+        180,
+        "the detect workers did not get ready",
+    )
+    assert run.proc.poll() is None, run.log()[-3000:]
+    time.sleep(2)  # frames flowing
+    before = run.detect_pids()
+    assert len(before) == 2, run.log()[-3000:]
+    os.kill(before[0], signal.SIGKILL)
+    seen, _ = _arrivals(run.results, 0)
+    _wait_for(lambda: "died: killed by signal 9 (SIGKILL)" in run.log(), 10, "death unnoticed")
+    _wait_for(lambda: len(set(run.detect_pids()) - set(before)) == 1, 30, "no replacement started")
+    _wait_for(
+        lambda: set(_arrivals(run.results, seen)[1]) == {"lobby", "gate", "hall"},
+        90,
+        "a camera stopped producing results after the kill",
+    )
+    # the replacement joins the group like the first two did
+    _wait_for(lambda: run.log().count("as group " + prefix) >= 3, 90, "it never joined")
+    rc, summary = run.stop()
+    log = run.log()
+    assert rc == 0, log[-3000:]
+    assert summary["restarts"] == 1, summary
     assert "Traceback" not in log, log[-3000:]
 
 

@@ -13,6 +13,7 @@ from sauron.codec import Person
 from sauron.config import MatchConfig
 from sauron.detect.models import FaceModel
 from sauron.imaging import bgr_to_rgb, decode_jpeg, encode_jpeg, resize_max_width
+from sauron.match.quality import face_quality
 from sauron.match.stage import MatchStage, TrackVotes, draw, sighting_events
 from sauron.match.watchlist import Watchlist
 from sauron.types import NUM_LANDMARKS, Detections, Frame
@@ -116,7 +117,16 @@ def test_one_sighting_per_face_with_the_documented_fields(
         (3, 4),
         strict=True,
     ):
-        assert set(event) == {"camera", "frame", "ts", "box", "person", "track", "distance"}
+        assert set(event) == {
+            "camera",
+            "frame",
+            "ts",
+            "box",
+            "person",
+            "track",
+            "distance",
+            "votes",
+        }
         assert event["camera"] == "hall"
         assert event["frame"] == 9
         assert event["ts"] == frame.captured_at
@@ -126,6 +136,7 @@ def test_one_sighting_per_face_with_the_documented_fields(
         assert event["distance"] == round(dist, 6)
     assert events[0]["person"] == "obama"
     assert events[1]["person"] is None
+    assert events[1]["votes"] == 0
 
 
 def test_timings_and_processing_time(watchlist: Watchlist, scene: tuple[Frame, Detections]) -> None:
@@ -211,7 +222,7 @@ def one_face(track: int, seed: int, scale: float = 0.01) -> Detections:
 
 
 def vote(votes: TrackVotes, det: Detections, name: str | None, dist: float) -> str | None:
-    names, _ = votes("cam", det, [name], np.array([dist], np.float32))
+    names, _, _ = votes("cam", det, [name], np.array([dist], np.float32))
     return names[0]
 
 
@@ -236,8 +247,9 @@ def test_tracks_vote_apart_and_untracked_faces_are_named_alone() -> None:
     assert vote(votes, one_face(1, 1), "obama", 0.3) is None  # 0: always two votes
     assert vote(votes, one_face(2, 2), "obama", 0.3) is None  # another track: its own vote
     assert vote(votes, one_face(-1, 3), "obama", 0.59) == "obama"
-    names, dists = votes("cam", one_face(1, 4), ["obama"], np.array([0.2], np.float32))
+    names, dists, counts = votes("cam", one_face(1, 4), ["obama"], np.array([0.2], np.float32))
     assert names == ["obama"] and float(dists[0]) == pytest.approx(0.2)
+    assert counts.tolist() == [2]
 
 
 def test_someone_else_in_the_tracks_place_starts_a_fresh_vote() -> None:
@@ -247,3 +259,43 @@ def test_someone_else_in_the_tracks_place_starts_a_fresh_vote() -> None:
     # a face far from the track's last embedding (a distance of about 1.1): a new person
     assert vote(votes, one_face(5, 9, scale=0.1), None, 0.9) is None
     assert vote(votes, one_face(5, 9, scale=0.1), None, 0.9) is None
+
+
+def test_an_untracked_marginal_match_is_named_with_a_single_vote() -> None:
+    votes = TrackVotes(confirm_above=0.5, tolerance=0.6)
+    names, _, counts = votes("cam", one_face(-1, 1), ["obama"], np.array([0.58], np.float32))
+    assert names == ["obama"] and counts.tolist() == [1]
+    names, _, counts = votes("cam", one_face(-1, 2), [None], np.array([0.7], np.float32))
+    assert names == [None] and counts.tolist() == [0]
+
+
+def face_at(track: int, seed: int, width: int, yaw: float) -> Detections:
+    """A face ``width`` px wide whose nose sits ``yaw`` of the eye span off centre."""
+    det = one_face(track, seed)
+    eyes = np.array([[20, 30], [26, 30], [34, 30], [40, 30]], np.float32)
+    nose = np.array([[30 + yaw * 17, 45]], np.float32)
+    return Detections(
+        xyxy=np.array([[0, 0, width, width]], np.int32),
+        confidence=det.confidence,
+        landmarks=np.concatenate([eyes, nose])[None],
+        embeddings=det.embeddings,
+        track_ids=det.track_ids,
+    )
+
+
+def test_a_track_is_decided_by_its_best_faces_not_its_latest() -> None:
+    votes = TrackVotes(confirm_above=0.5, tolerance=0.6, window=3)
+    # close and frontal: two agreeing votes
+    assert vote(votes, face_at(4, 1, 120, 0.0), "obama", 0.55) is None
+    assert vote(votes, face_at(4, 2, 120, 0.0), "obama", 0.55) == "obama"
+    # walking away, turned: three poor views that match no one
+    for seed in (3, 4, 5):
+        assert vote(votes, face_at(4, seed, 30, 0.4), None, 0.7) == "obama"
+
+
+def test_pose_and_size_set_the_quality_of_a_view() -> None:
+    frontal = face_quality(face_at(1, 1, 120, 0.0))[0]
+    turned = face_quality(face_at(1, 1, 120, 0.4))[0]
+    small = face_quality(face_at(1, 1, 40, 0.0))[0]
+    assert frontal == pytest.approx(1.0)
+    assert 0 < turned < 0.5 and 0 < small < 0.5

@@ -178,3 +178,16 @@ def test_ten_thousand_people_the_right_one_is_found() -> None:
     names, dist = wl.match(strangers, 0.6)
     assert names == [None] * 100
     assert (dist > 0.6).all()
+
+
+def test_a_negative_example_withholds_the_name_from_faces_nearer_to_it() -> None:
+    ref, wrong = np.zeros((1, 128), np.float32), np.full((1, 128), 0.04, np.float32)
+    near_wrong = wrong + 0.005  # 0.50 from the reference, 0.06 from the negative
+    halfway = np.full((1, 128), 0.015, np.float32)  # 0.17 from ref, 0.28 from the negative
+    plain = Watchlist([Person("ann", ref)])
+    assert plain.match(near_wrong, 0.6)[0] == ["ann"]
+    wl = Watchlist([Person("ann", ref, wrong)])
+    assert wl.match(near_wrong, 0.6)[0] == [None]
+    assert wl.match(halfway, 0.6)[0] == ["ann"]
+    wl.upsert(Person("ann", ref))  # the corrections deleted
+    assert wl.match(near_wrong, 0.6)[0] == ["ann"]

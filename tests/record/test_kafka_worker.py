@@ -71,6 +71,11 @@ def test_the_record_worker_stores_what_the_pipeline_annotated(
         ]
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0, (tmp_path / "worker.log").read_text()
+        # at its stop the worker finished every open appearance's clip, beside the database
+        for a in alerts:
+            clip = store.alert_clip(a.id)
+            assert clip is not None and clip.parent.parent.parent == tmp_path / "media", a
+            assert clip.read_bytes()[4:8] == b"ftyp"
     finally:
         if proc.poll() is None:
             proc.kill()

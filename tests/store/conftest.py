@@ -4,6 +4,7 @@ command started one (SAURON_TEST_DATABASE_URL, see scripts/test)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -11,8 +12,8 @@ from sauron.store.db import Store
 
 
 @pytest.fixture
-def store(db_url: str) -> Iterator[Store]:
-    s = Store(db_url)
+def store(db_url: str, tmp_path: Path) -> Iterator[Store]:
+    s = Store(db_url, tmp_path / "media")
     s.migrate()
     try:
         yield s

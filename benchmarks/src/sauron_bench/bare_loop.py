@@ -64,7 +64,7 @@ def run_floor(
     seen0 = detect.faces_seen
     records: list[Record] = []
     names: dict[FrameKey, tuple[str, ...]] = {}
-    truth_score = _Score()
+    truth_score = Score()
     shown: list[Result] = []
     monitor = ResourceMonitor().start()
     t_start = time.perf_counter()
@@ -123,7 +123,7 @@ def render_cost(results: list[Result], quality: int = 80) -> float:
     return round((time.perf_counter() - t0) * 1e3 / len(results), 2)
 
 
-class _Score:
+class Score:
     """Detections and names against the ground truth (IoU >= 0.3 pairs a face)."""
 
     def __init__(self) -> None:

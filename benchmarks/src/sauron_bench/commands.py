@@ -19,8 +19,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "search": ("search", "query time of the search-by-photo index at a given size"),
     "security": ("security", "the web server under a flood of log-ins and photo uploads"),
     "supervision": ("supervision", "the embedded bus: resume after kill -9, CPU of 3 cameras"),
+    "storage": ("storage", "bytes a camera writes to the store a day (database, snapshots, clips)"),
     "startup": ("startup", "`sauron run --bus kafka` from a cold start"),
     "threads": ("threads", "models under threads: shared with a lock, or one set each"),
+    "visitors": ("visitors", "visitor grouping purity and completeness, single-shot recall"),
 }
 
 

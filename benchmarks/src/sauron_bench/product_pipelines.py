@@ -1,7 +1,7 @@
 """The product's pipelines, assembled for measuring: over a real Kafka broker and embedded.
 
 Both are built from the same pieces ``sauron run`` uses (:mod:`sauron.pipeline`): detect
-worker processes (:func:`sauron.detect.kafka_worker.spawn_detect_workers` or the embedded bus),
+worker processes (:class:`sauron.detect.kafka_worker.DetectProcesses` or the embedded bus),
 the match stage with its drawing, and the annotated-frames topic. The only thing the
 benchmark adds is where frames come from (the generated workload instead of camera
 sources) and a collector that stamps the moment each annotated frame is available to a
@@ -169,7 +169,7 @@ class KafkaPipeline:
     def start(self) -> KafkaPipeline:
         from sauron.bus.admin import ensure_topics
         from sauron.bus.client import make_producer
-        from sauron.detect.kafka_worker import spawn_detect_workers
+        from sauron.detect.kafka_worker import DetectProcesses
         from sauron.match.kafka_worker import build_match_worker, topic_namer
         from sauron.match.watchlist_topic import publish_person
 
@@ -178,7 +178,7 @@ class KafkaPipeline:
         for person in self.people:
             publish_person(self.settings, person, person.name)
         self._tails.append(self._collector_tail())
-        self._procs = spawn_detect_workers(self.settings, self.workers, namer=topic_namer)
+        self._procs = DetectProcesses(self.settings, self.workers, namer=topic_namer).procs
         if not self.settings.match.in_detect:  # a match worker of its own, as a thread
             self._matcher, watch_tail = build_match_worker(self.settings)
             self._tails.append(watch_tail)

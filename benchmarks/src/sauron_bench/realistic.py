@@ -30,8 +30,9 @@ import numpy as np
 
 from sauron import SauronError
 from sauron.demo.samples import astronaut_photo, cache_dir, sample_photos
-from sauron.demo.synth import Box, Walker, paste_walkers
+from sauron.demo.synth import Walker, paste_walkers
 from sauron.imaging import encode_jpeg
+from sauron.types import Box
 from sauron_bench.workload import JPEG_QUALITY, WATCHED, Clip, Workload
 
 log = logging.getLogger(__name__)

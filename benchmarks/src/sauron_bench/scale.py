@@ -255,8 +255,8 @@ def run_point(
     from sauron_bench.workload import camera_names
 
     prefix = f"scale-{uuid.uuid4().hex[:10]}"
-    # ids that CRC-32 evenly over the processes, so the embedded bus (which places a
-    # camera by the hash of its id) gets as even a spread as Kafka's spread placement
+    # ids that also CRC-32 evenly over the processes, as placement by hash (Kafka's
+    # `camera` partitioning without spread placement) would need
     names = camera_names(plan.cameras, plan.workers)
     config: dict[str, Any] = {
         "cameras": [
@@ -293,6 +293,8 @@ def run_point(
     finally:
         sampler.stop()
         _stop_joined(joined)
+    if summary.stopped:  # Ctrl-C or SIGTERM: the whole sweep ends, not only this point
+        raise KeyboardInterrupt
     records = [json.loads(line) for line in results.read_text().splitlines() if line]
     results.unlink()
     frames_in = sum(summary.frames_in.values())

@@ -125,7 +125,7 @@ class Soak:
         from sauron.bus.producer import FrameProducer
         from sauron.bus.tail import TopicTail
         from sauron.bus.topics import Topics
-        from sauron.detect.kafka_worker import spawn_detect_workers
+        from sauron.detect.kafka_worker import DetectProcesses
         from sauron.match.kafka_worker import build_match_worker, topic_namer
 
         a = self.args
@@ -133,9 +133,9 @@ class Soak:
         counts = ensure_topics(self.settings)
         topics = Topics.from_config(self.settings.topics)
         cameras = camera_names(a.cameras, counts[topics.frames])
-        procs = spawn_detect_workers(
+        procs = DetectProcesses(
             self.settings, a.workers, namer=topic_namer, metrics_base=a.metrics_port
-        )
+        ).procs
         matcher, watch_tail = build_match_worker(self.settings, metrics=self.metrics)
         match_thread = threading.Thread(target=matcher.run, name="soak-match", daemon=True)
         match_thread.start()

@@ -130,6 +130,8 @@ def run_once(
         joiner = _Joiner(out_dir / f"{prefix}.yaml", config, join_after, results)
     try:
         summary = run(settings, RunOptions(processes=workers, until_done=True, results=results))
+        if summary.stopped:  # Ctrl-C or SIGTERM ends the benchmark
+            raise KeyboardInterrupt
     finally:
         joined_at = joiner.stop() if joiner is not None else None
     records = [json.loads(line) for line in results.read_text().splitlines() if line]

@@ -26,9 +26,10 @@ import numpy as np
 
 from sauron.codec import Person
 from sauron.demo.samples import astronaut_photo, sample_photos
-from sauron.demo.synth import Box, Walker, render_clip
+from sauron.demo.synth import Walker, render_clip
 from sauron.imaging import encode_jpeg
 from sauron.ingest.sources import SourceOptions, open_source
+from sauron.types import Box
 
 log = logging.getLogger(__name__)
 

@@ -40,8 +40,10 @@ from multiprocessing.connection import wait as wait_any
 from typing import Any, Protocol
 
 from sauron import SauronError
+from sauron.bus.process import RESTART_WINDOW_S, describe_exit
 from sauron.config import Settings
 from sauron.logs import setup_logging
+from sauron.queues import LatestQueue
 from sauron.types import Detections, Frame
 
 log = logging.getLogger(__name__)
@@ -51,8 +53,6 @@ DetectOutput = tuple[Frame, Detections | None, dict[str, float], str | None]
 #: Frames handed to one process at a time: one being processed, the others waiting in
 #: its pipe, so that it never waits for the main process between two frames.
 CREDIT = 4
-#: Deaths counted against ``max_restarts`` within this many seconds.
-RESTART_WINDOW_S = 60.0
 #: A new standby starts this long after a takeover, so that loading its models does not
 #: slow the processes catching up.
 STANDBY_DELAY_S = 3.0
@@ -71,7 +71,9 @@ StageFactory = Callable[[Settings], FrameStage]
 
 def _detect_worker(settings_json: str, make_stage: StageFactory, inbox: Any, outbox: Any) -> None:
     """Body of a detect process: ("ready",) or ("error", why) first, then frames in and
-    ("out", frame, detections, timings, error) out until a None or the parent is gone."""
+    ("out", camera, number, detections, timings, error) out, in the order the frames came,
+    until a None or the parent is gone. The frame's pixels do not travel back: the parent
+    still holds the frame it sent and pairs it with its output."""
     # Ctrl-C reaches the whole process group; the parent stops this process once it has
     # stopped the cameras, so the signal is not ours to act on (see _start_ignoring_ctrl_c).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -90,24 +92,12 @@ def _detect_worker(settings_json: str, make_stage: StageFactory, inbox: Any, out
             try:
                 det, timings = stage.process(frame)
             except Exception as exc:  # a bad frame must not kill the worker
-                outbox.send(("out", frame, None, {}, f"{type(exc).__name__}: {exc}"))
+                error = f"{type(exc).__name__}: {exc}"
+                outbox.send(("out", frame.camera, frame.number, None, {}, error))
                 continue
-            outbox.send(("out", frame, det, timings, None))
+            outbox.send(("out", frame.camera, frame.number, det, timings, None))
     except (EOFError, OSError):  # the parent is gone, or closed our pipes
         return
-
-
-def describe_exit(code: int | None) -> str:
-    """``exit code 1``, ``killed by signal 9 (SIGKILL)``, from a Process's exitcode."""
-    if code is None:
-        return "exit status unknown"
-    if code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = "unknown signal"
-        return f"killed by signal {-code} ({name})"
-    return f"exit code {code}"
 
 
 @dataclass
@@ -145,8 +135,8 @@ class _Slot:
     index: int
     space: threading.Condition  # a frame left ``waiting`` (cameras wait on it)
     work: threading.Condition  # a frame to send, or room for one (the sender waits on it)
+    waiting: LatestQueue[Frame]
     worker: _Worker | None = None
-    waiting: deque[Frame] = field(default_factory=deque)
     cameras: set[str] = field(default_factory=set)
 
 
@@ -180,7 +170,12 @@ class EmbeddedBus:
         lock = threading.RLock()
         self._cond = threading.Condition(lock)
         self._slots = [
-            _Slot(i, threading.Condition(lock), threading.Condition(lock))
+            _Slot(
+                i,
+                threading.Condition(lock),
+                threading.Condition(lock),
+                LatestQueue(self.queue_size),
+            )
             for i in range(self.processes)
         ]
         self._workers: list[_Worker] = []  # every live process, standbys included
@@ -259,25 +254,25 @@ class EmbeddedBus:
     # ------------------------------------------------------------------ frames in
 
     def submit(self, frame: Frame) -> None:
-        dropped: list[Frame] = []
         with self._cond:
             slot = self._slots[self._slot_of(frame)]
             self.stats.submitted += 1
-            while len(slot.waiting) >= self.queue_size:
-                if self._closing or self.failure is not None:
-                    dropped.append(frame)
-                    break
-                if self.block:
-                    slot.space.wait(0.5)
-                    continue
-                dropped.append(slot.waiting.popleft())
+            while self.block and slot.waiting.full and not self._refusing:
+                slot.space.wait(0.5)
+            if slot.waiting.full and self._refusing:
+                dropped = [frame]
             else:
-                slot.waiting.append(frame)
+                dropped = slot.waiting.put(frame)
                 slot.work.notify()
             self.stats.dropped += len(dropped)
         if dropped and self.metrics is not None:
             self.metrics.dropped.labels(stage="detect", reason="queue_full").inc(len(dropped))
         self._skipped(dropped)
+
+    @property
+    def _refusing(self) -> bool:
+        """Closing or failed: a frame that finds its slot full is dropped at once."""
+        return self._closing or self.failure is not None
 
     def _skipped(self, frames: list[Frame]) -> None:
         if self.on_skipped is not None:
@@ -369,7 +364,7 @@ class EmbeddedBus:
                 while not (
                     worker.gone
                     or self._closing
-                    or (slot.waiting and len(worker.in_flight) < CREDIT)
+                    or (len(slot.waiting) and len(worker.in_flight) < CREDIT)
                 ):
                     slot.work.wait()
                 if worker.gone:
@@ -377,7 +372,7 @@ class EmbeddedBus:
                 if self._closing:
                     frame: Frame | None = None
                 else:
-                    frame = slot.waiting.popleft()
+                    frame = slot.waiting.get(timeout=0)
                     worker.in_flight.append(frame)
                     slot.space.notify()
             try:
@@ -436,11 +431,18 @@ class EmbeddedBus:
                     self.failure = f"a detect process could not start: {msg[1]}"
                 self._wake_all()
             return
-        item: DetectOutput = msg[1:]
-        frame, _det, _timings, error = item
+        _, camera, number, det, timings, error = msg
         with self._cond:
-            if worker.in_flight:
-                worker.in_flight.popleft()
+            # outputs come back in the order the frames went: the oldest held is this one
+            frame = worker.in_flight.popleft() if worker.in_flight else None
+            if frame is None or (frame.camera, frame.number) != (camera, number):
+                log.error(
+                    "%s returned camera %s frame %d out of order; output dropped",
+                    worker.name,
+                    camera,
+                    number,
+                )
+                return
             if worker.slot is not None:
                 self.handled[worker.slot.index, frame.camera] += 1
                 worker.slot.work.notify()
@@ -448,6 +450,7 @@ class EmbeddedBus:
             log.warning(
                 "camera %s frame %d failed in detect: %s", frame.camera, frame.number, error
             )
+        item: DetectOutput = (frame, det, timings, error)
         try:
             self.on_output(item)
         except Exception:
@@ -504,9 +507,10 @@ class EmbeddedBus:
         if self.failure is not None:
             return "the bus stops"
         self.stats.restarts += dead.slot is not None
+        if dead.slot is None:  # no cameras moved, nothing to catch up: replace it now
+            self._standby_due = now
+            return "a new standby starts now"
         self._standby_due = now + STANDBY_DELAY_S
-        if dead.slot is None:
-            return f"a new standby starts in {STANDBY_DELAY_S:.0f} s"
         spare = next((w for w in self._workers if w.slot is None and w.ready), None)
         spare = spare or next((w for w in self._workers if w.slot is None), None)
         took = spare if spare is not None else self._spawn()

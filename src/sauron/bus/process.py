@@ -14,6 +14,9 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
+#: Deaths of worker processes counted against ``bus.max_restarts`` within this many seconds.
+RESTART_WINDOW_S = 60.0
+
 
 def stop_on_signals(event: Any) -> None:
     """SIGTERM/SIGINT set ``event`` (the worker finishes its batch and leaves the group)."""
@@ -36,3 +39,16 @@ def watch_parent(parent: int, event: threading.Event) -> None:
                 event.set()
 
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def describe_exit(code: int | None) -> str:
+    """``exit code 1``, ``killed by signal 9 (SIGKILL)``, from a Process's exitcode."""
+    if code is None:
+        return "exit status unknown"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = "unknown signal"
+        return f"killed by signal {-code} ({name})"
+    return f"exit code {code}"

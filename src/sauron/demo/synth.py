@@ -28,11 +28,11 @@ import numpy as np
 from sauron import SauronError
 from sauron.demo.samples import astronaut_photo, sample_photos
 from sauron.imaging import bgr_to_rgb, decode_jpeg, encode_jpeg, resize_max_width
+from sauron.types import Box
 
 log = logging.getLogger(__name__)
 
 WATCHED = "obama"  # the person every demo clip shows in a known frame range
-Box = tuple[int, int, int, int]
 # card margins around the face box, in face widths/heights: left, top, right, bottom
 _MARGINS = (0.55, 0.6, 0.55, 1.1)
 _CARD_FACE_W = 256  # cards are kept at most this face width; frames need less

@@ -1,7 +1,8 @@
 """The detect stage as a Kafka worker: frames in, detections (or named faces) out.
 
 ``sauron worker detect`` runs one (:func:`run_detect_worker`) or starts several processes
-(:func:`spawn_detect_workers`); ``sauron run --bus kafka`` starts them too. With
+and keeps them at their number (:class:`DetectProcesses`); ``sauron run --bus kafka``
+starts them too. With
 ``match.in_detect`` (the default) a detect worker also names the faces and writes the
 annotated frames and sightings; what names them is handed in as a :data:`NamerFactory`
 (``sauron.match.kafka_worker.topic_namer``), since detect comes before match and does not
@@ -26,13 +27,15 @@ import logging
 import multiprocessing as mp
 import os
 import queue
+import signal
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from sauron import SauronError, codec
 from sauron.bus.admin import ensure_topics
-from sauron.bus.process import stop_on_signals, watch_parent
+from sauron.bus.process import RESTART_WINDOW_S, describe_exit, stop_on_signals, watch_parent
 from sauron.bus.topics import Topics, frame_partition
 from sauron.bus.worker import Output, Skip, StageWorker
 from sauron.config import Settings
@@ -216,40 +219,129 @@ def _process_main(
     )
 
 
-def spawn_detect_workers(
-    settings: Settings,
-    n: int,
-    *,
+def _spawn(
+    ctx: Any,
+    settings_json: str,
     namer: NamerFactory | None,
-    group: str | None = None,
-    metrics_base: int = 0,
-    signals: DetectSignals | None = None,
-) -> list[Any]:
-    """Start ``n`` detect worker processes (one core each); returns the processes.
+    group: str | None,
+    metrics_port: int,
+    signals: DetectSignals | None,
+    index: int,
+) -> Any:
+    proc = ctx.Process(
+        target=_process_main,
+        args=(settings_json, namer, group, metrics_port, os.getpid(), signals, index),
+        name=f"sauron-detect-{index}",
+        daemon=True,
+    )
+    proc.start()
+    return proc
 
-    With ``metrics_base`` > 0, process i serves its metrics on port ``metrics_base + i``.
-    ``signals`` (made for ``n`` workers) carries their readiness and stale drops back.
-    ``namer`` (a module-level function: it travels to each process by name) names the
-    faces with ``match.in_detect``.
-    """
-    ctx = mp.get_context("spawn")
-    procs = [
-        ctx.Process(
-            target=_process_main,
-            args=(
-                settings.model_dump_json(),
-                namer,
-                group,
-                metrics_base + i if metrics_base else 0,
-                os.getpid(),
-                signals,
-                i,
-            ),
-            name=f"sauron-detect-{i}",
-            daemon=True,
+
+class DetectProcesses:
+    """Detect worker processes kept at their number while a command runs (``sauron run
+    --bus kafka``, ``sauron worker detect --processes N``).
+
+    :meth:`check`, called often, notices a process that ended while nobody asked it to
+    (``kill -9``, out of memory, a crash), logs how it ended and starts a replacement with
+    the same number; meanwhile Kafka gives its partitions to the others once its session
+    times out. More than ``bus.max_restarts`` deaths within :data:`RESTART_WINDOW_S` sets
+    :attr:`failure` instead (a worker that cannot live, e.g. a broker it cannot reach),
+    and the command ends with that error rather than restarting for ever. A process that
+    exits cleanly (exit code 0: it got a signal of its own) is not replaced; once all
+    have, that is the failure, so the command never waits on workers that are gone."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        n: int,
+        *,
+        namer: NamerFactory | None,
+        group: str | None = None,
+        metrics_base: int = 0,
+        signals: DetectSignals | None = None,
+    ) -> None:
+        """Start ``n`` processes (one core each). With ``metrics_base`` > 0, process i
+        serves its metrics on port ``metrics_base + i``; ``signals`` (made for ``n``)
+        carries their readiness and stale drops back; ``namer`` (a module-level function:
+        it travels to each process by name) names the faces with ``match.in_detect``."""
+        self._ctx = mp.get_context("spawn")
+        self._data = settings.model_dump_json()
+        self._namer, self._group, self._signals = namer, group, signals
+        self._ports = [metrics_base + i if metrics_base else 0 for i in range(n)]
+        self.max_restarts = settings.bus.max_restarts
+        self.procs = [self._start(i) for i in range(n)]
+        self.restarts = 0
+        self.failure: str | None = None
+        self.stopping = False
+        self._deaths: deque[float] = deque()
+        self._ended: set[int] = set()  # numbers of processes that stopped cleanly
+
+    def _start(self, i: int) -> Any:
+        return _spawn(
+            self._ctx, self._data, self._namer, self._group, self._ports[i], self._signals, i
         )
-        for i in range(n)
-    ]
-    for p in procs:
-        p.start()
-    return procs
+
+    def check(self) -> None:
+        """Replace every process that died since the last look (or give up, see above)."""
+        if self.stopping or self.failure is not None:
+            return
+        for i, proc in enumerate(self.procs):
+            if proc.is_alive() or proc.exitcode is None or i in self._ended:
+                continue
+            if proc.exitcode == 0:  # it was asked to stop (a signal of its own): let it be
+                self._ended.add(i)
+                log.warning("%s (pid %s) stopped cleanly; not replaced", proc.name, proc.pid)
+                if len(self._ended) == len(self.procs):
+                    self.failure = "every detect process has stopped"
+                continue
+            how = describe_exit(proc.exitcode)
+            now = time.monotonic()
+            self._deaths.append(now)
+            while self._deaths and now - self._deaths[0] > RESTART_WINDOW_S:
+                self._deaths.popleft()
+            if len(self._deaths) > self.max_restarts:
+                self.failure = (
+                    f"detect processes died {len(self._deaths)} times within "
+                    f"{RESTART_WINDOW_S:.0f} s (the last {proc.name}, {how}); giving up"
+                )
+                log.error("%s", self.failure)
+                return
+            if self._signals is not None:
+                self._signals.ready[i].clear()
+            log.error(
+                "%s (pid %s) died: %s; the group gives its partitions to the others, "
+                "a replacement starts (%d restart(s) in the last %.0f s, at most %d)",
+                proc.name,
+                proc.pid,
+                how,
+                len(self._deaths),
+                RESTART_WINDOW_S,
+                self.max_restarts,
+            )
+            self.procs[i] = self._start(i)
+            self.restarts += 1
+
+    def alive(self) -> bool:
+        return any(p.is_alive() for p in self.procs)
+
+    def send(self, signum: int) -> None:
+        """Pass a signal on (each worker then finishes its batch, commits and leaves the
+        group); no process is replaced from now on."""
+        self.stopping = True
+        for p in self.procs:
+            if p.pid is not None and p.is_alive():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(p.pid, signum)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM to every process, wait for them, SIGKILL what is left."""
+        self.send(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for p in self.procs:
+            p.join(max(0.0, deadline - time.monotonic()))
+        for p in self.procs:
+            if p.is_alive():
+                log.warning("%s (pid %s) did not stop; killing it", p.name, p.pid)
+                p.kill()
+                p.join(5)

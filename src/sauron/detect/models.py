@@ -29,7 +29,7 @@ from sauron.config import DETECTORS, DetectConfig, FaceDetectorSettings
 from sauron.detect.centerface import CenterFace, to_dlib_boxes
 from sauron.detect.embedders import Embedder, create_embedder, default_embedder_name, extract_chips
 from sauron.detect.tracking import iou_matrix
-from sauron.types import NUM_LANDMARKS, Detections
+from sauron.types import NUM_LANDMARKS, Box, Detections
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,17 @@ class Detector(ABC):
 
 
 _REGISTRY: dict[str, Callable[[DetectConfig], Detector]] = {}
+
+
+def to_rect(box: Sequence[float]) -> Any:
+    """A :data:`~sauron.types.Box` (xyxy) as dlib's rectangle, for dlib's models only."""
+    left, top, right, bottom = (int(v) for v in box)
+    return dlib.rectangle(left, top, right, bottom)
+
+
+def from_rect(rect: Any) -> Box:
+    """dlib's rectangle as a :data:`~sauron.types.Box` (xyxy)."""
+    return (rect.left(), rect.top(), rect.right(), rect.bottom())
 
 
 def register(*names: str) -> Callable[[type[Detector]], type[Detector]]:
@@ -212,7 +223,7 @@ class FaceModel(Detector):
             scale = self.input_scale * 2**self.upsample * (0.5 if coarse else 1.0)
             with finder.lock:
                 boxes, scores = finder.obj(rgb, scale=scale)
-            rects = [dlib.rectangle(*map(int, b)) for b in to_dlib_boxes(boxes)]
+            rects = [to_rect(b) for b in to_dlib_boxes(boxes)]
             return rects, [float(s) for s in scores]
         if self.type == "dlib-cnn":
             with finder.lock:
@@ -225,7 +236,7 @@ class FaceModel(Detector):
     def locate(
         self,
         rgb: np.ndarray,
-        region: tuple[int, int, int, int] | None = None,
+        region: Box | None = None,
         *,
         coarse: bool = False,
         exclude: np.ndarray | None = None,
@@ -247,7 +258,7 @@ class FaceModel(Detector):
             rects = [dlib.translate_rect(r, dlib.point(x0, y0)) for r in part]
         keep = [i for i, r in enumerate(rects) if r.width() >= self.min_face]
         if keep and exclude is not None and len(exclude):
-            found = np.array([[r.left(), r.top(), r.right(), r.bottom()] for r in rects])
+            found = np.array([from_rect(r) for r in rects])
             near = iou_matrix(found, exclude).max(axis=1)
             keep = [i for i in keep if near[i] < 0.3]
         if not keep:
@@ -256,8 +267,8 @@ class FaceModel(Detector):
             shapes = [self._pose.obj(rgb, rects[i]) for i in keep]
         xyxy = np.array(
             [
-                [max(r.left(), 0), max(r.top(), 0), min(r.right(), w - 1), min(r.bottom(), h - 1)]
-                for r in (rects[i] for i in keep)
+                [max(x0, 0), max(y0, 0), min(x1, w - 1), min(y1, h - 1)]
+                for x0, y0, x1, y1 in (from_rect(rects[i]) for i in keep)
             ],
             np.int32,
         )
@@ -273,7 +284,7 @@ class FaceModel(Detector):
     def fit_landmarks(self, rgb: np.ndarray, xyxy: Sequence[int]) -> Shape:
         """dlib's 5 points fitted in a given box (following a tracked face)."""
         with self._pose.lock:
-            return self._pose.obj(rgb, dlib.rectangle(*(int(v) for v in xyxy)))
+            return self._pose.obj(rgb, to_rect(xyxy))
 
     def embed(self, rgb: np.ndarray, shapes: Sequence[Shape]) -> np.ndarray:
         """(len(shapes), 128) float32 embeddings of the given faces."""

@@ -12,7 +12,7 @@ import dlib
 import numpy as np
 
 from sauron.config import DetectConfig, Settings
-from sauron.detect.models import Detector, FaceModel, Shape, create_detector
+from sauron.detect.models import Detector, FaceModel, Shape, create_detector, to_rect
 from sauron.detect.tracking import FaceTracker, iou_matrix, thumbnails
 from sauron.imaging import bgr_to_rgb, decode_jpeg
 from sauron.types import NUM_LANDMARKS, Detections, Frame
@@ -165,7 +165,7 @@ class DetectStage:
             det = self.detector.detect(rgb)
             return det, {"decode": (t1 - t0) * 1e3, "detect": (time.perf_counter() - t1) * 1e3}
         model = self.detector
-        if not self.tracking:
+        if not self.tracking or frame.still:  # a still photo is its own scene: no tracks
             det, shapes = model.locate(rgb)
             self.frames_scanned += 1
             t2 = time.perf_counter()
@@ -388,7 +388,7 @@ def warm_up(stage: DetectStage) -> float:
         # a made-up face: eye corners and nose tip in dlib's 5-point order
         pts = [(350, 160), (330, 160), (290, 160), (310, 160), (320, 200)]
         shape = dlib.full_object_detection(
-            dlib.rectangle(270, 110, 370, 230), [dlib.point(x, y) for x, y in pts]
+            to_rect((270, 110, 370, 230)), [dlib.point(x, y) for x, y in pts]
         )
         detector.embed(rgb, [shape])
     else:

@@ -17,7 +17,7 @@ from typing import Any
 
 from sauron.config import CameraConfig
 from sauron.imaging import encode_jpeg
-from sauron.ingest.sources import Source, SourceError, SourceOptions, open_source
+from sauron.ingest.sources import FolderSource, Source, SourceError, SourceOptions, open_source
 from sauron.logs import redact
 from sauron.types import Frame
 
@@ -36,8 +36,10 @@ def camera_frames(
     on_open: Callable[[Source], None] | None = None,
 ) -> Iterator[Frame]:
     """Frames of one camera, numbered from 0, stamped with their capture time;
-    ``on_open`` is handed the opened source (to read its state)."""
+    ``on_open`` is handed the opened source (to read its state). An image folder's frames
+    are stills: each photo is its own scene."""
     source = open_source(cam.source, source_options(cam))
+    still = isinstance(source, FolderSource)
     if on_open is not None:
         on_open(source)
     try:
@@ -45,7 +47,7 @@ def camera_frames(
             if stop is not None and stop.is_set():
                 return
             captured = time.time()
-            yield Frame(cam.name, number, captured, encode_jpeg(bgr, cam.jpeg_quality))
+            yield Frame(cam.name, number, captured, encode_jpeg(bgr, cam.jpeg_quality), still=still)
     finally:
         source.close()
 

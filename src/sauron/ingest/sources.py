@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import re
 import threading
 import time
@@ -42,6 +41,7 @@ import numpy as np
 from sauron import SauronError
 from sauron.imaging import ImageDecodeError, decode_jpeg, resize_max_width
 from sauron.logs import redact
+from sauron.queues import Empty, LatestQueue
 
 log = logging.getLogger(__name__)
 
@@ -339,7 +339,7 @@ class _LiveSource(Source):
             if not self.options.reconnect:
                 raise self._error(exc) from exc
             first = exc  # down at start: retried like a stream that drops
-        mailbox: queue.Queue[Any] = queue.Queue(maxsize=1)  # only the newest frame waits
+        mailbox: LatestQueue[Any] = LatestQueue(1)  # only the newest frame waits
         name = f"source {self.description}"
         pump = threading.Thread(
             target=self._pump, args=(reader, mailbox, first), name=name, daemon=True
@@ -350,7 +350,7 @@ class _LiveSource(Source):
             while not self._stop.is_set():
                 try:
                     item = mailbox.get(timeout=0.5)
-                except queue.Empty:
+                except Empty:
                     continue
                 if item is None or isinstance(item, SourceError):
                     if item is None:
@@ -363,7 +363,7 @@ class _LiveSource(Source):
             self.state = "stopped"
             pump.join(timeout=self.options.timeout_s + 1.0)
 
-    def _pump(self, reader: _Reader | None, mailbox: queue.Queue[Any], reason: object) -> None:
+    def _pump(self, reader: _Reader | None, mailbox: LatestQueue[Any], reason: object) -> None:
         """Reader thread: read, post the newest frame, reopen with backoff on failure/EOF."""
         opts, tries, opened = self.options, 0, reader is not None
         try:
@@ -373,13 +373,13 @@ class _LiveSource(Source):
                         opts.max_reconnects is not None and tries >= opts.max_reconnects
                     ):
                         if not opened:
-                            _post(mailbox, self._error(reason))
+                            mailbox.put(self._error(reason))
                         elif opts.reconnect or isinstance(reason, Exception):
                             after = f" after {tries} reconnect attempts" if opts.reconnect else ""
                             msg = f"camera source {self.description!r} lost{after}: {reason}"
-                            _post(mailbox, SourceError(msg))
+                            mailbox.put(SourceError(msg))
                         else:
-                            _post(mailbox, None)
+                            mailbox.put(None)
                         return
                     tries += 1
                     self.state = "reconnecting"
@@ -408,23 +408,12 @@ class _LiveSource(Source):
                     continue
                 tries, reason = 0, "stream ended"
                 self.state = "running"
-                _post(mailbox, (time.monotonic(), frame))
+                mailbox.put((time.monotonic(), frame))
         except Exception as exc:  # never let the thread die silently
-            _post(mailbox, SourceError(f"camera source {self.description!r} failed: {exc}"))
+            mailbox.put(SourceError(f"camera source {self.description!r} failed: {exc}"))
         finally:
             if reader is not None:
                 reader[1]()
-
-
-def _post(mailbox: queue.Queue[Any], item: Any) -> None:
-    """Put an item, replacing whatever the consumer has not taken yet."""
-    while True:
-        try:
-            mailbox.put_nowait(item)
-            return
-        except queue.Full:
-            with suppress(queue.Empty):
-                mailbox.get_nowait()
 
 
 class WebcamSource(_LiveSource):

@@ -1,7 +1,7 @@
 """Appearances: the runs of frames in which one camera shows one watched person.
 
 An appearance is a run of frames of one camera that show the person, where a gap longer
-than ``alert_gap_s`` of capture time (a few missed detections do not count as leaving)
+than ``alerts.gap_s`` of capture time (a few missed detections do not count as leaving)
 ends the run: the next sighting after it is a new appearance and a new alert.
 
 The record stage's recorder (``record/recorder.py``) groups named faces with an

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any
 
 import cv2
@@ -11,6 +12,7 @@ import numpy as np
 
 from sauron.config import MatchConfig
 from sauron.imaging import decode_jpeg, encode_jpeg
+from sauron.match.quality import face_quality
 from sauron.match.watchlist import Watchlist
 from sauron.types import Detections, Frame, Result
 
@@ -49,7 +51,8 @@ def draw(bgr: np.ndarray, det: Detections) -> np.ndarray:
 
 
 def sighting_events(frame: Frame, det: Detections) -> list[dict[str, Any]]:
-    """One sighting per face: camera, time, box, person (or None) and distance.
+    """One sighting per face: camera, time, box, person (or None), distance and the votes
+    behind the name (1 on a named face: a single-vote match).
 
     :class:`MatchStage` keeps of these one per track (see :class:`TrackSightings`)."""
     if det.label != "face":
@@ -63,9 +66,15 @@ def sighting_events(frame: Frame, det: Detections) -> list[dict[str, Any]]:
             "person": name,
             "track": int(track),
             "distance": None if not np.isfinite(dist) else round(float(dist), 6),
+            "votes": int(votes),
         }
-        for box, name, dist, track in zip(
-            det.to_trbl(), det.names, det.distances.tolist(), det.track_ids.tolist(), strict=True
+        for box, name, dist, track, votes in zip(
+            det.to_trbl(),
+            det.names,
+            det.distances.tolist(),
+            det.track_ids.tolist(),
+            det.votes.tolist(),
+            strict=True,
         )
     ]
 
@@ -111,13 +120,16 @@ class TrackVotes:
 
     Every fresh embedding of a track (the detect stage carries a track's last embedding on
     the frames in between) casts a vote: the watched person within the tolerance, or no
-    one. The track is named after the person with the most of its last ``window`` votes
-    (a tie goes to the latest) once two votes agree, or at once when the match is close
-    (distance at most ``confirm_above``). The tracker embeds every new track a second time
-    a few frames in, so a marginal match is confirmed or dropped quickly. A fresh embedding
-    farther than ``tolerance`` from the track's previous one is someone else who took the
-    track's place: the vote starts afresh. Faces without a track (tracking off) are named
-    from their own embedding alone.
+    one, weighed by how good a view of the face it came from (:func:`face_quality`: size
+    and pose). The track keeps its ``window`` best votes, not its latest: a close, frontal
+    face outweighs the small, turned ones of the track's first frames. It is named after
+    the person with the most of those votes (a tie goes to the better views) once two
+    votes agree, or at once when the match is close (distance at most ``confirm_above``).
+    The tracker embeds every new track a second time a few frames in, so a marginal match
+    is confirmed or dropped quickly. A fresh embedding farther than ``tolerance`` from the
+    track's previous one is someone else who took the track's place: the vote starts
+    afresh. Faces without a track (tracking off, or a still photo: its own scene) are
+    named from their own embedding alone, with one vote: a single-vote match.
     """
 
     def __init__(
@@ -127,45 +139,61 @@ class TrackVotes:
         self.tolerance = tolerance
         self.window = window
         self.capacity = capacity
-        self._votes: OrderedDict[
-            tuple[str, int], tuple[np.ndarray, deque[tuple[str | None, float]]]
-        ] = OrderedDict()
+        self._votes: OrderedDict[tuple[str, int], tuple[np.ndarray, list[_Vote]]] = OrderedDict()
+        self._cast = 0  # votes cast so far: orders them in time
 
     def __call__(
         self, camera: str, det: Detections, names: list[str | None], dists: np.ndarray
-    ) -> tuple[list[str | None], np.ndarray]:
+    ) -> tuple[list[str | None], np.ndarray, np.ndarray]:
+        """Each row's name, distance and number of agreeing votes (0: unnamed)."""
         out_names = list(names)
         out_dists = np.array(dists, np.float32)
+        out_votes = np.array([int(n is not None) for n in names], np.int32)
+        quality = face_quality(det)
         for i, track in enumerate(det.track_ids.tolist()):
             if track < 0:
                 continue
             key = (camera, int(track))
             emb = det.embeddings[i]
-            last, votes = self._votes.pop(key, (None, deque(maxlen=self.window)))
+            last, votes = self._votes.pop(key, (None, []))
             if last is None or not np.array_equal(emb, last):
                 if last is not None and float(np.linalg.norm(emb - last)) > self.tolerance:
-                    votes.clear()
-                votes.append((names[i], float(dists[i])))
+                    votes = []
+                self._cast += 1
+                votes.append(_Vote(names[i], float(dists[i]), float(quality[i]), self._cast))
+                # the best views stay; among equals the later ones
+                votes.sort(key=lambda v: (v.quality, v.seq), reverse=True)
+                del votes[self.window :]
             self._votes[key] = (emb.copy(), votes)
-            out_names[i], d = self._decide(votes)
+            out_names[i], d, out_votes[i] = self._decide(votes)
             if d is not None:
                 out_dists[i] = d
         while len(self._votes) > self.capacity:
             self._votes.popitem(last=False)
-        return out_names, out_dists
+        return out_names, out_dists, out_votes
 
-    def _decide(self, votes: deque[tuple[str | None, float]]) -> tuple[str | None, float | None]:
-        counts: dict[str | None, int] = {}
-        for name, _ in votes:
-            counts[name] = counts.get(name, 0) + 1
-        top = max(counts.values())
-        winner = next(name for name, _ in reversed(votes) if counts[name] == top)
+    def _decide(self, votes: list[_Vote]) -> tuple[str | None, float | None, int]:
+        # by votes, then the weight of the views, then the latest vote
+        tally: dict[str | None, tuple[int, float, int]] = {}
+        for v in votes:
+            count, weight, seq = tally.get(v.name, (0, 0.0, 0))
+            tally[v.name] = (count + 1, weight + v.quality, max(seq, v.seq))
+        winner = max(tally, key=lambda name: tally[name])
         if winner is None:
-            return None, None
-        mine = [d for name, d in votes if name == winner]
-        if top >= 2 or min(mine) <= self.confirm_above:
-            return winner, mine[-1]
-        return None, None
+            return None, None, 0
+        mine = [v for v in votes if v.name == winner]  # best view first
+        count = len(mine)
+        if count >= 2 or min(v.distance for v in mine) <= self.confirm_above:
+            return winner, mine[0].distance, count
+        return None, None, 0
+
+
+@dataclass(frozen=True)
+class _Vote:
+    name: str | None
+    distance: float
+    quality: float
+    seq: int
 
 
 class MatchStage:

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
 import threading
 from collections.abc import Callable
 from typing import Any
 
 import httpx
+
+from sauron.config import AlertsConfig
+from sauron.queues import Empty, LatestQueue, QueueClosed
 
 log = logging.getLogger(__name__)
 
@@ -52,29 +54,24 @@ class Webhook(threading.Thread):
         self.retries = retries
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
-        self.queue: queue.Queue[dict[str, Any] | None] = queue.Queue(queue_size)
+        self.queue: LatestQueue[dict[str, Any]] = LatestQueue(queue_size)
         self.client = httpx.Client(timeout=httpx.Timeout(timeout_s), follow_redirects=False)
         self._halt = threading.Event()
         self.sent = 0
         self.failed = 0
 
     def submit(self, event: dict[str, Any]) -> None:
-        while True:
-            try:
-                self.queue.put_nowait(event)
-                return
-            except queue.Full:
-                try:
-                    old = self.queue.get_nowait()
-                except queue.Empty:
-                    continue
-                self.failed += 1
-                log.warning(
-                    "webhook %s: %d alerts wait, the oldest (%s) is dropped",
-                    self.url,
-                    self.queue.maxsize,
-                    old.get("id") if old else None,
-                )
+        for old in self.queue.put(event):
+            self.failed += 1
+            if old is event:  # stopped: nothing is sent any more
+                log.warning("webhook %s: stopped, alert %s not sent", self.url, old.get("id"))
+                continue
+            log.warning(
+                "webhook %s: %d alerts wait, the oldest (%s) is dropped",
+                self.url,
+                self.queue.maxsize,
+                old.get("id"),
+            )
 
     def _post(self, event: dict[str, Any]) -> bool:
         wait = self.backoff_s
@@ -106,9 +103,9 @@ class Webhook(threading.Thread):
             while not self._halt.is_set():
                 try:
                     event = self.queue.get(timeout=0.5)
-                except queue.Empty:
+                except Empty:
                     continue
-                if event is None:
+                except QueueClosed:
                     return
                 if self._post(event):
                     self.sent += 1
@@ -120,10 +117,9 @@ class Webhook(threading.Thread):
 
     def stop(self) -> None:
         """Deliver what is queued, then stop (at once if the queue is full)."""
-        try:
-            self.queue.put_nowait(None)
-        except queue.Full:
+        if self.queue.full:
             self.abort()
+        self.queue.close()
 
     def abort(self) -> None:
         """Stop now: no more retrying, what is queued is left (an unreachable URL no
@@ -132,6 +128,18 @@ class Webhook(threading.Thread):
 
 
 Sink = Callable[[dict[str, Any]], None]
+
+
+def webhook_from(cfg: AlertsConfig) -> Webhook | None:
+    """The webhook the ``alerts`` settings ask for, or None."""
+    if cfg.webhook_url is None:
+        return None
+    return Webhook(
+        cfg.webhook_url,
+        timeout_s=cfg.webhook_timeout_s,
+        retries=cfg.webhook_retries,
+        queue_size=cfg.webhook_queue_size,
+    )
 
 
 class AlertDispatcher:

@@ -15,21 +15,30 @@ import queue
 import threading
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 from sauron import codec
 from sauron.bus.client import consume_ready, make_consumer
+from sauron.bus.offsets import OffsetTracker
 from sauron.bus.process import stop_on_signals
 from sauron.bus.topics import Topics
-from sauron.bus.worker import OffsetTracker
 from sauron.config import Settings
-from sauron.record.recorder import Recorder
+from sauron.record.recorder import Done
+from sauron.types import Result
 
 log = logging.getLogger(__name__)
 
 
+class Recording(Protocol):
+    """What the feed hands frames to: the record stage (or its recorder alone)."""
+
+    def add(self, result: Result, on_done: Done | None = None) -> None: ...
+
+    def flush(self, timeout: float = 10.0) -> bool: ...
+
+
 class RecordFeed(threading.Thread):
-    def __init__(self, settings: Settings, recorder: Recorder) -> None:
+    def __init__(self, settings: Settings, recorder: Recording) -> None:
         super().__init__(name="recorder-feed", daemon=True)
         self.settings = settings
         self.recorder = recorder
@@ -94,7 +103,7 @@ def run_record_worker(settings: Settings) -> None:
             "raised just before a crash may be raised again)"
         )
     record = RecordStage(settings).start()
-    feed = RecordFeed(settings, record.recorder)
+    feed = RecordFeed(settings, record)
     stop_on_signals(feed.stop_event)
     log.info(
         "record worker %d: group %s on %s",

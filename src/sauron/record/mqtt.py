@@ -29,7 +29,6 @@ import ssl
 import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -40,6 +39,7 @@ from sauron import __version__
 from sauron.config import Settings
 from sauron.imaging import ImageDecodeError
 from sauron.match.appearances import Appearance, AppearanceSpan
+from sauron.queues import Empty, LatestQueue, QueueClosed
 from sauron.store.snapshots import annotated_frame
 from sauron.types import Result
 
@@ -76,23 +76,23 @@ class MqttPublisher:
         self.cfg = cfg
         self.prefix = cfg.topic_prefix.rstrip("/")
         self.people = people  # the watched people's names (read now and then)
-        self.gap_s = settings.web.alert_gap_s
+        self.gap_s = settings.alerts.gap_s
+        self.clips = settings.clips.enabled
         self.stale_after_s = settings.web.stale_after_s
         self.privacy_blur = settings.web.privacy_blur
         self.tick_s = tick_s
-        self.dropped = 0
         self.sent = 0
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
-        self._events: deque[tuple[str, bytes]] = deque()
+        self._events: LatestQueue[tuple[str, bytes]] = LatestQueue(cfg.queue_size)
         self._retained: dict[str, bytes] = {}  # topic -> the state to publish on connect
         self._cameras: dict[str, float | None] = {c.name: None for c in settings.cameras}
+        self._newest: dict[str, float] = {}  # camera -> its newest frame's capture time
         self._online: dict[str, bool] = {}
-        self._open: dict[tuple[str, str], tuple[AppearanceSpan, int | None, float]] = {}
+        self._open: dict[tuple[str, str], tuple[AppearanceSpan, int | None]] = {}
         self._people: set[str] = set()  # the people whose discovery config is published
         self._connected = threading.Event()
         self._stop = threading.Event()  # the clock stops
-        self._closing = threading.Event()  # the sender stops once the queue is sent
         self.client = paho.Client(
             CallbackAPIVersion.VERSION2,
             client_id=cfg.client_id or f"sauron-record-{uuid.uuid4().hex[:12]}",
@@ -130,8 +130,12 @@ class MqttPublisher:
 
     @property
     def queued(self) -> int:
-        with self._lock:
-            return len(self._events)
+        return len(self._events)
+
+    @property
+    def dropped(self) -> int:
+        """Events dropped from a full queue (or refused once stopping)."""
+        return self._events.dropped
 
     def start(self) -> MqttPublisher:
         self.client.connect_async(self.cfg.host or "", self.cfg.port, self.cfg.keepalive_s)
@@ -148,6 +152,7 @@ class MqttPublisher:
         with self._lock:
             new = camera not in self._cameras
             self._cameras[camera] = time.monotonic()
+            self._newest[camera] = max(self._newest.get(camera, 0.0), result.frame.captured_at)
         if new:
             self._announce_camera(camera)
 
@@ -155,7 +160,7 @@ class MqttPublisher:
         span = app.span
         with self._lock:
             present = any(p == span.person for _, p in self._open)
-            self._open[(span.camera, span.person)] = (span, app.alert_id, time.monotonic())
+            self._open[(span.camera, span.person)] = (span, app.alert_id)
         self._event("start", span, app.alert_id)
         cam = topic_id(span.camera)
         self._state(self.topic("camera", cam, "last_person"), span.person)
@@ -176,19 +181,19 @@ class MqttPublisher:
         span = app.span
         with self._lock:
             present = any(p == span.person for _, p in self._open)
-            self._open[(span.camera, span.person)] = (span, app.alert_id, time.monotonic())
+            self._open[(span.camera, span.person)] = (span, app.alert_id)
         self._event("update", span, app.alert_id)
-        if not present:  # ended here by the clock while the frames were late: back again
+        if not present:  # ended here while the recorder was behind the frames: back again
             self._state(self.topic("person", topic_id(span.person), "present"), "ON")
 
     # -- publishing -------------------------------------------------------------------
 
+    def _url(self, alert_id: int | None, name: str) -> str | None:
+        if alert_id is None:
+            return None
+        return (self.cfg.base_url or "").rstrip("/") + f"/api/alerts/{alert_id}/{name}"
+
     def _describe(self, span: AppearanceSpan, alert_id: int | None) -> dict[str, Any]:
-        url = None
-        if alert_id is not None:
-            url = f"/api/alerts/{alert_id}/snapshot.jpg"
-            if self.cfg.base_url:
-                url = self.cfg.base_url.rstrip("/") + url
         return {
             "person": span.person,
             "camera": span.camera,
@@ -197,25 +202,26 @@ class MqttPublisher:
             "last_seen_at": span.last_seen_at,
             "frames": span.frames,
             "distance": round(float(span.distance), 4),
-            "snapshot_url": url,
+            "snapshot_url": self._url(alert_id, "snapshot.jpg"),
+            "clip_url": self._url(alert_id, "clip.mp4") if self.clips else None,
         }
 
     def _event(self, phase: str, span: AppearanceSpan, alert_id: int | None) -> None:
         event = {"v": EVENT_SCHEMA_VERSION, "type": "appearance", "phase": phase}
         payload = json.dumps({**event, **self._describe(span, alert_id)}).encode()
-        with self._wake:
-            if len(self._events) >= self.cfg.queue_size:
-                _, old = self._events.popleft()
-                self.dropped += 1
-                log.warning(
-                    "mqtt: %d events wait for the broker (mqtt.queue_size): dropped the oldest, "
-                    "%s (%d dropped so far)",
-                    len(self._events) + 1,
-                    old[:120].decode("utf-8", "replace"),
-                    self.dropped,
-                )
-            self._events.append((self.topic("events"), payload))
-            self._wake.notify_all()
+        item = (self.topic("events"), payload)
+        for old in self._events.put(item):
+            text = old[1][:120].decode("utf-8", "replace")
+            if old is item:  # stopped: nothing is sent any more
+                log.warning("mqtt: stopped, event not sent: %s", text)
+                continue
+            log.warning(
+                "mqtt: %d events wait for the broker (mqtt.queue_size): dropped the oldest, "
+                "%s (%d dropped so far)",
+                self._events.maxsize,
+                text,
+                self.dropped,
+            )
 
     def _state(self, topic: str, payload: str | bytes) -> None:
         """Retained state: kept here and published now if connected, else on connect."""
@@ -227,16 +233,20 @@ class MqttPublisher:
 
     def _send_events(self) -> None:
         while True:
-            with self._wake:
-                while not self._events or not self.connected:
-                    if self._closing.is_set():
-                        return
-                    self._wake.wait(0.5)
-                topic, payload = self._events[0]
-            if self._publish_acked(topic, payload):
-                with self._lock:
-                    if self._events and self._events[0] == (topic, payload):
-                        self._events.popleft()
+            try:
+                item = self._events.peek(timeout=0.5)
+            except Empty:
+                continue
+            except QueueClosed:
+                return
+            with self._wake:  # woken on connecting and on stopping
+                self._wake.wait_for(lambda: self.connected or self._events.closed, 0.5)
+            if not self.connected:  # published only while connected: no copy in paho's queue
+                if self._events.closed:
+                    return
+                continue
+            if self._publish_acked(*item):
+                self._events.discard(item)  # unless a full queue dropped it meanwhile
                 self.sent += 1
             else:
                 self._connected.wait(1.0)  # the broker went away: wait for the next session
@@ -381,12 +391,15 @@ class MqttPublisher:
             return "ON" if any(p == person for _, p in self._open) else "OFF"
 
     # -- the clock: appearances that ended, cameras that went quiet, people added --------
+    # An appearance ends as the record stage's appearances do, by capture time: once its
+    # camera shows a frame more than alerts.gap_s after it was last seen; or when its
+    # camera went quiet (no frame for web.stale_after_s); or at the stop.
 
     def _tick(self) -> None:
         people_at = time.monotonic()
         while not self._stop.wait(self.tick_s):
             try:
-                self._end_quiet_appearances(time.monotonic() - self.gap_s)
+                self._end_quiet_appearances()
                 self._camera_availability()
                 if self.connected and time.monotonic() - people_at >= PEOPLE_EVERY_S:
                     people_at = time.monotonic()
@@ -394,13 +407,21 @@ class MqttPublisher:
             except Exception:
                 log.exception("mqtt: state update failed")
 
-    def _end_quiet_appearances(self, before: float) -> None:
+    def _ended(self, camera: str, span: AppearanceSpan, now: float) -> bool:
+        seen = self._cameras.get(camera)
+        quiet = seen is None or now - seen >= self.stale_after_s
+        return quiet or self._newest.get(camera, 0.0) - span.last_seen_at > self.gap_s
+
+    def _end_quiet_appearances(self, everything: bool = False) -> None:
+        now = time.monotonic()
         with self._lock:
-            ended = [(k, v) for k, v in self._open.items() if v[2] < before]
+            ended = [
+                (k, v) for k, v in self._open.items() if everything or self._ended(k[0], v[0], now)
+            ]
             for k, _ in ended:
                 del self._open[k]
             still = {p for _, p in self._open}
-        for (_camera, person), (span, alert_id, _) in ended:
+        for (_camera, person), (span, alert_id) in ended:
             self._event("end", span, alert_id)
             if person not in still:
                 self._state(self.topic("person", topic_id(person), "present"), "OFF")
@@ -424,8 +445,8 @@ class MqttPublisher:
         self._stop.set()
         if self._ticker.is_alive():
             self._ticker.join(timeout)
-        self._end_quiet_appearances(float("inf"))
-        self._closing.set()
+        self._end_quiet_appearances(everything=True)
+        self._events.close()
         with self._wake:
             self._wake.notify_all()
         if self._sender.is_alive():

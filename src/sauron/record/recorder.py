@@ -14,8 +14,8 @@ and published at once.
 
 from __future__ import annotations
 
+import functools
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable
@@ -27,6 +27,9 @@ import numpy as np
 from sauron.config import StoreConfig
 from sauron.imaging import ImageDecodeError, decode_jpeg
 from sauron.match.appearances import AlertPublisher, Appearance, AppearanceTracker, alert_event
+from sauron.match.quality import face_quality
+from sauron.queues import Empty, LatestQueue, QueueClosed
+from sauron.record.visitors import VisitorGrouper
 from sauron.store.db import NewSighting, Store
 from sauron.store.snapshots import face_snapshot
 from sauron.types import Result
@@ -64,6 +67,7 @@ class Recorder:
     _: KW_ONLY
     dispatcher: AlertPublisher | None
     watcher: AppearanceWatcher | None = None
+    visitors: VisitorGrouper | None = None
     alert_gap_s: float = 3.0
     privacy_blur: bool = False
     queue_size: int = 512
@@ -71,7 +75,7 @@ class Recorder:
 
     def __post_init__(self) -> None:
         self.tracker = AppearanceTracker(self.alert_gap_s)
-        self._queue: queue.Queue[tuple[Result, Done | None] | None] = queue.Queue(self.queue_size)
+        self._queue: LatestQueue[tuple[Result, Done | None]] = LatestQueue(self.queue_size)
         self._last: dict[tuple[Any, ...], tuple[float, str | None]] = {}
         self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
         # Frames queued or being stored; flush() waits for it to reach zero.
@@ -106,17 +110,10 @@ class Recorder:
             return
         with self._done:
             self._pending += 1
-        while True:
-            try:
-                self._queue.put_nowait((result, on_done))
-                return
-            except queue.Full:
-                try:
-                    old = self._queue.get_nowait()
-                    self.stats.dropped += 1
-                    self._finished([old] if old is not None else [])
-                except queue.Empty:
-                    pass
+        dropped = self._queue.put((result, on_done))
+        if dropped:
+            self.stats.dropped += len(dropped)
+            self._finished(dropped)
 
     def _tell(self, fn: Callable[..., None], *args: Any) -> None:
         """Tell the watcher; its failure is logged, never the recorder's."""
@@ -140,7 +137,7 @@ class Recorder:
 
     def close(self, timeout: float = 10.0) -> None:
         self.flush(timeout)
-        self._queue.put(None)
+        self._queue.close()
         self._thread.join(timeout)
 
     def _run(self) -> None:
@@ -149,32 +146,24 @@ class Recorder:
         while not stopping:
             batch: list[tuple[Result, Done | None]] = []
             try:
-                item = self._queue.get(timeout=0.5)
-                if item is None:
-                    stopping = True
-                else:
-                    batch.append(item)
-            except queue.Empty:
+                batch.append(self._queue.get(timeout=0.5))
+                while len(batch) < 32:
+                    batch.append(self._queue.get(timeout=0))
+            except Empty:
                 pass
-            while batch and len(batch) < 32 and not stopping:
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    stopping = True
-                else:
-                    batch.append(more)
+            except QueueClosed:
+                stopping = True
             if batch:
                 try:
                     self._record([result for result, _ in batch])
                 except Exception:  # the store was unreachable: count it and go on
                     self.stats.errors += 1
                     log.exception("recorder: %d frames not stored", len(batch))
-            idle = self._queue.empty()
+            idle = not len(self._queue)
             if stopping or idle or time.monotonic() - last_flush > 1.0:
                 last_flush = time.monotonic()
                 self._flush_appearances()
+                self._end_visits(everything=stopping)
             if batch:  # stored, with the alert updates they caused
                 self._finished(batch)
 
@@ -192,7 +181,18 @@ class Recorder:
             self.stats.errors += 1
             log.exception("recorder: alert updates not stored")
 
+    def _end_visits(self, everything: bool) -> None:
+        if self.visitors is None:
+            return
+        try:
+            self.visitors.end_idle(everything)
+        except Exception:
+            self.stats.errors += 1
+            log.exception("recorder: visitors not grouped")
+
     def _wanted(self, result: Result, i: int) -> bool:
+        if result.frame.still:  # a photo of an image folder: its own scene, always kept
+            return True
         det = result.detections
         track = int(det.track_ids[i])
         key: tuple[Any, ...] = (
@@ -225,33 +225,51 @@ class Recorder:
 
     def _sightings(self, result: Result) -> list[NewSighting]:
         det, frame = result.detections, result.frame
-        bgr = None
+        decoded: list[np.ndarray] = []
+
+        def snapshot(i: int) -> bytes | None:
+            if not decoded:
+                try:
+                    decoded.append(decode_jpeg(frame.jpeg))
+                except ImageDecodeError as exc:
+                    log.warning("recorder: camera %s frame %d: %s", frame.camera, frame.number, exc)
+                    return None
+            x0, y0, x1, y1 = (int(v) for v in det.xyxy[i])
+            return face_snapshot(
+                decoded[0],
+                (x0, y0, x1, y1),
+                size=self.cfg.snapshot_size,
+                blur=self.privacy_blur and det.names[i] is None,
+            )
+
+        quality = face_quality(det) if self.visitors is not None else None
         out: list[NewSighting] = []
         for i in range(len(det)):
             person = det.names[i]
             dist = float(det.distances[i])
+            emb = det.embeddings[i] if det.embeddings.shape[1] else None
+            if emb is not None and not np.isfinite(emb).all():
+                emb = None
+            if self.visitors is not None and quality is not None:
+                self.visitors.face(
+                    frame.camera,
+                    int(det.track_ids[i]),
+                    frame.captured_at,
+                    person,
+                    emb,
+                    float(quality[i]),
+                    functools.partial(snapshot, i),
+                )
             alert_new = False
             if person is not None:
                 app, alert_new = self.tracker.observe(frame.camera, person, frame.captured_at, dist)
             wanted = self._wanted(result, i)  # always: it remembers what was stored
             if not (alert_new or wanted):
                 continue
+            snap = snapshot(i)
+            if not decoded:  # the frame does not decode
+                return out
             x0, y0, x1, y1 = (int(v) for v in det.xyxy[i])
-            if bgr is None:
-                try:
-                    bgr = decode_jpeg(frame.jpeg)
-                except ImageDecodeError as exc:
-                    log.warning("recorder: camera %s frame %d: %s", frame.camera, frame.number, exc)
-                    return out
-            snap = face_snapshot(
-                bgr,
-                (x0, y0, x1, y1),
-                size=self.cfg.snapshot_size,
-                blur=self.privacy_blur and person is None,
-            )
-            emb = det.embeddings[i] if det.embeddings.shape[1] else None
-            if emb is not None and not np.isfinite(emb).all():
-                emb = None
             out.append(
                 NewSighting(
                     camera=frame.camera,
@@ -264,6 +282,7 @@ class Recorder:
                     box=(x0, y0, x1, y1),
                     embedding=emb,
                     snapshot=snap,
+                    votes=int(det.votes[i]) if person is not None else None,
                 )
             )
             if alert_new and person is not None:

@@ -9,42 +9,63 @@ import asyncio
 import threading
 from typing import Any
 
+from sauron.queues import Empty, LatestQueue
+
+Event = dict[str, Any]
+
+
+class Subscription:
+    """One client's events: the newest ``queue_size`` wait (a slow client loses its
+    oldest, never blocks the others), read with ``await get()`` on the client's loop."""
+
+    def __init__(self, queue_size: int, loop: asyncio.AbstractEventLoop) -> None:
+        self.events: LatestQueue[Event] = LatestQueue(queue_size)
+        self.loop = loop
+        self._arrived = asyncio.Event()
+
+    def offer(self, event: Event) -> None:
+        """From any thread; raises RuntimeError when the client's loop is closed."""
+        self.events.put(event)
+        self.loop.call_soon_threadsafe(self._arrived.set)
+
+    async def get(self) -> Event:
+        while True:
+            try:
+                return self.events.get(timeout=0)
+            except Empty:
+                self._arrived.clear()  # a later offer sets it again, after this
+                await self._arrived.wait()
+
 
 class Broadcaster:
-    """Hands events from any thread to every subscribed asyncio queue (SSE clients)."""
+    """Hands events from any thread to every subscribed client (SSE clients)."""
 
     def __init__(self, queue_size: int = 100) -> None:
         self.queue_size = queue_size
         self._lock = threading.Lock()
-        self._subs: dict[asyncio.Queue[dict[str, Any]], asyncio.AbstractEventLoop] = {}
+        self._subs: set[Subscription] = set()
 
-    def subscribe(self) -> asyncio.Queue[dict[str, Any]]:
-        """Call from the event loop that will read the queue."""
-        q: asyncio.Queue[dict[str, Any]] = asyncio.Queue(self.queue_size)
+    def subscribe(self) -> Subscription:
+        """Call from the event loop that will read the subscription."""
+        sub = Subscription(self.queue_size, asyncio.get_running_loop())
         with self._lock:
-            self._subs[q] = asyncio.get_running_loop()
-        return q
+            self._subs.add(sub)
+        return sub
 
-    def unsubscribe(self, q: asyncio.Queue[dict[str, Any]]) -> None:
+    def unsubscribe(self, sub: Subscription) -> None:
         with self._lock:
-            self._subs.pop(q, None)
+            self._subs.discard(sub)
 
     @property
     def subscribers(self) -> int:
         with self._lock:
             return len(self._subs)
 
-    def publish(self, event: dict[str, Any]) -> None:
+    def publish(self, event: Event) -> None:
         with self._lock:
-            subs = list(self._subs.items())
-        for q, loop in subs:
+            subs = list(self._subs)
+        for sub in subs:
             try:
-                loop.call_soon_threadsafe(_offer, q, event)
+                sub.offer(event)
             except RuntimeError:  # that loop is closed: its client is gone
-                self.unsubscribe(q)
-
-
-def _offer(q: asyncio.Queue[dict[str, Any]], event: dict[str, Any]) -> None:
-    if q.full():  # a slow client loses its oldest event, never blocks the others
-        q.get_nowait()
-    q.put_nowait(event)
+                self.unsubscribe(sub)

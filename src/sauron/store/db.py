@@ -27,6 +27,7 @@ from sqlalchemy import (
     event,
     func,
     make_url,
+    or_,
     select,
     update,
 )
@@ -38,11 +39,14 @@ from sauron.codec import Person as WirePerson
 from sauron.config import StoreConfig
 from sauron.match.appearances import AppearanceSpan
 from sauron.store import Conflict, NotFound, StoreError
+from sauron.store.media import MediaDir
 from sauron.store.migrations import migrate
 from sauron.store.models import (
     Alert,
     AlertAck,
     AuditEntry,
+    Clip,
+    Correction,
     Person,
     Photo,
     Sighting,
@@ -52,6 +56,8 @@ from sauron.store.models import (
 from sauron.types import EMBEDDING_DIM
 
 log = logging.getLogger(__name__)
+
+_NO_NEGATIVES = np.zeros((0, EMBEDDING_DIM), np.float32)
 
 
 def rowcount(result: Any) -> int:
@@ -125,6 +131,7 @@ class NewSighting:
     box: tuple[int, int, int, int]  # x0, y0, x1, y1
     embedding: np.ndarray | None
     snapshot: bytes | None
+    votes: int | None = None  # behind the name; 1: a single-vote match
 
 
 @dataclass(frozen=True)
@@ -139,6 +146,7 @@ class SightingFields:
     person: str | None
     distance: float | None
     box: tuple[int, int, int, int]
+    votes: int | None
 
 
 @dataclass(frozen=True)
@@ -185,7 +193,41 @@ class PurgeCounts:
     sightings: int = 0
     alerts: int = 0
     tokens: int = 0
+    clips: int = 0
+    files: int = 0
     extra: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NewClip:
+    """An MP4 written into the media folder (``path`` relative to it)."""
+
+    camera: str
+    kind: str  # "alert" or "sighting"
+    person: str | None
+    started_at: float
+    ended_at: float
+    path: str
+    bytes: int
+
+
+@dataclass(frozen=True)
+class MediaUsage:
+    """Bytes of the media folder's files the database knows of, by what they belong to."""
+
+    sightings: int
+    alerts: int
+    sighting_clips: int
+    alert_clips: int
+
+    @property
+    def total(self) -> int:
+        return self.sightings + self.alerts + self.sighting_clips + self.alert_clips
+
+
+# A row's snapshot is a file (schema 4 on) or, for rows stored before, a blob.
+_SIGHTING_HAS_SNAPSHOT = or_(Sighting.snapshot_path.is_not(None), Sighting.snapshot.is_not(None))
+_ALERT_HAS_SNAPSHOT = or_(Alert.snapshot_path.is_not(None), Alert.snapshot.is_not(None))
 
 
 def _person_info(p: Person, seen: tuple[float, str] | None = None) -> PersonInfo:
@@ -216,6 +258,7 @@ def _sighting_info(s: Sighting, has_snapshot: bool) -> SightingInfo:
         s.person,
         s.distance,
         (s.x0, s.y0, s.x1, s.y1),
+        s.votes,
         has_snapshot,
     )
 
@@ -307,11 +350,24 @@ def _sqlite_pragmas(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-class Store:
-    """Persons, photos, sightings, alerts and the audit log (accounts: see accounts.py)."""
+def _default_media_dir(url: str, fallback: Path | None = None) -> Path | None:
+    """``media`` beside a SQLite file, else ``fallback`` (the data folder)."""
+    database = make_url(url).database or ""
+    in_file = database not in ("", ":memory:") and not database.startswith("file:")
+    if url.startswith("sqlite") and in_file:
+        return Path(database).absolute().parent / "media"
+    return fallback
 
-    def __init__(self, url: str) -> None:
+
+class Store:
+    """Persons, photos, sightings, alerts, clips and the audit log (accounts: see
+    accounts.py). Snapshots and clips are files in ``media_dir`` (default: ``media``
+    beside a SQLite file)."""
+
+    def __init__(self, url: str, media_dir: Path | None = None) -> None:
         self.url = url
+        root = media_dir if media_dir is not None else _default_media_dir(url)
+        self._media = MediaDir(root) if root is not None else None
         if url.startswith("sqlite"):
             _private_sqlite_file(url)
             self.engine = create_engine(
@@ -323,10 +379,21 @@ class Store:
         self.dialect = self.engine.dialect.name
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
+    @property
+    def media(self) -> MediaDir:
+        """The folder of the snapshot and clip files."""
+        if self._media is None:
+            raise StoreError(
+                "this store has no media folder for snapshots and clips: give one "
+                "(store.media_dir; a server database has none by default)"
+            )
+        return self._media
+
     @classmethod
     def open(cls, cfg: StoreConfig) -> Store:
         """Connect and bring the schema up to date."""
-        store = cls(database_url(cfg))
+        url = database_url(cfg)
+        store = cls(url, cfg.media_dir or _default_media_dir(url, Path(cfg.data_dir) / "media"))
         store.migrate()
         return store
 
@@ -477,12 +544,15 @@ class Store:
                 s.flush()
                 s.execute(update(Sighting).where(Sighting.person == old).values(person=new))
                 s.execute(update(Alert).where(Alert.person == old).values(person=new))
+                s.execute(update(Correction).where(Correction.person == old).values(person=new))
                 return _person_info(p)
         except IntegrityError:
             raise Conflict(f"a person named {new!r} is already enrolled") from None
 
     def delete_person(self, name: str) -> bool:
+        """Delete the person, their photos and the corrections about them."""
         with self.session() as s:
+            s.execute(delete(Correction).where(Correction.person == name))
             return bool(rowcount(s.execute(delete(Person).where(Person.name == name))))
 
     def delete_photo(self, name: str, photo_id: int) -> PersonInfo:
@@ -507,25 +577,99 @@ class Store:
             return None if row is None else (row[0], row[1])
 
     def wire_person(self, name: str) -> WirePerson:
-        """The person as matchers want it: the name and one embedding per photo."""
+        """The person as matchers want it: the name, one embedding per photo and the
+        negative examples ("not this person" corrections)."""
         with self.session() as s:
             p = self._person(s, name)
-            return WirePerson(name, np.stack([embedding_array(ph.embedding) for ph in p.photos]))
+            refs = np.stack([embedding_array(ph.embedding) for ph in p.photos])
+            return WirePerson(name, refs, self._negatives(s, name).get(name, _NO_NEGATIVES))
 
     def wire_people(self) -> list[WirePerson]:
         with self.session() as s:
             rows = s.execute(
                 select(Person.name, Photo.embedding).join(Photo).order_by(Person.name, Photo.id)
             ).all()
+            negatives = self._negatives(s)
         by_name: dict[str, list[np.ndarray]] = {}
         for name, emb in rows:
             by_name.setdefault(name, []).append(embedding_array(emb))
-        return [WirePerson(n, np.stack(v)) for n, v in by_name.items()]
+        return [
+            WirePerson(n, np.stack(v), negatives.get(n, _NO_NEGATIVES)) for n, v in by_name.items()
+        ]
+
+    @staticmethod
+    def _negatives(s: Session, name: str | None = None) -> dict[str, np.ndarray]:
+        q = select(Correction.person, Correction.embedding).where(Correction.kind == "not")
+        if name is not None:
+            q = q.where(Correction.person == name)
+        by_name: dict[str, list[np.ndarray]] = {}
+        for person, emb in s.execute(q.order_by(Correction.id)).all():
+            by_name.setdefault(person, []).append(embedding_array(emb))
+        return {n: np.stack(v) for n, v in by_name.items()}
+
+    # --- corrections --------------------------------------------------------------------
+
+    def add_correction(
+        self,
+        username: str,
+        kind: str,
+        person: str,
+        embedding: np.ndarray,
+        sighting_id: int | None = None,
+    ) -> int:
+        """Record an operator's correction: ``not`` (a negative example of ``person``) or
+        ``is`` (the face was added to ``person``'s photos); the sighting, if any, is
+        relabelled (no one, or ``person``)."""
+        if kind not in ("not", "is"):
+            raise ValueError(f"a correction is 'not' or 'is', but got {kind!r}")
+        with self.session() as s:
+            c = Correction(
+                ts=time.time(),
+                username=username,
+                kind=kind,
+                person=person,
+                sighting_id=sighting_id,
+                embedding=embedding_bytes(embedding),
+            )
+            s.add(c)
+            if sighting_id is not None:
+                s.execute(
+                    update(Sighting)
+                    .where(Sighting.id == sighting_id)
+                    .values(person=None if kind == "not" else person, votes=None)
+                )
+            s.flush()
+            return c.id
+
+    def sighting_face(
+        self, sighting_id: int
+    ) -> tuple[SightingInfo, np.ndarray | None, bytes | None]:
+        """A sighting with its embedding and snapshot (NotFound if there is none)."""
+        with self.session() as s:
+            row = s.get(Sighting, sighting_id)
+            if row is None:
+                raise NotFound(f"no sighting {sighting_id}")
+            emb = embedding_array(row.embedding) if row.embedding else None
+            snap = self._read_snapshot((row.snapshot_path, row.snapshot))
+            return _sighting_info(row, snap is not None), emb, snap
 
     # --- sightings ----------------------------------------------------------------------
 
+    def _save_snapshot(self, camera: str, ts: float, data: bytes | None) -> dict[str, Any]:
+        if data is None:
+            return {"snapshot_path": None, "snapshot_bytes": None}
+        path = self.media.write("snapshots", camera, ts, data, ".jpg")
+        return {"snapshot_path": path, "snapshot_bytes": len(data)}
+
+    def _read_snapshot(self, row: Any) -> bytes | None:
+        if row is None:
+            return None
+        path, blob = row
+        return self.media.read(path) if path else blob
+
     def add_sightings(self, rows: Iterable[NewSighting]) -> list[int]:
-        """Insert sightings; one already stored (same camera, time, face) is skipped."""
+        """Insert sightings (their snapshots as files); one already stored (same camera,
+        time, face) is skipped and its new snapshot file removed."""
         values = [
             {
                 "camera": r.camera,
@@ -540,12 +684,30 @@ class Store:
                 "x1": r.box[2],
                 "y1": r.box[3],
                 "embedding": None if r.embedding is None else embedding_bytes(r.embedding),
-                "snapshot": r.snapshot,
+                **self._save_snapshot(r.camera, r.ts, r.snapshot),
+                "votes": r.votes,
             }
             for r in rows
         ]
         if not values:
             return []
+        try:
+            ids = self._insert_sightings(values)
+        except BaseException:
+            self.media.delete(v["snapshot_path"] for v in values)
+            raise
+        if len(ids) < len(values):  # some were stored before (a frame read again)
+            paths = [v["snapshot_path"] for v in values if v["snapshot_path"]]
+            with self.session() as s:
+                kept = set(
+                    s.scalars(
+                        select(Sighting.snapshot_path).where(Sighting.snapshot_path.in_(paths))
+                    )
+                )
+            self.media.delete(p for p in paths if p not in kept)
+        return ids
+
+    def _insert_sightings(self, values: list[dict[str, Any]]) -> list[int]:
         ins = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
         stmt = (
             ins(Sighting)
@@ -557,7 +719,7 @@ class Store:
 
     def sightings(self, flt: SightingFilter, limit: int = 50) -> list[SightingInfo]:
         """Newest first; page on with ``before_id`` = the last id of the previous page."""
-        q = select(Sighting, Sighting.snapshot.is_not(None))
+        q = select(Sighting, _SIGHTING_HAS_SNAPSHOT)
         if flt.person:
             q = q.where(Sighting.person == flt.person)
         elif flt.named_only:
@@ -580,14 +742,17 @@ class Store:
             for start in range(0, len(ids), 500):
                 chunk = list(ids[start : start + 500])
                 for row, has in s.execute(
-                    select(Sighting, Sighting.snapshot.is_not(None)).where(Sighting.id.in_(chunk))
+                    select(Sighting, _SIGHTING_HAS_SNAPSHOT).where(Sighting.id.in_(chunk))
                 ).all():
                     out[row.id] = _sighting_info(row, bool(has))
         return out
 
     def sighting_snapshot(self, sighting_id: int) -> bytes | None:
         with self.session() as s:
-            return s.scalar(select(Sighting.snapshot).where(Sighting.id == sighting_id))
+            row = s.execute(
+                select(Sighting.snapshot_path, Sighting.snapshot).where(Sighting.id == sighting_id)
+            ).first()
+        return self._read_snapshot(row)
 
     def embeddings_after(self, last_id: int, limit: int = 20000) -> tuple[np.ndarray, np.ndarray]:
         """(ids, (n, 128) float32) of embedded sightings with id > last_id, by id."""
@@ -615,19 +780,24 @@ class Store:
     def add_alert(
         self, person: str, camera: str, ts: float, distance: float, snapshot: bytes | None
     ) -> AlertInfo:
-        with self.session() as s:
-            a = Alert(
-                person=person,
-                camera=camera,
-                started_at=ts,
-                last_seen_at=ts,
-                frames=1,
-                distance=distance,
-                snapshot=snapshot,
-            )
-            s.add(a)
-            s.flush()
-            return _alert_info(a, snapshot is not None)
+        media = self._save_snapshot(camera, ts, snapshot)
+        try:
+            with self.session() as s:
+                a = Alert(
+                    person=person,
+                    camera=camera,
+                    started_at=ts,
+                    last_seen_at=ts,
+                    frames=1,
+                    distance=distance,
+                    **media,
+                )
+                s.add(a)
+                s.flush()
+                return _alert_info(a, snapshot is not None)
+        except BaseException:
+            self.media.delete([media["snapshot_path"]])
+            raise
 
     def extend_alert(
         self, alert_id: int, last_seen_at: float, frames: int, distance: float
@@ -649,7 +819,7 @@ class Store:
         state: AlertState = "all",
     ) -> list[AlertInfo]:
         q = _alert_filter(
-            select(Alert, Alert.snapshot.is_not(None), AlertAck).outerjoin(AlertAck),
+            select(Alert, _ALERT_HAS_SNAPSHOT, AlertAck).outerjoin(AlertAck),
             before_id=before_id,
             person=person,
             camera=camera,
@@ -690,9 +860,21 @@ class Store:
                 return []
             return todo
 
+    def alert(self, alert_id: int) -> AlertInfo | None:
+        with self.session() as s:
+            a = s.get(Alert, alert_id)
+            return (
+                None
+                if a is None
+                else _alert_info(a, a.snapshot is not None or a.snapshot_path is not None)
+            )
+
     def alert_snapshot(self, alert_id: int) -> bytes | None:
         with self.session() as s:
-            return s.scalar(select(Alert.snapshot).where(Alert.id == alert_id))
+            row = s.execute(
+                select(Alert.snapshot_path, Alert.snapshot).where(Alert.id == alert_id)
+            ).first()
+        return self._read_snapshot(row)
 
     # --- audit --------------------------------------------------------------------------
 
@@ -732,11 +914,22 @@ class Store:
     # --- retention ----------------------------------------------------------------------
 
     def purge_before(self, cutoff: float) -> PurgeCounts:
-        """Delete sightings (with their snapshots) and alerts older than ``cutoff``."""
+        """Delete sightings, alerts and clips older than ``cutoff``, with their files."""
         counts = PurgeCounts()
         with self.session() as s:
-            counts.sightings = rowcount(s.execute(delete(Sighting).where(Sighting.ts < cutoff)))
-            counts.alerts = rowcount(s.execute(delete(Alert).where(Alert.last_seen_at < cutoff)))
+            gone = s.scalars(
+                delete(Sighting).where(Sighting.ts < cutoff).returning(Sighting.snapshot_path)
+            ).all()
+            counts.sightings = len(gone)
+            alerts = s.scalars(
+                delete(Alert).where(Alert.last_seen_at < cutoff).returning(Alert.snapshot_path)
+            ).all()
+            counts.alerts = len(alerts)
+            clips = self._delete_clips(s, Clip.ended_at < cutoff)
+            counts.clips = len(clips)
+            counts.extra["corrections"] = rowcount(
+                s.execute(delete(Correction).where(Correction.ts < cutoff))
+            )
             counts.tokens = rowcount(
                 s.execute(
                     delete(Token).where(
@@ -744,4 +937,190 @@ class Store:
                     )
                 )
             )
+        counts.files = self.media.delete([*gone, *alerts, *clips])
         return counts
+
+    # --- clips --------------------------------------------------------------------------
+
+    def add_clip(self, clip: NewClip) -> int:
+        with self.session() as s:
+            row = Clip(**{f.name: getattr(clip, f.name) for f in fields(NewClip)})
+            s.add(row)
+            s.flush()
+            return row.id
+
+    @staticmethod
+    def _alert_clips(alerts: Sequence[Alert | AlertInfo]) -> Any:
+        """Clips of these alerts' appearances (same camera and person, times that meet)."""
+        return select(Clip.path, Clip.camera, Clip.person, Clip.started_at, Clip.ended_at).where(
+            Clip.kind == "alert",
+            or_(
+                *(
+                    (Clip.camera == a.camera)
+                    & (Clip.person == a.person)
+                    & (Clip.started_at <= a.last_seen_at)
+                    & (Clip.ended_at >= a.started_at)
+                    for a in alerts
+                )
+            ),
+        )
+
+    def alert_clip(self, alert_id: int) -> Path | None:
+        """The file of the alert's clip, if one is kept."""
+        with self.session() as s:
+            alert = s.get(Alert, alert_id)
+            if alert is None:
+                return None
+            path = s.scalar(self._alert_clips([alert]).order_by(Clip.started_at).limit(1))
+        return self._clip_file(path)
+
+    def sighting_clip(self, sighting_id: int) -> Path | None:
+        """The file of a clip of the sighting's camera that covers its time, if one is
+        kept (an alert's clip first)."""
+        with self.session() as s:
+            row = s.execute(
+                select(Sighting.camera, Sighting.ts).where(Sighting.id == sighting_id)
+            ).first()
+            if row is None:
+                return None
+            path = s.scalar(
+                select(Clip.path)
+                .where(Clip.camera == row.camera, Clip.started_at <= row.ts)
+                .where(Clip.ended_at >= row.ts)
+                .order_by(Clip.kind, Clip.id)
+                .limit(1)
+            )
+        return self._clip_file(path)
+
+    def sightings_with_clips(self, rows: Sequence[SightingInfo]) -> set[int]:
+        """The ids of those of ``rows`` that a kept clip covers (camera and time)."""
+        if not rows:
+            return set()
+        lo, hi = min(r.ts for r in rows), max(r.ts for r in rows)
+        with self.session() as s:
+            clips = s.execute(
+                select(Clip.camera, Clip.started_at, Clip.ended_at).where(
+                    Clip.camera.in_({r.camera for r in rows}),
+                    Clip.started_at <= hi,
+                    Clip.ended_at >= lo,
+                )
+            ).all()
+        return {
+            r.id
+            for r in rows
+            for c in clips
+            if c.camera == r.camera and c.started_at <= r.ts <= c.ended_at
+        }
+
+    def _clip_file(self, path: str | None) -> Path | None:
+        if path is None:
+            return None
+        file = self.media.resolve(path)
+        if not file.is_file():
+            log.warning("media: clip %s is in the database but not on disk", path)
+            return None
+        return file
+
+    def alerts_with_clips(self, alerts: Sequence[AlertInfo]) -> set[int]:
+        """The ids of those of ``alerts`` that have a clip."""
+        if not alerts:
+            return set()
+        with self.session() as s:
+            clips = s.execute(self._alert_clips(alerts)).all()
+        return {
+            a.id
+            for a in alerts
+            for c in clips
+            if (c.camera, c.person) == (a.camera, a.person)
+            and c.started_at <= a.last_seen_at
+            and c.ended_at >= a.started_at
+        }
+
+    @staticmethod
+    def _delete_clips(s: Session, where: Any) -> list[str]:
+        return list(s.scalars(delete(Clip).where(where).returning(Clip.path)).all())
+
+    def purge_clips_before(self, kind: str, cutoff: float) -> int:
+        """Delete the clips of ``kind`` that ended before ``cutoff``, with their files."""
+        with self.session() as s:
+            paths = self._delete_clips(s, (Clip.kind == kind) & (Clip.ended_at < cutoff))
+        self.media.delete(paths)
+        return len(paths)
+
+    # --- disk budget --------------------------------------------------------------------
+
+    def media_usage(self) -> MediaUsage:
+        with self.session() as s:
+            sightings = s.scalar(select(func.coalesce(func.sum(Sighting.snapshot_bytes), 0)))
+            alerts = s.scalar(select(func.coalesce(func.sum(Alert.snapshot_bytes), 0)))
+            clips = dict(
+                s.execute(select(Clip.kind, func.sum(Clip.bytes)).group_by(Clip.kind)).all()
+            )
+        return MediaUsage(
+            int(sightings or 0),
+            int(alerts or 0),
+            int(clips.get("sighting") or 0),
+            int(clips.get("alert") or 0),
+        )
+
+    def trim_oldest(self, kind: str, need: int, batch: int = 500) -> tuple[int, int]:
+        """Free at least ``need`` bytes (if there are) by deleting the oldest of ``kind``:
+        "sightings" (sightings and clips of faces not watched) or "alerts" (alerts and
+        their clips). Returns (rows deleted, bytes freed)."""
+        freed = rows = 0
+        while freed < need:
+            with self.session() as s:
+                found = self._oldest(s, kind, batch)
+                if not found:
+                    break
+                chosen = []
+                for item in found:
+                    chosen.append(item)
+                    freed += item[1]
+                    if freed >= need:
+                        break
+                paths = self._delete_chosen(s, chosen)
+            rows += len(chosen)
+            self.media.delete(paths)
+        return rows, freed
+
+    @staticmethod
+    def _oldest(s: Session, kind: str, batch: int) -> list[tuple[float, int, str, int]]:
+        """(time, bytes, table, id) of the oldest media-holding rows of ``kind``."""
+        rows: type[Sighting] | type[Alert]
+        if kind == "sightings":
+            rows, when, size, clip_kind = Sighting, Sighting.ts, Sighting.snapshot_bytes, "sighting"
+        else:
+            rows, when, size, clip_kind = Alert, Alert.last_seen_at, Alert.snapshot_bytes, "alert"
+        queries = [
+            (clip_kind, select(when, size, rows.id).where(size.is_not(None)).order_by(when)),
+            (
+                "clip",
+                select(Clip.ended_at, Clip.bytes, Clip.id)
+                .where(Clip.kind == clip_kind)
+                .order_by(Clip.ended_at),
+            ),
+        ]
+        found = [
+            (ts, n or 0, table, i) for table, q in queries for ts, n, i in s.execute(q.limit(batch))
+        ]
+        return sorted(found)[:batch]
+
+    def _delete_chosen(self, s: Session, chosen: list[tuple[float, int, str, int]]) -> list[str]:
+        ids = {
+            t: [i for _, _, table, i in chosen if table == t] for t in ("sighting", "alert", "clip")
+        }
+        paths: list[str | None] = []
+        if ids["sighting"]:
+            paths += s.scalars(
+                delete(Sighting)
+                .where(Sighting.id.in_(ids["sighting"]))
+                .returning(Sighting.snapshot_path)
+            ).all()
+        if ids["alert"]:
+            paths += s.scalars(
+                delete(Alert).where(Alert.id.in_(ids["alert"])).returning(Alert.snapshot_path)
+            ).all()
+        if ids["clip"]:
+            paths += self._delete_clips(s, Clip.id.in_(ids["clip"]))
+        return [p for p in paths if p]

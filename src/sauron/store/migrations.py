@@ -195,10 +195,87 @@ def _v3_alert_acks(conn: Connection) -> None:
     md.create_all(conn, tables=[md.tables["alert_acks"]])
 
 
+def _v4_media_files(conn: Connection) -> None:
+    """Snapshots and clips as files (``store/media.py``): the rows keep their paths and
+    sizes. Snapshots stored as blobs before stay where they are and are still served."""
+    for name in ("sightings", "alerts"):
+        conn.execute(text(f"ALTER TABLE {name} ADD COLUMN snapshot_path VARCHAR(255)"))
+        conn.execute(text(f"ALTER TABLE {name} ADD COLUMN snapshot_bytes INTEGER"))
+    md = MetaData()
+    Table(
+        "clips",
+        md,
+        Column("id", _BigId, primary_key=True),
+        Column("camera", String(64), nullable=False),
+        Column("kind", String(16), nullable=False),
+        Column("person", String(64), nullable=True),
+        Column("started_at", Float, nullable=False),
+        Column("ended_at", Float, nullable=False),
+        Column("path", String(255), nullable=False),
+        Column("bytes", Integer, nullable=False),
+        Index("ix_clips_camera_started_at", "camera", "started_at"),
+        Index("ix_clips_ended_at", "ended_at"),
+    )
+    md.create_all(conn)
+
+
+def _v5_visitors(conn: Connection) -> None:
+    md = MetaData()
+    Table(
+        "visitors",
+        md,
+        Column("id", _BigId, primary_key=True),
+        Column("created_at", Float, nullable=False),
+        Column("first_seen", Float, nullable=False),
+        Column("last_seen", Float, nullable=False),
+        Column("visits", Integer, nullable=False),
+        Column("centroid", LargeBinary, nullable=False),
+        Index("ix_visitors_last_seen", "last_seen"),
+        sqlite_autoincrement=True,  # a merged visitor's id is never handed out again
+    )
+    Table(
+        "visits",
+        md,
+        Column("id", _BigId, primary_key=True),
+        Column(
+            "visitor_id",
+            _BigId,
+            ForeignKey("visitors.id", ondelete="CASCADE"),
+            nullable=False,
+            index=True,
+        ),
+        Column("camera", String(64), nullable=False),
+        Column("track", BigInteger, nullable=False),
+        Column("started_at", Float, nullable=False),
+        Column("ended_at", Float, nullable=False),
+        Column("quality", Float, nullable=False),
+        Column("embedding", LargeBinary, nullable=False),
+        Column("snapshot", LargeBinary, nullable=True),
+        Index("ix_visits_ended_at", "ended_at"),
+    )
+    Table(
+        "corrections",
+        md,
+        Column("id", _BigId, primary_key=True),
+        Column("ts", Float, nullable=False),
+        Column("username", String(64), nullable=False),
+        Column("kind", String(16), nullable=False),
+        Column("person", String(64), nullable=False),
+        Column("sighting_id", BigInteger, nullable=True),
+        Column("embedding", LargeBinary, nullable=False),
+        Index("ix_corrections_person", "person"),
+    )
+    md.create_all(conn)
+    # the votes behind a sighting's name (1: a single-vote match); NULL on older rows
+    conn.execute(text("ALTER TABLE sightings ADD COLUMN votes INTEGER"))
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "persons, photos, sightings, alerts, users, tokens, audit", _v1_initial),
     Migration(2, "persons: display_name, notes, reason", _v2_person_details),
     Migration(3, "alert_acks: acknowledged alerts", _v3_alert_acks),
+    Migration(4, "snapshots and clips as files: paths and sizes, clips", _v4_media_files),
+    Migration(5, "visitors, visits, corrections; sightings.votes", _v5_visitors),
 ]
 
 

@@ -2,9 +2,9 @@
 
 The schema itself is created and changed only by :mod:`sauron.store.migrations`; these
 classes are how the code reads and writes it (a test checks the two agree). Times are
-Unix seconds (float), embeddings 128 float32 values as raw little-endian bytes, images
-JPEG (or the photo as uploaded) bytes, so every row reads the same on SQLite and
-PostgreSQL.
+Unix seconds (float), embeddings 128 float32 values as raw little-endian bytes, photos
+the bytes as uploaded; snapshots and clips are files whose paths the rows keep
+(``store/media.py``). Every row reads the same on SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -90,7 +90,10 @@ class Sighting(Keyed, Base):
     x1: Mapped[int] = mapped_column(Integer)
     y1: Mapped[int] = mapped_column(Integer)
     embedding: Mapped[bytes | None] = mapped_column(LargeBinary)
-    snapshot: Mapped[bytes | None] = mapped_column(LargeBinary)
+    snapshot: Mapped[bytes | None] = mapped_column(LargeBinary)  # before schema 4
+    snapshot_path: Mapped[str | None] = mapped_column(String(255))
+    snapshot_bytes: Mapped[int | None] = mapped_column(Integer)
+    votes: Mapped[int | None] = mapped_column(Integer)
 
 
 class Alert(Keyed, Base):
@@ -103,7 +106,29 @@ class Alert(Keyed, Base):
     last_seen_at: Mapped[float] = mapped_column(Float)
     frames: Mapped[int] = mapped_column(Integer)
     distance: Mapped[float] = mapped_column(Float)
-    snapshot: Mapped[bytes | None] = mapped_column(LargeBinary)
+    snapshot: Mapped[bytes | None] = mapped_column(LargeBinary)  # before schema 4
+    snapshot_path: Mapped[str | None] = mapped_column(String(255))
+    snapshot_bytes: Mapped[int | None] = mapped_column(Integer)
+
+
+class Clip(Keyed, Base):
+    """An MP4 of one appearance, a file in the media folder: ``kind`` "alert" (a watched
+    ``person``'s; the alert of the same camera, person and time finds it) or "sighting"
+    (faces not on the watchlist, ``person`` None)."""
+
+    __tablename__ = "clips"
+    __table_args__ = (
+        Index("ix_clips_camera_started_at", "camera", "started_at"),
+        Index("ix_clips_ended_at", "ended_at"),
+    )
+
+    camera: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))
+    person: Mapped[str | None] = mapped_column(String(64))
+    started_at: Mapped[float] = mapped_column(Float)
+    ended_at: Mapped[float] = mapped_column(Float)
+    path: Mapped[str] = mapped_column(String(255))
+    bytes: Mapped[int] = mapped_column(Integer)
 
 
 class AlertAck(Base):
@@ -115,6 +140,53 @@ class AlertAck(Base):
     )
     username: Mapped[str] = mapped_column(String(64))
     ts: Mapped[float] = mapped_column(Float)
+
+
+class Visitor(Keyed, Base):
+    """A face of no enrolled person seen again and again: a pseudo-identity whose
+    centroid is the mean of its visits' embeddings."""
+
+    __tablename__ = "visitors"
+    __table_args__ = (Index("ix_visitors_last_seen", "last_seen"), {"sqlite_autoincrement": True})
+
+    created_at: Mapped[float] = mapped_column(Float)
+    first_seen: Mapped[float] = mapped_column(Float)
+    last_seen: Mapped[float] = mapped_column(Float)
+    visits: Mapped[int] = mapped_column(Integer)
+    centroid: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Visit(Keyed, Base):
+    """One track of a visitor (one camera, one pass): its best face's embedding and crop."""
+
+    __tablename__ = "visits"
+    __table_args__ = (Index("ix_visits_ended_at", "ended_at"),)
+
+    visitor_id: Mapped[int] = mapped_column(
+        ForeignKey("visitors.id", ondelete="CASCADE"), index=True
+    )
+    camera: Mapped[str] = mapped_column(String(64))
+    track: Mapped[int] = mapped_column(BigInteger)
+    started_at: Mapped[float] = mapped_column(Float)
+    ended_at: Mapped[float] = mapped_column(Float)
+    quality: Mapped[float] = mapped_column(Float)
+    embedding: Mapped[bytes] = mapped_column(LargeBinary)
+    snapshot: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+
+class Correction(Keyed, Base):
+    """An operator's correction of a name: ``not`` (a negative example: this face is not
+    ``person``) or ``is`` (the face was added to ``person``'s photos)."""
+
+    __tablename__ = "corrections"
+    __table_args__ = (Index("ix_corrections_person", "person"),)
+
+    ts: Mapped[float] = mapped_column(Float)
+    username: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))
+    person: Mapped[str] = mapped_column(String(64))
+    sighting_id: Mapped[int | None] = mapped_column(BigInteger)
+    embedding: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class User(Keyed, Base):

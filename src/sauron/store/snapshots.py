@@ -10,9 +10,7 @@ import numpy as np
 
 from sauron.imaging import decode_jpeg, encode_jpeg
 from sauron.match.stage import draw
-from sauron.types import Result
-
-Box = tuple[int, int, int, int]  # x0, y0, x1, y1
+from sauron.types import Box, Result
 
 
 def blur_boxes(bgr: np.ndarray, boxes: Sequence[Box], *, margin: float = 0.15) -> np.ndarray:
@@ -59,12 +57,12 @@ def face_snapshot(
     return encode_jpeg(np.ascontiguousarray(crop), quality)
 
 
-def annotated_frame(result: Result, *, privacy_blur: bool = False, quality: int = 80) -> bytes:
-    """The frame as a viewer sees it: boxes and names drawn (the matcher's drawing when it
-    made one: ``match.draw``), faces not on the watchlist blurred if asked. Raises
+def annotated_image(result: Result, *, privacy_blur: bool = False) -> np.ndarray:
+    """The frame as a viewer sees it (BGR): boxes and names drawn (the matcher's drawing
+    when it made one: ``match.draw``), faces not on the watchlist blurred if asked. Raises
     :class:`sauron.imaging.ImageDecodeError` for a frame that is not a JPEG."""
     if result.annotated_jpeg and not privacy_blur:
-        return result.annotated_jpeg
+        return decode_jpeg(result.annotated_jpeg)
     det = result.detections
     bgr = decode_jpeg(result.frame.jpeg)
     if privacy_blur:
@@ -74,4 +72,11 @@ def annotated_frame(result: Result, *, privacy_blur: bool = False, quality: int 
             if name is None
         ]
         bgr = blur_boxes(bgr, unknown)
-    return encode_jpeg(draw(bgr, det), quality)
+    return draw(bgr, det)
+
+
+def annotated_frame(result: Result, *, privacy_blur: bool = False, quality: int = 80) -> bytes:
+    """:func:`annotated_image` as a JPEG (the matcher's own when it made one)."""
+    if result.annotated_jpeg and not privacy_blur:
+        return result.annotated_jpeg
+    return encode_jpeg(annotated_image(result, privacy_blur=privacy_blur), quality)

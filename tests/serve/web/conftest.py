@@ -86,7 +86,8 @@ def make_settings(db_url: str | None, tmp: Path, **sections: Any) -> Settings:
     other value (a list of cameras) replaces them."""
     base: dict[str, Any] = {
         "store": {"url": db_url, "data_dir": str(tmp / "data")},
-        "web": {"port": 0, "admin_password": ADMIN_PASSWORD, "alert_gap_s": 2.0},
+        "web": {"port": 0, "admin_password": ADMIN_PASSWORD},
+        "alerts": {"gap_s": 2.0},
     }
     for key, value in sections.items():
         base[key] = {**base.get(key, {}), **value} if isinstance(value, dict) else value

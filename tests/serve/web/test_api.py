@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import av
 import cv2
 import httpx
 import numpy as np
@@ -691,3 +692,54 @@ def test_search_pages_and_takes_the_largest_face_when_asked(
         "/api/search", headers=app.admin, data={"offset": "-1"}, files={"photo": ("q.jpg", query)}
     )
     assert bad.status_code == 422
+
+
+def test_clips_of_alerts_and_sightings_are_served_to_a_logged_in_user_and_audited(
+    start_app: Callable[..., LiveApp],
+    db_url: str,
+    feed: Callable[[LiveApp], Feed],
+    photos: dict[str, Path],
+) -> None:
+    app = start_app(db_url, clips={"pre_roll_s": 1.0, "post_roll_s": 1.0})
+    assert _enroll(app, "obama", ("obama.jpg", photos["obama.jpg"].read_bytes())).is_success
+    run = feed(app)
+    t0 = time.time() - 60
+    for i in range(6):  # obama on the lobby camera for 0.5 s, then a stranger for 3 s
+        run("lobby", "obama2.jpg", i, t0 + i * 0.1)
+    for i in range(7):
+        run("lobby", "biden.jpg", 6 + i, t0 + 1 + i * 0.5)
+    assert app.record.flush(30)
+    assert app.record.clips is not None
+    app.record.clips.close()  # the stranger's appearance ends with the camera's last frame
+
+    viewer = app.add_viewer()
+    [alert] = app.client.get("/api/alerts", headers=viewer).json()
+    assert alert["clip_url"] == f"/api/alerts/{alert['id']}/clip.mp4"
+    assert httpx.get(app.url + alert["clip_url"]).status_code == 401, "no session, no clip"
+    clip = app.client.get(alert["clip_url"], headers=viewer)
+    assert clip.status_code == 200 and clip.headers["content-type"] == "video/mp4"
+    assert clip.headers["cache-control"] == "no-store"
+    with av.open(io.BytesIO(clip.content)) as container:
+        stream = container.streams.video[0]
+        assert stream.codec_context.name == "h264"
+        assert len(list(container.decode(stream))) >= 6
+    part = app.client.get(alert["clip_url"], headers={**viewer, "Range": "bytes=100-199"})
+    assert part.status_code == 206 and part.content == clip.content[100:200]
+
+    stranger = [
+        s
+        for s in app.client.get("/api/sightings", headers=viewer).json()["items"]
+        if s["person"] is None
+    ]
+    assert stranger, "the stranger was stored"
+    assert stranger[0]["clip_url"] == f"/api/sightings/{stranger[0]['id']}/clip.mp4"
+    other = app.client.get(stranger[0]["clip_url"], headers=viewer)
+    assert other.status_code == 200 and other.content[4:8] == b"ftyp"
+    assert app.client.get("/api/alerts/999999/clip.mp4", headers=viewer).status_code == 404
+
+    audit = app.client.get("/api/audit", headers=app.admin).json()
+    played = [(a["username"], a["target"]) for a in audit if a["action"] == "clip"]
+    assert sorted(played) == [
+        ("viewer", f"alert {alert['id']}"),
+        ("viewer", f"sighting {stranger[0]['id']}"),
+    ], "each clip played is logged once, not each part a player asks for"

@@ -18,7 +18,7 @@ from .test_api import _enroll
 
 
 def _s(i: int, camera: str, ts: float, person: str | None, track: int = 1) -> SightingInfo:
-    return SightingInfo(i, camera, i, ts, track, person, 0.3, (0, 0, 1, 1), False)
+    return SightingInfo(i, camera, i, ts, track, person, 0.3, (0, 0, 1, 1), 1, False)
 
 
 def test_sightings_group_by_camera_person_and_gap() -> None:

@@ -188,7 +188,7 @@ def test_alerts_reach_the_webhook_and_old_sightings_expire(
     url, got = webhook
     app = start_app(
         sqlite_url,
-        web={"webhook_url": url},
+        alerts={"webhook_url": url},
         store={"retention_days": 0.0002, "retention_check_s": 1},
     )  # 17 s
     _enroll_obama(app, photos)

@@ -27,8 +27,10 @@ from sauron import __version__
 from sauron.serve.web import (
     auth,
     routes_appearances,
+    routes_corrections,
     routes_history,
     routes_live,
+    routes_visitors,
     routes_watchlist,
 )
 from sauron.serve.web.context import WebContext
@@ -142,6 +144,8 @@ def create_app(ctx: WebContext) -> FastAPI:
         routes_live.router,
         routes_history.router,
         routes_appearances.router,
+        routes_visitors.router,
+        routes_corrections.router,
     ):
         app.include_router(router)
 

@@ -3,7 +3,7 @@ from the stored sightings, for the History page and its per-camera timeline.
 
 A stored sighting carries its camera, capture time, track and name. Sightings of the
 same camera and the same person (an unknown face: the same track) form one appearance
-while no gap between two of them exceeds ``gap_s`` (default: ``web.alert_gap_s``, what
+while no gap between two of them exceeds ``gap_s`` (default: ``alerts.gap_s``, what
 ends an alert's appearance too, but at least twice ``store.sighting_interval_s``, how
 often a face in view is stored). Each appearance tells its first and last sighting, how
 many, and its best one (the nearest match; for an unknown face, the latest), with the
@@ -85,7 +85,7 @@ def appearances(
         Query(
             gt=0,
             le=3600,
-            description="default: web.alert_gap_s, at least 2 x store.sighting_interval_s",
+            description="default: alerts.gap_s, at least 2 x store.sighting_interval_s",
         ),
     ] = None,
     scan: Annotated[int, Query(ge=1, le=MAX_SCAN, description="sightings read at most")] = 2000,
@@ -93,7 +93,7 @@ def appearances(
     """Appearances of the newest matching sightings (at most ``scan``), newest first."""
     rows = ctx.store.sightings(flt, limit=scan)
     tol = ctx.settings.match.tolerance
-    default_gap = max(ctx.settings.web.alert_gap_s, 2 * ctx.settings.store.sighting_interval_s)
+    default_gap = max(ctx.settings.alerts.gap_s, 2 * ctx.settings.store.sighting_interval_s)
     runs = group_appearances(rows, gap_s or default_gap)
     items = []
     for run in runs:

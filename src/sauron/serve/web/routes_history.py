@@ -6,17 +6,30 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Response, UploadFile
+from fastapi import (
+    APIRouter,
+    Depends,
+    File,
+    Form,
+    HTTPException,
+    Query,
+    Request,
+    Response,
+    UploadFile,
+)
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse
 from fastapi.types import DecoratedCallable
 from pydantic import BaseModel, Field
 
 from sauron.match.enroll import EnrollError, SeveralFaces
 from sauron.serve.web.auth import Ctx, Viewer, audit
-from sauron.serve.web.context import MAX_ID, BeforeId, IdPath, from_record
+from sauron.serve.web.context import MAX_ID, BeforeId, IdPath, WebContext, from_record
 from sauron.serve.web.enrollment import safe_filename
+from sauron.store.accounts import Principal
 from sauron.store.db import (
     AlertInfo,
     AlertState,
@@ -24,6 +37,7 @@ from sauron.store.db import (
     SightingFilter,
     SightingInfo,
 )
+from sauron.store.visitors import VisitorStore
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +49,7 @@ MAX_SEARCH_OFFSET = 10_000
 @dataclass(frozen=True)
 class SightingOut(SightingFields):
     snapshot_url: str | None
+    clip_url: str | None
 
 
 class SightingPage(BaseModel):
@@ -54,6 +69,7 @@ class AlertOut(BaseModel):
     confidence: float | None = Field(
         description="of its best frame: 100 % at distance 0, 50 % at the match tolerance"
     )
+    clip_url: str | None = None
     acknowledged_at: float | None = Field(description="when an operator acknowledged it")
     acknowledged_by: str | None = Field(description="who acknowledged it")
 
@@ -76,18 +92,32 @@ class SearchHit(SightingOut):
     query_distance: float
 
 
+class VisitorHit(BaseModel):
+    visitor_id: int
+    label: str
+    visits: int
+    last_seen: float
+    query_distance: float = Field(description="From the photo's face to the visitor's centroid")
+    crop_url: str | None
+
+
 class SearchOut(BaseModel):
     total: int
     searched: int
     took_ms: float
     tolerance: float
     items: list[SearchHit]
+    visitors: list[VisitorHit] = Field(
+        description="Visitors (faces of no enrolled person, grouped) the photo's face "
+        "is within the tolerance of, nearest first"
+    )
 
 
-def sighting_out(s: SightingInfo) -> SightingOut:
+def sighting_out(s: SightingInfo, has_clip: bool = False) -> SightingOut:
     url = f"/api/sightings/{s.id}/snapshot.jpg" if s.has_snapshot else None
+    clip = f"/api/sightings/{s.id}/clip.mp4" if has_clip else None
     told = {f.name: getattr(s, f.name) for f in fields(SightingFields)}
-    return SightingOut(**told, snapshot_url=url)
+    return SightingOut(**told, snapshot_url=url, clip_url=clip)
 
 
 def confidence(distance: float | None, tolerance: float) -> float | None:
@@ -98,10 +128,13 @@ def confidence(distance: float | None, tolerance: float) -> float | None:
     return round(max(0.0, min(1.0, 1.0 - distance / (2.0 * tolerance))) * 100.0, 1)
 
 
-def alert_out(a: AlertInfo, tolerance: float) -> AlertOut:
+def alert_out(a: AlertInfo, tolerance: float, has_clip: bool = False) -> AlertOut:
     url = f"/api/alerts/{a.id}/snapshot.jpg" if a.has_snapshot else None
+    clip = f"/api/alerts/{a.id}/clip.mp4" if has_clip else None
     told = confidence(a.distance, tolerance)
-    return from_record(AlertOut, a, ts=a.started_at, snapshot_url=url, confidence=told)
+    return from_record(
+        AlertOut, a, ts=a.started_at, snapshot_url=url, clip_url=clip, confidence=told
+    )
 
 
 def _jpeg_route(path: str) -> Callable[[DecoratedCallable], DecoratedCallable]:
@@ -154,8 +187,9 @@ def sightings(
 ) -> SightingPage:
     """Face sightings, newest first, filtered by person, camera and capture time."""
     rows = ctx.store.sightings(replace(flt, before_id=before), limit=limit)
+    with_clips = ctx.store.sightings_with_clips(rows)
     return SightingPage(
-        items=[sighting_out(s) for s in rows],
+        items=[sighting_out(s, s.id in with_clips) for s in rows],
         next_before=rows[-1].id if len(rows) == limit else None,
     )
 
@@ -179,16 +213,16 @@ def alerts(
 ) -> list[AlertOut]:
     """Alerts, newest first, filtered by person, camera and state; the next page: the
     last id of this one as ``before``."""
-    return [
-        alert_out(a, ctx.settings.match.tolerance)
-        for a in ctx.store.alerts(
-            limit=limit,
-            before_id=before,
-            person=person or None,
-            camera=camera or None,
-            state=state,
-        )
-    ]
+    rows = ctx.store.alerts(
+        limit=limit,
+        before_id=before,
+        person=person or None,
+        camera=camera or None,
+        state=state,
+    )
+    with_clips = ctx.store.alerts_with_clips(rows)
+    tol = ctx.settings.match.tolerance
+    return [alert_out(a, tol, a.id in with_clips) for a in rows]
 
 
 @router.post("/alerts/{alert_id}/ack", response_model=AlertOut)
@@ -200,7 +234,8 @@ def acknowledge_alert(alert_id: IdPath, ctx: Ctx, p: Viewer) -> AlertOut:
     got = ctx.store.alerts(limit=1, before_id=alert_id + 1)
     if not got or got[0].id != alert_id:
         raise HTTPException(404, f"no alert {alert_id}")
-    return alert_out(got[0], ctx.settings.match.tolerance)
+    tol = ctx.settings.match.tolerance
+    return alert_out(got[0], tol, bool(ctx.store.alerts_with_clips(got)))
 
 
 @router.post("/alerts/ack", response_model=AckOut)
@@ -223,6 +258,47 @@ def alert_snapshot(alert_id: IdPath, ctx: Ctx, _p: Viewer) -> Response:
     return _jpeg(ctx.store.alert_snapshot(alert_id), f"alert {alert_id}")
 
 
+def _clip(file: Path | None, what: str) -> FileResponse:
+    if file is None:
+        raise HTTPException(404, f"no clip for {what}")
+    return FileResponse(
+        file,
+        media_type="video/mp4",
+        headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"},
+    )
+
+
+_MP4: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"video/mp4": {}}},
+    206: {"description": "Part of the clip (Range)"},
+}
+
+
+@router.get("/alerts/{alert_id}/clip.mp4", response_class=FileResponse, responses=_MP4)
+def alert_clip(alert_id: IdPath, ctx: Ctx, p: Viewer, request: Request) -> FileResponse:
+    """The MP4 of the alert's appearance (H.264, with pre- and post-roll)."""
+    return _clip_audited(ctx, p, request, ctx.store.alert_clip(alert_id), f"alert {alert_id}")
+
+
+@router.get("/sightings/{sighting_id}/clip.mp4", response_class=FileResponse, responses=_MP4)
+def sighting_clip(sighting_id: IdPath, ctx: Ctx, p: Viewer, request: Request) -> FileResponse:
+    """The MP4 of the appearance the sighting is part of."""
+    file = ctx.store.sighting_clip(sighting_id)
+    return _clip_audited(ctx, p, request, file, f"sighting {sighting_id}")
+
+
+def _clip_audited(
+    ctx: WebContext, p: Principal, request: Request, file: Path | None, what: str
+) -> FileResponse:
+    """The clip, and an audit entry when it starts playing (a player's later Range
+    requests for the rest of the same clip are not logged again)."""
+    answer = _clip(file, what)
+    rng = request.headers.get("range", "")
+    if not rng or rng.replace(" ", "").startswith("bytes=0-"):
+        audit(ctx, p, "clip", what)
+    return answer
+
+
 @router.post("/search", response_model=SearchOut)
 async def search(
     ctx: Ctx,
@@ -238,8 +314,9 @@ async def search(
     ] = 0,
 ) -> SearchOut:
     """Every stored sighting of the face in ``photo``, nearest first: ``limit`` of them
-    from ``offset`` (``total`` says how many there are in all). A photo with several
-    faces is refused with ``several_faces: true`` unless ``largest``."""
+    from ``offset`` (``total`` says how many there are in all); and the visitors it may
+    be. A photo with several faces is refused with ``several_faces: true`` unless
+    ``largest``."""
     tol = tolerance if tolerance is not None else ctx.settings.match.tolerance
     data = await photo.read(ctx.enroller.max_photo_bytes + 1)
     name = safe_filename(photo.filename)
@@ -262,7 +339,37 @@ async def search(
         for h in hits
         if h.sighting_id in rows
     ]
-    audit(ctx, p, "search", name, tolerance=tol, results=total, offset=offset)
+    found = await run_in_threadpool(VisitorStore(ctx.store).nearest, emb, tol, 10)
+    visitors = [
+        VisitorHit(
+            visitor_id=m.visitor.id,
+            label=f"visitor {m.visitor.id}",
+            visits=m.visitor.visits,
+            last_seen=m.visitor.last_seen,
+            query_distance=m.distance,
+            crop_url=(
+                f"/api/visits/{m.visitor.best_visits[0]}/snapshot.jpg"
+                if m.visitor.best_visits
+                else None
+            ),
+        )
+        for m in found
+    ]
+    audit(
+        ctx,
+        p,
+        "search",
+        name,
+        tolerance=tol,
+        results=total,
+        offset=offset,
+        visitors=len(visitors),
+    )
     return SearchOut(
-        total=total, searched=len(ctx.index), took_ms=round(took, 2), tolerance=tol, items=items
+        total=total,
+        searched=len(ctx.index),
+        took_ms=round(took, 2),
+        tolerance=tol,
+        items=items,
+        visitors=visitors,
     )

@@ -88,7 +88,7 @@ def person_out(p: PersonInfo) -> PersonOut:
     )
 
 
-def _valid_name(name: str) -> str:
+def valid_name(name: str) -> str:
     try:
         return check_name(name.strip(), "person id")
     except ValueError as exc:
@@ -153,7 +153,7 @@ def get_person(name: str, ctx: Ctx, _p: Viewer) -> PersonOut:
 
 
 @contextmanager
-def _store_refusals() -> Iterator[None]:
+def store_refusals() -> Iterator[None]:
     """The store's refusals answered over HTTP: no such person or photo 404, a clash 409."""
     try:
         yield
@@ -212,7 +212,7 @@ async def enroll(
     if ctx.store.person_by_display_name(display) is not None:
         raise HTTPException(409, f"a person named {display!r} is already enrolled")
     if id:
-        pid = _valid_name(id)
+        pid = valid_name(id)
         if ctx.store.get_person(pid) is not None:
             raise HTTPException(409, f"a person with the id {pid!r} is already enrolled")
     else:
@@ -257,7 +257,7 @@ def edit_person(name: str, body: PersonPatch, ctx: Ctx, p: Admin) -> PersonOut:
     changed = {k: v for k, v in vars(details).items() if v is not None}
     if body.name is None and not changed:
         raise HTTPException(422, "nothing to change: give name, display_name, notes or reason")
-    with _store_refusals():
+    with store_refusals():
         person = ctx.store.get_person(name)
         if person is None:
             raise NotFound(f"no person named {name!r}")
@@ -265,7 +265,7 @@ def edit_person(name: str, body: PersonPatch, ctx: Ctx, p: Admin) -> PersonOut:
             person = ctx.store.set_person_details(name, details)
             audit(ctx, p, "edit_person", name, **changed)
         if body.name is not None and body.name != name:
-            new = _valid_name(body.name)
+            new = valid_name(body.name)
             person = ctx.store.rename_person(name, new)
             ctx.watchlists.upsert(ctx.store.wire_person(new))
             ctx.watchlists.remove(name)
@@ -284,7 +284,7 @@ def delete_person(name: str, ctx: Ctx, p: Admin) -> None:
 
 @router.delete("/people/{name}/photos/{photo_id}", response_model=PersonOut)
 def delete_photo(name: str, photo_id: IdPath, ctx: Ctx, p: Admin) -> PersonOut:
-    with _store_refusals():
+    with store_refusals():
         person = ctx.store.delete_photo(name, photo_id)
     ctx.watchlists.upsert(ctx.store.wire_person(name))
     audit(ctx, p, "delete_photo", name, photo=photo_id)

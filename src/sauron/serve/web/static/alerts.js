@@ -62,7 +62,7 @@ function alertItem(a) {
     }
   }
   drawAck(a);
-  const item = el("div", { class: "card alert" + (a.acknowledged_at ? " is-acked" : ""), "data-alert": a.id },
+  const item = el("div", { class: "card alert" + (a.acknowledged_at ? " is-acked" : ""), "data-alert": a.id, "data-clip": a.clip_url },
     a.snapshot_url ? el("img", { src: a.snapshot_url, alt: `snapshot of ${personName(a.person)}` }) : null,
     el("div", { class: "alert-body" },
       el("div", {}, el("strong", { class: "alert-person", text: personName(a.person) }), " on ",
@@ -110,13 +110,13 @@ async function viewAlerts(show = render, args = [], params = new URLSearchParams
   let newest = null;
   let loads = 0;
   async function load(reset) {
-    const seq = ++loads;
     const q = new URLSearchParams({ limit: String(PAGE), state: which.value });
     if (person.value) q.set("person", person.value);
     if (camera.value) q.set("camera", camera.value);
     if (!reset && before) q.set("before", String(before));
+    const mine = ++loads;
     const page = await api("/api/alerts?" + q);
-    if (seq !== loads) return;  // the filters changed meanwhile: a newer load draws
+    if (mine !== loads) return; // the filters changed meanwhile: a newer load draws the list
     // what the list shows now (tests and scripts wait for it)
     Object.assign(list.dataset, { state: which.value, person: person.value, camera: camera.value });
     if (reset) { list.replaceChildren(); newest = page.length ? page[0].id : null; }

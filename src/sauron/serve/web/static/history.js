@@ -4,12 +4,13 @@
 // #/history?person=ID&camera=NAME&since=UNIX&until=UNIX opens it filtered (the alerts link here).
 "use strict";
 
-function sightingRow(s) {
-  return el("tr", { "data-sighting": s.id },
+function sightingRow(s, onChange) {
+  return el("tr", { "data-sighting": s.id, "data-clip": s.clip_url },
     el("td", {}, s.snapshot_url ? el("img", { src: s.snapshot_url, alt: "", class: "zoomable" }) : null),
     el("td", { text: fmtTime(s.ts) }), el("td", { text: s.camera }),
     el("td", { text: personName(s.person) || "unknown" }), el("td", { text: fmtConfidence(confidenceOf(s.distance, state.tolerance)) }),
-    el("td", { text: String(s.frame) }));
+    el("td", { text: String(s.frame) }),
+    el("td", {}, correctionButtons(s, onChange)));
 }
 
 // Unix seconds as a datetime-local input's value (local time, to the second).
@@ -86,6 +87,7 @@ async function viewHistory(show = render, args = [], params = new URLSearchParam
   const body = el("tbody");
   const more = el("button", { type: "button", text: "Older", hidden: true });
   let before = null;
+  let loads = 0;
   function filters() {
     const q = new URLSearchParams();
     if (person.value) q.set("person", person.value);
@@ -113,9 +115,11 @@ async function viewHistory(show = render, args = [], params = new URLSearchParam
     const q = filters();
     q.set("limit", "50");
     if (!reset && before) q.set("before", String(before));
+    const mine = ++loads;
     const page = await api("/api/sightings?" + q);
+    if (mine !== loads) return; // a newer load (filters changed) draws the table
     if (reset) body.replaceChildren();
-    page.items.forEach(s => body.append(sightingRow(s)));
+    page.items.forEach(s => body.append(sightingRow(s, () => loadSightings(true))));
     before = page.next_before;
     more.hidden = !before;
   }
@@ -128,7 +132,7 @@ async function viewHistory(show = render, args = [], params = new URLSearchParam
   form.addEventListener("submit", async (ev) => { ev.preventDefault(); await loadAppearances(); await loadSightings(true); });
   show(el("h2", { text: "History" }), form, lanes, note, cards,
     el("details", { class: "sightings" }, el("summary", { text: "Every sighting" }),
-      el("table", {}, el("thead", {}, el("tr", {}, ["", "time", "camera", "person", "confidence", "frame"].map(h => el("th", { text: h })))), body),
+      el("table", {}, el("thead", {}, el("tr", {}, ["", "time", "camera", "person", "confidence", "frame", ""].map(h => el("th", { text: h })))), body),
       more));
   await loadAppearances();
   await loadSightings(true);
