@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "artifacts" / "browser"
 CHROMIUM = Path(os.environ.get("SAURON_TEST_CHROMIUM", "/usr/bin/chromium"))
 PASSWORD = "browser-" + uuid.uuid4().hex[:16]
+PAGES = ("live", "watchlist", "alerts", "visitors", "history", "search", "admin", "account")
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
@@ -217,6 +218,9 @@ def test_operator_flow_in_a_real_browser(
             page.goto(f"{url}/#/alerts")
             expect(page.locator("#alert-list .alert-person").first).to_have_text("obama")
             expect(page.locator("#alert-list .alert-camera").first).to_have_text("lobby")
+            expect(page.locator("#alert-list .alert").last).to_contain_text(
+                re.compile(r"confidence \d+ %")
+            )
             _shot(page, "05-alerts")
 
             # the alert's clip plays in the page (an H.264 MP4 in Chromium's <video>)
@@ -260,15 +264,17 @@ def test_operator_flow_in_a_real_browser(
             with page.expect_response(lambda r: r.url.endswith("/api/alerts/ack")):
                 page.click("#alert-ack-all")
             page.select_option("#alert-state", "acknowledged")
+            expect(page.locator('#alert-list[data-state="acknowledged"]')).to_have_count(1)
             # the list is drawn again for the new state (alerts that came since stay open)
             expect(page.locator("#alert-list button.ack-one")).to_have_count(0)
             expect(page.locator("#alert-list .alert .acked").first).to_be_visible()
             assert page.locator("#alert-list .alert").count() >= 2
             page.select_option("#alert-person", "obama")
-            expect(page.locator("#alert-list .alert-person").first).to_have_text("obama")
+            expect(page.locator('#alert-list[data-person="obama"]')).to_have_count(1)
             assert set(page.locator("#alert-list .alert-person").all_inner_texts()) == {"obama"}
             # mute the camera's pop-ups: alerts still arrive on the list, no pop-up
             page.select_option("#alert-state", "open")
+            expect(page.locator('#alert-list[data-state="open"]')).to_have_count(1)
             page.locator("#alert-list .alert button.mute-camera").first.click()
             expect(page.locator('#muted-bar [data-unmute="lobby"]')).to_be_visible()
             page.evaluate("() => document.querySelectorAll('.toast').forEach(t => t.remove())")
@@ -279,8 +285,9 @@ def test_operator_flow_in_a_real_browser(
             expect(page.locator("#muted-bar")).to_be_hidden()
             # from an alert to its camera and its history
             page.locator("#alert-list .alert-history").first.click()
-            expect(page.locator("tbody tr").first).to_be_visible(timeout=15_000)
-            assert set(page.locator("tbody tr td:nth-child(4)").all_inner_texts()) == {"obama"}
+            expect(page.locator("#appearances .appearance").first).to_be_visible(timeout=15_000)
+            names = page.locator("#appearances .appearance-person").all_inner_texts()
+            assert set(names) == {"obama"}, names
 
             # search by another photo of him
             page.goto(f"{url}/#/search")
@@ -291,10 +298,35 @@ def test_operator_flow_in_a_real_browser(
                 timeout=30_000
             )
             expect(page.locator("#search-summary")).to_contain_text("sighting(s) within")
+            expect(page.locator("#search-results .result").first).to_contain_text(
+                re.compile(r"likeness \d+ %")
+            )
             _shot(page, "06-search")
+            # grouped by camera; a photo of two people searched by its largest face
+            page.select_option("#search-group", "camera")
+            expect(page.locator('.search-group[data-group="lobby"] .result').first).to_be_visible()
+            page.set_input_files("#search-photo", str(two_faces))
+            expect(page.locator("#search-error")).to_contain_text("2 faces found", timeout=30_000)
+            page.click("#search-error button.largest")
+            expect(page.locator("#search-summary")).to_contain_text(
+                "sighting(s) within", timeout=30_000
+            )
 
             page.goto(f"{url}/#/history")
-            expect(page.locator("tbody tr").first).to_be_visible(timeout=15_000)
+            # by appearance: his best crop with a confidence, a timeline of the day per
+            # camera, the crop shown large on a click; every sighting below
+            obama = page.locator('#appearances .appearance[data-person="obama"]').first
+            expect(obama).to_be_visible(timeout=15_000)
+            expect(obama.locator(".confidence")).to_have_text(re.compile(r"^\d+ %$"))
+            expect(
+                page.locator('#timeline .lane[data-camera="lobby"] .block.named').first
+            ).to_be_attached()
+            obama.locator("img").click()
+            expect(page.locator("#zoom img")).to_be_visible()
+            page.click("#zoom")
+            expect(page.locator("#zoom")).to_have_count(0)
+            page.click("details.sightings summary")
+            expect(page.locator("tbody tr").first).to_be_visible()
             _shot(page, "07-history")
 
             # names as written, with a reason; a photo of two people: the largest face
@@ -369,6 +401,71 @@ def test_operator_flow_in_a_real_browser(
             assert old.status_code == 401
             new = httpx.post(f"{url}/api/login", json={"username": "watcher", "password": new_pw})
             assert new.status_code == 200, new.text
+
+            # admin: a token with the lifetime chosen, listed at once; the viewer made
+            # admin and back, disabled (their session ends) and enabled; the audit filtered
+            page.goto(f"{url}/#/admin")
+            page.fill("#token-name", "nightly export")
+            page.select_option("#token-days", "30")
+            page.click("#token-form button[type=submit]")
+            expect(page.locator("#token-shown")).to_contain_text('Token "nightly export"')
+            expect(page.locator("#token-table tr", has_text="nightly export")).to_contain_text(
+                "expires"
+            )
+            watcher = page.locator('#user-table tr[data-user="watcher"]')
+            watcher.locator("select.user-role").select_option("admin")
+            expect(watcher.locator("select.user-role")).to_have_value("admin")
+            page.reload()
+            expect(watcher.locator("select.user-role")).to_have_value("admin")
+            watcher.locator("select.user-role").select_option("viewer")
+            expect(watcher.locator("select.user-role")).to_have_value("viewer")
+            watcher.locator("button.user-disable").click()
+            expect(watcher.locator(".user-state")).to_have_text("disabled")
+            viewer.goto(f"{url}/#/alerts")
+            viewer.reload()
+            expect(viewer.locator("#login-form")).to_be_visible()
+            page.locator('#user-table tr[data-user="watcher"] button.user-disable').click()
+            expect(watcher.locator(".user-state")).to_have_text("active")
+            page.select_option("#audit-user", "admin")
+            page.fill("#audit-action", "change_role")
+            page.click("#audit-form button[type=submit]")
+            expect(page.locator("#audit-rows")).to_have_attribute(
+                "data-filter", re.compile("action=change_role")
+            )
+            assert set(page.locator("#audit-rows .audit-action").all_inner_texts()) == {
+                "change_role"
+            }
+            _shot(page, "12-admin")
+
+            # phone width: every page fits 390 px, the whole menu and Log out on screen
+            phone = browser.new_context(viewport={"width": 390, "height": 844}).new_page()
+            _login(phone, url, "admin", PASSWORD)
+            for name in PAGES:
+                phone.goto(f"{url}/#/{name}")
+                expect(phone.locator(f'nav a[data-nav="{name}"]')).to_have_class(
+                    re.compile(r"\bactive\b")
+                )
+                expect(phone.locator("#view h2").first).to_be_visible(timeout=15_000)
+                fit = phone.evaluate("""() => ({
+                    page: document.documentElement.scrollWidth, width: innerWidth,
+                    menu: Math.max(...[...document.querySelectorAll('nav a, #logout')]
+                                   .map(a => a.getBoundingClientRect().right)) })""")
+                assert fit["page"] <= fit["width"] and fit["menu"] <= fit["width"], (name, fit)
+            _shot(phone, "11-phone-alerts")
         finally:
             browser.close()
-    assert len(list(SHOTS.glob("*.png"))) == 11
+    assert len(list(SHOTS.glob("*.png"))) == 13
+
+    # the screenshot script: every page of the menu and a camera, desktop and phone
+    out = tmp_path / "screens"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "screenshots"), url, "--out", str(out)],
+        env={**os.environ, "SAURON_SCREENSHOTS_PASSWORD": PASSWORD},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    want = {f"{w}-{p}.png" for w in ("desktop", "phone") for p in (*PAGES, "camera")}
+    assert {f.name for f in out.glob("*.png")} == want

@@ -157,6 +157,24 @@ class Accounts:
         with self.store.session() as s:
             return [_user_info(u) for u in s.scalars(select(User).order_by(User.username))]
 
+    def update_user(
+        self, username: str, *, role: Role | None = None, disabled: bool | None = None
+    ) -> UserInfo:
+        """Change a user's role and/or disable (or enable) them; a disabled user's tokens
+        stop working at once (authentication refuses them) and come back if enabled."""
+        if role is not None and role not in ROLES:
+            raise ValueError(f"role must be one of {ROLES}, but got {role!r}")
+        with self.store.session() as s:
+            u = s.scalar(select(User).where(User.username == username))
+            if u is None:
+                raise NotFound(f"no user {username!r}")
+            if role is not None:
+                u.role = role
+            if disabled is not None:
+                u.disabled = disabled
+            s.flush()
+            return _user_info(u)
+
     def delete_user(self, username: str) -> None:
         with self.store.session() as s:
             if not rowcount(s.execute(delete(User).where(User.username == username))):

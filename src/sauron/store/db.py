@@ -892,10 +892,21 @@ class Store:
                 )
             )
 
-    def audit_log(self, *, limit: int = 100, before_id: int | None = None) -> list[AuditInfo]:
+    def audit_log(
+        self,
+        *,
+        limit: int = 100,
+        before_id: int | None = None,
+        username: str | None = None,
+        action: str | None = None,
+    ) -> list[AuditInfo]:
         q = select(AuditEntry)
         if before_id is not None:
             q = q.where(AuditEntry.id < before_id)
+        if username:
+            q = q.where(AuditEntry.username == username)
+        if action:
+            q = q.where(AuditEntry.action == action)
         with self.session() as s:
             return [
                 AuditInfo(a.id, a.ts, a.username, a.action, a.target, a.detail)

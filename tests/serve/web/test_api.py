@@ -427,6 +427,8 @@ def test_alerts_are_acknowledged_filtered_and_paged(app: LiveApp) -> None:
         return [a["id"] for a in r.json()]
 
     assert listed(state="open") == ids[::-1]
+    first = app.client.get("/api/alerts", headers=app.admin).json()[-1]
+    assert first["confidence"] == 66.7, "distance 0.4 at tolerance 0.6"
     assert listed(person="obama", camera="lobby") == [ids[3], ids[0]]
     assert listed(limit=2) == [ids[3], ids[2]]
     assert listed(limit=2, before=ids[2]) == [ids[1], ids[0]], "the next page"
@@ -603,6 +605,93 @@ def test_admin_resets_another_users_password(app: LiveApp) -> None:
         (a["action"], a["target"]) for a in app.client.get("/api/audit", headers=admin).json()
     ]
     assert actions.count(("reset_password", "erin")) == 2
+
+
+def test_admin_changes_roles_disables_users_and_filters_the_audit_log(app: LiveApp) -> None:
+    admin = app.admin
+    viewer = app.add_viewer("vic")
+    assert app.client.get("/api/users", headers=viewer).status_code == 403
+
+    r = app.client.patch("/api/users/vic", headers=admin, json={"role": "admin"})
+    assert r.status_code == 200 and r.json()["role"] == "admin"
+    assert app.client.get("/api/users", headers=viewer).status_code == 200, "an admin now"
+    r = app.client.patch("/api/users/vic", headers=admin, json={"disabled": True})
+    assert r.status_code == 200 and r.json()["disabled"] is True
+    assert app.client.get("/api/me", headers=viewer).status_code == 401, "tokens stop at once"
+    r = app.client.patch("/api/users/vic", headers=admin, json={"disabled": False})
+    assert app.client.get("/api/me", headers=viewer).status_code == 200, "and come back"
+
+    assert app.client.patch("/api/users/vic", headers=admin, json={}).status_code == 422
+    assert (
+        app.client.patch("/api/users/vic", headers=admin, json={"role": "god"}).status_code == 422
+    )
+    assert (
+        app.client.patch("/api/users/nobody", headers=admin, json={"role": "viewer"}).status_code
+        == 404
+    )
+    own = app.client.patch("/api/users/admin", headers=admin, json={"disabled": True})
+    assert own.status_code == 409
+    app.client.patch("/api/users/vic", headers=admin, json={"role": "viewer"})
+    assert (
+        app.client.patch("/api/users/admin", headers=viewer, json={"role": "viewer"}).status_code
+        == 403
+    )
+
+    def audit(**params: Any) -> list[tuple[str, str, str]]:
+        r = app.client.get("/api/audit", headers=admin, params=params)
+        assert r.status_code == 200, r.text
+        return [(a["username"], a["action"], a["target"]) for a in r.json()]
+
+    assert audit(action="change_role") == [
+        ("admin", "change_role", "vic"),
+        ("admin", "change_role", "vic"),
+    ]
+    assert [a[1] for a in audit(username="admin", action="disable_user")] == ["disable_user"]
+    assert ("admin", "enable_user", "vic") in audit(username="admin")
+    assert all(a[0] == "vic" for a in audit(username="vic"))
+    everything = app.client.get("/api/audit", headers=admin, params={"limit": 3}).json()
+    older = app.client.get(
+        "/api/audit", headers=admin, params={"limit": 3, "before": everything[-1]["id"]}
+    ).json()
+    assert older and all(a["id"] < everything[-1]["id"] for a in older), "the next page"
+
+
+def test_search_pages_and_takes_the_largest_face_when_asked(
+    app: LiveApp, feed: Callable[[LiveApp], Feed], photos: dict[str, Path]
+) -> None:
+    run = feed(app)
+    t0 = time.time() - 60
+    for i, photo in enumerate(["obama2.jpg", "obama3.jpg", "obama.jpg", "biden.jpg"]):
+        run("lobby", photo, i, t0 + i * 2)
+    assert app.record.flush(30)
+    query = photos["obama.jpg"].read_bytes()
+
+    def page(offset: int, limit: int = 1) -> dict[str, Any]:
+        r = app.client.post(
+            "/api/search",
+            headers=app.admin,
+            data={"offset": str(offset), "limit": str(limit)},
+            files={"photo": ("q.jpg", query)},
+        )
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    everything = page(0, 10)
+    assert everything["total"] == 3
+    pages = [page(i) for i in range(4)]
+    assert [p["total"] for p in pages] == [3, 3, 3, 3]
+    assert [h["id"] for p in pages for h in p["items"]] == [h["id"] for h in everything["items"]]
+    assert pages[3]["items"] == [], "past the end: an empty page"
+
+    two = {"photo": ("two.jpg", _two_faces(photos))}
+    r = app.client.post("/api/search", headers=app.admin, files=two)
+    assert r.status_code == 422 and r.json()["detail"]["refused"][0]["several_faces"] is True
+    r = app.client.post("/api/search", headers=app.admin, data={"largest": "true"}, files=two)
+    assert r.status_code == 200 and r.json()["total"] >= 1, r.text
+    bad = app.client.post(
+        "/api/search", headers=app.admin, data={"offset": "-1"}, files={"photo": ("q.jpg", query)}
+    )
+    assert bad.status_code == 422
 
 
 def test_clips_of_alerts_and_sightings_are_served_to_a_logged_in_user_and_audited(

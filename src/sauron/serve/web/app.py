@@ -26,6 +26,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from sauron import __version__
 from sauron.serve.web import (
     auth,
+    routes_appearances,
     routes_corrections,
     routes_history,
     routes_live,
@@ -142,6 +143,7 @@ def create_app(ctx: WebContext) -> FastAPI:
         routes_watchlist.router,
         routes_live.router,
         routes_history.router,
+        routes_appearances.router,
         routes_visitors.router,
         routes_corrections.router,
     ):

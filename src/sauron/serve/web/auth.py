@@ -121,6 +121,15 @@ class UserOut(BaseModel):
     created_at: float
 
 
+class UserPatch(BaseModel):
+    """What to change of a user; a field left out stays as it is."""
+
+    role: Role | None = None
+    disabled: bool | None = Field(
+        None, description="a disabled user cannot log in, and their tokens stop working"
+    )
+
+
 class PasswordIn(BaseModel):
     current_password: str | None = Field(
         default=None, max_length=1024, description="Needed to change your own password"
@@ -271,6 +280,26 @@ def create_user(body: UserIn, ctx: Ctx, p: Admin) -> UserOut:
     return UserOut(username=u.username, role=u.role, disabled=u.disabled, created_at=u.created_at)
 
 
+@router.patch("/users/{username}", response_model=UserOut, tags=["admin"])
+def update_user(username: str, body: UserPatch, ctx: Ctx, p: Admin) -> UserOut:
+    """Change a user's role, or disable or enable them (audited ``change_role``,
+    ``disable_user``, ``enable_user``). An admin cannot demote or disable themselves."""
+    if body.role is None and body.disabled is None:
+        raise HTTPException(422, "nothing to change: give role or disabled")
+    if username == p.username and (body.role == "viewer" or body.disabled):
+        raise HTTPException(409, "you cannot demote or disable your own account")
+    try:
+        before = next((u for u in ctx.accounts.list_users() if u.username == username), None)
+        u = ctx.accounts.update_user(username, role=body.role, disabled=body.disabled)
+    except NotFound as exc:
+        raise HTTPException(404, str(exc)) from None
+    if before is not None and before.role != u.role:
+        audit(ctx, p, "change_role", username, role=u.role, was=before.role)
+    if before is not None and before.disabled != u.disabled:
+        audit(ctx, p, "disable_user" if u.disabled else "enable_user", username)
+    return UserOut(username=u.username, role=u.role, disabled=u.disabled, created_at=u.created_at)
+
+
 @router.delete("/users/{username}", status_code=204, tags=["admin"])
 def delete_user(username: str, ctx: Ctx, p: Admin) -> None:
     if username == p.username:
@@ -377,5 +406,12 @@ def audit_log(
     _p: Admin,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     before: BeforeId = None,
+    username: Annotated[str | None, Query(max_length=64, description="who did it")] = None,
+    action: Annotated[str | None, Query(max_length=32, description="e.g. enroll")] = None,
 ) -> list[AuditOut]:
-    return [AuditOut(**asdict(a)) for a in ctx.store.audit_log(limit=limit, before_id=before)]
+    """The audit log, newest first, filtered by user and action; the next page: the last
+    id of this one as ``before``."""
+    rows = ctx.store.audit_log(
+        limit=limit, before_id=before, username=username or None, action=action or None
+    )
+    return [AuditOut(**asdict(a)) for a in rows]

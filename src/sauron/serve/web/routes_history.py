@@ -7,17 +7,27 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, HTTPException, Query, Request, Response, UploadFile
+from fastapi import (
+    APIRouter,
+    Depends,
+    File,
+    Form,
+    HTTPException,
+    Query,
+    Request,
+    Response,
+    UploadFile,
+)
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 from fastapi.types import DecoratedCallable
 from pydantic import BaseModel, Field
 
-from sauron.match.enroll import EnrollError
+from sauron.match.enroll import EnrollError, SeveralFaces
 from sauron.serve.web.auth import Ctx, Viewer, audit
 from sauron.serve.web.context import MAX_ID, BeforeId, IdPath, WebContext, from_record
 from sauron.serve.web.enrollment import safe_filename
@@ -35,6 +45,7 @@ log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api", tags=["history"])
 MAX_PAGE = 500
+MAX_SEARCH_OFFSET = 10_000
 
 
 @dataclass(frozen=True)
@@ -57,6 +68,9 @@ class AlertOut(BaseModel):
     frames: int
     distance: float
     snapshot_url: str | None
+    confidence: float | None = Field(
+        description="of its best frame: 100 % at distance 0, 50 % at the match tolerance"
+    )
     clip_url: str | None = None
     acknowledged_at: float | None = Field(description="when an operator acknowledged it")
     acknowledged_by: str | None = Field(description="who acknowledged it")
@@ -108,10 +122,21 @@ def sighting_out(s: SightingInfo, has_clip: bool = False) -> SightingOut:
     return SightingOut(**told, snapshot_url=url, clip_url=clip)
 
 
-def alert_out(a: AlertInfo, has_clip: bool = False) -> AlertOut:
+def confidence(distance: float | None, tolerance: float) -> float | None:
+    """A distance as an operator reads it, in percent: 100 at distance 0, 50 at the
+    tolerance (the match threshold), 0 at twice it and beyond."""
+    if distance is None:
+        return None
+    return round(max(0.0, min(1.0, 1.0 - distance / (2.0 * tolerance))) * 100.0, 1)
+
+
+def alert_out(a: AlertInfo, tolerance: float, has_clip: bool = False) -> AlertOut:
     url = f"/api/alerts/{a.id}/snapshot.jpg" if a.has_snapshot else None
     clip = f"/api/alerts/{a.id}/clip.mp4" if has_clip else None
-    return from_record(AlertOut, a, ts=a.started_at, snapshot_url=url, clip_url=clip)
+    told = confidence(a.distance, tolerance)
+    return from_record(
+        AlertOut, a, ts=a.started_at, snapshot_url=url, clip_url=clip, confidence=told
+    )
 
 
 def _jpeg_route(path: str) -> Callable[[DecoratedCallable], DecoratedCallable]:
@@ -137,30 +162,33 @@ def face_image(data: bytes, media_type: str) -> Response:
     )
 
 
-@router.get("/sightings", response_model=SightingPage)
-def sightings(
-    ctx: Ctx,
-    _p: Viewer,
+def sighting_filter(
     person: str | None = None,
     camera: str | None = None,
     since: Annotated[float | None, Query(description="Unix time, inclusive")] = None,
     until: Annotated[float | None, Query(description="Unix time, exclusive")] = None,
     named: bool = False,
+) -> SightingFilter:
+    """The query parameters that choose sightings (a dependency of the routes that list
+    them)."""
+    return SightingFilter(
+        person=person or None, camera=camera or None, since=since, until=until, named_only=named
+    )
+
+
+Sightings = Annotated[SightingFilter, Depends(sighting_filter)]
+
+
+@router.get("/sightings", response_model=SightingPage)
+def sightings(
+    ctx: Ctx,
+    _p: Viewer,
+    flt: Sightings,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
     before: BeforeId = None,
 ) -> SightingPage:
     """Face sightings, newest first, filtered by person, camera and capture time."""
-    rows = ctx.store.sightings(
-        SightingFilter(
-            person=person or None,
-            camera=camera or None,
-            since=since,
-            until=until,
-            named_only=named,
-            before_id=before,
-        ),
-        limit=limit,
-    )
+    rows = ctx.store.sightings(replace(flt, before_id=before), limit=limit)
     with_clips = ctx.store.sightings_with_clips(rows)
     return SightingPage(
         items=[sighting_out(s, s.id in with_clips) for s in rows],
@@ -195,7 +223,8 @@ def alerts(
         state=state,
     )
     with_clips = ctx.store.alerts_with_clips(rows)
-    return [alert_out(a, a.id in with_clips) for a in rows]
+    tol = ctx.settings.match.tolerance
+    return [alert_out(a, tol, a.id in with_clips) for a in rows]
 
 
 @router.post("/alerts/{alert_id}/ack", response_model=AlertOut)
@@ -207,7 +236,8 @@ def acknowledge_alert(alert_id: IdPath, ctx: Ctx, p: Viewer) -> AlertOut:
     got = ctx.store.alerts(limit=1, before_id=alert_id + 1)
     if not got or got[0].id != alert_id:
         raise HTTPException(404, f"no alert {alert_id}")
-    return alert_out(got[0], bool(ctx.store.alerts_with_clips(got)))
+    tol = ctx.settings.match.tolerance
+    return alert_out(got[0], tol, bool(ctx.store.alerts_with_clips(got)))
 
 
 @router.post("/alerts/ack", response_model=AckOut)
@@ -300,10 +330,17 @@ async def search(
     photo: Annotated[UploadFile, File()],
     tolerance: Annotated[float | None, Form(gt=0, le=2)] = None,
     limit: Annotated[int, Form(ge=1, le=1000)] = 100,
-    largest: Annotated[bool, Form()] = False,
+    largest: Annotated[
+        bool, Form(description="a photo with several faces: search the largest one")
+    ] = False,
+    offset: Annotated[
+        int, Form(ge=0, le=MAX_SEARCH_OFFSET, description="skip this many (the next page)")
+    ] = 0,
 ) -> SearchOut:
-    """Every stored sighting of the face in ``photo``, nearest first, and the visitors
-    it may be."""
+    """Every stored sighting of the face in ``photo``, nearest first: ``limit`` of them
+    from ``offset`` (``total`` says how many there are in all); and the visitors it may
+    be. A photo with several faces is refused with ``several_faces: true`` unless
+    ``largest``."""
     tol = tolerance if tolerance is not None else ctx.settings.match.tolerance
     data = await photo.read(ctx.enroller.max_photo_bytes + 1)
     name = safe_filename(photo.filename)
@@ -312,12 +349,13 @@ async def search(
             lambda: ctx.enroller.embedding(data, name, largest=largest, remember=False)
         )
     except EnrollError as exc:
-        raise HTTPException(
-            422, {"message": "photo refused", "refused": [{"file": name, "reason": str(exc)}]}
-        ) from None
+        several = isinstance(exc, SeveralFaces)
+        refused = [{"file": name, "reason": str(exc), "several_faces": several}]
+        raise HTTPException(422, {"message": "photo refused", "refused": refused}) from None
     await run_in_threadpool(ctx.sync_index)
     t0 = time.perf_counter()
-    hits, total = await run_in_threadpool(ctx.index.search, emb, radius=tol, limit=limit)
+    hits, total = await run_in_threadpool(ctx.index.search, emb, radius=tol, limit=offset + limit)
+    hits = hits[offset:]
     took = (time.perf_counter() - t0) * 1000
     rows = await run_in_threadpool(ctx.store.sightings_by_ids, [h.sighting_id for h in hits])
     items = [
@@ -341,7 +379,16 @@ async def search(
         )
         for m in found
     ]
-    audit(ctx, p, "search", name, tolerance=tol, results=total, visitors=len(visitors))
+    audit(
+        ctx,
+        p,
+        "search",
+        name,
+        tolerance=tol,
+        results=total,
+        offset=offset,
+        visitors=len(visitors),
+    )
     return SearchOut(
         total=total,
         searched=len(ctx.index),

@@ -67,7 +67,7 @@ function alertItem(a) {
     el("div", { class: "alert-body" },
       el("div", {}, el("strong", { class: "alert-person", text: personName(a.person) }), " on ",
          el("a", { class: "alert-camera", href: `#/camera/${encodeURIComponent(a.camera)}`, text: a.camera })),
-      el("div", { class: "muted", text: `${fmtTime(a.ts)}${(a.last_seen_at || a.ts) > a.ts + 1 ? " – " + fmtTime(a.last_seen_at) : ""} · ${a.frames || 1} frame(s) · distance ${fmtDist(a.distance)}` }),
+      el("div", { class: "muted", text: `${fmtTime(a.ts)}${(a.last_seen_at || a.ts) > a.ts + 1 ? " – " + fmtTime(a.last_seen_at) : ""} · ${a.frames || 1} frame(s)${a.confidence == null ? "" : " · confidence " + fmtConfidence(a.confidence)}` }),
       el("div", { class: "row" }, el("a", { class: "alert-history", href: historyLink(a), text: "history" }), ackBox, muteButtons(a))));
   return item;
 }
@@ -117,6 +117,8 @@ async function viewAlerts(show = render, args = [], params = new URLSearchParams
     const mine = ++loads;
     const page = await api("/api/alerts?" + q);
     if (mine !== loads) return; // the filters changed meanwhile: a newer load draws the list
+    // what the list shows now (tests and scripts wait for it)
+    Object.assign(list.dataset, { state: which.value, person: person.value, camera: camera.value });
     if (reset) { list.replaceChildren(); newest = page.length ? page[0].id : null; }
     page.forEach(a => list.append(alertItem(a)));
     before = page.length ? page[page.length - 1].id : before;

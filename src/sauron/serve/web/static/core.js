@@ -2,7 +2,7 @@
 // build step or a library. Everything shown from the server is inserted as text, never as HTML.
 //
 // core.js holds what every page shares: el() to build DOM, api() to call the server,
-// errorText(), dropZone(), toast(), personName() (a person's name as written, from the
+// errorText(), dropZone(), largestOffer(), toast(), personName() (a person's name as written, from the
 // id), the session (log-in, log-out), the live event stream and the router. Each page lives in a file of its own (live.js, watchlist.js, ...),
 // loaded by a <script src=... defer> tag in index.html after core.js.
 //
@@ -57,7 +57,15 @@ async function loadPeople() {
 }
 
 function fmtTime(ts) { return ts ? new Date(ts * 1000).toLocaleString() : ""; }
-function fmtDist(d) { return d === null || d === undefined ? "" : Number(d).toFixed(3); }
+
+// A distance as an operator reads it: 100 % at 0, 50 % at the match tolerance (a face
+// further away is not named), 0 % at twice it (the server's routes_history.confidence).
+function confidenceOf(d, tolerance) {
+  if (d === null || d === undefined || !tolerance) return null;
+  return Math.round(Math.max(0, Math.min(1, 1 - d / (2 * tolerance))) * 100);
+}
+
+function fmtConfidence(c) { return c === null || c === undefined ? "" : `${Math.round(c)} %`; }
 
 class ApiError extends Error {
   constructor(status, detail) {
@@ -106,6 +114,14 @@ function dropZone(label, onFiles) {
   });
   zone.input = input;
   return zone;
+}
+
+// Photos refused only for holding several faces: a button to send them again taking the
+// largest face of each (retry), or null.
+function largestOffer(err, retry) {
+  const refused = err instanceof ApiError && err.detail && err.detail.refused;
+  if (!refused || !refused.every(r => r.several_faces)) return null;
+  return el("button", { type: "button", class: "largest", text: "Use the largest face in each photo", onclick: retry });
 }
 
 // A pop-up for ms milliseconds; node is its content (class "toast" added). Pop-ups sit in
@@ -174,8 +190,9 @@ async function start() {
   document.getElementById("top").hidden = false;
   document.getElementById("who").textContent = `${state.me.username} (${state.me.role})`;
   document.body.classList.toggle("is-admin", state.me.role === "admin");
-  openEvents();
+  // names first: an alert pushed at once is shown with its person's name
   try { await loadPeople(); } catch (e) { /* the pages show ids until the next load */ }
+  openEvents();
   route();
 }
 
@@ -217,6 +234,9 @@ async function route() {
 
 function boot() {
   buildNav();
+  // the pop-up strip's height, for pages that size themselves to the screen (--toasts-h)
+  const box = document.getElementById("toasts");
+  new ResizeObserver(() => document.documentElement.style.setProperty("--toasts-h", `${box.offsetHeight}px`)).observe(box);
   document.getElementById("login-form").addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const form = new FormData(ev.target);

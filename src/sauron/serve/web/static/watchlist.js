@@ -2,13 +2,6 @@
 // enroll (names as written: the id is derived), edit and remove.
 "use strict";
 
-// Photos refused only for holding several faces: offer to take the largest face instead.
-function largestOffer(err, retry) {
-  const refused = err instanceof ApiError && err.detail && err.detail.refused;
-  if (!refused || !refused.every(r => r.several_faces)) return null;
-  return el("button", { type: "button", class: "largest", text: "Use the largest face in each photo", onclick: retry });
-}
-
 async function sendPhotos(path, fd, msg, after) {
   msg.replaceChildren("checking photos…");
   async function attempt(largest) {
