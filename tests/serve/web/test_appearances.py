@@ -18,7 +18,18 @@ from .test_api import _enroll
 
 
 def _s(i: int, camera: str, ts: float, person: str | None, track: int = 1) -> SightingInfo:
-    return SightingInfo(i, camera, i, ts, track, person, 0.3, (0, 0, 1, 1), 1, False)
+    return SightingInfo(
+        id=i,
+        camera=camera,
+        frame=i,
+        ts=ts,
+        track=track,
+        person=person,
+        distance=0.3,
+        box=(0, 0, 1, 1),
+        votes=1,
+        has_snapshot=False,
+    )
 
 
 def test_sightings_group_by_camera_person_and_gap() -> None:
