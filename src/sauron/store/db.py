@@ -863,13 +863,13 @@ class Store:
             return todo
 
     def alert(self, alert_id: int) -> AlertInfo | None:
+        """One alert with its acknowledgement, if any."""
         with self.session() as s:
             a = s.get(Alert, alert_id)
-            return (
-                None
-                if a is None
-                else _alert_info(a, a.snapshot is not None or a.snapshot_path is not None)
-            )
+            if a is None:
+                return None
+            has = a.snapshot is not None or a.snapshot_path is not None
+            return _alert_info(a, has, s.get(AlertAck, alert_id))
 
     def alert_snapshot(self, alert_id: int) -> bytes | None:
         with self.session() as s:

@@ -389,6 +389,20 @@ def test_people_are_named_as_written_with_notes_reason_and_last_seen(
         "tall",
     )
     assert app.client.patch("/api/people/jose-garcia", headers=admin, json={}).status_code == 422
+    # a refused change changes nothing: a bad id, an id taken, a name another person has
+    for body, code in (
+        ({"name": "bad name!", "notes": "changed?"}, 422),
+        ({"name": "barack-obama", "notes": "changed?"}, 409),
+        ({"display_name": "Barack Obama", "notes": "changed?"}, 409),
+        ({"notes": "hidden \u202e text"}, 422),
+        ({"reason": "nul \x00 byte"}, 422),
+    ):
+        r = app.client.patch("/api/people/jose-garcia", headers=admin, json=body)
+        assert r.status_code == code, (body, r.text)
+    one = next(
+        p for p in app.client.get("/api/people", headers=admin).json() if p["name"] == "jose-garcia"
+    )
+    assert (one["notes"], one["display_name"]) == ("tall", "José Luis García")
     viewer_patch = app.client.patch(
         "/api/people/jose-garcia", headers=app.add_viewer(), json={"notes": "x"}
     )
@@ -451,6 +465,8 @@ def test_alerts_are_acknowledged_filtered_and_paged(app: LiveApp) -> None:
     assert r.json()["acknowledged"] == [ids[3]] and listed(state="open") == []
 
     assert app.client.post("/api/alerts/999999/ack", headers=app.admin).status_code == 404
+    biggest = 2**63 - 1  # the largest id: looked up, not overflowed
+    assert app.client.post(f"/api/alerts/{biggest}/ack", headers=app.admin).status_code == 404
     assert app.client.get("/api/alerts?state=closed", headers=app.admin).status_code == 422
     bad = app.client.post("/api/alerts/ack", headers=app.admin, json={"up_to_id": 0})
     assert bad.status_code == 422

@@ -292,6 +292,9 @@ def test_tokens_expire_and_name_their_owner(app: LiveApp) -> None:
             "/api/tokens", headers=admin, json={"name": "forvera", "username": "vera", "days": days}
         )
         assert r.status_code == 422, (days, r.text)
+    for name in ("evil\u202etxt.exe", "nul\x00", "bell\x07"):  # shown in lists and the audit
+        r = app.client.post("/api/tokens", headers=admin, json={"name": name, "days": 30})
+        assert r.status_code == 422 and "control or formatting" in r.text, (name, r.text)
     r = app.client.post(
         "/api/tokens", headers=admin, json={"name": "forvera", "username": "vera", "days": 30}
     )

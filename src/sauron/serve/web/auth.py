@@ -22,7 +22,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from sauron.config import check_name
 from sauron.serve.web.context import (
@@ -32,6 +32,7 @@ from sauron.serve.web.context import (
     from_record,
     get_context,
 )
+from sauron.serve.web.enrollment import check_free_text
 from sauron.serve.web.throttle import Lockout, Throttled, client_address
 from sauron.store import Conflict, NotFound
 from sauron.store.accounts import PasswordRejected, Principal, Role, UserInfo
@@ -147,6 +148,12 @@ class PasswordOut(BaseModel):
 
 class TokenIn(BaseModel):
     name: str = Field(max_length=64)
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, v: str) -> str:
+        return check_free_text(v, "a token name")
+
     username: str | None = Field(default=None, description="Whose token; default: the caller")
     days: float | None = Field(
         90.0,

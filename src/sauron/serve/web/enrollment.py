@@ -79,6 +79,17 @@ def clean_display_name(value: str) -> str:
     return text
 
 
+def check_free_text(value: str, what: str) -> str:
+    """Notes, reasons, token names: any text, lines and tabs, but no other control or
+    invisible formatting character (a right-to-left override, a zero-width space, NUL:
+    what makes a text show other than it reads, or a database refuse it)."""
+    bad = sorted({c for c in value if unicodedata.category(c).startswith("C") and c not in "\n\t"})
+    if bad:
+        codes = ", ".join(f"U+{ord(c):04X}" for c in bad)
+        raise ValueError(f"{what} holds control or formatting characters ({codes})")
+    return value
+
+
 class Enroller:
     """Turns uploaded bytes into a checked :class:`NewPhoto` (loads the models lazily).
 

@@ -233,11 +233,11 @@ def acknowledge_alert(alert_id: IdPath, ctx: Ctx, p: Viewer) -> AlertOut:
     work); audited ``ack_alert``. Acknowledging it again changes nothing."""
     if ctx.store.acknowledge_alerts(p.username, ids=[alert_id]):
         audit(ctx, p, "ack_alert", str(alert_id))
-    got = ctx.store.alerts(limit=1, before_id=alert_id + 1)
-    if not got or got[0].id != alert_id:
+    got = ctx.store.alert(alert_id)
+    if got is None:
         raise HTTPException(404, f"no alert {alert_id}")
     tol = ctx.settings.match.tolerance
-    return alert_out(got[0], tol, bool(ctx.store.alerts_with_clips(got)))
+    return alert_out(got, tol, bool(ctx.store.alerts_with_clips([got])))
 
 
 @router.post("/alerts/ack", response_model=AckOut)

@@ -20,7 +20,7 @@ from sauron.config import check_name
 from sauron.match.enroll import EnrollError, SeveralFaces
 from sauron.serve.web.auth import Admin, Ctx, Viewer, audit
 from sauron.serve.web.context import IdPath, WebContext
-from sauron.serve.web.enrollment import clean_display_name, derive_id
+from sauron.serve.web.enrollment import check_free_text, clean_display_name, derive_id
 from sauron.serve.web.routes_history import face_image
 from sauron.store import Conflict, NotFound
 from sauron.store.accounts import Principal
@@ -100,6 +100,13 @@ def _valid_display(name: str) -> str:
         return clean_display_name(name)
     except ValueError as exc:
         raise HTTPException(422, f"display name {name!r}: {exc}") from None
+
+
+def _valid_note(text: str, what: str) -> str:
+    try:
+        return check_free_text(text.strip(), what)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
 
 
 def _free_id(ctx: WebContext, display: str) -> str:
@@ -218,7 +225,9 @@ async def enroll(
     else:
         pid = _free_id(ctx, display)
     details = PersonDetails(  # a name that is its own id is kept as the id (renames follow)
-        display_name=None if display == pid else display, notes=notes.strip(), reason=reason.strip()
+        display_name=None if display == pid else display,
+        notes=_valid_note(notes, "notes"),
+        reason=_valid_note(reason, "reason"),
     )
 
     def save(person_id: str, good: list[NewPhoto]) -> PersonInfo:
@@ -251,25 +260,32 @@ def edit_person(name: str, body: PersonPatch, ctx: Ctx, p: Admin) -> PersonOut:
     and/or the id (``name``; audited ``rename``: past sightings and alerts follow)."""
     details = PersonDetails(
         display_name=None if body.display_name is None else _valid_display(body.display_name),
-        notes=None if body.notes is None else body.notes.strip(),
-        reason=None if body.reason is None else body.reason.strip(),
+        notes=None if body.notes is None else _valid_note(body.notes, "notes"),
+        reason=None if body.reason is None else _valid_note(body.reason, "reason"),
     )
     changed = {k: v for k, v in vars(details).items() if v is not None}
     if body.name is None and not changed:
         raise HTTPException(422, "nothing to change: give name, display_name, notes or reason")
+    # everything is checked before anything changes: a refused request changes nothing
+    person = ctx.store.get_person(name)
+    if person is None:
+        raise NotFound(f"no person named {name!r}")
+    new = valid_name(body.name) if body.name is not None and body.name != name else None
+    if new is not None and ctx.store.get_person(new) is not None:
+        raise HTTPException(409, f"a person with the id {new!r} is already enrolled")
+    if details.display_name is not None:
+        other = ctx.store.person_by_display_name(details.display_name)
+        if other is not None and other.name != name:
+            raise HTTPException(409, f"{other.name!r} is already named {details.display_name!r}")
     with store_refusals():
-        person = ctx.store.get_person(name)
-        if person is None:
-            raise NotFound(f"no person named {name!r}")
-        if changed:
-            person = ctx.store.set_person_details(name, details)
-            audit(ctx, p, "edit_person", name, **changed)
-        if body.name is not None and body.name != name:
-            new = valid_name(body.name)
+        if new is not None:
             person = ctx.store.rename_person(name, new)
             ctx.watchlists.upsert(ctx.store.wire_person(new))
             ctx.watchlists.remove(name)
             audit(ctx, p, "rename", name, to=new)
+        if changed:
+            person = ctx.store.set_person_details(new or name, details)
+            audit(ctx, p, "edit_person", new or name, **changed)
     return person_out(person)
 
 
