@@ -255,7 +255,7 @@ class Collector:
     def _on_sighting(self, msg: Message) -> None:
         event = codec.decode_sighting(msg.value() or b"")
         with self.lock:
-            self.sightings[int(event["frame"])] += 1
+            self.sightings[event.frame] += 1
 
     def __enter__(self) -> Collector:
         for t in self.tails:
@@ -461,6 +461,42 @@ def test_worker_with_several_processes_replaces_a_killed_one(
         workers.stop_all()
     assert parent.returncode == 0, workers.log_tail()
     assert "Traceback" not in workers.log_tail()
+
+
+@pytest.mark.timeout(300)
+def test_a_worker_asked_to_stop_while_its_broker_hangs_stops(
+    restartable_broker: tuple[Cluster, str], jpegs: list[bytes], tmp_path: Path
+) -> None:
+    """SIGTERM to a detect worker, with frames in flight, whose only broker hangs (the
+    process frozen with SIGSTOP: connections open, no answers): it cannot leave its group
+    cleanly, yet it stops within its close timeout, saying so."""
+    cluster, bootstrap = restartable_broker
+    settings = settings_for(bootstrap, f"g{uuid.uuid4().hex[:8]}")
+    ensure_topics(settings)
+    workers = Workers(settings, tmp_path)
+    worker = workers.start()
+    pid = int((Path(cluster.env["SAURON_KAFKA_DIR"]) / "node-1" / "kafka.pid").read_text())
+    try:
+        wait_for(lambda: group_members(bootstrap, settings.topics.name("detect")) == 1, 90,
+                 "the detect worker", workers.log_tail)  # fmt: skip
+        with Collector(settings) as out:
+            feeder = Feeder(settings, jpegs, 40, 16.0)
+            feeder.start()
+            wait_for(lambda: out.unique >= 10, 120, "frames flowing", workers.log_tail)
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                t0 = time.monotonic()
+                worker.send_signal(signal.SIGTERM)
+                rc = worker.wait(120)
+                took = time.monotonic() - t0
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            feeder.join(60)
+    finally:
+        workers.stop_all()
+    report({"test": "SIGTERM with the broker frozen", "stop_s": round(took, 1)})
+    assert rc == 0, workers.log_tail()
+    assert "stopped after" in workers.log_tail()
 
 
 @pytest.mark.timeout(300)

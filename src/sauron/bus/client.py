@@ -11,6 +11,8 @@ where does a partition end).
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -21,6 +23,12 @@ from confluent_kafka.admin import AdminClient
 
 from sauron import SauronError
 from sauron.config import BusConfig
+
+log = logging.getLogger(__name__)
+
+#: How long closing a consumer (leaving its group, committing) may take before the
+#: process goes on without it.
+CLOSE_TIMEOUT_S = 10.0
 
 MAX_MESSAGE_BYTES = 10 * 1024 * 1024
 # Room left for headers and batch overhead under the brokers' message.max.bytes.
@@ -171,6 +179,26 @@ def watermarks(consumer: Consumer, topic: str, partition: int, deadline: float) 
             time.sleep(0.2)
 
 
+def close_consumer(consumer: Consumer, what: str, timeout_s: float = CLOSE_TIMEOUT_S) -> bool:
+    """Close a consumer, waiting at most ``timeout_s``: with its brokers gone,
+    librdkafka's close can block for ever (confluent-kafka-python #1667), and a process
+    asked to stop must stop. It closes on a thread of its own; past the timeout the caller
+    goes on (the group then moves the partitions after its session timeout) and the
+    delay is logged. True when it closed in time."""
+    done = threading.Thread(target=consumer.close, name=f"close-{what}", daemon=True)
+    done.start()
+    done.join(timeout_s)
+    if done.is_alive():
+        log.warning(
+            "%s: the Kafka consumer did not close within %.0f s (brokers unreachable?); "
+            "going on without a clean leave",
+            what,
+            timeout_s,
+        )
+        return False
+    return True
+
+
 def end_offsets(bus: BusConfig, topic: str) -> dict[int, int]:
     """The current high-water mark of every partition of a topic."""
     consumer = make_consumer(bus, f"sauron-probe-{uuid.uuid4().hex}")
@@ -179,7 +207,7 @@ def end_offsets(bus: BusConfig, topic: str) -> dict[int, int]:
         md = consumer.list_topics(topic, timeout=bus.connect_timeout_s)
         return {p: watermarks(consumer, topic, p, deadline)[1] for p in md.topics[topic].partitions}
     finally:
-        consumer.close()
+        close_consumer(consumer, f"offsets of {topic}")
 
 
 def wait_until(pred: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:

@@ -19,7 +19,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from sauron.bus.client import make_consumer, watermarks
+from sauron.bus.client import close_consumer, make_consumer, watermarks
 from sauron.config import BusConfig
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ class TopicTail(threading.Thread):
             self.error = str(exc.args[0])
             log.error("reading %s failed: %s", self.topic, self.error)
         finally:
-            consumer.close()
+            close_consumer(consumer, f"tail of {self.topic}")
 
     def _follow(self, consumer: Consumer) -> None:
         deadline = time.monotonic() + self.bus.connect_timeout_s

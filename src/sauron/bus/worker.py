@@ -55,6 +55,7 @@ from sauron.bus.client import (
     LIVE_HEADER,
     MAX_VALUE_BYTES,
     check_reachable,
+    close_consumer,
     consume_ready,
     make_consumer,
     make_producer,
@@ -322,7 +323,7 @@ class StageWorker:
             self.health.state = "failed"
             raise
         finally:
-            consumer.close()  # leaves the group: its partitions move at once
+            close_consumer(consumer, self.name)  # leaves the group: its partitions move now
             for fn in self.on_stop:
                 fn()
             if self.health.state != "failed":

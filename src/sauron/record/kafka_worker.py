@@ -18,7 +18,7 @@ from functools import partial
 from typing import Any, Protocol
 
 from sauron import codec
-from sauron.bus.client import consume_ready, make_consumer
+from sauron.bus.client import close_consumer, consume_ready, make_consumer
 from sauron.bus.offsets import OffsetTracker
 from sauron.bus.process import stop_on_signals
 from sauron.bus.topics import Topics
@@ -84,7 +84,7 @@ class RecordFeed(threading.Thread):
             self.recorder.flush()
             while not finished.empty():
                 finished.get()()
-            consumer.close()
+            close_consumer(consumer, "record")
 
     def stop(self) -> None:
         self.stop_event.set()
