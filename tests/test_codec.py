@@ -372,6 +372,24 @@ def test_missing_fields() -> None:
             decode_sighting(pack(kind, json.dumps(meta).encode(), tail))
 
 
+def test_camera_names_from_the_wire_follow_the_configuration_rule() -> None:
+    """A camera name read off Kafka is one a configuration could have given: it becomes a
+    page of the web app, a file name of a clip, a label of a metric."""
+    for bad in ("../etc", "a b", "<script>", "x" * 65, ""):
+        kind, meta, tail = split(VALID[Kind.FRAME])
+        meta["camera"] = bad
+        with pytest.raises(CodecError, match="camera name"):
+            decode_frame(pack(kind, json.dumps(meta).encode(), tail))
+        kind, meta, tail = split(VALID[Kind.CAMERA_STATUS])
+        meta["report"]["camera"] = bad
+        with pytest.raises(CodecError, match="camera name"):
+            decode_camera_report(pack(kind, json.dumps(meta).encode(), tail))
+        kind, meta, tail = split(VALID[Kind.SIGHTING])
+        meta["event"]["camera"] = bad
+        with pytest.raises(CodecError, match="camera name"):
+            decode_sighting(pack(kind, json.dumps(meta).encode(), tail))
+
+
 def test_invalid_values_are_refused() -> None:
     kind, meta, tail = split(VALID[Kind.FRAME])
     meta["frame"] = -5

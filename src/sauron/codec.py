@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from sauron import SauronError
+from sauron.config import check_name
 from sauron.types import Detections, Frame, Result, Sighting
 
 MAGIC = b"SAU"
@@ -180,7 +181,7 @@ def _frame_meta(frame: Frame) -> dict[str, Any]:
 def _frame_from(meta: dict[str, Any], blobs: dict[str, Any]) -> Frame:
     try:
         return Frame(
-            camera=str(meta["camera"]),
+            camera=check_name(str(meta["camera"]), "camera name"),
             number=int(meta["frame"]),
             captured_at=float(meta["ts"]),
             jpeg=blobs["jpeg"],
@@ -293,7 +294,7 @@ def decode_sighting(data: bytes) -> Sighting:
         top, right, bottom, left = (int(v) for v in event["box"])
         person, dist, votes = event["person"], event["distance"], event.get("votes")
         return Sighting(
-            camera=str(event["camera"]),
+            camera=check_name(str(event["camera"]), "camera name"),
             frame=int(event["frame"]),
             ts=float(event["ts"]),
             track=int(event["track"]),
@@ -338,6 +339,7 @@ def decode_camera_report(data: bytes) -> CameraReport:
         report = CameraReport(**fields)
         if not isinstance(report.camera, str) or not isinstance(report.state, str):
             raise TypeError("camera and state must be text")
+        check_name(report.camera, "camera name")
         return replace(
             report, frames=int(report.frames), ts=float(report.ts), restarts=int(report.restarts)
         )

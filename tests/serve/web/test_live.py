@@ -16,6 +16,7 @@ import pytest
 
 from sauron.codec import CameraReport
 from sauron.imaging import decode_jpeg
+from sauron.serve.web import live as live_module
 from sauron.serve.web.live import LiveHub
 
 from .conftest import Feed, LiveApp
@@ -231,3 +232,15 @@ def test_an_ingest_report_lists_a_camera_and_tells_its_state() -> None:
     hub.report(CameraReport(camera="yard", state="failed", frames=41, ts=time.time(), error="gone"))
     (yard,) = hub.status()
     assert (yard["state"], yard["ingest"]["error"]) == ("failed", "gone")
+
+
+def test_cameras_past_the_limit_are_not_listed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whoever can write the cameras topic could name cameras without end: one web
+    server lists at most MAX_CAMERAS, counts and logs the rest."""
+    monkeypatch.setattr(live_module, "MAX_CAMERAS", 3)
+    hub = LiveHub()
+    for i in range(5):
+        hub.report(CameraReport(camera=f"cam{i}", state="running", frames=1, ts=time.time()))
+    assert hub.cameras() == ["cam0", "cam1", "cam2"] and hub.refused == 2
+    hub.report(CameraReport(camera="cam1", state="failed", frames=2, ts=time.time()))
+    assert [c["state"] for c in hub.status() if c["camera"] == "cam1"] == ["failed"]

@@ -33,6 +33,8 @@ from sauron.types import Result
 log = logging.getLogger(__name__)
 
 _WINDOW_S = 5.0
+#: The most cameras one web server lists.
+MAX_CAMERAS = 4096
 #: an ingest report older than this (five of its intervals) is out of date: ingest gone
 REPORT_STALE_S = 10.0
 
@@ -79,6 +81,7 @@ class LiveHub:
         self.quality = quality
         self._lock = threading.Lock()
         self._feeds: dict[str, _Feed] = {}
+        self.refused = 0  # frames and reports of cameras past MAX_CAMERAS
         self._waiters: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
         #: the cameras' own states when the pipeline runs here (``camera-NAME`` ->
         #: ``reconnecting``, ...): a camera without frames that is reconnecting says so
@@ -87,12 +90,32 @@ class LiveHub:
     def register(self, camera: str) -> None:
         """A camera that should be listed even before its first frame."""
         with self._lock:
-            self._feeds.setdefault(camera, _Feed(camera))
+            self._feed(camera)
+
+    def _feed(self, camera: str) -> _Feed | None:
+        """The camera's feed, made if new (caller holds the lock); None past
+        :data:`MAX_CAMERAS` (whoever writes the topics could name cameras without end)."""
+        feed = self._feeds.get(camera)
+        if feed is None:
+            if len(self._feeds) >= MAX_CAMERAS:
+                self.refused += 1
+                if self.refused % 1000 == 1:
+                    log.warning(
+                        "live: %d cameras listed already; camera %s not listed (%d refused)",
+                        MAX_CAMERAS,
+                        camera,
+                        self.refused,
+                    )
+                return None
+            feed = self._feeds[camera] = _Feed(camera)
+        return feed
 
     def report(self, report: CameraReport) -> None:
         """An ingest process's report of a camera: lists it, says how it is there."""
         with self._lock:
-            feed = self._feeds.setdefault(report.camera, _Feed(report.camera))
+            feed = self._feed(report.camera)
+            if feed is None:
+                return
             if feed.report is None or report.ts >= feed.report.ts:
                 feed.report, feed.reported_at = report, time.monotonic()
 
@@ -105,7 +128,9 @@ class LiveHub:
         cam, num = result.frame.camera, result.frame.number
         now = time.monotonic()
         with self._lock:
-            feed = self._feeds.setdefault(cam, _Feed(cam))
+            feed = self._feed(cam)
+            if feed is None:
+                return
             # An older number captured earlier is a late frame; captured later, a camera
             # that restarted and numbers from 0 again.
             shown_at = feed.result.frame.captured_at if feed.result is not None else 0.0
