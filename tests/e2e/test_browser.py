@@ -322,7 +322,15 @@ def test_operator_flow_in_a_real_browser(
                 page.locator('#timeline .lane[data-camera="lobby"] .block.named').first
             ).to_be_attached()
             obama.locator("img").click()
-            expect(page.locator("#zoom img")).to_be_visible()
+            shown = page.locator("#zoom img")
+            expect(shown).to_be_visible()
+            loaded = False
+            for _ in range(100):  # bounded; the page's CSP forbids wait_for_function
+                loaded = shown.evaluate("i => i.complete && i.naturalWidth > 0")
+                if loaded:
+                    break
+                page.wait_for_timeout(100)
+            assert loaded, "the picture shown large loads (the whole frame, or the crop)"
             page.click("#zoom")
             expect(page.locator("#zoom")).to_have_count(0)
             page.click("details.sightings summary")

@@ -57,6 +57,26 @@ def h264_encoder() -> str | None:
     return None
 
 
+def frame_at(path: Path, offset_s: float) -> np.ndarray | None:
+    """The frame of a clip nearest ``offset_s`` seconds after its first (BGR), as it was
+    drawn for the clip (boxes and names; blurred faces stay blurred); None for a clip
+    that holds no frame. Decodes from the start: clips are short."""
+    import av
+
+    best: tuple[float, np.ndarray] | None = None
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        for frame in container.decode(stream):
+            if frame.pts is None or frame.time_base is None:
+                continue
+            gap = abs(float(frame.pts * frame.time_base) - offset_s)
+            if best is None or gap < best[0]:
+                best = (gap, frame.to_ndarray(format="bgr24"))
+            elif float(frame.pts * frame.time_base) > offset_s:
+                break  # past it and getting farther
+    return None if best is None else best[1]
+
+
 class Mp4Writer:
     """One H.264 MP4 written frame by frame, its times the frames' capture times."""
 

@@ -979,20 +979,29 @@ class Store:
     def sighting_clip(self, sighting_id: int) -> Path | None:
         """The file of a clip of the sighting's camera that covers its time, if one is
         kept (an alert's clip first)."""
+        moment = self.sighting_moment(sighting_id)
+        return None if moment is None else moment[0]
+
+    def sighting_moment(self, sighting_id: int) -> tuple[Path, float] | None:
+        """The clip that covers the sighting (as :meth:`sighting_clip`) and the sighting's
+        time in it, in seconds from the clip's first frame."""
         with self.session() as s:
             row = s.execute(
                 select(Sighting.camera, Sighting.ts).where(Sighting.id == sighting_id)
             ).first()
             if row is None:
                 return None
-            path = s.scalar(
-                select(Clip.path)
+            clip = s.execute(
+                select(Clip.path, Clip.started_at)
                 .where(Clip.camera == row.camera, Clip.started_at <= row.ts)
                 .where(Clip.ended_at >= row.ts)
                 .order_by(Clip.kind, Clip.id)
                 .limit(1)
-            )
-        return self._clip_file(path)
+            ).first()
+        if clip is None:
+            return None
+        file = self._clip_file(clip.path)
+        return None if file is None else (file, row.ts - clip.started_at)
 
     def sightings_with_clips(self, rows: Sequence[SightingInfo]) -> set[int]:
         """The ids of those of ``rows`` that a kept clip covers (camera and time)."""

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from sauron.imaging import decode_jpeg, encode_jpeg
+from sauron.store.db import NewSighting
 
 from .conftest import Feed, LiveApp, read_alerts
 
@@ -751,6 +752,21 @@ def test_clips_of_alerts_and_sightings_are_served_to_a_logged_in_user_and_audite
     assert stranger[0]["clip_url"] == f"/api/sightings/{stranger[0]['id']}/clip.mp4"
     other = app.client.get(stranger[0]["clip_url"], headers=viewer)
     assert other.status_code == 200 and other.content[4:8] == b"ftyp"
+    # the whole annotated frame of a sighting, taken from the clip that covers it
+    assert stranger[0]["frame_url"] == f"/api/sightings/{stranger[0]['id']}/frame.jpg"
+    assert httpx.get(app.url + stranger[0]["frame_url"]).status_code == 401
+    whole = app.client.get(stranger[0]["frame_url"], headers=viewer)
+    assert whole.status_code == 200 and whole.headers["content-type"] == "image/jpeg"
+    frame = decode_jpeg(whole.content)
+    crop = decode_jpeg(app.client.get(stranger[0]["snapshot_url"], headers=viewer).content)
+    assert frame.shape[0] > crop.shape[0] and frame.shape[1] > crop.shape[1], "not the crop"
+    elsewhere = NewSighting(
+        camera="yard", frame=1, ts=time.time(), track=-1, person=None, distance=None,
+        box=(0, 0, 9, 9), votes=0, face=0, embedding=None, snapshot=None,
+    )  # fmt: skip
+    (uncovered,) = app.services.store.add_sightings([elsewhere])
+    no_clip = app.client.get(f"/api/sightings/{uncovered}/frame.jpg", headers=viewer)
+    assert no_clip.status_code == 404, "no clip covers it"
     assert app.client.get("/api/alerts/999999/clip.mp4", headers=viewer).status_code == 404
 
     # the whole clip fetched with ranges that do not start at byte 0 is logged too

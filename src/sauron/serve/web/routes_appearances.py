@@ -95,9 +95,10 @@ def appearances(
     tol = ctx.settings.match.tolerance
     default_gap = max(ctx.settings.alerts.gap_s, 2 * ctx.settings.store.sighting_interval_s)
     runs = group_appearances(rows, gap_s or default_gap)
+    bests = [_best(run) for run in runs]
+    with_clips = ctx.store.sightings_with_clips(bests)
     items = []
-    for run in runs:
-        best = _best(run)
+    for run, best in zip(runs, bests, strict=True):
         items.append(
             AppearanceOut(
                 camera=run[0].camera,
@@ -107,7 +108,7 @@ def appearances(
                 last_seen=run[-1].ts,
                 sightings=len(run),
                 confidence=confidence(best.distance, tol),
-                best=sighting_out(best),
+                best=sighting_out(best, best.id in with_clips),
             )
         )
     items.sort(key=lambda a: a.last_seen, reverse=True)

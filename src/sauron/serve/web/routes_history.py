@@ -27,7 +27,9 @@ from fastapi.responses import FileResponse
 from fastapi.types import DecoratedCallable
 from pydantic import BaseModel, Field
 
+from sauron.imaging import encode_jpeg
 from sauron.match.enroll import EnrollError, SeveralFaces
+from sauron.record.clips import frame_at
 from sauron.serve.web.auth import Ctx, Viewer, audit
 from sauron.serve.web.context import MAX_ID, BeforeId, IdPath, WebContext, from_record
 from sauron.serve.web.enrollment import safe_filename
@@ -52,6 +54,7 @@ MAX_SEARCH_OFFSET = 10_000
 class SightingOut(SightingFields):
     snapshot_url: str | None
     clip_url: str | None
+    frame_url: str | None  # the whole annotated frame, from the clip
 
 
 class SightingPage(BaseModel):
@@ -118,8 +121,9 @@ class SearchOut(BaseModel):
 def sighting_out(s: SightingInfo, has_clip: bool = False) -> SightingOut:
     url = f"/api/sightings/{s.id}/snapshot.jpg" if s.has_snapshot else None
     clip = f"/api/sightings/{s.id}/clip.mp4" if has_clip else None
+    frame = f"/api/sightings/{s.id}/frame.jpg" if has_clip else None
     told = {f.name: getattr(s, f.name) for f in fields(SightingFields)}
-    return SightingOut(**told, snapshot_url=url, clip_url=clip)
+    return SightingOut(**told, snapshot_url=url, clip_url=clip, frame_url=frame)
 
 
 def confidence(distance: float | None, tolerance: float) -> float | None:
@@ -199,6 +203,21 @@ def sightings(
 @_jpeg_route("/sightings/{sighting_id}/snapshot.jpg")
 def sighting_snapshot(sighting_id: IdPath, ctx: Ctx, _p: Viewer) -> Response:
     return _jpeg(ctx.store.sighting_snapshot(sighting_id), f"sighting {sighting_id}")
+
+
+@_jpeg_route("/sightings/{sighting_id}/frame.jpg")
+async def sighting_frame(sighting_id: IdPath, ctx: Ctx, _p: Viewer) -> Response:
+    """The whole frame of the sighting as a viewer saw it (boxes, names; unknown faces
+    blurred with ``web.privacy_blur``), taken from the clip that covers it: whole frames
+    are kept only in clips. 404 when no clip covers the sighting."""
+    moment = await run_in_threadpool(ctx.store.sighting_moment, sighting_id)
+    if moment is None:
+        raise HTTPException(404, f"no clip covers sighting {sighting_id}")
+    file, offset = moment
+    bgr = await ctx.decode_gate.run(lambda: frame_at(file, offset))
+    if bgr is None:
+        raise HTTPException(404, f"the clip of sighting {sighting_id} holds no frame")
+    return face_image(encode_jpeg(bgr, ctx.settings.match.annotated_quality), "image/jpeg")
 
 
 @router.get("/alerts", response_model=list[AlertOut])

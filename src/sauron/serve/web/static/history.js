@@ -24,7 +24,8 @@ function fmtSpan(a) {
   return secs < 1 ? fmtTime(a.first_seen) : `${fmtTime(a.first_seen)} – ${new Date(a.last_seen * 1000).toLocaleTimeString()} (${secs} s)`;
 }
 
-// A crop shown large over the page until clicked (the stored crop: whole frames are not kept).
+// A picture shown large over the page until clicked: the whole annotated frame where a
+// clip covers the sighting (taken from the clip), else the stored crop.
 function zoom(src, caption) {
   const box = el("div", { class: "zoom", id: "zoom", onclick: () => box.remove() },
     el("figure", {}, el("img", { src, alt: caption }), el("figcaption", { text: caption + " · click to close" })));
@@ -36,7 +37,7 @@ function appearanceCard(a, i) {
   return el("div", { class: "card appearance" + (a.person ? "" : " unknown"), id: `appearance-${i}`,
                      "data-person": a.person || "", "data-camera": a.camera },
     a.best.snapshot_url ? el("img", { src: a.best.snapshot_url, alt: `best view of ${who}`, class: "zoomable",
-      onclick: () => zoom(a.best.snapshot_url, `${who} on ${a.camera}, ${fmtTime(a.best.ts)}`) }) : null,
+      onclick: () => zoom(a.best.frame_url || a.best.snapshot_url, `${who} on ${a.camera}, ${fmtTime(a.best.ts)}`) }) : null,
     el("div", {},
       el("div", {}, el("strong", { class: "appearance-person", text: who }), " on ",
          el("a", { href: `#/camera/${encodeURIComponent(a.camera)}`, text: a.camera })),
