@@ -333,6 +333,9 @@ def test_operator_flow_in_a_real_browser(
             assert loaded, "the picture shown large loads (the whole frame, or the crop)"
             page.click("#zoom")
             expect(page.locator("#zoom")).to_have_count(0)
+            # an appearance whose best sighting a kept clip covers plays it in place
+            with_clip = page.locator("#appearances .appearance[data-clip] .clip-play")
+            expect(with_clip.first).to_be_visible(timeout=15_000)
             page.click("details.sightings summary")
             expect(page.locator("tbody tr").first).to_be_visible()
             _shot(page, "07-history")

@@ -1,4 +1,5 @@
-// Clips: a "Play clip" button on each alert card (#/alerts) and history row (#/history)
+// Clips: a "Play clip" button on each alert card (#/alerts), appearance card and history
+// row (#/history)
 // that has a clip (data-clip, the API's clip_url, set by alerts.js and history.js); the
 // MP4 plays in place. It decorates what those pages draw and needs nothing else of them.
 "use strict";
@@ -37,7 +38,7 @@
   const clipUrl = (node) => (/^\/api\/(alerts|sightings)\/\d+\/clip\.mp4$/.test(node.dataset.clip || "") ? node.dataset.clip : null);
 
   function decorate(root) {
-    for (const card of root.querySelectorAll(".card.alert[data-clip]:not([data-clip-ready])")) {
+    for (const card of root.querySelectorAll(".card.alert[data-clip]:not([data-clip-ready]), .card.appearance[data-clip]:not([data-clip-ready])")) {
       card.dataset.clipReady = "";
       const url = clipUrl(card);
       const body = card.lastElementChild || card;

@@ -6,7 +6,8 @@
 
 function sightingRow(s, onChange) {
   return el("tr", { "data-sighting": s.id, "data-clip": s.clip_url },
-    el("td", {}, s.snapshot_url ? el("img", { src: s.snapshot_url, alt: "", class: "zoomable" }) : null),
+    el("td", {}, s.snapshot_url ? el("img", { src: s.snapshot_url, alt: "", class: "zoomable",
+      onclick: () => zoom(s.frame_url || s.snapshot_url, `${s.camera}, ${fmtTime(s.ts)}`) }) : null),
     el("td", { text: fmtTime(s.ts) }), el("td", { text: s.camera }),
     el("td", { text: personName(s.person) || "unknown" }), el("td", { text: fmtConfidence(confidenceOf(s.distance, state.tolerance)) }),
     el("td", { text: String(s.frame) }),
@@ -35,7 +36,7 @@ function zoom(src, caption) {
 function appearanceCard(a, i) {
   const who = a.person ? personName(a.person) : "unknown";
   return el("div", { class: "card appearance" + (a.person ? "" : " unknown"), id: `appearance-${i}`,
-                     "data-person": a.person || "", "data-camera": a.camera },
+                     "data-person": a.person || "", "data-camera": a.camera, "data-clip": a.best.clip_url },
     a.best.snapshot_url ? el("img", { src: a.best.snapshot_url, alt: `best view of ${who}`, class: "zoomable",
       onclick: () => zoom(a.best.frame_url || a.best.snapshot_url, `${who} on ${a.camera}, ${fmtTime(a.best.ts)}`) }) : null,
     el("div", {},
