@@ -969,12 +969,21 @@ class Store:
 
     def alert_clip(self, alert_id: int) -> Path | None:
         """The file of the alert's clip, if one is kept."""
+        moment = self.alert_moment(alert_id)
+        return None if moment is None else moment[0]
+
+    def alert_moment(self, alert_id: int) -> tuple[Path, float] | None:
+        """The alert's clip and the alert's start in it (seconds from its first frame)."""
         with self.session() as s:
             alert = s.get(Alert, alert_id)
             if alert is None:
                 return None
-            path = s.scalar(self._alert_clips([alert]).order_by(Clip.started_at).limit(1))
-        return self._clip_file(path)
+            clip = s.execute(self._alert_clips([alert]).order_by(Clip.started_at).limit(1)).first()
+            started = alert.started_at
+        if clip is None:
+            return None
+        file = self._clip_file(clip.path)
+        return None if file is None else (file, max(0.0, started - clip.started_at))
 
     def sighting_clip(self, sighting_id: int) -> Path | None:
         """The file of a clip of the sighting's camera that covers its time, if one is

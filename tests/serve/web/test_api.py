@@ -740,6 +740,9 @@ def test_clips_of_alerts_and_sightings_are_served_to_a_logged_in_user_and_audite
         stream = container.streams.video[0]
         assert stream.codec_context.name == "h264"
         assert len(list(container.decode(stream))) >= 6
+    at_start = app.client.get(alert["frame_url"], headers=viewer)
+    assert at_start.status_code == 200 and at_start.headers["content-type"] == "image/jpeg"
+    assert decode_jpeg(at_start.content).shape[1] >= 320, "the whole frame, not the crop"
     part = app.client.get(alert["clip_url"], headers={**viewer, "Range": "bytes=100-199"})
     assert part.status_code == 206 and part.content == clip.content[100:200]
 

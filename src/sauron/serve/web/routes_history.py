@@ -75,6 +75,7 @@ class AlertOut(BaseModel):
         description="of its best frame: 100 % at distance 0, 50 % at the match tolerance"
     )
     clip_url: str | None = None
+    frame_url: str | None = Field(None, description="the whole frame at its start, from the clip")
     acknowledged_at: float | None = Field(description="when an operator acknowledged it")
     acknowledged_by: str | None = Field(description="who acknowledged it")
 
@@ -137,9 +138,16 @@ def confidence(distance: float | None, tolerance: float) -> float | None:
 def alert_out(a: AlertInfo, tolerance: float, has_clip: bool = False) -> AlertOut:
     url = f"/api/alerts/{a.id}/snapshot.jpg" if a.has_snapshot else None
     clip = f"/api/alerts/{a.id}/clip.mp4" if has_clip else None
+    frame = f"/api/alerts/{a.id}/frame.jpg" if has_clip else None
     told = confidence(a.distance, tolerance)
     return from_record(
-        AlertOut, a, ts=a.started_at, snapshot_url=url, clip_url=clip, confidence=told
+        AlertOut,
+        a,
+        ts=a.started_at,
+        snapshot_url=url,
+        clip_url=clip,
+        frame_url=frame,
+        confidence=told,
     )
 
 
@@ -211,12 +219,23 @@ async def sighting_frame(sighting_id: IdPath, ctx: Ctx, _p: Viewer) -> Response:
     blurred with ``web.privacy_blur``), taken from the clip that covers it: whole frames
     are kept only in clips. 404 when no clip covers the sighting."""
     moment = await run_in_threadpool(ctx.store.sighting_moment, sighting_id)
+    return await _frame(ctx, moment, f"sighting {sighting_id}")
+
+
+@_jpeg_route("/alerts/{alert_id}/frame.jpg")
+async def alert_frame(alert_id: IdPath, ctx: Ctx, _p: Viewer) -> Response:
+    """The whole frame at the alert's start, from the alert's clip (as for sightings)."""
+    moment = await run_in_threadpool(ctx.store.alert_moment, alert_id)
+    return await _frame(ctx, moment, f"alert {alert_id}")
+
+
+async def _frame(ctx: WebContext, moment: tuple[Path, float] | None, what: str) -> Response:
     if moment is None:
-        raise HTTPException(404, f"no clip covers sighting {sighting_id}")
+        raise HTTPException(404, f"no clip covers {what}")
     file, offset = moment
     bgr = await ctx.decode_gate.run(lambda: frame_at(file, offset))
     if bgr is None:
-        raise HTTPException(404, f"the clip of sighting {sighting_id} holds no frame")
+        raise HTTPException(404, f"the clip of {what} holds no frame")
     return face_image(encode_jpeg(bgr, ctx.settings.match.annotated_quality), "image/jpeg")
 
 

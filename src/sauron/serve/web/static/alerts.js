@@ -63,7 +63,8 @@ function alertItem(a) {
   }
   drawAck(a);
   const item = el("div", { class: "card alert" + (a.acknowledged_at ? " is-acked" : ""), "data-alert": a.id, "data-clip": a.clip_url },
-    a.snapshot_url ? el("img", { src: a.snapshot_url, alt: `snapshot of ${personName(a.person)}` }) : null,
+    a.snapshot_url ? el("img", { src: a.snapshot_url, alt: `snapshot of ${personName(a.person)}`, class: "zoomable",
+      onclick: () => zoom(a.frame_url || a.snapshot_url, `${personName(a.person)} on ${a.camera}, ${fmtTime(a.ts)}`) }) : null,
     el("div", { class: "alert-body" },
       el("div", {}, el("strong", { class: "alert-person", text: personName(a.person) }), " on ",
          el("a", { class: "alert-camera", href: `#/camera/${encodeURIComponent(a.camera)}`, text: a.camera })),
