@@ -136,7 +136,10 @@ def test_visitors_page_merge_promote_and_not_this_person(
             for vid in obamas:
                 page.check(f'.visitor-pick[data-visitor="{vid}"]')
             page.click("#merge-visitors")
-            expect(cards).to_have_count(2, timeout=30_000)
+            # the other visitor is gone into the kept one (the looping folder may start a
+            # new visitor later: a photo farther than the threshold from the new centroid)
+            gone = page.locator(f'.visitor[data-visitor="{max(obamas)}"]')
+            expect(gone).to_have_count(0, timeout=30_000)
             kept = min(obamas)
             merged = page.locator(f'.visitor[data-visitor="{kept}"]')
             expect(merged).to_be_visible()
@@ -164,6 +167,7 @@ def test_visitors_page_merge_promote_and_not_this_person(
 
             wrong = _until("Biden taken for barack", wrong_one)
             page.goto(f"{url}/#/history")
+            page.click("details.sightings summary")  # every sighting, below the appearances
             row = page.locator(f'tr[data-sighting="{wrong}"]')
             expect(row).to_be_visible(timeout=15_000)
             _shot(page, "05-history-wrong-name")
