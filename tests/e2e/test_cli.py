@@ -40,7 +40,7 @@ def _check_contract(path: Path, clips: list[ClipTruth]) -> None:
         assert isinstance(rec["ts"], float) and rec["ts"] > 1.6e9
         assert rec["latency_ms"] >= 0
         for face in rec["faces"]:
-            assert set(face) == {"box", "person", "distance"}
+            assert set(face) == {"box", "person", "distance", "votes"}
             top, right, bottom, left = face["box"]
             assert 0 <= left < right and 0 <= top < bottom
             assert face["person"] in (None, "obama")
