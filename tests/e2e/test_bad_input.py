@@ -149,7 +149,7 @@ def bad_frame_cases(jpeg: bytes) -> dict[str, tuple[bytes | None, str]]:
         "unknown-kind": (bytes(kind), "unknown message kind 77"),
         "camera-garbage": (noise, "not a Sauron message"),
         "empty-message": (None, "message too short"),
-        "bad-camera-id": (frame_message("../../etc/passwd", 9, jpeg), "camera id"),
+        "bad-camera-id": (frame_message("../../etc/passwd", 9, jpeg), "camera name"),
         "not-finite-time": (frame_message("cam", 10, jpeg, ts=float("nan")), "finite"),
         "detections-in-frames": (
             codec.encode_detections(Frame("cam", 11, time.time(), jpeg), Detections.empty(), {}),
