@@ -328,6 +328,7 @@ def test_status_names_each_live_part_of_a_run(start_run: object, tmp_path: Path)
         "detect-0": "running",
         "recorder": "alive",
         "retention": "alive",
+        "clips": "alive",
         "index": "alive",
     }
 

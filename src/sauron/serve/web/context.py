@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, TypeVar
@@ -36,6 +38,26 @@ def from_record(model: type[Out], record: Any, **extra: Any) -> Out:
     return model(**{**values, **extra})
 
 
+class RecentPlays:
+    """Who played which clip lately: the first request of a user for a clip is audited,
+    whatever part it asks for, and the player's further requests for the same clip within
+    :attr:`window_s` are not (a player asks for many ranges)."""
+
+    def __init__(self, window_s: float = 600.0, capacity: int = 10_000) -> None:
+        self.window_s, self.capacity = window_s, capacity
+        self._seen: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def first(self, username: str, what: str) -> bool:
+        now, key = time.monotonic(), (username, what)
+        with self._lock:
+            last = self._seen.pop(key, None)
+            self._seen[key] = now if last is None or now - last > self.window_s else last
+            while len(self._seen) > self.capacity:
+                self._seen.popitem(last=False)
+            return last is None or now - last > self.window_s
+
+
 @dataclass
 class WebContext:
     settings: Settings
@@ -51,6 +73,7 @@ class WebContext:
     hash_gate: Gate = field(init=False)
     decode_gate: Gate = field(init=False)
     failures: FailureLog = field(init=False)
+    plays: RecentPlays = field(default_factory=RecentPlays)  # clips played, for the audit
     #: the long-running parts and their states, for /api/health (``WebServices.parts``)
     health: Callable[[], dict[str, str]] | None = None
 

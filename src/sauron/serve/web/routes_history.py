@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -333,32 +331,9 @@ def _clip_audited(
     """The clip, and an audit entry when it starts playing (a player's later Range
     requests for the rest of the same clip are not logged again)."""
     answer = _clip(file, what)
-    if _plays.first(p.username, what):
+    if ctx.plays.first(p.username, what):
         audit(ctx, p, "clip", what)
     return answer
-
-
-class _RecentPlays:
-    """Who played which clip lately: the first request of a user for a clip is audited,
-    whatever part it asks for, and the player's further requests for the same clip within
-    :attr:`window_s` are not (a player asks for many ranges)."""
-
-    def __init__(self, window_s: float = 600.0, capacity: int = 10_000) -> None:
-        self.window_s, self.capacity = window_s, capacity
-        self._seen: OrderedDict[tuple[str, str], float] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def first(self, username: str, what: str) -> bool:
-        now, key = time.monotonic(), (username, what)
-        with self._lock:
-            last = self._seen.pop(key, None)
-            self._seen[key] = now if last is None or now - last > self.window_s else last
-            while len(self._seen) > self.capacity:
-                self._seen.popitem(last=False)
-            return last is None or now - last > self.window_s
-
-
-_plays = _RecentPlays()
 
 
 @router.post("/search", response_model=SearchOut)

@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, HTTPException, Query, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import OperationalError
 
 from sauron.match.enroll import EnrollError
 from sauron.serve.web.auth import Admin, Ctx, Viewer, audit
@@ -166,11 +167,18 @@ async def promote(visitor_id: IdPath, body: PromoteIn, ctx: Ctx, p: Admin) -> Pe
             422,
             {"message": "no crop of this visitor passes the enrollment check", "refused": refused},
         )
-    with store_refusals():
-        person = await run_in_threadpool(ctx.store.add_person, name, good)
+    try:
+        with store_refusals():
+            person = await run_in_threadpool(ctx.store.add_person, name, good)
+    except OperationalError:  # e.g. a deadlock with a change to the same rows: retry later
+        raise HTTPException(409, f"visitor {visitor_id} is being changed; try again") from None
     # The visitor is claimed by deleting it: of two promotions at once, only the one whose
     # delete removed it keeps its new person; the other takes its person back.
-    if not await run_in_threadpool(vs.delete, visitor_id):
+    try:
+        claimed = await run_in_threadpool(vs.delete, visitor_id)
+    except OperationalError:
+        claimed = False
+    if not claimed:
         await run_in_threadpool(ctx.store.delete_person, name)
         raise HTTPException(409, f"visitor {visitor_id} was promoted or deleted meanwhile")
     await run_in_threadpool(ctx.watchlists.upsert, ctx.store.wire_person(name))
