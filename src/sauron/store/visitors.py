@@ -239,6 +239,9 @@ class VisitorStore:
                     select(Visit.id, Visit.snapshot).where(Visit.id.in_(info.best_visits))
                 ).all()
             )
+            if info.best_visits and not by_id and s.get(Visitor, visitor_id) is None:
+                # deleted (or promoted) between the two reads: the same answer as before them
+                raise NotFound(f"no visitor {visitor_id}")
         return [crop for i in info.best_visits if (crop := by_id.get(i))]
 
     def nearest(self, embedding: np.ndarray, threshold: float, k: int = 5) -> list[VisitorMatch]:
