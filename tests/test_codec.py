@@ -6,6 +6,7 @@ import itertools
 import json
 import struct
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,7 @@ from hypothesis import strategies as st
 from sauron import SauronError
 from sauron.codec import (
     MAGIC,
+    MAX_LATE,
     MAX_META_BYTES,
     VERSION,
     CameraReport,
@@ -183,6 +185,38 @@ def test_result_round_trip() -> None:
     assert back.annotated_jpeg == RESULT.annotated_jpeg
     assert back.timings_ms == TIMINGS
     assert back.to_json() == RESULT.to_json()
+
+
+def test_a_result_with_late_results_round_trips() -> None:
+    earlier = Result(
+        Frame("cam-1", 3, 10.0, b"\xff\xd8old"),
+        DETECTIONS[[0]].with_identities(["alice"], np.array([0.55], np.float32)),
+        12.0,
+    )
+    result = replace(RESULT, late=(earlier, replace(earlier, processed_at=13.0)))
+    back = decode_result(encode_result(result))
+    assert [r.frame for r in back.late] == [earlier.frame, earlier.frame]
+    assert [r.processed_at for r in back.late] == [12.0, 13.0]
+    assert_same_detections(back.late[0].detections, earlier.detections)
+    assert back.to_json() == result.to_json()
+    assert back.to_json()["late"][0]["faces"][0]["person"] == "alice"
+    assert decode_result(VALID[Kind.RESULT]).late == ()
+
+
+def test_late_results_are_bounded_and_never_nested() -> None:
+    one = replace(RESULT, late=(RESULT,))
+    with pytest.raises(CodecError, match="late"):
+        encode_result(replace(RESULT, late=(one,)))
+    with pytest.raises(CodecError, match="late"):
+        encode_result(replace(RESULT, late=(RESULT,) * (MAX_LATE + 1)))
+    # a message that claims more late results than it carries, or nests them
+    _, meta, body = split(encode_result(one))
+    meta["late"] = 2
+    with pytest.raises(CodecError):
+        decode_result(pack(Kind.RESULT, json.dumps(meta).encode(), body))
+    meta["late"] = 10**9
+    with pytest.raises(CodecError):
+        decode_result(pack(Kind.RESULT, json.dumps(meta).encode(), body))
 
 
 def test_sighting_round_trip() -> None:

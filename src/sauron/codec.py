@@ -243,6 +243,10 @@ def decode_detections(data: bytes) -> tuple[Frame, Detections, dict[str, float]]
     return _frame_from(meta, blobs), _detections_from(meta, blobs), _timings(meta)
 
 
+#: The most late results one result carries (a matcher sends at most this many at once).
+MAX_LATE = 64
+
+
 def encode_result(result: Result) -> bytes:
     """An annotated frame with its identities (the per-camera annotated topic)."""
     frame, det = result.frame, result.detections
@@ -258,6 +262,13 @@ def encode_result(result: Result) -> bytes:
         ("annotated", result.annotated_jpeg, "bytes", (len(result.annotated_jpeg),)),
         *_detections_blobs(det),
     ]
+    if result.late:  # earlier frames decided now: each its own packed result, one level
+        if len(result.late) > MAX_LATE or any(r.late for r in result.late):
+            raise CodecError(f"at most {MAX_LATE} late results, none with late ones of its own")
+        meta["late"] = len(result.late)
+        for i, late in enumerate(result.late):
+            packed = encode_result(late)
+            blobs.append((f"late{i}", packed, "bytes", (len(packed),)))
     return _pack(Kind.RESULT, meta, blobs)
 
 
@@ -266,14 +277,22 @@ def decode_result(data: bytes) -> Result:
     try:
         processed_at = float(meta["processed_at"])
         annotated = blobs["annotated"]
+        n_late = int(meta.get("late", 0))
+        if not 0 <= n_late <= MAX_LATE:
+            raise ValueError(f"{n_late} late results")
+        late_blobs = [bytes(blobs[f"late{i}"]) for i in range(n_late)]
     except _FIELD_ERRORS as exc:
         raise CodecError(f"bad result fields: {exc!r}") from None
+    late = tuple(decode_result(b) for b in late_blobs)
+    if any(r.late for r in late):
+        raise CodecError("a late result carries late results of its own")
     return Result(
         frame=_frame_from(meta, blobs),
         detections=_detections_from(meta, blobs),
         processed_at=processed_at,
         annotated_jpeg=bytes(annotated),
         timings_ms=_timings(meta),
+        late=late,
     )
 
 

@@ -163,6 +163,10 @@ class Result:
     processed_at: float
     annotated_jpeg: bytes = b""
     timings_ms: dict[str, float] = field(default_factory=dict)
+    #: Earlier frames of the same camera decided only now: each one face of a track that
+    #: ended after a single marginal vote, named after all (``votes`` 1), with the frame
+    #: it was seen in (see :class:`sauron.match.stage.SingleVoteTracks`). Never nested.
+    late: tuple[Result, ...] = ()
 
     @property
     def latency_ms(self) -> float:
@@ -170,6 +174,12 @@ class Result:
 
     def to_json(self) -> dict[str, Any]:
         """The stable per-frame results record (see docs/results.md)."""
+        out = self._record()
+        if self.late:
+            out["late"] = [r._record() for r in self.late]
+        return out
+
+    def _record(self) -> dict[str, Any]:
         d = self.detections
         return {
             "camera": self.frame.camera,

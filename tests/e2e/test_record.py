@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import av
+import cv2
+import numpy as np
 import pytest
 
 from sauron.bus.client import wait_until
@@ -95,6 +97,78 @@ def test_a_run_without_the_web_app_stores_sightings_and_alerts(
     for cam in named:
         ts = min(r["ts"] for r in obama if r["camera"] == cam)
         assert min(a.started_at for a in alerts if a.camera == cam) == pytest.approx(ts, abs=1e-3)
+
+
+def _one_glimpse_clip(path: Path, photo: Path, *, frames: int = 14, at: int = 2) -> Path:
+    """An .mp4 of an empty grey scene where ``photo`` shows in frame ``at`` only."""
+    width, height = 640, 360
+    face = cv2.imread(str(photo))
+    k = min(width / face.shape[1], height / face.shape[0])
+    face = cv2.resize(face, (int(face.shape[1] * k), int(face.shape[0] * k)))
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=10, options={"crf": "18"})
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for f in range(frames):
+            image = np.full((height, width, 3), 90, np.uint8)
+            if f == at:
+                image[: face.shape[0], : face.shape[1]] = face
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="bgr24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+@pytest.mark.parametrize("bus", ["embedded", pytest.param("kafka", marks=pytest.mark.kafka)])
+def test_a_face_seen_in_one_video_frame_is_named_stored_and_alerted_when_its_track_ends(
+    bus: str,
+    photos: dict[str, Path],
+    watchlist_dir: Path,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> None:
+    """One marginal match (farther than ``match.confirm_above``) in a single frame: the
+    frame's own line is unnamed, a later line names it (``late``, one vote), and the store
+    holds that frame's sighting named, with its snapshot, and an alert."""
+    clip = _one_glimpse_clip(tmp_path / "door.mp4", photos["obama2.jpg"])
+    url = f"sqlite:///{tmp_path / 'record.db'}"
+    out = tmp_path / "results.jsonl"
+    proc = sauron(
+        "run",
+        "--camera",
+        f"door={clip}",
+        *bus_args(bus, request),
+        "--watchlist",
+        str(watchlist_dir),
+        "--no-web",
+        "--db",
+        url,
+        "--results",
+        str(out),
+        "--until-done",
+        "--fast",
+        env={"SAURON_MATCH__CONFIRM_ABOVE": "0.3"},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(records) == 14
+    (seen,) = [r for r in records if r["faces"]]
+    assert seen["frame"] == 2 and seen["faces"][0]["person"] is None
+    late = [x for r in records for x in r.get("late", [])]
+    assert [(x["frame"], [f["person"] for f in x["faces"]]) for x in late] == [(2, ["obama"])]
+    assert late[0]["faces"][0]["votes"] == 1 and late[0]["faces"][0]["distance"] > 0.3
+
+    store = Store.open(StoreConfig(url=url, data_dir=tmp_path / "data"))
+    try:
+        sightings = store.sightings(SightingFilter(), limit=1000)
+        alerts = store.alerts(limit=100)
+    finally:
+        store.close()
+    named = [s for s in sightings if s.person == "obama"]
+    assert [(s.frame, s.votes) for s in named] == [(2, 1)]
+    assert named[0].has_snapshot and named[0].ts == pytest.approx(seen["ts"])
+    assert [(a.person, a.camera) for a in alerts] == [("obama", "door")]
+    assert alerts[0].started_at == pytest.approx(seen["ts"])
 
 
 @pytest.mark.mqtt

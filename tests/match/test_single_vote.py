@@ -7,13 +7,14 @@ import shutil
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 
 from sauron.codec import Person
 from sauron.config import CameraConfig, DetectConfig, MatchConfig
 from sauron.detect.models import FaceModel
 from sauron.detect.stage import DetectStage
-from sauron.imaging import bgr_to_rgb, resize_max_width
+from sauron.imaging import bgr_to_rgb, decode_jpeg, encode_jpeg, resize_max_width
 from sauron.ingest.producer import camera_frames
 from sauron.match.stage import MatchStage
 from sauron.match.watchlist import Watchlist
@@ -77,3 +78,50 @@ def test_the_same_picture_as_video_waits_for_a_second_vote(
     faces = [r["faces"][0] for r in run(video, watchlist, face_model)]
     assert faces[0]["person"] is None
     assert faces[-1]["person"] == "obama" and faces[-1]["votes"] == 2
+
+
+def _blank_like(jpeg: bytes) -> bytes:
+    bgr = decode_jpeg(jpeg)
+    return encode_jpeg(np.full_like(bgr, 90), 90)
+
+
+def test_a_video_face_seen_once_is_named_late_when_its_track_ends(
+    folder: Path, watchlist: Watchlist, face_model: FaceModel
+) -> None:
+    """A marginal match in one frame of a video, then an empty scene: once the track has
+    been gone longer than the tracker's gap, the camera's next result names that frame's
+    face after all (one vote), once; the frame's own line stays unnamed."""
+    cam = CameraConfig(name="stills", source=str(folder), realtime=False, max_width=400)
+    obama2 = next(iter(camera_frames(cam))).jpeg
+    blank = _blank_like(obama2)
+    video = [Frame("door", 0, 100.0, blank), Frame("door", 1, 101.0, obama2)]
+    video += [Frame("door", n, 100.0 + n, blank) for n in range(2, 12)]
+    records = run(video, watchlist, face_model)
+    assert records[1]["faces"][0]["person"] is None  # one marginal vote names nobody yet
+    late = [(r["frame"], x) for r in records for x in r.get("late", [])]
+    assert len(late) == 1, late
+    at, named = late[0]
+    assert at == 1 + 5 + 1  # gone for more than the tracker's gap of 5 frames
+    assert (named["camera"], named["frame"], named["ts"]) == ("door", 1, 101.0)
+    (face,) = named["faces"]
+    assert face["person"] == "obama" and face["votes"] == 1
+    assert CONFIRM_ABOVE < face["distance"] <= 0.6
+    assert face["box"] == records[1]["faces"][0]["box"]
+
+
+def test_a_stranger_seen_once_stays_unnamed_and_a_confirmed_track_is_not_named_twice(
+    folder: Path, watchlist: Watchlist, face_model: FaceModel
+) -> None:
+    cam = CameraConfig(name="stills", source=str(folder), realtime=False, max_width=400)
+    obama2, biden, _ = (f.jpeg for f in camera_frames(cam))
+    blank = _blank_like(obama2)
+    # a stranger in one frame; later the watched face for six frames (a second vote
+    # confirms it while it is seen)
+    jpegs = [biden] + [blank] * 7 + [obama2] * 6 + [blank] * 8
+    records = run(
+        [Frame("door", n, float(n), j) for n, j in enumerate(jpegs)], watchlist, face_model
+    )
+    assert not [x for r in records for x in r.get("late", [])]
+    assert records[0]["faces"][0]["person"] is None
+    assert records[13]["faces"][0]["person"] == "obama"
+    assert records[13]["faces"][0]["votes"] == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -130,3 +131,16 @@ def test_audit_log(store: Store) -> None:
         ("viewer", "search", "q.jpg"),
         ("admin", "enroll", "alice"),
     ]
+
+
+def test_a_late_decision_names_the_stored_unnamed_row_of_its_track(store: Store) -> None:
+    store.add_sightings([_sighting("cam", 5.0, face=2), _sighting("cam", 6.0, face=0)])
+    late = replace(_sighting("cam", 5.0, person="alice"), votes=1)
+    other_track = replace(late, track=9)
+    never_stored = replace(late, ts=7.0)
+    assert store.name_late([late, other_track, never_stored]) == [other_track, never_stored]
+    rows = {(s.ts, s.person, s.votes) for s in store.sightings(SightingFilter())}
+    assert rows == {(5.0, "alice", 1), (6.0, None, 0)}
+    # a row already named keeps its name
+    assert store.name_late([replace(late, person="bob")]) == [replace(late, person="bob")]
+    assert store.sightings(SightingFilter(person="alice"))[0].distance == 0.3

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -149,6 +149,18 @@ class TrackVotes:
             self._votes.popitem(last=False)
         return out_names, out_dists, out_votes
 
+    def single(self, camera: str, track: int) -> _Vote | None:
+        """The track's only vote when that names someone (marginally: it did not name the
+        track yet), else None."""
+        state = self._votes.get((camera, track))
+        if state is None or len(state[1]) != 1 or state[1][0].name is None:
+            return None
+        vote = state[1][0]
+        return None if vote.distance <= self.confirm_above else vote
+
+    def forget(self, camera: str, track: int) -> None:
+        self._votes.pop((camera, track), None)
+
     def _decide(self, votes: list[_Vote]) -> tuple[str | None, float | None, int]:
         # by votes, then the weight of the views, then the latest vote
         tally: dict[str | None, tuple[int, float, int]] = {}
@@ -173,6 +185,69 @@ class _Vote:
     seq: int
 
 
+@dataclass
+class _OneVote:
+    result: Result  # the frame the vote came from, with that one face named
+    seen: int  # the camera's last frame number the track was in
+
+
+class SingleVoteTracks:
+    """A face seen once still gets its answer: a track that ends after a single marginal
+    vote (named, but farther than ``confirm_above``, so :class:`TrackVotes` waits for a
+    second one that never came) is named after all, with one vote.
+
+    A track has ended when its camera's frames go on without it for more than ``gap``
+    frames (the tracker's own limit, ``FaceTracker.max_gap``), or the camera's frame
+    numbers start again. The answer is a late :class:`Result` of the frame the vote came
+    from, holding only that face, carried on the camera's next result (``Result.late``):
+    the results file, the store, alerts and visitors take it as that frame's sighting.
+    Each such track keeps a reference to its frame (its JPEG, no copy) until it ends or
+    is decided; at most ``capacity`` are kept, the oldest given up first. A camera that
+    stops sending frames leaves its last such tracks undecided.
+    """
+
+    def __init__(self, votes: TrackVotes, gap: int = 5, capacity: int = 1024) -> None:
+        self.votes = votes
+        self.gap = gap
+        self.capacity = capacity
+        self._open: OrderedDict[tuple[str, int], _OneVote] = OrderedDict()
+
+    def __call__(self, frame: Frame, det: Detections) -> list[Result]:
+        """Note this frame's tracks (``det`` after voting); the results of ended ones."""
+        cam, now = frame.camera, frame.number
+        present: set[int] = set()
+        if det.label == "face" and not frame.still:
+            for i, track in enumerate(det.track_ids.tolist()):
+                if track < 0:
+                    continue
+                present.add(track)
+                key = (cam, track)
+                vote = self.votes.single(cam, track) if det.names[i] is None else None
+                if vote is None:
+                    self._open.pop(key, None)  # named, unnamed by its votes, or a stranger
+                elif key in self._open:
+                    self._open[key].seen = now
+                else:
+                    row = det[[i]].with_identities([vote.name], np.array([vote.distance]))
+                    self._open[key] = _OneVote(Result(frame, row, time.time()), now)
+                    while len(self._open) > self.capacity:
+                        self._open.popitem(last=False)
+        ended = [
+            key
+            for key, one in self._open.items()
+            if key[0] == cam and key[1] not in present and not 0 <= now - one.seen <= self.gap
+        ]
+        out = []
+        for key in ended[: self.MAX]:
+            one = self._open.pop(key)
+            self.votes.forget(*key)
+            out.append(replace(one.result, processed_at=time.time()))
+        return out
+
+    #: The most tracks decided on one frame (the rest on the next ones).
+    MAX = 64
+
+
 class MatchStage:
     """Turns a frame and its detections into a Result and sighting events."""
 
@@ -181,6 +256,7 @@ class MatchStage:
         self.watchlist = watchlist
         self.sightings = TrackSightings()
         self.votes = TrackVotes(cfg.confirm_above, cfg.tolerance)
+        self.single_votes = SingleVoteTracks(self.votes)
 
     def process(
         self, frame: Frame, det: Detections, timings: dict[str, float]
@@ -189,6 +265,7 @@ class MatchStage:
         if det.label == "face" and len(det):
             names, dists = self.watchlist.match(det.embeddings, self.cfg.tolerance)
             det = det.with_identities(*self.votes(frame.camera, det, names, dists))
+        late = self.single_votes(frame, det)
         t1 = time.perf_counter()
         annotated = b""
         if self.cfg.draw:
@@ -201,5 +278,7 @@ class MatchStage:
             processed_at=time.time(),
             annotated_jpeg=annotated,
             timings_ms=timings,
+            late=tuple(late),
         )
-        return result, self.sightings(sighting_events(frame, det))
+        events = [ev for r in late for ev in sighting_events(r.frame, r.detections)]
+        return result, self.sightings(events + sighting_events(frame, det))

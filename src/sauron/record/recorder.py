@@ -80,6 +80,7 @@ class Recorder:
         self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
         # Frames queued or being stored; flush() waits for it to reach zero.
         self._pending = 0
+        self._late: set[int] = set()  # ids of the queued late results (Result.late)
         self._done = threading.Condition()
 
     def start(self) -> Recorder:
@@ -104,9 +105,18 @@ class Recorder:
         frame's offset only then, so frames still queued at a crash are read again."""
         if self.watcher is not None:
             self._tell(self.watcher.frame, result)
+        for late in result.late:  # an earlier frame's face, named only now
+            with self._done:
+                self._late.add(id(late))
+            self._enqueue(late, None)
+        self._enqueue(result, on_done)
+
+    def _enqueue(self, result: Result, on_done: Done | None) -> None:
         if result.detections.label != "face" or not len(result.detections):
             if on_done is not None:
                 on_done()
+            with self._done:
+                self._late.discard(id(result))
             return
         with self._done:
             self._pending += 1
@@ -127,6 +137,7 @@ class Recorder:
             if on_done is not None:
                 on_done()
         with self._done:
+            self._late.difference_update(id(result) for result, _ in items)
             self._pending -= len(items)
             self._done.notify_all()
 
@@ -213,9 +224,14 @@ class Recorder:
 
     def _record(self, batch: list[Result]) -> None:
         rows: list[NewSighting] = []
-        for result in batch:
+        late: list[NewSighting] = []
+        with self._done:
+            is_late = [id(result) in self._late for result in batch]
+        for result, was_late in zip(batch, is_late, strict=True):
             self.stats.frames += 1
-            rows.extend(self._sightings(result))
+            (late if was_late else rows).extend(self._sightings(result))
+        if late:  # the frame's face is stored already, unnamed: named now
+            rows.extend(self.store.name_late(late))
         if rows:
             self.stats.sightings += len(self.store.add_sightings(rows))
         if len(self._last) > 10000:

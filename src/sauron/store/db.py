@@ -709,6 +709,28 @@ class Store:
             self.media.delete(p for p in paths if p not in kept)
         return ids
 
+    def name_late(self, rows: Iterable[NewSighting]) -> list[NewSighting]:
+        """Name stored sightings decided late (a track that ended after one marginal vote:
+        ``match.stage.SingleVoteTracks``): the unnamed row of the same camera, capture time
+        and track takes the row's name, distance and votes. The rows that found none (not
+        stored, e.g. dropped from a full queue) are returned, to be added."""
+        missing = []
+        with self.session() as s:
+            for r in rows:
+                done = s.execute(
+                    update(Sighting)
+                    .where(
+                        Sighting.camera == r.camera,
+                        Sighting.ts == r.ts,
+                        Sighting.track == r.track,
+                        Sighting.person.is_(None),
+                    )
+                    .values(person=r.person, distance=r.distance, votes=r.votes)
+                )
+                if not rowcount(done):
+                    missing.append(r)
+        return missing
+
     def _insert_sightings(self, values: list[dict[str, Any]]) -> list[int]:
         ins = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
         stmt = (
