@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from sauron.imaging import decode_jpeg
+from sauron_bench.bare_loop import Score
 from sauron_bench.detectors import centerface_finder, hog_finder, measure_detector
 from sauron_bench.realistic import face_widths, make_realistic_workload
 from sauron_bench.workload import WATCHED
@@ -78,3 +79,16 @@ def test_tracking_holds_on_real_footage_with_a_moving_background() -> None:
     assert found / total >= 0.97
     assert stage.frames_followed > 2 * stage.frames_scanned
     assert stage.faces_embedded < 0.2 * stage.faces_seen
+
+
+def test_a_late_name_counts_once_for_the_face_it_names() -> None:
+    truth = ((WATCHED, (10, 10, 60, 60)), ("stranger-1", (100, 10, 150, 60)))
+    boxes = np.array([[12, 11, 61, 60], [101, 10, 150, 59]])
+    score = Score()
+    score.add(truth, boxes, (None, None))
+    assert (score.watched_named, score.strangers_named) == (0, 0)
+    score.add_late(truth, boxes[[0]], (WATCHED,))
+    score.add_late(truth, boxes[[1]], ("someone",))
+    acc = score.to_json()
+    assert (acc["watched_faces"], acc["watched_named"], acc["strangers_named"]) == (1, 1, 1)
+    assert acc["faces"] == 2 and acc["detected"] == 2

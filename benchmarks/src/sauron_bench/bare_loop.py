@@ -84,6 +84,9 @@ def run_floor(
         )
         names[(frame.camera, n)] = tuple(sorted(x or "" for x in result.detections.names))
         truth_score.add(workload.people(ci, n), result.detections.xyxy, result.detections.names)
+        for late in result.late:
+            d = late.detections
+            truth_score.add_late(workload.people(ci, late.frame.number), d.xyxy, d.names)
         if len(shown) < 40:
             shown.append(result)
     elapsed = time.perf_counter() - t_start
@@ -153,6 +156,26 @@ class Score:
                 else:
                     self.strangers_named += names[j] is not None
         self.false_faces += len(xyxy) - len(matched)
+
+    def add_late(
+        self,
+        truth: tuple[tuple[str, tuple[int, int, int, int]], ...],
+        xyxy: np.ndarray,
+        names: tuple[str | None, ...],
+    ) -> None:
+        """Names given late (``Result.late``) to faces of a frame already added, unnamed
+        there: each counts as that face named now."""
+        if not truth or not len(xyxy):
+            return
+        iou = iou_matrix(xyxy, np.array([b for _, b in truth]))
+        for row, name in zip(iou, names, strict=True):
+            j = int(np.argmax(row))
+            if row[j] < 0.3 or name is None:
+                continue
+            if truth[j][0] == WATCHED:
+                self.watched_named += name == WATCHED
+            else:
+                self.strangers_named += 1
 
     def to_json(self) -> dict[str, float | int]:
         return {

@@ -99,6 +99,9 @@ def grouping(work: Workload, people: list[Person], frames: int) -> dict[str, Any
                 det, timings = detect.process(frame)
                 result, _ = match.process(frame, det, timings)
                 named.add(work.people(ci, n), result.detections.xyxy, result.detections.names)
+                for late in result.late:
+                    d = late.detections
+                    named.add_late(work.people(ci, late.frame.number), d.xyxy, d.names)
                 for track, person in zip(
                     det.track_ids.tolist(), _truth_of(work.people(ci, n), det.xyxy), strict=True
                 ):
@@ -163,6 +166,7 @@ def single_shot(
     match = MatchStage(MatchConfig.model_validate({}), Watchlist(people))
     score = Score()
     single = 0
+    truths: dict[int, tuple[tuple[str, tuple[int, int, int, int]], ...]] = {}
     for k, (ci, n) in enumerate(frames):
         jpeg, truth = work.jpeg(ci, n), work.people(ci, n)
         if shrink != 1.0:
@@ -185,11 +189,15 @@ def single_shot(
         frame = Frame(f"cam{ci}", k, float(k), jpeg, still=still)
         det, timings = detect.process(frame)
         result, _ = match.process(frame, det, timings)
+        truths[k] = truth
         d = result.detections
         score.add(truth, d.xyxy, d.names)
-        single += int(
-            sum(1 for name, v in zip(d.names, d.votes.tolist(), strict=True) if name and v == 1)
-        )
+        for late in result.late:  # an earlier frame's face named once its track ended
+            score.add_late(truths[late.frame.number], late.detections.xyxy, late.detections.names)
+        for d in (result.detections, *(late.detections for late in result.late)):
+            single += sum(
+                1 for name, v in zip(d.names, d.votes.tolist(), strict=True) if name and v == 1
+            )
     acc = score.to_json()
     watched = int(acc["watched_faces"])
     return {
