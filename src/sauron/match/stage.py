@@ -230,7 +230,7 @@ class SingleVoteTracks:
     stops sending frames leaves its last such tracks undecided.
     """
 
-    def __init__(self, votes: TrackVotes, gap: int = 5, capacity: int = 1024) -> None:
+    def __init__(self, votes: TrackVotes, gap: int = 5, capacity: int = 256) -> None:
         self.votes = votes
         self.gap = gap
         self.capacity = capacity
