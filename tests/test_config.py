@@ -405,3 +405,20 @@ def test_alert_settings_of_before_move_into_the_alerts_section(
 def test_a_webhook_that_is_not_http_is_refused() -> None:
     with pytest.raises(ConfigError, match=r"alerts\.webhook_url"):
         load_settings(None, {"alerts": {"webhook_url": "file:///etc/passwd"}})
+
+
+def test_visitor_alerts_are_off_by_default_and_their_cameras_are_checked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cfg = Settings().visitors
+    assert (cfg.alert_cameras, cfg.alert_visits, cfg.alerts) == ([], 0, False)
+    on = load_settings(None, {"visitors": {"alert_cameras": ["door", "gate-2", "door"]}})
+    assert on.visitors.alert_cameras == ["door", "gate-2"] and on.visitors.alerts
+    with pytest.raises(ConfigError, match=r"visitors\.alert_cameras: .*camera name 'front door'"):
+        load_settings(None, {"visitors": {"alert_cameras": ["front door"]}})
+    with pytest.raises(ConfigError, match=r"visitors\.alert_visits: Input should be"):
+        load_settings(None, {"visitors": {"alert_visits": -1}})
+    monkeypatch.setenv("SAURON_VISITORS__ALERT_CAMERAS", '["hall"]')
+    monkeypatch.setenv("SAURON_VISITORS__ALERT_VISITS", "5")
+    env = load_settings(None).visitors
+    assert (env.alert_cameras, env.alert_visits) == (["hall"], 5)

@@ -458,6 +458,29 @@ class VisitorsConfig(Section):
         3.0, description="A track unseen this long has ended and is grouped"
     )
     crops: int = Field(5, ge=1, le=50, description="Best crops shown per visitor")
+    alert_cameras: list[str] = Field(
+        default_factory=list,
+        description="A visitor seen before who comes back to one of these cameras raises "
+        'an alert (as "visitor 17", on the Alerts page, the webhook and MQTT); '
+        "empty: no such alert",
+    )
+    alert_visits: int = Field(
+        0,
+        ge=0,
+        le=1_000_000,
+        description="A visitor's Nth visit raises an alert, and every Nth after it (2N, "
+        "3N, ...; 1: every return); 0: no such alert",
+    )
+
+    @field_validator("alert_cameras")
+    @classmethod
+    def _alert_cameras(cls, v: list[str]) -> list[str]:
+        return list(dict.fromkeys(check_name(c, "camera name") for c in v))
+
+    @property
+    def alerts(self) -> bool:
+        """Whether some visitor alert is asked for."""
+        return bool(self.alert_cameras) or self.alert_visits > 0
 
 
 class WebConfig(Section):

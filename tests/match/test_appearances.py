@@ -57,6 +57,7 @@ def test_idle_appearances_are_forgotten() -> None:
 def test_alert_event_fields() -> None:
     assert alert_event(7, "ann", "door", 12.0, 0.412345, frames=3) == {
         "id": 7,
+        "kind": "person",
         "person": "ann",
         "camera": "door",
         "ts": 12.0,

@@ -1,6 +1,7 @@
 """MQTT against a real Mosquitto broker: appearance events, retained state, the Home
 Assistant discovery configs (and that each topic they name carries what Home Assistant
-reads there), and a broker outage that loses no queued event."""
+reads there), a broker outage that loses no queued event, and a returning visitor's
+alert."""
 
 from __future__ import annotations
 
@@ -16,7 +17,10 @@ import pytest
 
 from sauron.bus.client import wait_until
 from sauron.codec import Person
-from sauron.config import Settings, load_settings
+from sauron.config import DetectConfig, Settings, load_settings
+from sauron.detect.stage import DetectStage
+from sauron.imaging import decode_jpeg, encode_jpeg, resize_max_width
+from sauron.match.stage import MatchStage
 from sauron.match.watchlist import Watchlist
 from sauron.record.mqtt import topic_id
 from sauron.record.stage import RecordStage
@@ -147,6 +151,55 @@ def test_events_state_and_home_assistant_discovery(
     record.stop()
     assert wait_until(lambda: ha.latest.get("sauron/status") == b"offline", 10)
     assert ha.latest["sauron/camera/lobby/availability"] == b"offline"
+
+
+def test_a_returning_visitors_alert_is_an_event(
+    mosquitto: Mosquitto,
+    listen: Callable[[int], Listener],
+    tmp_path: Path,
+    photos: dict[str, Path],
+) -> None:
+    """Real faces through the real detect and match stages, nobody enrolled: Biden's
+    second visit to the lobby (``visitors.alert_cameras``) is a "visitor" event."""
+    mosquitto.start()
+    ha = listen(mosquitto.port)
+    settings = load_settings(
+        None,
+        {
+            "cameras": [{"name": "lobby", "source": "unused.mp4"}],
+            "store": {"url": f"sqlite:///{tmp_path / 'mqtt.db'}", "data_dir": str(tmp_path)},
+            "visitors": {"alert_cameras": ["lobby"]},
+            "mqtt": {"host": "127.0.0.1", "port": mosquitto.port, "base_url": "https://s.lan"},
+        },
+    )
+    record = RecordStage(settings).start()
+    try:
+        assert wait_until(lambda: record.mqtt is not None and record.mqtt.connected, 10)
+        detect = DetectStage(DetectConfig(), tracking=False)
+        match = MatchStage(settings.match, Watchlist())
+        jpeg = encode_jpeg(resize_max_width(decode_jpeg(photos["biden.jpg"].read_bytes()), 640))
+        for n in range(2):
+            frame = Frame("lobby", n, time.time(), jpeg)
+            det, timings = detect.process(frame)
+            record.on_result(match.process(frame, det, timings)[0])
+        assert record.flush(10)
+        (alert,) = record.store.alerts()
+        assert alert.visitor_id is not None
+
+        def got() -> list[dict[str, Any]]:
+            return [e for e in events(ha) if e["type"] == "visitor"]
+
+        assert wait_until(got, 10)
+        (event,) = got()
+        assert event["phase"] == "return" and event["alert_id"] == alert.id
+        assert event["person"] == f"visitor {alert.visitor_id}" == alert.person
+        assert (event["visitor_id"], event["camera"]) == (alert.visitor_id, "lobby")
+        assert (event["visits"], event["reasons"]) == (2, ["camera"])
+        assert event["snapshot_url"] == f"https://s.lan/api/alerts/{alert.id}/snapshot.jpg"
+        assert not events(ha, "start"), "no watched person's appearance"
+        assert "sauron/camera/lobby/last_person" not in ha.latest
+    finally:
+        record.stop()
 
 
 def test_a_broker_outage_loses_no_queued_event(

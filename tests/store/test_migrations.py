@@ -81,3 +81,27 @@ def test_people_of_a_version_1_database_keep_their_name_after_the_upgrade(db_url
         )
     finally:
         store.close()
+
+
+def test_alerts_of_a_version_5_database_are_a_watched_persons_after_the_upgrade(
+    db_url: str,
+) -> None:
+    engine = sa.create_engine(db_url)
+    try:
+        assert migrate(engine, target=5) == 5
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO alerts (person, camera, started_at, last_seen_at, frames, "
+                    "distance) VALUES ('obama', 'door', 1, 2, 3, 0.3)"
+                )
+            )
+    finally:
+        engine.dispose()
+    store = Store(db_url)
+    try:
+        store.migrate()
+        (alert,) = store.alerts()
+        assert (alert.person, alert.frames, alert.visitor_id) == ("obama", 3, None)
+    finally:
+        store.close()

@@ -120,3 +120,31 @@ def test_a_version_1_store_keeps_its_sightings_through_the_visitors_migration(
         assert VisitorStore(store).list_visitors() == []
     finally:
         store.close()
+
+
+def test_grouping_tells_the_visit_count_and_distance_for_the_return_alerts(
+    visitors: VisitorStore,
+) -> None:
+    ann = face(1)
+    first = visitors.group(visit(ann, "door", 100), THRESHOLD)
+    assert (first.new, first.visits, first.distance) == (True, 1, 0.0)
+    again = visitors.group(visit(near(ann, 1), "hall", 200), THRESHOLD)
+    assert (again.visitor_id, again.new, again.visits) == (first.visitor_id, False, 2)
+    assert again.distance == pytest.approx(0.15, abs=1e-3), "to the centroid before joining"
+    assert [v.id for v in visitors.visits(first.visitor_id)] == [again.visit_id, first.visit_id]
+    third = visitors.group(visit(near(ann, 2), "yard", 300), THRESHOLD)
+    assert (third.visits, visitors.get(first.visitor_id).visits) == (3, 3)
+
+
+def test_a_visitor_alert_is_stored_as_an_alert_that_names_the_visitor(store: Store) -> None:
+    watched = store.add_alert("ann", "door", 10.0, 0.3, b"\xff\xd8a")
+    back = store.add_alert(
+        "visitor 17", "hall", 20.0, 0.21, b"\xff\xd8v", last_seen_at=24.5, frames=9, visitor_id=17
+    )
+    listed = {a.id: a for a in store.alerts()}
+    assert listed[watched.id].visitor_id is None
+    got = listed[back.id]
+    assert (got.person, got.visitor_id, got.camera) == ("visitor 17", 17, "hall")
+    assert (got.started_at, got.last_seen_at, got.frames) == (20.0, 24.5, 9)
+    assert store.alert(back.id) == got and store.alert_snapshot(back.id) == b"\xff\xd8v"
+    assert [a.id for a in store.alerts(person="visitor 17")] == [back.id]

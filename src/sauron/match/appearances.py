@@ -93,6 +93,7 @@ def alert_event(
 ) -> dict[str, Any]:
     return {
         "id": alert_id,
+        "kind": "person",
         "person": person,
         "camera": camera,
         "ts": ts,

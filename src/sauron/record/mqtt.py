@@ -4,7 +4,8 @@ discovery (docs/integrations.md).
 With ``mqtt.host`` set, the record stage publishes, under ``<prefix>`` (``mqtt.topic_prefix``):
 
 * ``<prefix>/status``: ``online``, or ``offline`` (the broker says so when we vanish);
-* ``<prefix>/events``: one JSON event per appearance ``start``, ``update`` and ``end``;
+* ``<prefix>/events``: one JSON event per appearance ``start``, ``update`` and ``end``,
+  and one (``"type": "visitor"``, ``"phase": "return"``) per returning visitor's alert;
 * retained, per camera (``<prefix>/camera/<id>/...``): ``availability`` (``online`` while
   frames arrive), ``last_person`` with its ``last_person/attributes`` (JSON) and
   ``snapshot`` (the annotated frame that started the latest appearance, a JPEG);
@@ -40,6 +41,7 @@ from sauron.config import Settings
 from sauron.imaging import ImageDecodeError
 from sauron.match.appearances import Appearance, AppearanceSpan
 from sauron.queues import Empty, LatestQueue, QueueClosed
+from sauron.record.visitors import VisitorAlert
 from sauron.store.snapshots import annotated_frame
 from sauron.types import Result
 
@@ -186,6 +188,27 @@ class MqttPublisher:
         if not present:  # ended here while the recorder was behind the frames: back again
             self._state(self.topic("person", topic_id(span.person), "present"), "ON")
 
+    def visitor_alert(self, alert: VisitorAlert, alert_id: int) -> None:
+        """A returning visitor's alert: an event only (the retained state is the
+        watched people's)."""
+        event = {"v": EVENT_SCHEMA_VERSION, "type": "visitor", "phase": "return"}
+        self._put_event(
+            {
+                **event,
+                "person": alert.label,
+                "visitor_id": alert.visitor_id,
+                "camera": alert.camera,
+                "alert_id": alert_id,
+                "started_at": alert.started_at,
+                "last_seen_at": alert.ended_at,
+                "frames": alert.frames,
+                "distance": round(float(alert.distance), 4),
+                "visits": alert.visits,
+                "reasons": list(alert.reasons),
+                "snapshot_url": self._url(alert_id, "snapshot.jpg"),
+            }
+        )
+
     # -- publishing -------------------------------------------------------------------
 
     def _url(self, alert_id: int | None, name: str) -> str | None:
@@ -208,7 +231,10 @@ class MqttPublisher:
 
     def _event(self, phase: str, span: AppearanceSpan, alert_id: int | None) -> None:
         event = {"v": EVENT_SCHEMA_VERSION, "type": "appearance", "phase": phase}
-        payload = json.dumps({**event, **self._describe(span, alert_id)}).encode()
+        self._put_event({**event, **self._describe(span, alert_id)})
+
+    def _put_event(self, event: dict[str, Any]) -> None:
+        payload = json.dumps(event).encode()
         item = (self.topic("events"), payload)
         for old in self._events.put(item):
             text = old[1][:120].decode("utf-8", "replace")

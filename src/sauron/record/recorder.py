@@ -9,7 +9,10 @@ Not every frame's face becomes a row: a tracked face is stored when it first app
 when its identity changes, and then at most every ``sighting_interval_s`` seconds (its
 embedding changes only when the tracker refreshes it anyway). Named faces also feed the
 :class:`~sauron.match.appearances.AppearanceTracker`; a new appearance is stored as an alert
-and published at once.
+and published at once. A stranger's track, grouped into a visitor as it ends, raises an
+alert too when it is a visitor's return that ``visitors.alert_cameras`` or
+``visitors.alert_visits`` asks for (``record/visitors.py``): stored and published the same
+way, its person "visitor <id>".
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from sauron.imaging import ImageDecodeError, decode_jpeg
 from sauron.match.appearances import AlertPublisher, Appearance, AppearanceTracker, alert_event
 from sauron.match.quality import face_quality
 from sauron.queues import Empty, LatestQueue, QueueClosed
-from sauron.record.visitors import VisitorGrouper
+from sauron.record.visitors import VisitorAlert, VisitorGrouper
 from sauron.store.db import NewSighting, Store
 from sauron.store.snapshots import face_snapshot
 from sauron.types import Result, Sighting
@@ -42,13 +45,16 @@ Done = Callable[[], None]
 class AppearanceWatcher(Protocol):
     """Told what the recorder sees (``record/mqtt.py``): every frame handed over (on the
     caller's thread: cheap), and on the recorder's thread each appearance that started
-    (once stored as an alert, with the frame that started it) or grew."""
+    (once stored as an alert, with the frame that started it) or grew, and each
+    returning visitor's alert once stored."""
 
     def frame(self, result: Result) -> None: ...
 
     def started(self, app: Appearance, result: Result) -> None: ...
 
     def updated(self, app: Appearance) -> None: ...
+
+    def visitor_alert(self, alert: VisitorAlert, alert_id: int) -> None: ...
 
 
 @dataclass
@@ -200,6 +206,38 @@ class Recorder:
         except Exception:
             self.stats.errors += 1
             log.exception("recorder: visitors not grouped")
+        for alert in self.visitors.take_alerts():  # those of stills too, grouped at once
+            try:
+                self._visitor_alert(alert)
+            except Exception:
+                self.stats.errors += 1
+                log.exception("recorder: visitor %d's alert not stored", alert.visitor_id)
+
+    def _visitor_alert(self, alert: VisitorAlert) -> None:
+        """Store a returning visitor's alert and publish it as a watched person's is."""
+        stored = self.store.add_alert(
+            alert.label,
+            alert.camera,
+            alert.started_at,
+            alert.distance,
+            alert.snapshot,
+            last_seen_at=alert.ended_at,
+            frames=alert.frames,
+            visitor_id=alert.visitor_id,
+        )
+        self.stats.alerts += 1
+        log.info(
+            "alert %d: %s back on camera %s (visit %d; %s)",
+            stored.id,
+            alert.label,
+            alert.camera,
+            alert.visits,
+            ", ".join(alert.reasons),
+        )
+        if self.dispatcher is not None:
+            self.dispatcher.publish(alert.event(stored.id))
+        if self.watcher is not None:
+            self._tell(self.watcher.visitor_alert, alert, stored.id)
 
     def _wanted(self, result: Result, i: int) -> bool:
         if result.frame.still:  # a photo of an image folder: its own scene, always kept

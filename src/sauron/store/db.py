@@ -149,6 +149,7 @@ class AlertInfo(AppearanceSpan):
     has_snapshot: bool
     acknowledged_at: float | None = None
     acknowledged_by: str | None = None
+    visitor_id: int | None = None  # a returning visitor's alert ("visitor <id>")
 
 
 #: which alerts to list: all, those nobody acknowledged yet, those acknowledged
@@ -258,6 +259,7 @@ def _alert_info(a: Alert, has_snapshot: bool, ack: AlertAck | None = None) -> Al
         has_snapshot=has_snapshot,
         acknowledged_at=ack.ts if ack else None,
         acknowledged_by=ack.username if ack else None,
+        visitor_id=a.visitor_id,
     )
 
 
@@ -802,8 +804,19 @@ class Store:
     # --- alerts -------------------------------------------------------------------------
 
     def add_alert(
-        self, person: str, camera: str, ts: float, distance: float, snapshot: bytes | None
+        self,
+        person: str,
+        camera: str,
+        ts: float,
+        distance: float,
+        snapshot: bytes | None,
+        *,
+        last_seen_at: float | None = None,
+        frames: int = 1,
+        visitor_id: int | None = None,
     ) -> AlertInfo:
+        """A new alert: a watched person's appearance as it starts, or (``visitor_id``)
+        a returning visitor's visit once it ended (``person`` is then "visitor <id>")."""
         media = self._save_snapshot(camera, ts, snapshot)
         try:
             with self.session() as s:
@@ -811,9 +824,10 @@ class Store:
                     person=person,
                     camera=camera,
                     started_at=ts,
-                    last_seen_at=ts,
-                    frames=1,
+                    last_seen_at=ts if last_seen_at is None else last_seen_at,
+                    frames=frames,
                     distance=distance,
+                    visitor_id=visitor_id,
                     **media,
                 )
                 s.add(a)

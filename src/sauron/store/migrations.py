@@ -270,12 +270,19 @@ def _v5_visitors(conn: Connection) -> None:
     conn.execute(text("ALTER TABLE sightings ADD COLUMN votes INTEGER"))
 
 
+def _v6_visitor_alerts(conn: Connection) -> None:
+    """Alerts of returning visitors: the visitor's id (no key: the alert stays, as
+    history, when its visitor is merged, promoted or forgotten); NULL: a watched person's."""
+    conn.execute(text("ALTER TABLE alerts ADD COLUMN visitor_id BIGINT"))
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "persons, photos, sightings, alerts, users, tokens, audit", _v1_initial),
     Migration(2, "persons: display_name, notes, reason", _v2_person_details),
     Migration(3, "alert_acks: acknowledged alerts", _v3_alert_acks),
     Migration(4, "snapshots and clips as files: paths and sizes, clips", _v4_media_files),
     Migration(5, "visitors, visits, corrections; sightings.votes", _v5_visitors),
+    Migration(6, "alerts.visitor_id: alerts of returning visitors", _v6_visitor_alerts),
 ]
 
 

@@ -109,6 +109,8 @@ class Alert(Keyed, Base):
     snapshot: Mapped[bytes | None] = mapped_column(LargeBinary)  # before schema 4
     snapshot_path: Mapped[str | None] = mapped_column(String(255))
     snapshot_bytes: Mapped[int | None] = mapped_column(Integer)
+    # a returning visitor's alert (``person`` is then "visitor <id>"); NULL: a watched person's
+    visitor_id: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class Clip(Keyed, Base):

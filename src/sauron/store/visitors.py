@@ -36,6 +36,19 @@ class NewVisit:
 
 
 @dataclass(frozen=True)
+class Grouped:
+    """Where a visit went: its visitor, whether that visitor is new, the visit's id, the
+    visitor's visits counting this one, and how far the visit was from the visitor's
+    centroid before it joined (0 for a new visitor)."""
+
+    visitor_id: int
+    new: bool
+    visit_id: int
+    visits: int
+    distance: float
+
+
+@dataclass(frozen=True)
 class VisitFields:
     """What is told of a stored visit, here and in the web API's answers."""
 
@@ -90,17 +103,23 @@ class VisitorStore:
     def add_visit(self, visit: NewVisit, threshold: float) -> tuple[int, bool]:
         """Store the visit with the nearest visitor within ``threshold`` or a new one;
         (visitor id, whether it is new)."""
+        got = self.group(visit, threshold)
+        return got.visitor_id, got.new
+
+    def group(self, visit: NewVisit, threshold: float) -> Grouped:
+        """Store the visit with the nearest visitor within ``threshold`` or a new one."""
         emb = np.asarray(visit.embedding, np.float32)
         with self.store.session() as s:
             rows = s.execute(select(Visitor.id, Visitor.centroid)).all()
             target: int | None = None
+            distance = 0.0
             if rows:
                 ids = np.array([r[0] for r in rows], np.int64)
                 mat = np.stack([embedding_array(r[1]) for r in rows])
                 dist = np.linalg.norm(mat - emb, axis=1)
                 best = int(np.argmin(dist))
                 if float(dist[best]) <= threshold:
-                    target = int(ids[best])
+                    target, distance = int(ids[best]), round(float(dist[best]), 4)
             new = target is None
             if target is None:
                 v = Visitor(
@@ -113,21 +132,21 @@ class VisitorStore:
                 s.add(v)
                 s.flush()
                 target = v.id
-            s.add(
-                Visit(
-                    visitor_id=target,
-                    camera=visit.camera,
-                    track=visit.track,
-                    started_at=visit.started_at,
-                    ended_at=visit.ended_at,
-                    quality=visit.quality,
-                    embedding=embedding_bytes(emb),
-                    snapshot=visit.snapshot,
-                )
+            row = Visit(
+                visitor_id=target,
+                camera=visit.camera,
+                track=visit.track,
+                started_at=visit.started_at,
+                ended_at=visit.ended_at,
+                quality=visit.quality,
+                embedding=embedding_bytes(emb),
+                snapshot=visit.snapshot,
             )
+            s.add(row)
             s.flush()
             self._refresh(s, target)
-            return target, new
+            visits = int(s.scalar(select(Visitor.visits).where(Visitor.id == target)) or 0)
+            return Grouped(target, new, row.id, visits, distance)
 
     @staticmethod
     def _refresh(s: Session, visitor_id: int) -> bool:

@@ -1,18 +1,22 @@
 """Visitors over the REST API, fed real photos through the real stages (SQLite and
-PostgreSQL): strangers grouped, merge, split, promote to the watchlist, search."""
+PostgreSQL): strangers grouped, merge, split, promote to the watchlist, search, and the
+alerts of returning visitors (pages, webhook)."""
 
 from __future__ import annotations
 
+import http.server
 import json
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
-from .conftest import Feed, LiveApp
+from .conftest import Feed, LiveApp, read_alerts
 
 
 def visitors(app: LiveApp, **params: Any) -> list[dict[str, Any]]:
@@ -54,6 +58,7 @@ def test_strangers_are_grouped_into_visitors_across_cameras(
     visits = app.client.get(f"/api/visitors/{obama['id']}/visits", headers=app.admin).json()
     assert sorted(v["camera"] for v in visits) == ["door", "yard", "yard"]
     assert visits[0]["started_at"] >= visits[-1]["started_at"]  # newest first
+    assert app.client.get("/api/alerts", headers=app.admin).json() == [], "no alert asked for"
 
 
 def test_merge_split_and_roles(app: LiveApp, feed: Callable[[LiveApp], Feed]) -> None:
@@ -170,3 +175,90 @@ def test_the_visitor_routes_are_described_in_the_openapi_document(app: LiveApp) 
     ):
         op = next(iter(paths[path].values()))
         assert op.get("description") or op.get("summary"), path
+
+
+@pytest.fixture
+def webhook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    got: list[dict[str, Any]] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            got.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hook", got
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_returning_visitor_alerts_on_a_chosen_camera_and_at_the_nth_visit(
+    start_app: Callable[..., LiveApp],
+    db_url: str,
+    feed: Callable[[LiveApp], Feed],
+    webhook: tuple[str, list[dict[str, Any]]],
+) -> None:
+    url, hooked = webhook
+    app = start_app(
+        db_url,
+        visitors={"alert_cameras": ["hall"], "alert_visits": 3},
+        alerts={"webhook_url": url},
+    )
+    pushed: list[dict[str, Any]] = []
+    stop, ready = threading.Event(), threading.Event()
+    reader = threading.Thread(
+        target=read_alerts, args=(app.url, app.admin, pushed, stop, ready), daemon=True
+    )
+    reader.start()
+    assert ready.wait(10)
+    run = feed(app)
+    t = time.time() - 100
+    for i, (camera, photo) in enumerate(
+        [
+            ("hall", "biden.jpg"),  # a new visitor on the chosen camera: no return, no alert
+            ("door", "biden.jpg"),  # Biden's 2nd visit, elsewhere
+            ("door", "obama2.jpg"),  # a new visitor
+            ("yard", "obama3.jpg"),  # Obama's 2nd
+            ("yard", "obama_partial_face.jpg"),  # Obama's 3rd: alert_visits
+            ("hall", "biden.jpg"),  # Biden back in the hall, his 3rd: both rules
+        ]
+    ):
+        run(camera, photo, i, t + 10 * i)
+    assert app.record.flush()
+    obama, biden = visitors(app, sort="recent")[::-1]
+    assert (obama["visits"], biden["visits"]) == (3, 3)
+
+    listed = app.client.get("/api/alerts", headers=app.admin).json()
+    assert [(a["kind"], a["visitor_id"], a["camera"]) for a in listed] == [
+        ("visitor", biden["id"], "hall"),
+        ("visitor", obama["id"], "yard"),
+    ]
+    back = listed[0]
+    assert back["person"] == f"visitor {biden['id']}" and back["confidence"] is None
+    assert back["ts"] == t + 50 and back["distance"] < 0.5
+    snap = app.client.get(back["snapshot_url"], headers=app.admin)
+    assert snap.status_code == 200 and snap.content[:2] == b"\xff\xd8"
+    filtered = app.client.get(
+        "/api/alerts", headers=app.admin, params={"person": f"visitor {obama['id']}"}
+    ).json()
+    assert [a["id"] for a in filtered] == [listed[1]["id"]]
+
+    deadline = time.monotonic() + 15
+    while (len(hooked) < 2 or len(pushed) < 2) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    stop.set()
+    for got in (hooked, pushed):  # the webhook and the open pages hear the same events
+        assert [(e["id"], e["kind"], e["visitor_id"], e["visits"], e["reasons"]) for e in got] == [
+            (listed[1]["id"], "visitor", obama["id"], 3, ["visits"]),
+            (listed[0]["id"], "visitor", biden["id"], 3, ["camera", "visits"]),
+        ]
+        assert all(e["v"] == 1 and e["type"] == "alert" for e in got)
+        assert got[1]["person"] == f"visitor {biden['id']}" and got[1]["camera"] == "hall"
+    # an operator handles it like any alert
+    r = app.client.post(f"/api/alerts/{back['id']}/ack", headers=app.admin)
+    assert r.status_code == 200 and r.json()["acknowledged_by"] == "admin"

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import (
     APIRouter,
@@ -62,6 +62,11 @@ class SightingPage(BaseModel):
 
 class AlertOut(BaseModel):
     id: int
+    kind: Literal["person", "visitor"] = Field(
+        description="person: a watched person appeared; visitor: a visitor came back "
+        '(visitors.alert_cameras, visitors.alert_visits), "person" is then "visitor <id>"'
+    )
+    visitor_id: int | None = Field(description="the returning visitor's id (kind visitor)")
     person: str
     camera: str
     ts: float
@@ -70,7 +75,8 @@ class AlertOut(BaseModel):
     distance: float
     snapshot_url: str | None
     confidence: float | None = Field(
-        description="of its best frame: 100 % at distance 0, 50 % at the match tolerance"
+        description="of its best frame: 100 % at distance 0, 50 % at the match tolerance "
+        "(none for a visitor's: its distance is to the visitor's centroid)"
     )
     clip_url: str | None = None
     frame_url: str | None = Field(None, description="the whole frame at its start, from the clip")
@@ -137,10 +143,12 @@ def alert_out(a: AlertInfo, tolerance: float, has_clip: bool = False) -> AlertOu
     url = f"/api/alerts/{a.id}/snapshot.jpg" if a.has_snapshot else None
     clip = f"/api/alerts/{a.id}/clip.mp4" if has_clip else None
     frame = f"/api/alerts/{a.id}/frame.jpg" if has_clip else None
-    told = confidence(a.distance, tolerance)
+    visitor = a.visitor_id is not None
+    told = None if visitor else confidence(a.distance, tolerance)
     return from_record(
         AlertOut,
         a,
+        kind="visitor" if visitor else "person",
         ts=a.started_at,
         snapshot_url=url,
         clip_url=clip,

@@ -1,4 +1,5 @@
-// Alerts: the list (#/alerts, filtered by person, camera and state, paged), acknowledging
+// Alerts: the list (#/alerts, filtered by person, camera and state, paged; a returning
+// visitor's alerts among them, see isVisitor), acknowledging
 // one or all, the count badge in the menu, the pop-ups as alerts arrive, and muting the
 // pop-ups of a person or a camera (kept in this browser; muted alerts are still listed).
 "use strict";
@@ -43,6 +44,15 @@ function mutedBar() {
   return el("div", { class: "row muted-bar", id: "muted-bar", hidden: !chips.length }, el("span", { class: "muted", text: "Pop-ups muted for:" }), chips);
 }
 
+// a returning visitor's alert (kind "visitor"): its person is "visitor 17"; the link goes
+// to the visitor's page, not to the history of a watched person
+function isVisitor(a) { return a.visitor_id != null; }
+
+function visitorNote(a) {
+  if (!isVisitor(a)) return "";
+  return a.visits ? ` · returning visitor, visit ${a.visits}` : " · returning visitor";
+}
+
 function historyLink(a) {
   const q = new URLSearchParams({ person: a.person, camera: a.camera,
     since: String(Math.floor(a.ts - 5)), until: String(Math.ceil((a.last_seen_at || a.ts) + 5)) });
@@ -68,8 +78,10 @@ function alertItem(a) {
     el("div", { class: "alert-body" },
       el("div", {}, el("strong", { class: "alert-person", text: personName(a.person) }), " on ",
          el("a", { class: "alert-camera", href: `#/camera/${encodeURIComponent(a.camera)}`, text: a.camera })),
-      el("div", { class: "muted", text: `${fmtTime(a.ts)}${(a.last_seen_at || a.ts) > a.ts + 1 ? " – " + fmtTime(a.last_seen_at) : ""} · ${a.frames || 1} frame(s)${a.confidence == null ? "" : " · confidence " + fmtConfidence(a.confidence)}` }),
-      el("div", { class: "row" }, el("a", { class: "alert-history", href: historyLink(a), text: "history" }), ackBox, muteButtons(a))));
+      el("div", { class: "muted", text: `${fmtTime(a.ts)}${(a.last_seen_at || a.ts) > a.ts + 1 ? " – " + fmtTime(a.last_seen_at) : ""} · ${a.frames || 1} frame(s)${a.confidence == null ? "" : " · confidence " + fmtConfidence(a.confidence)}${visitorNote(a)}` }),
+      el("div", { class: "row" }, isVisitor(a)
+        ? el("a", { class: "alert-visitor", href: `#/visitors/${a.visitor_id}`, text: "visitor" })
+        : el("a", { class: "alert-history", href: historyLink(a), text: "history" }), ackBox, muteButtons(a))));
   return item;
 }
 
@@ -84,7 +96,7 @@ function onAlert(a) {
   badge.hidden = false;
   toast(el("div", { "data-alert": a.id },
     a.snapshot_url ? el("img", { src: a.snapshot_url, alt: "" }) : null,
-    el("div", {}, el("strong", { text: `Alert: ${personName(a.person)}` }),
+    el("div", {}, el("strong", { text: `Alert: ${personName(a.person)}${isVisitor(a) ? " is back" : ""}` }),
        el("span", { class: "toast-detail", text: ` ${a.camera} · ${fmtTime(a.ts)}` })),
     muteButtons(a)));
 }
