@@ -159,6 +159,17 @@ def test_clips_are_found_by_alert_and_by_the_time_of_a_sighting(store: Store) ->
     assert _files(store.media.root) == []
 
 
+def test_a_returning_visitors_alert_has_the_clip_of_the_unknown_faces_then(store: Store) -> None:
+    back = store.add_alert("visitor 3", "door", 202.0, 0.2, None, last_seen_at=204.0, visitor_id=3)
+    elsewhere = store.add_alert("visitor 3", "door", 500.0, 0.2, None, visitor_id=3)
+    named = store.add_alert("alice", "door", 203.0, 0.3, None)
+    _clip(store, "sighting", 200.0, 210.0)
+    assert store.alert_clip(back.id) is not None
+    assert store.alert_clip(elsewhere.id) is None
+    assert store.alert_clip(named.id) is None, "a watched person's alert takes only theirs"
+    assert store.alerts_with_clips(store.alerts()) == {back.id}
+
+
 def test_the_disk_budget_deletes_the_oldest_sightings_before_any_alert(store: Store) -> None:
     now = time.time()
     snap = b"\xff" * 1000

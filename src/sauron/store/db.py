@@ -989,13 +989,17 @@ class Store:
 
     @staticmethod
     def _alert_clips(alerts: Sequence[Alert | AlertInfo]) -> Any:
-        """Clips of these alerts' appearances (same camera and person, times that meet)."""
+        """Clips of these alerts' appearances (same camera and person, times that meet); a
+        returning visitor's alert has the clip of the unknown faces of that moment."""
         return select(Clip.path, Clip.camera, Clip.person, Clip.started_at, Clip.ended_at).where(
-            Clip.kind == "alert",
             or_(
                 *(
                     (Clip.camera == a.camera)
-                    & (Clip.person == a.person)
+                    & (
+                        (Clip.kind == "alert") & (Clip.person == a.person)
+                        if a.visitor_id is None
+                        else Clip.person.is_(None)
+                    )
                     & (Clip.started_at <= a.last_seen_at)
                     & (Clip.ended_at >= a.started_at)
                     for a in alerts
@@ -1091,7 +1095,7 @@ class Store:
             a.id
             for a in alerts
             for c in clips
-            if (c.camera, c.person) == (a.camera, a.person)
+            if (c.camera, c.person) == (a.camera, a.person if a.visitor_id is None else None)
             and c.started_at <= a.last_seen_at
             and c.ended_at >= a.started_at
         }
