@@ -37,6 +37,7 @@ from sauron.codec import (
     encode_result,
     encode_sighting,
     peek_kind,
+    result_without_jpeg,
 )
 from sauron.types import NUM_LANDMARKS, Detections, Frame, Result, Sighting
 
@@ -201,6 +202,23 @@ def test_a_result_with_late_results_round_trips() -> None:
     assert back.to_json() == result.to_json()
     assert back.to_json()["late"][0]["faces"][0]["person"] == "alice"
     assert decode_result(VALID[Kind.RESULT]).late == ()
+
+
+def test_a_result_without_its_jpeg_keeps_everything_else() -> None:
+    earlier = Result(Frame("cam-1", 3, 10.0, b"\xff\xd8old"), DETECTIONS[[0]], 12.0)
+    result = replace(RESULT, late=(earlier,))
+    full = encode_result(result)
+    slim = result_without_jpeg(full)
+    assert len(FRAME.jpeg) <= len(full) - len(slim) <= len(FRAME.jpeg) + 8  # + the table
+    back = decode_result(slim)
+    assert back.frame == replace(FRAME, jpeg=b"")
+    assert back.annotated_jpeg == RESULT.annotated_jpeg  # a drawn frame stays
+    assert_same_detections(back.detections, DETECTIONS)
+    assert back.late[0].frame == earlier.frame  # late results keep their pixels
+    assert back.to_json() == result.to_json()
+    assert result_without_jpeg(slim) == slim
+    with pytest.raises(CodecError):
+        result_without_jpeg(VALID[Kind.FRAME])
 
 
 def test_late_results_are_bounded_and_never_nested() -> None:

@@ -296,6 +296,22 @@ def decode_result(data: bytes) -> Result:
     )
 
 
+def result_without_jpeg(data: bytes) -> bytes:
+    """An encoded result with its frame's JPEG left out (an empty ``jpeg`` blob), the rest
+    as it was: for an annotated topic whose one reader already holds the frames it
+    published (``bus.annotated_jpeg: false``). The message is checked like any result,
+    then only its blob table and bytes are rewritten; late results keep their JPEGs
+    (earlier frames, rare)."""
+    meta, _ = _unpack(data, Kind.RESULT)  # checks the whole message first
+    meta_len = _HEADER.unpack_from(data)[3]
+    offset = _HEADER.size + meta_len
+    blobs = []
+    for name, dtype, shape, nbytes in json.loads(data[_HEADER.size : offset])["blobs"]:
+        chunk, offset = data[offset : offset + nbytes], offset + nbytes
+        blobs.append((name, b"", dtype, (0,)) if name == "jpeg" else (name, chunk, dtype, shape))
+    return _pack(Kind.RESULT, meta, blobs)
+
+
 def encode_sighting(sighting: Sighting) -> bytes:
     """A sighting (no pixels) as its event: the fields of :class:`Sighting`, with the box
     as [top, right, bottom, left] like the results file's faces (docs/results.md)."""

@@ -122,6 +122,14 @@ class BusConfig(Section):
         description="`sauron run`: cameras start once every detect worker has warmed its "
         "models and the group holds every frames partition, or after this many seconds",
     )
+    annotated_jpeg: bool = Field(
+        True,
+        description="Over Kafka, annotated results carry the frame's JPEG, so every reader "
+        "of the annotated topic gets the pixels (`sauron web`, `sauron worker record` "
+        "elsewhere). false: the JPEG crosses the broker once, in the frames topic; "
+        "`sauron run` puts it back from the frames it published, readers elsewhere get "
+        "results without the frame's pixels (the drawn JPEG of `match.draw` stays)",
+    )
     standby_processes: int = Field(
         1,
         ge=0,

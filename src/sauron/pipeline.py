@@ -7,8 +7,9 @@ import os
 import signal
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,39 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 IDLE_FINISH_S = 30.0
+
+
+class PublishedJpegs:
+    """The JPEGs of the frames ``sauron run`` published whose result has not come back
+    yet, at most ``per_camera`` a camera (the oldest go first), for annotated results
+    that arrive without them (``bus.annotated_jpeg: false``). Any thread."""
+
+    def __init__(self, per_camera: int = 64) -> None:
+        self.per_camera = per_camera
+        self._held: dict[str, OrderedDict[int, bytes]] = {}
+        self._lock = threading.Lock()
+
+    def keep(self, frame: Frame) -> None:
+        with self._lock:
+            held = self._held.setdefault(frame.camera, OrderedDict())
+            held[frame.number] = frame.jpeg
+            while len(held) > self.per_camera:
+                held.popitem(last=False)
+
+    def take(self, camera: str, number: int) -> bytes | None:
+        with self._lock:
+            held = self._held.get(camera)
+            return held.pop(number, None) if held is not None else None
+
+    def restore(self, result: Result) -> Result | None:
+        """``result`` with its frame's JPEG (None if it came without and is no longer
+        held); a result that carries its JPEG is returned as it is."""
+        jpeg = self.take(result.frame.camera, result.frame.number)
+        if result.frame.jpeg:
+            return result
+        if jpeg is None:
+            return None
+        return replace(result, frame=replace(result.frame, jpeg=jpeg))
 
 
 @dataclass
@@ -262,6 +296,10 @@ def run_kafka(settings: Settings, opts: RunOptions, stopper: _Stopper) -> RunSum
     )
 
     last_result = [time.monotonic()]
+    # bus.annotated_jpeg off: results come without the frame's JPEG, put back from the
+    # frames published here for whoever wants pixels (the results file does not)
+    jpegs = PublishedJpegs() if opts.on_result and not settings.bus.annotated_jpeg else None
+    unrestored = [0]
 
     def on_result(msg: Any) -> None:
         try:
@@ -271,8 +309,19 @@ def run_kafka(settings: Settings, opts: RunOptions, stopper: _Stopper) -> RunSum
             return
         writer.add(result)
         last_result[0] = time.monotonic()
+        if jpegs is not None:
+            restored = jpegs.restore(result)
+            if restored is None:  # a repeat, or no longer held: the results file has it
+                unrestored[0] += 1
+                return
+            result = restored
         for cb in opts.on_result:
             cb(result)
+
+    def skipped(camera: str, number: int) -> None:
+        writer.skip(camera, number)
+        if jpegs is not None:
+            jpegs.take(camera, number)
 
     collector = TopicTail(
         settings.bus, topics.annotated, on_result, start=end_offsets(settings.bus, topics.annotated)
@@ -302,9 +351,16 @@ def run_kafka(settings: Settings, opts: RunOptions, stopper: _Stopper) -> RunSum
         metrics=metrics,
         stop=ingest_stop,
         placement=placement,
-        on_drop=lambda f: writer.skip(f.camera, f.number),
+        on_drop=lambda f: skipped(f.camera, f.number),
     )
-    ingest = IngestGroup(settings.cameras, sink=sink, stop=ingest_stop).start()
+    publish = sink
+    if jpegs is not None:
+
+        def publish(frame: Frame) -> None:
+            jpegs.keep(frame)
+            sink(frame)
+
+    ingest = IngestGroup(settings.cameras, sink=publish, stop=ingest_stop).start()
     reporter = CameraReporter(settings, ingest)  # for a `sauron web` elsewhere
     reporter.start()
     stale = [0]
@@ -314,7 +370,7 @@ def run_kafka(settings: Settings, opts: RunOptions, stopper: _Stopper) -> RunSum
         if workers.failure is not None:
             return True
         for cam, number in signals.drain_stale():
-            writer.skip(cam, number)
+            skipped(cam, number)
             stale[0] += 1
         if not (opts.until_done and ingest.done()):
             return False
@@ -353,6 +409,13 @@ def run_kafka(settings: Settings, opts: RunOptions, stopper: _Stopper) -> RunSum
     summary.dropped_stale, summary.ready_s = stale[0], ready_s
     summary.placement, summary.members = placement, members
     summary.restarts, summary.error = workers.restarts, workers.failure
+    if unrestored[0]:
+        log.warning(
+            "%d result(s) came without their frame's JPEG (bus.annotated_jpeg: false) when "
+            "it was no longer held here (a repeat, or too far behind): in the results file, "
+            "not passed to viewers or the recorder",
+            unrestored[0],
+        )
     if stale[0]:
         d = settings.detect
         log.info(

@@ -2,7 +2,8 @@
 
     sauron bench scale [--cameras 4,8,16,24,32,48] [--fps 5] [--seconds 20]
                        [--buses kafka,embedded] [--workers 1,2] [--join 0]
-                       [--live-frame-age S] [--bootstrap HOST:PORT] [--out DIR]
+                       [--live-frame-age S] [--no-annotated-jpeg]
+                       [--bootstrap HOST:PORT [--broker-pid PID]] [--out DIR]
 
 Each run is the whole product command, ``sauron run --until-done`` with a watchlist, over
 N cameras that play clips of the realistic workload (faces walking over real footage,
@@ -248,6 +249,7 @@ def run_point(
     broker_pid: int | None,
     broker_data: Path | None,
     live_frame_age: float | None,
+    annotated_jpeg: bool = True,
 ) -> dict[str, Any]:
     """One ``sauron run --until-done`` of ``plan.cameras`` live cameras; its figures."""
     from sauron.config import load_settings
@@ -272,6 +274,8 @@ def run_point(
     if plan.bus == "kafka":
         assert bootstrap is not None
         config["bus"]["bootstrap_servers"] = bootstrap
+        if not annotated_jpeg:  # (set only when off: older sauron versions lack it)
+            config["bus"]["annotated_jpeg"] = False
     settings = load_settings(None, config)
     results = work / f"{prefix}.jsonl"
     log.info("scale run: %s", plan)
@@ -432,9 +436,21 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="detect.live_frame_age_s of every run (default: the setting's default)",
     )
+    p.add_argument(
+        "--no-annotated-jpeg",
+        dest="annotated_jpeg",
+        action="store_false",
+        help="Kafka runs: bus.annotated_jpeg false (a frame's JPEG crosses the broker once)",
+    )
     p.add_argument("--target-ms", type=float, default=TARGET_MS, help="p99 bound of the knee")
     p.add_argument("--clips", type=int, default=4, help="distinct clips the cameras play")
     p.add_argument("--bootstrap", help="use this Kafka broker instead of starting one")
+    p.add_argument(
+        "--broker-pid",
+        type=int,
+        default=None,
+        help="with --bootstrap: the broker's pid, whose CPU is then counted as `broker`",
+    )
     p.add_argument("--out", type=Path, default=Path("sauron-bench"), help="folder of the output")
     return p
 
@@ -475,9 +491,10 @@ def main(argv: list[str] | None = None) -> int:
                         work,
                         fps=args.fps,
                         bootstrap=bootstrap,
-                        broker_pid=broker.pid if broker else None,
+                        broker_pid=broker.pid if broker else args.broker_pid,
                         broker_data=data,
                         live_frame_age=args.live_frame_age,
+                        annotated_jpeg=args.annotated_jpeg,
                     )
                 )
                 print(table(runs[-1:]).splitlines()[-1], flush=True)
