@@ -377,7 +377,9 @@ class EmbeddedBus:
                     slot.space.notify()
             try:
                 worker.inbox.send(frame)
-            except (OSError, ValueError):  # the process died: the collector handles it
+            # the process died: the collector handles it (and may close the pipe while we
+            # write to it, which multiprocessing reports as a TypeError: no handle)
+            except (OSError, ValueError, TypeError):
                 return
             if frame is None:
                 return
