@@ -185,16 +185,37 @@ def close_consumer(consumer: Consumer, what: str, timeout_s: float = CLOSE_TIMEO
     asked to stop must stop. It closes on a thread of its own; past the timeout the caller
     goes on (the group then moves the partitions after its session timeout) and the
     delay is logged. True when it closed in time."""
-    done = threading.Thread(target=consumer.close, name=f"close-{what}", daemon=True)
+    late = f"{what}: the Kafka consumer did not close within %.0f s (brokers unreachable?); "
+    return _within(
+        consumer.close, f"close-{what}", timeout_s, late + "going on without a clean leave"
+    )
+
+
+def commit_final(consumer: Consumer, what: str, timeout_s: float = CLOSE_TIMEOUT_S) -> bool:
+    """A worker's last synchronous commit, waiting at most ``timeout_s``: with its broker
+    hung, a commit waits for the request's own timeout (a minute) before it fails. Past
+    the limit the caller goes on to close (which commits what it can); inputs whose offsets
+    were not committed are read again by the next owner (at-least-once). True when the
+    commit returned in time (failed or not: its error is logged at debug level)."""
+
+    def commit() -> None:
+        try:
+            consumer.commit(asynchronous=False)
+        except KafkaException as exc:
+            log.debug("%s: final commit: %s", what, exc)
+
+    late = f"{what}: the last commit did not return within %.0f s (brokers unreachable?); "
+    return _within(commit, f"commit-{what}", timeout_s, late + "going on to close")
+
+
+def _within(fn: Callable[[], object], name: str, timeout_s: float, late: str) -> bool:
+    """Run ``fn`` on a daemon thread and wait at most ``timeout_s`` for it; past that,
+    log ``late`` (with the timeout) and return False."""
+    done = threading.Thread(target=fn, name=name, daemon=True)
     done.start()
     done.join(timeout_s)
     if done.is_alive():
-        log.warning(
-            "%s: the Kafka consumer did not close within %.0f s (brokers unreachable?); "
-            "going on without a clean leave",
-            what,
-            timeout_s,
-        )
+        log.warning(late, timeout_s)
         return False
     return True
 

@@ -58,6 +58,7 @@ from sauron.bus.client import (
     MAX_VALUE_BYTES,
     check_reachable,
     close_consumer,
+    commit_final,
     consume_ready,
     make_consumer,
     make_producer,
@@ -260,10 +261,7 @@ class StageWorker:
                     self.name,
                     left,
                 )
-            try:
-                consumer.commit(asynchronous=False)
-            except KafkaException as exc:
-                log.debug("%s: final commit: %s", self.name, exc)
+            commit_final(consumer, self.name)
 
     # ---- exactly-once
 
