@@ -105,6 +105,10 @@ def test_this_is_adds_the_crop_to_the_persons_photos(
     person = app.client.get("/api/people/barack", headers=app.admin).json()
     assert len(person["photos"]) == 2
     assert sightings(app, "door")[0]["person"] == "barack"
+    # said again: refused, not a second copy of the same photo
+    assert app.client.post(url, headers=app.admin, json={"person": "barack"}).status_code == 409
+    person = app.client.get("/api/people/barack", headers=app.admin).json()
+    assert len(person["photos"]) == 2
     audit = app.client.get("/api/audit", headers=app.admin).json()
     assert any(a["action"] == "this_is" and a["target"] == "barack" for a in audit)
 

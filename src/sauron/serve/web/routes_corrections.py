@@ -113,12 +113,15 @@ async def sighting_this_is(
 ) -> CorrectionOut:
     """The face of this sighting is ``person``: its crop is added to their photos (it
     must pass the enrollment check) and the sighting is named after them."""
-    if ctx.store.get_person(body.person) is None:
+    person = ctx.store.get_person(body.person)
+    if person is None:
         raise HTTPException(404, f"no person named {body.person!r}")
+    filename = f"sighting-{sighting_id}.jpg"
+    if any(ph.filename == filename for ph in person.photos):  # said twice: one photo
+        raise HTTPException(409, f"the face of sighting {sighting_id} is already {body.person}'s")
     _, _, snapshot = await _sighting_face(ctx, sighting_id)
     if snapshot is None:
         raise HTTPException(422, f"sighting {sighting_id} kept no snapshot to enroll")
-    filename = f"sighting-{sighting_id}.jpg"
     try:
         photo = await ctx.decode_gate.run(partial(ctx.enroller.check, snapshot, filename))
     except EnrollError as exc:
