@@ -230,6 +230,10 @@ def run_embedded(settings: Settings, opts: RunOptions, stopper: _Stopper) -> Run
         block=opts.until_done,
         on_output=on_output,
         on_skipped=on_skipped,
+        # cameras played in real time stay live as over Kafka: never waited for, and
+        # their frames dropped once too old to be detected in time
+        live=frozenset(c.name for c in settings.cameras if c.realtime),
+        live_max_age_s=settings.detect.live_frame_age_s,
         standby=b.standby_processes,
         max_restarts=b.max_restarts,
         metrics=metrics,
@@ -267,7 +271,8 @@ def run_embedded(settings: Settings, opts: RunOptions, stopper: _Stopper) -> Run
             server.stop()
     summary = _summary(ingest, writer, started, bus.stats.dropped, bus.stats.failed)
     summary.lost, summary.restarts, summary.error = bus.stats.lost, bus.stats.restarts, bus.failure
-    summary.placement = dict(bus.history)
+    summary.placement, summary.dropped_stale = dict(bus.history), bus.stats.stale
+    _log_stale(settings, bus.stats.stale)
     return summary
 
 
@@ -416,14 +421,18 @@ def run_kafka(settings: Settings, opts: RunOptions, stopper: _Stopper) -> RunSum
             "not passed to viewers or the recorder",
             unrestored[0],
         )
-    if stale[0]:
+    _log_stale(settings, stale[0])
+    return summary
+
+
+def _log_stale(settings: Settings, stale: int) -> None:
+    if stale:
         d = settings.detect
         log.info(
             "%d frame(s) dropped as too old (live cameras: detect.live_frame_age_s = %s s; "
             "all: detect.max_frame_age_s = %s s)",
-            stale[0], d.live_frame_age_s, d.max_frame_age_s,
+            stale, d.live_frame_age_s, d.max_frame_age_s,
         )  # fmt: skip
-    return summary
 
 
 def wait_for_workers(

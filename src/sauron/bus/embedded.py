@@ -20,8 +20,15 @@ bus with one error (``failure``) instead of a restart loop. A process that canno
 models says why over its pipe, and :meth:`EmbeddedBus.start` raises that error at once.
 
 Back-pressure: with ``block=True`` (finite sources run to the end) a full queue makes
-the camera wait, nothing is dropped. Otherwise (live cameras) the oldest waiting frame of
-that slot is dropped and counted, so the view stays live and memory stays bounded.
+the camera wait, nothing is dropped; cameras in ``live`` never wait. For those, and for
+every camera without ``block``, the oldest waiting frame of the slot is dropped and
+counted, so the view stays live and memory stays bounded.
+
+Staying live: with ``live_max_age_s``, a frame of a ``live`` camera that its process
+could not finish within that many seconds of its capture (its age when its turn comes,
+plus the process's recent time per frame for it and the frames ahead of it in the pipe,
+counted as at most half the limit) is dropped as ``stale`` before it is sent, the way the
+Kafka detect workers drop theirs (``detect.live_frame_age_s``).
 """
 
 from __future__ import annotations
@@ -104,7 +111,8 @@ def _detect_worker(settings_json: str, make_stage: StageFactory, inbox: Any, out
 class EmbeddedStats:
     submitted: int = 0
     completed: int = 0  # outputs handed to on_output (failed ones included)
-    dropped: int = 0  # oldest waiting frames of live cameras, dropped on purpose
+    dropped: int = 0  # frames dropped on purpose: queue full, or stale (counted in both)
+    stale: int = 0  # frames of live cameras dropped as too old to be detected in time
     failed: int = 0  # frames whose detection raised
     lost: int = 0  # frames a process held when it died
     restarts: int = 0  # processes replaced after dying
@@ -121,6 +129,9 @@ class _Worker:
     ready: bool = False
     slot: _Slot | None = None  # None while a standby
     in_flight: deque[Frame] = field(default_factory=deque)
+    sent_at: deque[float] = field(default_factory=deque)  # monotonic, one per in_flight
+    last_out: float = 0.0  # monotonic time of its last output
+    handle_s: float = 0.0  # its recent time per frame (moving average)
     gone: bool = False
 
     @property
@@ -153,8 +164,12 @@ class EmbeddedBus:
     block: bool
     on_output: Callable[[DetectOutput], None]
     #: called with every frame that will never come out: dropped (a live camera's
-    #: oldest waiting frame) or lost (held by a process that died)
+    #: oldest waiting frame, or a stale one) or lost (held by a process that died)
     on_skipped: Callable[[Frame], None] | None = None
+    #: cameras played in real time: they never wait for room, and their frames are
+    #: dropped as stale past ``live_max_age_s``
+    live: frozenset[str] = frozenset()
+    live_max_age_s: float | None = None
     queue_size: int = 16
     standby: int = 1
     max_restarts: int = 5
@@ -257,7 +272,8 @@ class EmbeddedBus:
         with self._cond:
             slot = self._slots[self._slot_of(frame)]
             self.stats.submitted += 1
-            while self.block and slot.waiting.full and not self._refusing:
+            wait = self.block and frame.camera not in self.live
+            while wait and slot.waiting.full and not self._refusing:
                 slot.space.wait(0.5)
             if slot.waiting.full and self._refusing:
                 dropped = [frame]
@@ -268,6 +284,15 @@ class EmbeddedBus:
         if dropped and self.metrics is not None:
             self.metrics.dropped.labels(stage="detect", reason="queue_full").inc(len(dropped))
         self._skipped(dropped)
+
+    def _stale(self, worker: _Worker, frame: Frame) -> bool:
+        """A frame of a live camera that ``worker`` could not finish within
+        ``live_max_age_s`` of its capture (caller holds the lock)."""
+        limit = self.live_max_age_s
+        if limit is None or frame.camera not in self.live:
+            return False
+        ahead = min(worker.handle_s * (len(worker.in_flight) + 1), limit / 2)
+        return time.time() - frame.captured_at + ahead > limit
 
     @property
     def _refusing(self) -> bool:
@@ -356,10 +381,12 @@ class EmbeddedBus:
         ).start()
 
     def _send(self, worker: _Worker) -> None:
-        """Hand the slot's waiting frames to its process, ``CREDIT`` at a time."""
+        """Hand the slot's waiting frames to its process, ``CREDIT`` at a time; stale
+        frames of live cameras are dropped on the way."""
         slot = worker.slot
         assert slot is not None
         while True:
+            stale: list[Frame] = []
             with self._cond:
                 while not (
                     worker.gone
@@ -369,12 +396,24 @@ class EmbeddedBus:
                     slot.work.wait()
                 if worker.gone:
                     return
-                if self._closing:
-                    frame: Frame | None = None
-                else:
+                frame: Frame | None = None
+                while not self._closing and len(slot.waiting):
                     frame = slot.waiting.get(timeout=0)
-                    worker.in_flight.append(frame)
                     slot.space.notify()
+                    if not self._stale(worker, frame):
+                        worker.in_flight.append(frame)
+                        worker.sent_at.append(time.monotonic())
+                        break
+                    stale.append(frame)
+                    frame = None
+                self.stats.stale += len(stale)
+                self.stats.dropped += len(stale)
+            if stale:
+                if self.metrics is not None:
+                    self.metrics.dropped.labels(stage="detect", reason="stale").inc(len(stale))
+                self._skipped(stale)
+                if frame is None and not self._closing:
+                    continue  # nothing fresh was waiting
             try:
                 worker.inbox.send(frame)
             # the process died: the collector handles it (and may close the pipe while we
@@ -437,6 +476,13 @@ class EmbeddedBus:
         with self._cond:
             # outputs come back in the order the frames went: the oldest held is this one
             frame = worker.in_flight.popleft() if worker.in_flight else None
+            if worker.sent_at:
+                now, sent = time.monotonic(), worker.sent_at.popleft()
+                took = now - max(sent, worker.last_out)
+                worker.handle_s = (
+                    took if not worker.handle_s else 0.8 * worker.handle_s + 0.2 * took
+                )
+                worker.last_out = now
             if frame is None or (frame.camera, frame.number) != (camera, number):
                 log.error(
                     "%s returned camera %s frame %d out of order; output dropped",
@@ -473,6 +519,7 @@ class EmbeddedBus:
             self._workers.remove(worker)
             lost = list(worker.in_flight)
             worker.in_flight.clear()
+            worker.sent_at.clear()
             self.stats.lost += len(lost)
             closing = self._closing
             if not closing:
