@@ -38,7 +38,7 @@ def test_the_knee_is_the_most_cameras_within_the_bound() -> None:
 def test_a_tiny_run_writes_the_json_and_the_figure(tmp_path: Path) -> None:
     out = tmp_path / "out"
     argv = ["--cameras", "1,2", "--buses", "embedded", "--workers", "1", "--seconds", "2"]
-    assert main([*argv, "--clips", "1", "--out", str(out)]) == 0
+    assert main([*argv, "--clips", "1", "--keep-results", "--out", str(out)]) == 0
     doc = json.loads((out / "scale.json").read_text())
     assert (out / "scale.png").stat().st_size > 0
     assert [r["cameras"] for r in doc["runs"]] == [1, 2]
@@ -48,5 +48,11 @@ def test_a_tiny_run_writes_the_json_and_the_figure(tmp_path: Path) -> None:
         assert r["latency_ms"]["p50"] <= r["latency_ms"]["p99"] <= r["latency_ms"]["max"]
         assert r["cpu_percent"]["run"] > 0
         assert r["broker_bytes_per_frame"] is None
+        # per second of capture time, every frame that came out once
+        assert sum(t["n"] for t in r["timeline"]) == r["frames_out"]
+        assert max(t["max"] for t in r["timeline"]) == r["latency_ms"]["max"]
+        assert r["latency_ms_settled"] == {}  # a 2-s clip has nothing past the first 5 s
+        kept = out / "results" / f"embedded-1-{r['cameras']}.jsonl"
+        assert len(kept.read_text().splitlines()) == r["frames_out"]
     assert set(doc["knee_cameras"]) == {"embedded/1"}
     assert doc["live_frame_age_s"] == 1.0
