@@ -14,6 +14,7 @@ import importlib
 BENCHMARKS: dict[str, tuple[str, str]] = {
     "detectors": ("detectors", "face detectors on the realistic workload, one core"),
     "embedder": ("embedder", "dlib's ResNet against the same network in ONNX Runtime"),
+    "frame-cost": ("frame_cost", "where a detect process's CPU time per frame goes"),
     "pipeline": ("pipeline_command", "the pipeline against the floor and the seed's way"),
     "scale": ("scale", "live cameras over both buses: latency against offered load, the knee"),
     "search": ("search", "query time of the search-by-photo index at a given size"),
