@@ -65,6 +65,7 @@ BENCH_ORDER: list[set[str]] = [
         "pipeline_command",
         "detectors",
         "embedder",
+        "frame_cost",
         "scale",
         "search",
         "security",
