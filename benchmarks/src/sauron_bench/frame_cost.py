@@ -39,6 +39,17 @@ from sauron_bench.realistic import render_camera
 
 log = logging.getLogger(__name__)
 
+#: The parts of a frame's cost, in the JSON and the table; the last is what is left.
+PARTS = (
+    "decode",
+    "full scans",
+    "coarse scans",
+    "region scans",
+    "landmarks of followed faces",
+    "embedding",
+    "rest (following, tracking)",
+)
+
 
 def _variant(text: str) -> tuple[str, dict[str, Any]]:
     """``NAME:KEY=VALUE,...`` -> (NAME, {"detect": {KEY: VALUE}}), values as YAML scalars."""
@@ -102,19 +113,12 @@ def measure(clips: list[tuple[bytes, ...]], overrides: dict[str, Any]) -> dict[s
     finally:
         stage_module.decode_jpeg = decode
     n = frames * len(clips)
-    parts = (
-        "decode",
-        "full scans",
-        "coarse scans",
-        "region scans",
-        "landmarks of followed faces",
-        "embedding",
-    )
+    timed_parts = PARTS[:-1]
     out: dict[str, Any] = {"frames": n, "cpu_ms_per_frame": round(total / n, 2)}
-    out.update({k: round(spent[k] / n, 2) for k in parts})
-    out["rest (following, tracking)"] = round((total - sum(spent[k] for k in parts)) / n, 2)
+    out.update({k: round(spent[k] / n, 2) for k in timed_parts})
+    out[PARTS[-1]] = round((total - sum(spent[k] for k in timed_parts)) / n, 2)
     out["counts"] = {
-        **{k: calls[k] for k in parts if k != "decode"},
+        **{k: calls[k] for k in timed_parts if k != "decode"},
         "faces seen": stage.faces_seen,
         "faces embedded": stage.faces_embedded,
     }

@@ -353,7 +353,7 @@ def _timeline(records: list[dict[str, Any]], start: float) -> list[dict[str, flo
     by_second: dict[int, list[float]] = {}
     for r in records:
         by_second.setdefault(int(r["ts"] - start), []).append(r["latency_ms"])
-    out = []
+    out: list[dict[str, float]] = []
     for second in sorted(by_second):
         lat = percentiles(by_second[second])
         out.append(
