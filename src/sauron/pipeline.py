@@ -97,6 +97,10 @@ class RunSummary:
     lost: int = 0
     restarts: int = 0
     error: str | None = None
+    # frames that came after the results file had moved past them (not written), and
+    # (embedded bus) frames still waiting or in detection when the run stopped
+    late: int = 0
+    unfinished: int = 0
     stopped: bool = False  # a signal (SIGINT/SIGTERM) ended the run
 
     @property
@@ -185,6 +189,7 @@ def _summary(
         frames_out=dict(writer.written),
         named=dict(writer.named),
         duplicates=writer.duplicates,
+        late=writer.late,
         dropped=dropped,
         dead_letters=dead,
         camera_errors={k: s.error for k, s in ingest.status.items() if s.error},
@@ -206,14 +211,22 @@ def run_embedded(settings: Settings, opts: RunOptions, stopper: _Stopper) -> Run
     for attach in opts.on_watchlist:
         attach(watchlist)
     stage = MatchStage(settings.match, watchlist)
-    writer = ResultsWriter(opts.results)
+    # Every frame handed to the bus comes out, or is marked skipped (dropped, lost, or
+    # failed): the writer never needs to give up on a gap after a while, which would
+    # turn a frame still being detected on a busy machine into one not written.
+    writer = ResultsWriter(opts.results, patient={c.name for c in settings.cameras})
     metrics = Metrics()
 
     def on_output(item: DetectOutput) -> None:
         frame, det, timings, _error = item
-        if det is None:
+        if det is None:  # detection failed (logged by the bus): nothing to write
+            writer.skip(frame.camera, frame.number)
             return
-        result, _ = stage.process(frame, det, timings)
+        try:
+            result, _ = stage.process(frame, det, timings)
+        except Exception:
+            writer.skip(frame.camera, frame.number)
+            raise
         writer.add(result)
         metrics.frames_out.labels(stage="detect").inc()
         for cb in opts.on_result:
@@ -272,6 +285,7 @@ def run_embedded(settings: Settings, opts: RunOptions, stopper: _Stopper) -> Run
     summary = _summary(ingest, writer, started, bus.stats.dropped, bus.stats.failed)
     summary.lost, summary.restarts, summary.error = bus.stats.lost, bus.stats.restarts, bus.failure
     summary.placement, summary.dropped_stale = dict(bus.history), bus.stats.stale
+    summary.unfinished = bus.stats.unfinished
     _log_stale(settings, bus.stats.stale)
     return summary
 

@@ -20,7 +20,10 @@ def test_an_overloaded_embedded_run_drops_stale_frames_instead_of_falling_behind
     got = overload(tmp_path, realtime=True)
     check_stayed_live(got)
     assert got.summary.dropped >= got.summary.dropped_stale
-    assert got.summary.lost == 0
+    # every frame handed to the bus comes out or is marked skipped, so none is written
+    # past while it is still being detected, however slow the machine
+    assert got.summary.lost == got.summary.late == got.summary.unfinished == 0
+    assert len(got.records) + got.summary.dropped == FRAMES * got.cameras
     # without the age limit, the last frames came out about 10 s after their capture
     late = max(r["latency_ms"] for r in got.records)
     assert late < 5000, f"a frame came out {late:.0f} ms after its capture"

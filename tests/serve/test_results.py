@@ -111,7 +111,7 @@ def test_a_gap_is_skipped_once_the_window_overflows(
     assert "camera a frames 2..2 never arrived, skipping" in caplog.text
     # the frame that finally arrives is too late: dropped (and counted) rather than reordered
     assert writer.add(result("a", 2)) is False
-    assert writer.duplicates == 1
+    assert (writer.late, writer.duplicates) == (1, 0)
     writer.add(result("a", 7))
     writer.close()
     assert order(read(path), "a") == [0, 1, 3, 4, 5, 6, 7]
@@ -183,7 +183,7 @@ def test_property_each_frame_once_and_sorted(
         frames = order(read(path), "cam")
     assert frames == sorted(set(frames))
     assert accepted == len(frames)
-    assert accepted + writer.duplicates == len(arrivals)
+    assert accepted + writer.duplicates + writer.late == len(arrivals)
     if window >= 40:
         assert frames == list(range(40))
 
@@ -246,6 +246,11 @@ def test_a_frame_dropped_unmarked_is_waited_for_at_most_max_wait(tmp_path: Path)
     writer.flush_due()
     assert writer.written["door"] == 5
     assert writer.add(result("door", 1)) is False  # too late: not reordered into the file
+    # counted as late, not as a repeat; a second copy of it is a repeat
+    assert (writer.late, writer.duplicates) == (1, 0)
+    assert writer.add(result("door", 1)) is False
+    assert writer.add(result("door", 2)) is False  # written already: a repeat
+    assert (writer.late, writer.duplicates) == (1, 2)
     writer.close()
     assert order(read(path), "door") == [0, 2, 3, 4, 6]
 

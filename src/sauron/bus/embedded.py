@@ -116,6 +116,7 @@ class EmbeddedStats:
     failed: int = 0  # frames whose detection raised
     lost: int = 0  # frames a process held when it died
     restarts: int = 0  # processes replaced after dying
+    unfinished: int = 0  # frames still waiting or in a process when the bus closed
 
 
 @dataclass(eq=False)
@@ -265,6 +266,14 @@ class EmbeddedBus:
                     w.proc.join(1.0)
         if self._collector.is_alive():
             self._collector.join(timeout)
+        with self._cond:
+            left = sum(len(s.waiting) for s in self._slots)
+            left += sum(len(w.in_flight) for w in self._workers)
+            self.stats.unfinished = left
+        if left:
+            log.info(
+                "embedded bus: %d frame(s) were not detected: still waiting when it stopped", left
+            )
 
     # ------------------------------------------------------------------ frames in
 

@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 
 MAX_WAIT_S = 1.0
 _LOG_EVERY_S = 10.0
+#: Per camera, the frame numbers passed over that are remembered, so that one arriving
+#: after all is told apart from a repeat (``late``, not ``duplicates``).
+PASSED_MEMORY = 4096
 
 
 class ResultsWriter:
@@ -62,10 +65,13 @@ class ResultsWriter:
         self._blocked: dict[str, float] = {}
         self.written: Counter[str] = Counter()
         self.duplicates = 0
+        #: frames that came after the writer had passed over their place: not written
+        self.late = 0
+        self._passed: dict[str, dict[int, None]] = {}  # camera -> numbers passed over
         self.named: Counter[str] = Counter()
         self.skipped: Counter[str] = Counter()  # marked skipped by the stage that dropped them
         self.given_up: Counter[str] = Counter()  # never arrived, passed over by the writer
-        self._logged_at = -1e9
+        self._logged_at = self._late_logged_at = -1e9
         self._closed = threading.Event()
         self._ticker: threading.Thread | None = None
         if max_wait_s is not None:
@@ -76,10 +82,22 @@ class ResultsWriter:
 
     def add(self, result: Result) -> bool:
         """Queue one result; False if that frame was already seen (a duplicate) or its
-        place was passed over before it came."""
+        place was passed over before it came (late)."""
         cam, num = result.frame.camera, result.frame.number
         with self._lock:
             seen = self._seen.setdefault(cam, set())
+            passed = self._passed.get(cam, {})
+            if num in passed and num not in seen:
+                del passed[num]
+                self.late += 1
+                now = self._clock()
+                if now - self._late_logged_at >= _LOG_EVERY_S:
+                    self._late_logged_at = now
+                    log.warning(
+                        "results: camera %s frame %d came after the file had moved past "
+                        "it, not written (%d such frame(s) so far)", cam, num, self.late,
+                    )  # fmt: skip
+                return False
             if num in seen or num < self._next.get(cam, 0):
                 self.duplicates += 1
                 return False
@@ -147,6 +165,11 @@ class ResultsWriter:
     def _pass_over(self, cam: str, first: int, upto: int, *, timed: bool) -> None:
         if not self._closed.is_set():
             self.given_up[cam] += upto - first
+        passed = self._passed.setdefault(cam, {})
+        for number in range(max(first, upto - PASSED_MEMORY), upto):
+            passed[number] = None
+        while len(passed) > PASSED_MEMORY:  # the oldest go first (dicts keep order)
+            del passed[next(iter(passed))]
         if not timed:
             log.warning(
                 "results: camera %s frames %d..%d never arrived, skipping", cam, first, upto - 1
