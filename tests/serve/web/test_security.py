@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import socket
 import stat
 import threading
 import time
@@ -25,10 +26,11 @@ from PIL import Image
 
 import sauron.serve.web.enrollment as enrollment_module
 import sauron.store.accounts as accounts_module
+from sauron.serve.web.auth import RECHECK_S
 from sauron.store import StoreError
 from sauron.store.db import Store
 
-from .conftest import ADMIN_PASSWORD, LiveApp
+from .conftest import ADMIN_PASSWORD, Feed, LiveApp
 
 T = TypeVar("T")
 VERA_PW = "juniper-lantern-" + uuid.uuid4().hex[:8]
@@ -281,6 +283,58 @@ def test_logout_with_a_bearer_token_revokes_it(app: LiveApp) -> None:
     assert app.client.get("/api/me", headers=token).status_code == 200
     assert app.client.post("/api/logout", headers=token).status_code == 204
     assert app.client.get("/api/me", headers=token).status_code == 401
+
+
+@pytest.mark.parametrize("how", ["logout", "disable"])
+def test_open_streams_end_once_their_token_stops_working(
+    start_app: Callable[..., LiveApp], sqlite_url: str, feed: Callable[[LiveApp], Feed], how: str
+) -> None:
+    """Probe 11: a live view and an event stream opened before log-out (or before an
+    admin disabled the account) kept sending video and alerts for as long as they
+    stayed open; they end within a few seconds now."""
+    app = start_app(sqlite_url)
+    viewer = app.add_viewer("watcher")
+    run = feed(app)
+    run("lobby", "obama2.jpg", 0, time.time())  # the camera exists before the view opens
+    ended: dict[str, float] = {}
+    received: dict[str, int] = {}
+
+    def read(path: str) -> None:
+        with (
+            httpx.Client(base_url=app.url, timeout=30) as c,
+            c.stream("GET", path, headers=viewer) as r,
+        ):
+            assert r.status_code == 200, path
+            for chunk in r.iter_bytes():
+                received[path] = received.get(path, 0) + len(chunk)
+        ended[path] = time.monotonic()
+
+    paths = ("/api/cameras/lobby/stream.mjpeg", "/api/events")
+    readers = [threading.Thread(target=read, args=(p,), daemon=True) for p in paths]
+    for t in readers:
+        t.start()
+    revoked = None
+    deadline = time.monotonic() + 25
+    number = 1
+    while len(ended) < len(paths) and time.monotonic() < deadline:
+        run("lobby", "obama2.jpg", number, time.time())  # frames keep coming
+        number += 1
+        time.sleep(0.2)
+        if revoked is None and all(received.get(p) for p in paths):
+            if how == "logout":
+                assert app.client.post("/api/logout", headers=viewer).status_code == 204
+            else:
+                r = app.client.patch(
+                    "/api/users/watcher", headers=app.admin, json={"disabled": True}
+                )
+                assert r.status_code == 200, r.text
+            revoked = time.monotonic()
+    for t in readers:
+        t.join(5)
+    assert revoked is not None, f"the streams never started: {received}"
+    assert set(ended) == set(paths), f"still open 25 s on: {set(paths) - set(ended)}"
+    for path in paths:
+        assert ended[path] - revoked < RECHECK_S + 3, path
 
 
 def test_tokens_expire_and_name_their_owner(app: LiveApp) -> None:
@@ -538,3 +592,45 @@ def test_forwarded_for_counts_only_from_a_trusted_proxy(
         headers={"X-Forwarded-For": "198.51.100.2"},
     )
     assert r.status_code == (200 if trusted else 429), r.text
+
+
+def test_an_anonymous_upload_is_refused_before_its_body_is_read(app: LiveApp) -> None:
+    """Probe 12: an upload route read (and parsed) the whole body of a client with no
+    credentials before answering 401, so anyone could make the server take in 25 MB a
+    request, or hold a connection open by trickling bytes."""
+    host, port = app.url.removeprefix("http://").split(":")
+    head = (
+        "POST /api/search HTTP/1.1\r\nHost: x\r\n"
+        "Content-Type: multipart/form-data; boundary=zz\r\n"
+        "Content-Length: 20000000\r\n\r\n--zz\r\n"
+    )
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(head.encode())  # and nothing more of the 20 MB
+        answer = sock.recv(4096).decode("latin-1")  # times out (fails) if it waits
+    assert answer.startswith("HTTP/1.1 401"), answer[:200]
+    # with credentials the request still goes on to the route (a bad token: 401 there)
+    r = app.client.post("/api/people", headers={"Authorization": "Bearer nope"}, data={})
+    assert r.status_code == 401
+    assert app.client.post("/api/login", json={"username": "a", "password": "b"}).status_code == 401
+
+
+def test_api_answers_are_not_cached_and_refusals_are_not_500(app: LiveApp) -> None:
+    """Probe 13: JSON answers with people's notes, sightings and the audit log had no
+    Cache-Control; editing a person who does not exist answered 500."""
+    admin = app.admin
+    for path in ("/api/people", "/api/sightings", "/api/alerts", "/api/audit", "/api/users"):
+        r = app.client.get(path, headers=admin)
+        assert r.status_code == 200, path
+        assert r.headers["cache-control"] == "no-store", path
+    r = app.client.patch("/api/people/nobody", headers=admin, json={"notes": "x"})
+    assert r.status_code == 404, r.text
+
+
+def test_a_user_name_sent_to_a_failed_log_in_is_audited_without_control_characters(
+    app: LiveApp,
+) -> None:
+    """Probe 14: a failed log-in's user name went to the audit log as sent, so a line
+    break in it could forge a line of an exported log."""
+    assert _login(app.client, "x\nINFO forged\u202e", "wrong").status_code == 401
+    (row,) = [r for r in _audit(app, "login_failed") if r["username"].startswith("x")]
+    assert row["username"] == "x\\u000aINFO forged\\u202e"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import logging
+from collections.abc import Awaitable, Callable
 from importlib import resources
 from pathlib import Path
 
@@ -33,7 +34,9 @@ from sauron.serve.web import (
     routes_visitors,
     routes_watchlist,
 )
+from sauron.serve.web.auth import SESSION_COOKIE
 from sauron.serve.web.context import WebContext
+from sauron.store import Conflict, NotFound
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +64,28 @@ _SECURITY_HEADERS = [
 ]
 
 
+#: The only routes that take a body from someone not logged in.
+_OPEN_WRITES = {"/api/login"}
+_WRITES = {"POST", "PUT", "PATCH", "DELETE"}
+
+
+def _has_credentials(headers: dict[bytes, bytes]) -> bool:
+    """A bearer token or the session cookie is there (whether it is valid is the app's
+    business)."""
+    if headers.get(b"authorization", b"").strip():
+        return True
+    cookies = headers.get(b"cookie", b"").decode("latin-1")
+    return any(c.strip().startswith(f"{SESSION_COOKIE}=") for c in cookies.split(";"))
+
+
 class BodyLimit:
     """Refuses a request body over ``max_bytes`` with 413, before it is parsed: by its
     Content-Length when given, else by counting the chunks as they arrive (whatever the
-    app would answer to the cut-off body, the client gets the 413). Adds the security
-    headers to every response."""
+    app would answer to the cut-off body, the client gets the 413). A write to the API
+    without any credentials is answered 401 before its body is read, so that nobody
+    logged out can make the server take in and parse uploads. Adds the security headers
+    to every response, and ``Cache-Control: no-store`` to the API's that set none (they
+    carry people's names, notes and sightings)."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -80,15 +100,32 @@ class BodyLimit:
             status_code=413,
         )
         started = over = False
+        api = scope["path"].startswith("/api/")
 
         async def secure_send(msg: Message) -> None:
             nonlocal started
             if msg["type"] == "http.response.start":
                 started = True
-                msg = {**msg, "headers": [*msg.get("headers", []), *_SECURITY_HEADERS]}
+                headers = [*msg.get("headers", []), *_SECURITY_HEADERS]
+                if api and not any(k.lower() == b"cache-control" for k, _ in headers):
+                    headers.append((b"cache-control", b"no-store"))
+                msg = {**msg, "headers": headers}
             await send(msg)
 
-        length = dict(scope.get("headers") or []).get(b"content-length")
+        request_headers = dict(scope.get("headers") or [])
+        if (
+            api
+            and scope["method"] in _WRITES
+            and scope["path"] not in _OPEN_WRITES
+            and not _has_credentials(request_headers)
+        ):
+            await JSONResponse(
+                {"detail": "not logged in: send a bearer token or log in"},
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )(scope, receive, secure_send)
+            return
+        length = request_headers.get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
             await too_big(scope, receive, secure_send)
             return
@@ -125,6 +162,13 @@ async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": jsonable_encoder(told)}, status_code=422)
 
 
+def _refused(code: int) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
+    async def handler(_request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=code)
+
+    return handler
+
+
 def create_app(ctx: WebContext) -> FastAPI:
     app = FastAPI(
         title="Sauron",
@@ -138,6 +182,9 @@ def create_app(ctx: WebContext) -> FastAPI:
     )
     app.state.ctx = ctx
     app.add_exception_handler(RequestValidationError, _invalid_request)
+    # the store's refusals, wherever a route lets one through: 404 and 409, never 500
+    app.add_exception_handler(NotFound, _refused(404))
+    app.add_exception_handler(Conflict, _refused(409))
     for router in (
         auth.router,
         routes_watchlist.router,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import asdict, dataclass
 from typing import Annotated
 
@@ -78,6 +79,30 @@ def current_principal(request: Request, ctx: Ctx) -> Principal:
             f"cookie-authenticated writes need the header {CSRF_HEADER}: sauron",
         )
     return principal
+
+
+#: A stream that stays open (live view, events) checks its token again this often, so
+#: that log-out, a disabled account, a password reset or the token's expiry ends it.
+RECHECK_S = 2.0
+
+
+class StillAuthorized:
+    """For a long-lived response: ``await check()`` is False once the token that opened
+    it no longer authenticates (looked up at most every :data:`RECHECK_S`)."""
+
+    def __init__(self, request: Request, ctx: WebContext, every: float = RECHECK_S) -> None:
+        self._token: str = getattr(request.state, "token", "")
+        self._accounts = ctx.accounts
+        self._every = every
+        self._next = time.monotonic() + every
+        self._ok = True
+
+    async def __call__(self) -> bool:
+        if self._ok and time.monotonic() >= self._next:
+            self._next = time.monotonic() + self._every
+            found = await run_in_threadpool(self._accounts.authenticate, self._token)
+            self._ok = found is not None
+        return self._ok
 
 
 def require_admin(p: Annotated[Principal, Depends(current_principal)]) -> Principal:

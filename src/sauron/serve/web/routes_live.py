@@ -14,7 +14,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from sauron.config import check_name
-from sauron.serve.web.auth import Ctx, Viewer
+from sauron.serve.web.auth import Ctx, StillAuthorized, Viewer
 from sauron.store.db import SightingFilter
 
 log = logging.getLogger(__name__)
@@ -132,10 +132,12 @@ async def stream(camera: str, request: Request, ctx: Ctx, _p: Viewer) -> Streami
     if feed is not None:
         feed.want(camera)
 
+    authorized = StillAuthorized(request, ctx)
+
     async def parts() -> AsyncIterator[bytes]:
         try:
             async for jpeg in ctx.hub.frames(camera, ctx.settings.web.live_fps):
-                if await request.is_disconnected():
+                if await request.is_disconnected() or not await authorized():
                     break
                 yield (
                     (
@@ -164,13 +166,14 @@ async def stream(camera: str, request: Request, ctx: Ctx, _p: Viewer) -> Streami
 async def events(request: Request, ctx: Ctx, _p: Viewer) -> StreamingResponse:
     """Server-sent events: ``alert`` the moment one is raised, ``cameras`` every second."""
     queue = ctx.broadcaster.subscribe()
+    authorized = StillAuthorized(request, ctx)
 
     async def gen() -> AsyncIterator[bytes]:
         loop = asyncio.get_running_loop()
         next_status = 0.0
         try:
             yield b"retry: 2000\n\n"
-            while not await request.is_disconnected():
+            while not await request.is_disconnected() and await authorized():
                 if loop.time() >= next_status:
                     next_status = loop.time() + 1.0
                     yield f"event: cameras\ndata: {json.dumps(ctx.hub.status())}\n\n".encode()

@@ -269,7 +269,7 @@ def edit_person(name: str, body: PersonPatch, ctx: Ctx, p: Admin) -> PersonOut:
     # everything is checked before anything changes: a refused request changes nothing
     person = ctx.store.get_person(name)
     if person is None:
-        raise NotFound(f"no person named {name!r}")
+        raise HTTPException(404, f"no person named {name!r}")
     new = valid_name(body.name) if body.name is not None and body.name != name else None
     if new is not None and ctx.store.get_person(new) is not None:
         raise HTTPException(409, f"a person with the id {new!r} is already enrolled")

@@ -20,6 +20,7 @@ import json
 import logging
 import threading
 import time
+import unicodedata
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -250,7 +251,7 @@ class FailureLog:
 
     def record(self, action: str, username: str, address: str) -> None:
         """One failure; written now if it is the first of its kind this period."""
-        key = (action, username[:64], address)
+        key = (action, printable(username[:64]), address)
         with self._lock:
             now_write = key not in self._seen and self._written < self.immediate
             if now_write:
@@ -277,6 +278,15 @@ class FailureLog:
         if overflow:
             self.write("*", "login_failed", "*", _detail("*", overflow))
         return len(pending) + bool(overflow)
+
+
+def printable(text: str) -> str:
+    """``text`` with its control and formatting characters written as ``\\uXXXX``: a user
+    name as sent to a failed log-in goes to the audit log, and must not carry a line
+    break (a forged line in an exported log) or a right-to-left override there."""
+    return "".join(
+        f"\\u{ord(c):04x}" if unicodedata.category(c).startswith("C") else c for c in text
+    )
 
 
 def _detail(address: str, count: int) -> str:
