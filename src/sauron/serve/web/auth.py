@@ -100,7 +100,11 @@ class StillAuthorized:
     async def __call__(self) -> bool:
         if self._ok and time.monotonic() >= self._next:
             self._next = time.monotonic() + self._every
-            found = await run_in_threadpool(self._accounts.authenticate, self._token)
+            try:
+                found = await run_in_threadpool(self._accounts.authenticate, self._token)
+            except Exception as exc:  # the store is gone (the server stops) or failing:
+                log.info("web: ending a stream, its token could not be checked: %s", exc)
+                found = None  # end the stream cleanly rather than abort it
             self._ok = found is not None
         return self._ok
 
