@@ -247,9 +247,13 @@ def decode_detections(data: bytes) -> tuple[Frame, Detections, dict[str, float]]
 MAX_LATE = 64
 
 
-def encode_result(result: Result) -> bytes:
-    """An annotated frame with its identities (the per-camera annotated topic)."""
+def encode_result(result: Result, *, with_jpeg: bool = True) -> bytes:
+    """An annotated frame with its identities (the per-camera annotated topic).
+    ``with_jpeg`` False leaves the frame's JPEG out (an empty ``jpeg`` blob), for an
+    annotated topic whose one reader already holds the frames it published
+    (``bus.annotated_jpeg: false``); late results keep theirs (earlier frames, rare)."""
     frame, det = result.frame, result.detections
+    jpeg = frame.jpeg if with_jpeg else b""
     meta = {
         **_frame_meta(frame),
         "names": list(det.names),
@@ -258,7 +262,7 @@ def encode_result(result: Result) -> bytes:
         "timings": result.timings_ms,
     }
     blobs = [
-        ("jpeg", frame.jpeg, "bytes", (len(frame.jpeg),)),
+        ("jpeg", jpeg, "bytes", (len(jpeg),)),
         ("annotated", result.annotated_jpeg, "bytes", (len(result.annotated_jpeg),)),
         *_detections_blobs(det),
     ]
@@ -294,22 +298,6 @@ def decode_result(data: bytes) -> Result:
         timings_ms=_timings(meta),
         late=late,
     )
-
-
-def result_without_jpeg(data: bytes) -> bytes:
-    """An encoded result with its frame's JPEG left out (an empty ``jpeg`` blob), the rest
-    as it was: for an annotated topic whose one reader already holds the frames it
-    published (``bus.annotated_jpeg: false``). The message is checked like any result,
-    then only its blob table and bytes are rewritten; late results keep their JPEGs
-    (earlier frames, rare)."""
-    meta, _ = _unpack(data, Kind.RESULT)  # checks the whole message first
-    meta_len = _HEADER.unpack_from(data)[3]
-    offset = _HEADER.size + meta_len
-    blobs = []
-    for name, dtype, shape, nbytes in json.loads(data[_HEADER.size : offset])["blobs"]:
-        chunk, offset = data[offset : offset + nbytes], offset + nbytes
-        blobs.append((name, b"", dtype, (0,)) if name == "jpeg" else (name, chunk, dtype, shape))
-    return _pack(Kind.RESULT, meta, blobs)
 
 
 def encode_sighting(sighting: Sighting) -> bytes:

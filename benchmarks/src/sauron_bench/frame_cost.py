@@ -24,6 +24,7 @@ import json
 import logging
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -77,32 +78,29 @@ def measure(clips: list[tuple[bytes, ...]], overrides: dict[str, Any]) -> dict[s
     calls: Counter[str] = Counter()
     spent: dict[str, float] = defaultdict(float)
 
-    def timed(part: str, fn: Any, kind: Any = None) -> Any:
+    def timed(fn: Any, part: str | Callable[..., str]) -> Any:
+        """``fn`` counted under ``part``, or the part ``part(*args, **kwargs)`` names."""
+
         def wrapper(*a: Any, **kw: Any) -> Any:
             t0 = time.thread_time()
             out = fn(*a, **kw)
-            name = kind(a, kw) if kind is not None else part
+            name = part if isinstance(part, str) else part(*a, **kw)
             spent[name] += (time.thread_time() - t0) * 1e3
             calls[name] += 1
             return out
 
         return wrapper
 
-    def scan_kind(a: tuple[Any, ...], kw: dict[str, Any]) -> str:
-        region = a[1] if len(a) > 1 else kw.get("region")
-        return (
-            "region scans"
-            if region is not None
-            else "coarse scans"
-            if kw.get("coarse")
-            else "full scans"
-        )
+    def scan_kind(_rgb: Any, region: Any = None, *, coarse: bool = False, **_: Any) -> str:
+        if region is not None:
+            return "region scans"
+        return "coarse scans" if coarse else "full scans"
 
-    model.locate = timed("", model.locate, scan_kind)
-    model.embed = timed("embedding", model.embed)
-    model.fit_landmarks = timed("landmarks of followed faces", model.fit_landmarks)
+    model.locate = timed(model.locate, scan_kind)
+    model.embed = timed(model.embed, "embedding")
+    model.fit_landmarks = timed(model.fit_landmarks, "landmarks of followed faces")
     decode = stage_module.decode_jpeg
-    stage_module.decode_jpeg = timed("decode", decode)
+    stage_module.decode_jpeg = timed(decode, "decode")
     try:
         frames = min(len(c) for c in clips)
         t0 = time.thread_time()

@@ -39,7 +39,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 from confluent_kafka import (
@@ -52,7 +51,6 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from sauron import codec
 from sauron.bus.client import (
     LIVE_HEADER,
     MAX_VALUE_BYTES,
@@ -116,10 +114,7 @@ class StageWorker:
         self.on_stale = on_stale
         self._handle_s = 0.0  # moving average of the handler's wall time per input
         self.exactly_once = settings.bus.exactly_once if exactly_once is None else exactly_once
-        topics = Topics.from_config(settings.topics)
-        self.deadletter = topics.deadletter
-        # bus.annotated_jpeg off: annotated results leave the frame's JPEG out
-        self._slim = None if settings.bus.annotated_jpeg else topics.annotated
+        self.deadletter = Topics.from_config(settings.topics).deadletter
         self.dead = DeadLetters(self.deadletter, name)
         self.metrics = metrics or Metrics()
         self.meter = WorkerMetrics(name, group, self.metrics)
@@ -151,17 +146,6 @@ class StageWorker:
         ahead = min(self._handle_s, self.live_max_age_s / 2)
         return time.time() - ts / 1000.0 + ahead > self.live_max_age_s
 
-    def _slimmed(self, outputs: list[Output]) -> list[Output]:
-        """With ``bus.annotated_jpeg`` off, annotated results without the frame's JPEG."""
-        if self._slim is None:
-            return outputs
-        return [
-            replace(o, value=codec.result_without_jpeg(o.value))
-            if o.topic == self._slim and o.value is not None
-            else o
-            for o in outputs
-        ]
-
     def _handle(self, msg: Message) -> Handled:
         """(outputs, dead-letter reason, drop reason) for one input message."""
         if self._stale(msg):
@@ -170,7 +154,7 @@ class StageWorker:
             return [], None, "stale"
         t0 = time.perf_counter()
         try:
-            outputs = self._slimmed(self.handler(msg.value() or b""))
+            outputs = self.handler(msg.value() or b"")
         except Skip as exc:
             return [], None, exc.reason
         except Exception as exc:  # any failure on one message must not stop the stream

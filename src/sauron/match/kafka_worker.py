@@ -41,14 +41,17 @@ def match_outputs(
     frame: codec.Frame,
     det: codec.Detections,
     timings: dict[str, float],
+    *,
+    with_jpeg: bool = True,
 ) -> list[Output]:
     """Name the faces of a frame: its annotated result (on the camera's partition of the
-    annotated topic) and its new sightings."""
+    annotated topic; without the frame's JPEG unless ``with_jpeg``, see
+    ``bus.annotated_jpeg``) and its new sightings."""
     result, sightings = stage.process(frame, det, timings)
     outs = [
         Output(
             topics.annotated,
-            codec.encode_result(result),
+            codec.encode_result(result, with_jpeg=with_jpeg),
             key=frame.camera,
             partition=camera_partition(frame.camera, partitions),
             captured_at=frame.captured_at,
@@ -67,7 +70,9 @@ def match_handler(settings: Settings, stage: MatchStage, partitions: int) -> Any
     def handle(value: bytes) -> list[Output]:
         frame, det, timings = codec.decode_detections(value)
         check_frame(frame, max_pixels)
-        return match_outputs(topics, stage, partitions, frame, det, timings)
+        return match_outputs(
+            topics, stage, partitions, frame, det, timings, with_jpeg=settings.bus.annotated_jpeg
+        )
 
     return handle
 
@@ -126,4 +131,7 @@ def topic_namer(settings: Settings, partitions: int) -> tuple[Matcher, Callable[
     topics = Topics.from_config(settings.topics)
     watchlist, tail = watchlist_from_topic(settings)
     stage = MatchStage(settings.match, watchlist)
-    return partial(match_outputs, topics, stage, partitions), tail.stop
+    outputs = partial(
+        match_outputs, topics, stage, partitions, with_jpeg=settings.bus.annotated_jpeg
+    )
+    return outputs, tail.stop

@@ -78,7 +78,7 @@ def _has_credentials(headers: dict[bytes, bytes]) -> bool:
     return any(c.strip().startswith(f"{SESSION_COOKIE}=") for c in cookies.split(";"))
 
 
-class BodyLimit:
+class Gatekeeper:
     """Refuses a request body over ``max_bytes`` with 413, before it is parsed: by its
     Content-Length when given, else by counting the chunks as they arrive (whatever the
     app would answer to the cut-off body, the client gets the 413). A write to the API
@@ -218,7 +218,7 @@ def create_app(ctx: WebContext) -> FastAPI:
         return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-store"})
 
     max_bytes = int(ctx.settings.web.max_upload_mb * 1024 * 1024)
-    app.add_middleware(BodyLimit, max_bytes=max_bytes)
+    app.add_middleware(Gatekeeper, max_bytes=max_bytes)
     if ctx.settings.web.trusted_proxies:  # the client named by X-Forwarded-For
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=ctx.settings.web.trusted_proxies)
     return app
