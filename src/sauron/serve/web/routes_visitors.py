@@ -163,6 +163,10 @@ async def promote(visitor_id: IdPath, body: PromoteIn, ctx: Ctx, p: Admin) -> Pe
         except EnrollError as exc:
             refused.append(f"{filename}: {exc}")
     if not good:
+        # a promotion or deletion at the same moment may have taken the crops away: then
+        # the visitor is gone, and the answer is the 404 it would have got a moment later
+        with store_refusals():
+            await run_in_threadpool(vs.get, visitor_id)
         raise HTTPException(
             422,
             {"message": "no crop of this visitor passes the enrollment check", "refused": refused},
